@@ -1,0 +1,36 @@
+# Two commands on a fresh machine with Python 3.11 and pip:
+#   make run    set up .venv and run the release flow on the demo data
+#   make test   set up .venv and run the tests
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PIPELINE_HOME ?= artifacts
+export PIPELINE_HOME
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): requirements.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m flows release --data data/demo.csv --schema configs/schema.yaml \
+		--feature-list configs/feature_list.csv --json-out $(PIPELINE_HOME)/last_release.json
+	@echo "summary: $(PIPELINE_HOME)/last_release.json"
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/bench_training.py
+
+clean:
+	rm -rf $(PIPELINE_HOME)

@@ -1,0 +1,1 @@
+"""Prefect flows: the order of the release stages and the decisions between them."""

@@ -1,0 +1,94 @@
+"""The release flow: validate → train → calibrate → export → register → gate."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from serving.schema import load_feature_list, load_schema
+from tasks.calibrate import calibrate_task
+from tasks.data import validate_data_task
+from tasks.export import export_task
+from tasks.gate import gate_task
+from tasks.registry import CHALLENGER, MlflowRegistry, input_example, register_task
+from tasks.settings import load_settings
+from tasks.train import train_task
+from tasks.versioning import feature_schema_hash, next_release
+
+
+@contextmanager
+def _timed(timings: dict, stage: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(time.perf_counter() - start, 3)
+
+
+@flow(name="release", flow_run_name="release-{data}", validate_parameters=False)
+def release_flow(data: str, schema: str, feature_list: str, config: str | None = None) -> dict:
+    """Train, calibrate, export, register and gate a new model version; returns the run summary."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    settings = load_settings(config)
+    contract = load_schema(schema)
+    features = load_feature_list(feature_list)
+    features.check_against(contract, feature_list)
+
+    with _timed(timings, "validate"):
+        ds = validate_data_task(data, contract, settings.training.min_rows, settings.training.min_class_rows)
+    registry = MlflowRegistry(settings)
+    prior = registry.prior_release()
+    champion = registry.champion()
+    release = next_release(prior, feature_schema_hash(contract, features), "retrain")
+    logger.info("candidate release %s (previous %s, champion %s)", release,
+                prior.release if prior else "none", champion.version if champion else "none")
+
+    with _timed(timings, "train"):
+        trained = train_task(ds, contract, features, settings)
+    report_dir = settings.pipeline_home / "reports" / settings.model_name / \
+        f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    with _timed(timings, "calibrate"):
+        cal = calibrate_task(trained.oof_raw, ds.y, trained.folds, settings.calibration.method,
+                             settings.calibration.n_bins, report_dir / "reliability.png")
+    with _timed(timings, "export"):
+        exported = export_task(trained, cal, ds, contract, features, settings, release,
+                               {"schema_file": str(Path(schema).resolve()),
+                                "feature_list_file": str(Path(feature_list).resolve())})
+    with _timed(timings, "register"):
+        reg = register_task(registry, exported, cal, trained, input_example(exported.metadata),
+                            {"training": trained.params, "calibration": {"method": cal.method,
+                                                                         "n_bins": settings.calibration.n_bins},
+                             "data_rows": ds.n_rows, "release": release},
+                            {"previous_release": prior.release if prior else ""})
+    with _timed(timings, "gate"):
+        gate = gate_task(exported.metadata.cv_metrics, settings.gate,
+                         champion.metrics if champion else None, champion.version if champion else None)
+        registry.record_gate(reg.version, gate)
+    timings["flow_total"] = round(time.perf_counter() - started, 3)
+
+    summary = {
+        "version": exported.version,
+        "release": release,
+        "model_dir": str(exported.path),
+        "registry": {"name": reg.name, "version": reg.version, "run_id": reg.run_id, "model_uri": reg.model_uri,
+                     "alias": CHALLENGER if gate.passed else None},
+        "cv_metrics": exported.metadata.cv_metrics,
+        "calibration": {"method": cal.method, "ece_before": cal.metrics_before["ece"],
+                        "ece_after": cal.metrics_after["ece"]},
+        "gate": gate.to_dict(),
+        "data": {"path": data, "rows": ds.n_rows, "positives": ds.positives, "sha256": ds.sha256},
+        "reliability_diagram": str(cal.diagram) if cal.diagram else None,
+        "training_rows_per_second": trained.rows_per_second_per_epoch,
+        "timings": {**timings, "cv": trained.timings["cv_seconds"],
+                    "final_fit": trained.timings["final_fit_seconds"]},
+    }
+    logger.info("release %s: version %s at %s, registered %s v%s, gate %s", release, exported.version,
+                exported.path, reg.name, reg.version, "passed" if gate.passed else "FAILED")
+    return summary

@@ -1,0 +1,88 @@
+"""Loading one exported version and scoring rows with it.
+
+Order matters for safety: metadata.json is parsed (JSON only), every file's
+SHA-256 is checked against it, the calibrator is unpickled through an allow-list
+and must name the same SavedModel digest, and only then is TensorFlow asked to
+load the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from serving.calibration import Calibrator, load_calibrator
+from serving.errors import IntegrityError
+from serving.inputs import coerce_column
+from serving.metadata import (
+    CALIBRATOR_FILE,
+    SAVED_MODEL_DIR,
+    SERVING_SIGNATURE,
+    ModelMetadata,
+    read_metadata,
+    verify_files,
+)
+from serving.schema import ColumnSpec, schema_from_dict
+
+
+class LoadedModel:
+    """A verified model version: SavedModel serving function plus calibrator."""
+
+    def __init__(self, version_dir: Path, metadata: ModelMetadata, calibrator: Calibrator, fn, keep) -> None:
+        self.version_dir = version_dir
+        self.metadata = metadata
+        self.calibrator = calibrator
+        self._fn = fn
+        self._keep = keep  # the loaded SavedModel object owns the variables the function reads
+        schema = schema_from_dict(metadata.schema_, f"{version_dir}/metadata.json")
+        self.specs: dict[str, ColumnSpec] = {i.name: schema.column(i.name) for i in metadata.inputs}
+
+    @classmethod
+    def load(cls, version_dir: str | Path) -> LoadedModel:
+        version_dir = Path(version_dir)
+        metadata = read_metadata(version_dir)
+        verify_files(version_dir, metadata)
+        calibrator = load_calibrator(version_dir / CALIBRATOR_FILE, metadata.files[CALIBRATOR_FILE])
+        if calibrator.model_digest != metadata.model_digest:
+            raise IntegrityError(f"{version_dir}: calibrator.pkl was fitted for another SavedModel")
+        if calibrator.method != metadata.calibrator_method:
+            raise IntegrityError(f"{version_dir}: calibrator is {calibrator.method}, metadata says "
+                                 f"{metadata.calibrator_method}")
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(version_dir / SAVED_MODEL_DIR))
+        fn = loaded.signatures[SERVING_SIGNATURE]
+        return cls(version_dir, metadata, calibrator, fn, loaded)
+
+    def score_columns(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw network scores and calibrated probabilities for typed columns.
+
+        Args:
+            columns: per input, float64 values (NaN = missing) or str values ("" = missing).
+        """
+        import tensorflow as tf
+
+        feeds = {}
+        for spec in self.metadata.inputs:
+            values = columns[spec.name]
+            dtype = tf.string if spec.dtype == "string" else tf.float64
+            feeds[spec.name] = tf.constant(values.astype(object) if spec.dtype == "string" else values, dtype)
+        raw = next(iter(self._fn(**feeds).values())).numpy().astype(np.float64).reshape(-1)
+        return raw, self.calibrator(raw)
+
+    def score_rows(self, rows: Sequence[Mapping[str, object]]) -> tuple[np.ndarray, np.ndarray]:
+        """Score raw rows (dicts of feature name to JSON-like value); no contract checks."""
+        columns = {name: coerce_column(spec, [r.get(name) for r in rows]).values
+                   for name, spec in self.specs.items()}
+        return self.score_columns(columns)
+
+    def golden_max_error(self) -> float:
+        """Largest |Δp| between this process's predictions and the golden examples."""
+        golden = self.metadata.golden_examples
+        if not golden:
+            raise IntegrityError(f"{self.version_dir}: metadata.json has no golden examples")
+        _raw, prob = self.score_rows([g.features for g in golden])
+        expected = np.asarray([g.probability for g in golden])
+        return float(np.max(np.abs(prob - expected)))

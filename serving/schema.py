@@ -1,0 +1,318 @@
+"""The data contract: ``schema.yaml`` (columns) and ``feature_list.csv`` (preprocessing).
+
+One implementation for training and serving. Column checks work on numpy arrays
+(values plus a null mask), so a CSV of a million rows and a JSON request of one
+row go through the same rules.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from serving.errors import ContractError, Problem
+
+ColumnType = Literal["numeric", "integer", "categorical", "boolean"]
+Preprocessing = Literal["standardize", "log_standardize", "binary", "one_hot", "embedding"]
+Imputation = Literal["median", "mean", "zero", "most_frequent", "missing_category", "none"]
+
+NUMERIC_TYPES = ("numeric", "integer")
+MAX_EXAMPLES = 5
+MAX_ROWS = 10
+
+# Which preprocessing and imputation make sense for which column type.
+ALLOWED_PREPROCESSING: dict[str, tuple[str, ...]] = {
+    "numeric": ("standardize", "log_standardize"),
+    "integer": ("standardize", "log_standardize"),
+    "boolean": ("binary",),
+    "categorical": ("one_hot", "embedding"),
+}
+ALLOWED_IMPUTATION: dict[str, tuple[str, ...]] = {
+    "numeric": ("median", "mean", "zero", "none"),
+    "integer": ("median", "mean", "zero", "none"),
+    "boolean": ("most_frequent", "zero", "none"),
+    "categorical": ("missing_category", "most_frequent", "none"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    name: str = Field(min_length=1)
+    type: ColumnType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnSpec:
+        if self.type == "categorical":
+            if not self.categories:
+                raise ValueError(f"categorical column '{self.name}' needs a non-empty 'categories' list")
+            if len(set(self.categories)) != len(self.categories):
+                raise ValueError(f"column '{self.name}' lists a category twice")
+            if any(not c.strip() for c in self.categories):
+                raise ValueError(f"column '{self.name}': a category may not be empty (empty means missing)")
+        elif self.categories is not None:
+            raise ValueError(f"column '{self.name}' is {self.type}; only categorical columns take 'categories'")
+        if self.type not in NUMERIC_TYPES and (self.min is not None or self.max is not None):
+            raise ValueError(f"column '{self.name}' is {self.type}; only numeric and integer columns take min/max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"column '{self.name}': min {self.min} is above max {self.max}")
+        return self
+
+
+class TargetSpec(_Strict):
+    name: str = Field(min_length=1)
+    positive_label: str = Field(min_length=1)
+
+
+class Schema(_Strict):
+    version: int = 1
+    target: TargetSpec
+    columns: tuple[ColumnSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Schema:
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"columns listed twice: {dupes}")
+        if self.target.name in names:
+            raise ValueError(f"target '{self.target.name}' must not also be listed under columns")
+        return self
+
+    def column(self, name: str) -> ColumnSpec:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON form: equal schemas hash equal, whatever the YAML layout."""
+        return canonical_digest(self.model_dump(mode="json"))
+
+
+class FeatureSpec(_Strict):
+    name: str = Field(min_length=1)
+    preprocessing: Preprocessing
+    imputation: Imputation = "none"
+    embedding_dim: int | None = Field(default=None, ge=1, le=256)
+
+
+class FeatureList(_Strict):
+    features: tuple[FeatureSpec, ...] = Field(min_length=1)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def check_against(self, schema: Schema, source: str = "feature list") -> None:
+        """Raise ContractError unless every feature is a schema column with a fitting treatment."""
+        errors = []
+        seen = set()
+        for f in self.features:
+            if f.name in seen:
+                errors.append(f"feature '{f.name}' is listed twice")
+            seen.add(f.name)
+            if f.name == schema.target.name:
+                errors.append(f"feature '{f.name}' is the target column")
+                continue
+            try:
+                col = schema.column(f.name)
+            except KeyError:
+                errors.append(f"feature '{f.name}' is not a column of the schema")
+                continue
+            if f.preprocessing not in ALLOWED_PREPROCESSING[col.type]:
+                errors.append(f"feature '{f.name}' is {col.type}; preprocessing must be one of "
+                              f"{list(ALLOWED_PREPROCESSING[col.type])}, not '{f.preprocessing}'")
+            if f.imputation not in ALLOWED_IMPUTATION[col.type]:
+                errors.append(f"feature '{f.name}' is {col.type}; imputation must be one of "
+                              f"{list(ALLOWED_IMPUTATION[col.type])}, not '{f.imputation}'")
+            if col.nullable and f.imputation == "none":
+                errors.append(f"feature '{f.name}' is nullable in the schema, so it needs an imputation")
+            if f.embedding_dim is not None and f.preprocessing != "embedding":
+                errors.append(f"feature '{f.name}': embedding_dim only applies to preprocessing 'embedding'")
+        if errors:
+            raise ContractError(f"{source}: " + "; ".join(errors))
+
+
+def canonical_digest(payload: object) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def schema_from_dict(data: object, source: str = "schema") -> Schema:
+    try:
+        return Schema.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError(f"{source}: {_pydantic_message(exc)}") from None
+
+
+def load_schema(path: str | Path) -> Schema:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot read schema: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ContractError(f"{path}: not valid YAML: {exc}") from None
+    return schema_from_dict(data, str(path))
+
+
+def dump_schema(schema: Schema, path: str | Path) -> None:
+    import yaml
+
+    data = schema.model_dump(mode="json", exclude_none=True)
+    for col in data["columns"]:
+        for key in ("min", "max"):
+            if isinstance(col.get(key), float) and col[key].is_integer():
+                col[key] = int(col[key])
+    Path(path).write_text(
+        "# Data contract: every column of the training CSV, its type and what values are allowed.\n"
+        "# Edit the ranges and category lists; the pipeline rejects data that breaks them.\n"
+        + yaml.safe_dump(data, sort_keys=False)
+    )
+
+
+FEATURE_LIST_COLUMNS = ("feature", "preprocessing", "imputation", "embedding_dim")
+
+
+def load_feature_list(path: str | Path) -> FeatureList:
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
+            header = reader.fieldnames or []
+            missing = [c for c in ("feature", "preprocessing") if c not in header]
+            if missing:
+                raise ContractError(f"{path}: missing header column(s) {missing}; expected {list(FEATURE_LIST_COLUMNS)}")
+            specs = []
+            for lineno, row in enumerate(reader, start=2):
+                raw = {
+                    "name": (row.get("feature") or "").strip(),
+                    "preprocessing": (row.get("preprocessing") or "").strip(),
+                    "imputation": (row.get("imputation") or "none").strip() or "none",
+                }
+                dim = (row.get("embedding_dim") or "").strip()
+                if dim:
+                    raw["embedding_dim"] = dim
+                try:
+                    specs.append(FeatureSpec.model_validate(raw))
+                except ValidationError as exc:
+                    raise ContractError(f"{path}, row {lineno - 1}: {_pydantic_message(exc)}") from None
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot read feature list: {exc.strerror}") from None
+    try:
+        return FeatureList(features=tuple(specs))
+    except ValidationError as exc:
+        raise ContractError(f"{path}: {_pydantic_message(exc)}") from None
+
+
+def dump_feature_list(features: FeatureList, path: str | Path) -> None:
+    with Path(path).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(FEATURE_LIST_COLUMNS)
+        for f in features.features:
+            writer.writerow([f.name, f.preprocessing, f.imputation, f.embedding_dim or ""])
+
+
+# ---------------------------------------------------------------- column checks
+
+def _problem(column: str, issue: str, detail: str, mask: np.ndarray, shown: np.ndarray,
+             row_base: int) -> Problem:
+    idx = np.flatnonzero(mask)
+    examples = []
+    for v in shown[idx]:
+        text = _fmt(v)
+        if text not in examples:
+            examples.append(text)
+        if len(examples) == MAX_EXAMPLES:
+            break
+    return Problem(column=column, issue=issue, detail=detail, count=int(idx.size),
+                   rows=tuple(int(i) + row_base for i in idx[:MAX_ROWS]), examples=tuple(examples))
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_column(spec: ColumnSpec, values: np.ndarray, null: np.ndarray,
+                 shown: np.ndarray | None = None, row_base: int = 1,
+                 skip: np.ndarray | None = None) -> list[Problem]:
+    """Check typed values of one column against its spec.
+
+    Args:
+        spec: the column's contract.
+        values: float64 for numeric/integer/boolean columns, object (str) for categorical.
+        null: True where the value is missing; ``values`` there is ignored.
+        shown: what to quote as examples (the raw input), defaults to ``values``.
+        row_base: the row number of ``values[0]`` (1 for the first data row).
+        skip: rows already reported (e.g. of the wrong type), left out of every check.
+
+    Returns:
+        Every problem found, empty when the column conforms.
+    """
+    shown = values if shown is None else shown
+    if skip is not None:
+        null = null & ~skip
+    problems: list[Problem] = []
+    if not spec.nullable and null.any():
+        problems.append(_problem(spec.name, "missing values", "the schema says this column is not nullable",
+                                 null, np.full(null.shape, "null", dtype=object), row_base))
+    present = ~null if skip is None else ~null & ~skip
+    if spec.type in NUMERIC_TYPES or spec.type == "boolean":
+        vals = values.astype(np.float64, copy=False)
+        with np.errstate(invalid="ignore"):
+            bad = present & ~np.isfinite(vals)
+        if bad.any():
+            problems.append(_problem(spec.name, "not finite", "NaN and infinity are not allowed", bad, shown, row_base))
+        ok = present & ~bad
+        if spec.type == "integer":
+            frac = ok & (np.floor(vals) != vals)
+            if frac.any():
+                problems.append(_problem(spec.name, "wrong type", "expected whole numbers", frac, shown, row_base))
+        if spec.type == "boolean":
+            notbool = ok & (vals != 0) & (vals != 1)
+            if notbool.any():
+                problems.append(_problem(spec.name, "wrong type", "expected true/false", notbool, shown, row_base))
+        lo = -np.inf if spec.min is None else spec.min
+        hi = np.inf if spec.max is None else spec.max
+        if spec.min is not None or spec.max is not None:
+            out = ok & ((vals < lo) | (vals > hi))
+            if out.any():
+                problems.append(_problem(spec.name, "out of range",
+                                         f"allowed range is [{_fmt(lo)}, {_fmt(hi)}]", out, shown, row_base))
+    else:
+        known = np.isin(values, np.asarray(spec.categories, dtype=object))
+        unknown = present & ~known
+        if unknown.any():
+            listed = ", ".join(spec.categories[:8]) + (", ..." if len(spec.categories) > 8 else "")
+            problems.append(_problem(spec.name, "unknown category", f"allowed: {listed}", unknown, shown, row_base))
+    return problems

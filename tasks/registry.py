@@ -1,0 +1,224 @@
+"""Stage 4: record the run in MLflow and register the version; aliases, never stages.
+
+``MlflowRegistry`` is the seam: the flow talks to it, tests use a real SQLite
+store. Tags on each model version make it self-describing (release, export
+directory, hashes, gate verdict), so no version number has to be remembered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.errors import RegistryError
+from tasks.settings import Settings
+from tasks.versioning import PriorRelease
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ROOT = Path(__file__).resolve().parent.parent
+PYFUNC_FILE = Path(__file__).resolve().with_name("pyfunc_model.py")
+SERVING_DIR = ROOT / "serving"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    release: str | None
+    metrics: dict[str, float]
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else value
+    return out
+
+
+def input_example(metadata, rows: int = 5):
+    """The first golden rows as a DataFrame typed as a client would send them."""
+    import pandas as pd
+
+    frame = pd.DataFrame([g.features for g in metadata.golden_examples[:rows]])
+    for spec in metadata.inputs:
+        nullable = metadata.schema_["columns"][[c["name"] for c in metadata.schema_["columns"]].index(spec.name)] \
+            .get("nullable", False)
+        if spec.type == "categorical":
+            frame[spec.name] = frame[spec.name].astype(object)
+        elif spec.type == "boolean" and not nullable:
+            frame[spec.name] = frame[spec.name].astype(bool)
+        elif spec.type == "integer" and not nullable:
+            frame[spec.name] = frame[spec.name].astype("int64")
+        else:
+            frame[spec.name] = frame[spec.name].astype("float64")
+    return frame[[i.name for i in metadata.inputs]]
+
+
+def serving_requirements() -> list[str]:
+    path = SERVING_DIR / "requirements.txt"
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+class MlflowRegistry:
+    def __init__(self, settings: Settings) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self.name = settings.model_name
+        if settings.tracking_uri.startswith("sqlite:///"):
+            Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_registry_uri(settings.tracking_uri)
+        self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+    # ------------------------------------------------------------ queries
+    def _versions(self):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.search_model_versions(f"name = '{self.name}'")
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {self._where()}: cannot list versions of '{self.name}': {exc}") from None
+
+    def _where(self) -> str:
+        uri = self.settings.tracking_uri
+        return uri.split("@")[-1] if "@" in uri else uri  # never print credentials
+
+    def prior_release(self) -> PriorRelease | None:
+        """The latest registered version's release and feature-schema hash."""
+        tagged = [v for v in self._versions() if v.tags.get("release") and v.tags.get("feature_schema_hash")]
+        if not tagged:
+            return None
+        latest = max(tagged, key=lambda v: int(v.version))
+        return PriorRelease(latest.tags["release"], latest.tags["feature_schema_hash"])
+
+    def alias_version(self, alias: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def champion(self) -> Champion | None:
+        mv = self.alias_version(CHAMPION)
+        if mv is None:
+            return None
+        metrics = json.loads(mv.tags.get("cv_metrics", "{}"))
+        if not metrics and mv.run_id:
+            run_metrics = self.client.get_run(mv.run_id).data.metrics
+            metrics = {k.removeprefix("cv_"): v for k, v in run_metrics.items() if k.startswith("cv_")}
+        return Champion(version=mv.version, release=mv.tags.get("release"), metrics=metrics)
+
+    # ------------------------------------------------------------ writes
+    def _experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(self.settings.mlflow.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if self.settings.tracking_uri.startswith("sqlite:"):
+            self.settings.artifact_root.mkdir(parents=True, exist_ok=True)
+            location = self.settings.artifact_root.as_uri()
+        return self.client.create_experiment(self.settings.mlflow.experiment, artifact_location=location)
+
+    def log_and_register(self, *, exported, calibration, train, input_example, params: dict,
+                         extra_tags: dict[str, str]) -> RegisteredVersion:
+        """One MLflow run with params, metrics, diagram and metadata; then a new registered version."""
+        import mlflow
+        from mlflow.models import infer_signature
+
+        metadata = exported.metadata
+        metrics = {f"cv_{k}": v for k, v in metadata.cv_metrics.items()}
+        metrics |= {f"raw_{k}": v for k, v in calibration.metrics_before.items()}
+        metrics |= {"ece_before": calibration.metrics_before["ece"], "ece_after": calibration.metrics_after["ece"],
+                    "training_rows_per_second": train.rows_per_second_per_epoch,
+                    "export_fidelity_max_abs_diff": exported.fidelity_max_abs_diff,
+                    "golden_max_abs_diff": exported.golden_max_abs_diff,
+                    "final_best_epoch": train.final_best_epoch}
+        metrics |= {k: v for k, v in train.timings.items()}
+        try:
+            with mlflow.start_run(experiment_id=self._experiment_id(),
+                                  run_name=f"{self.name}-{metadata.release}") as run:
+                mlflow.log_params(_flatten("", params, {}))
+                mlflow.log_metrics(metrics)
+                for fold in train.fold_results:
+                    mlflow.log_metrics({f"fold_{k}": v for k, v in fold.metrics.items()}, step=fold.fold)
+                if calibration.diagram:
+                    mlflow.log_artifact(str(calibration.diagram), "calibration")
+                mlflow.log_artifact(str(exported.path / "metadata.json"), "export")
+                golden = exported.metadata.golden_examples[: len(input_example)]
+                signature = infer_signature(input_example, np.asarray([g.probability for g in golden]))
+                with warnings.catch_warnings():
+                    # The signature is built from typed example rows on purpose (see input_example).
+                    warnings.simplefilter("ignore", UserWarning)
+                    info = mlflow.pyfunc.log_model(
+                        name="model", python_model=str(PYFUNC_FILE), artifacts={"model": str(exported.path)},
+                        code_paths=[str(SERVING_DIR)], signature=signature, input_example=input_example,
+                        pip_requirements=serving_requirements(), registered_model_name=self.name,
+                    )
+                version = str(info.registered_model_version)
+                tags = {"release": metadata.release, "export_version": metadata.version,
+                        "model_dir": str(exported.path), "schema_hash": metadata.schema_hash,
+                        "feature_schema_hash": metadata.feature_schema_hash, "model_digest": metadata.model_digest,
+                        "data_sha256": metadata.lineage.get("data_sha256", ""),
+                        "cv_metrics": json.dumps(metadata.cv_metrics), "mlflow_run_id": run.info.run_id,
+                        "calibrator_method": metadata.calibrator_method, **extra_tags}
+                for key, value in tags.items():
+                    self.client.set_model_version_tag(self.name, version, key, value)
+                mlflow.set_tags({"release": metadata.release, "registered_version": version,
+                                 "export_version": metadata.version})
+        except RegistryError:
+            raise
+        except Exception as exc:
+            if type(exc).__module__.startswith("mlflow"):
+                raise RegistryError(f"MLflow at {self._where()}: registering '{self.name}' failed: {exc}") from exc
+            raise
+        return RegisteredVersion(self.name, version, run.info.run_id, info.model_uri)
+
+    def record_gate(self, version: str, gate) -> None:
+        """Tag the verdict on the version; a blessed version becomes the challenger."""
+        self.client.set_model_version_tag(self.name, version, "blessed", str(gate.passed).lower())
+        self.client.set_model_version_tag(self.name, version, "gate_reasons", json.dumps(gate.reasons))
+        if gate.champion_version:
+            self.client.set_model_version_tag(self.name, version, "gate_champion_version", gate.champion_version)
+        if gate.passed:
+            self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.name, alias, version)
+
+
+# ---------------------------------------------------------------- Prefect tasks
+
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+
+# No retries: a half-finished registration retried would register the model twice.
+@task(name="register", cache_policy=NO_CACHE)
+def register_task(registry: MlflowRegistry, exported, calibration, train, input_example, params: dict,
+                  extra_tags: dict[str, str]) -> RegisteredVersion:
+    from prefect import get_run_logger
+
+    reg = registry.log_and_register(exported=exported, calibration=calibration, train=train,
+                                    input_example=input_example, params=params, extra_tags=extra_tags)
+    get_run_logger().info("registered %s version %s (run %s)", reg.name, reg.version, reg.run_id)
+    return reg
