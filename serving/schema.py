@@ -297,7 +297,7 @@ def check_column(spec: ColumnSpec, values: np.ndarray, null: np.ndarray,
         if spec.type == "integer":
             frac = ok & (np.floor(vals) != vals)
             if frac.any():
-                problems.append(_problem(spec.name, "wrong type", "expected whole numbers", frac, shown, row_base))
+                problems.append(_problem(spec.name, "not a whole number", "integer column", frac, shown, row_base))
         if spec.type == "boolean":
             notbool = ok & (vals != 0) & (vals != 1)
             if notbool.any():

@@ -1,0 +1,93 @@
+import pytest
+
+from serving.errors import ContractError
+from serving.schema import (
+    ColumnSpec,
+    FeatureList,
+    FeatureSpec,
+    Schema,
+    dump_feature_list,
+    dump_schema,
+    load_feature_list,
+    load_schema,
+    schema_from_dict,
+)
+
+
+def _schema(**over):
+    base = {"target": {"name": "y", "positive_label": "1"},
+            "columns": [{"name": "a", "type": "numeric", "nullable": True, "min": 0, "max": 10},
+                        {"name": "c", "type": "categorical", "categories": ["x", "y"]}]}
+    base.update(over)
+    return base
+
+
+@pytest.mark.parametrize("column, message", [
+    ({"name": "c", "type": "categorical"}, "needs a non-empty 'categories'"),
+    ({"name": "c", "type": "categorical", "categories": ["x", "x"]}, "lists a category twice"),
+    ({"name": "c", "type": "categorical", "categories": ["x", " "]}, "may not be empty"),
+    ({"name": "n", "type": "numeric", "min": 5, "max": 1}, "min 5.0 is above max 1.0"),
+    ({"name": "b", "type": "boolean", "min": 0}, "only numeric and integer columns take min/max"),
+    ({"name": "n", "type": "numeric", "categories": ["x"]}, "only categorical columns take 'categories'"),
+    ({"name": "n", "type": "float"}, "columns.0.type"),
+])
+def test_bad_columns_are_named(column, message):
+    with pytest.raises(ContractError, match=message):
+        schema_from_dict(_schema(columns=[column]), "s.yaml")
+
+
+def test_target_may_not_be_a_column():
+    with pytest.raises(ContractError, match="must not also be listed"):
+        schema_from_dict(_schema(columns=[{"name": "y", "type": "numeric"}]))
+
+
+def test_schema_round_trip_and_digest(tmp_path):
+    schema = schema_from_dict(_schema())
+    dump_schema(schema, tmp_path / "schema.yaml")
+    again = load_schema(tmp_path / "schema.yaml")
+    assert again == schema
+    assert again.digest() == schema.digest()
+    changed = schema_from_dict(_schema(columns=[{"name": "a", "type": "numeric", "nullable": False}]))
+    assert changed.digest() != schema.digest()
+
+
+def test_unreadable_schema_names_the_file(tmp_path):
+    with pytest.raises(ContractError, match="nope.yaml: cannot read"):
+        load_schema(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("target: [unclosed")
+    with pytest.raises(ContractError, match="bad.yaml: not valid YAML"):
+        load_schema(bad)
+
+
+def test_feature_list_round_trip(tmp_path):
+    fl = FeatureList(features=(FeatureSpec(name="a", preprocessing="log_standardize", imputation="median"),
+                               FeatureSpec(name="c", preprocessing="embedding", embedding_dim=3)))
+    dump_feature_list(fl, tmp_path / "f.csv")
+    assert load_feature_list(tmp_path / "f.csv") == fl
+
+
+def test_feature_list_row_errors_name_the_row(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("feature,preprocessing,imputation\na,standardize,median\nc,sparkle,none\n")
+    with pytest.raises(ContractError, match=r"f.csv, row 2: preprocessing"):
+        load_feature_list(path)
+
+
+@pytest.mark.parametrize("feature, message", [
+    (FeatureSpec(name="zz", preprocessing="standardize"), "not a column of the schema"),
+    (FeatureSpec(name="a", preprocessing="one_hot", imputation="median"), "preprocessing must be one of"),
+    (FeatureSpec(name="a", preprocessing="standardize"), "nullable in the schema, so it needs an imputation"),
+    (FeatureSpec(name="c", preprocessing="one_hot", imputation="median"), "imputation must be one of"),
+    (FeatureSpec(name="y", preprocessing="standardize"), "is the target column"),
+])
+def test_feature_list_is_checked_against_schema(feature, message):
+    schema = Schema.model_validate(_schema())
+    with pytest.raises(ContractError, match=message):
+        FeatureList(features=(feature,)).check_against(schema)
+
+
+def test_column_spec_is_immutable():
+    col = ColumnSpec(name="a", type="numeric")
+    with pytest.raises(Exception):
+        col.name = "b"
