@@ -131,7 +131,7 @@ def _prefect_defaults(env: dict[str, str]) -> None:
     # The temporary server migrates its database on first start; 2 slow cores need more than 20 s.
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF 2.21 logs harmless tf.data attribute errors
 
 
 def main(argv: list[str] | None = None) -> int:

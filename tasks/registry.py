@@ -126,7 +126,7 @@ class MlflowRegistry:
         if not metrics and mv.run_id:
             run_metrics = self.client.get_run(mv.run_id).data.metrics
             metrics = {k.removeprefix("cv_"): v for k, v in run_metrics.items() if k.startswith("cv_")}
-        return Champion(version=mv.version, release=mv.tags.get("release"), metrics=metrics)
+        return Champion(version=str(mv.version), release=mv.tags.get("release"), metrics=metrics)
 
     # ------------------------------------------------------------ writes
     def _experiment_id(self) -> str:

@@ -1,0 +1,174 @@
+"""The release flow for real: Prefect server, SQLite MLflow registry, TensorFlow on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def env_home(home, monkeypatch):
+    monkeypatch.setenv("PIPELINE_HOME", str(home))
+    return home
+
+
+def _client(home):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
+def _release(demo_csv, schema_path, feature_list_path, fast_config):
+    from flows.release import release_flow
+
+    return release_flow(data=str(demo_csv), schema=str(schema_path), feature_list=str(feature_list_path),
+                        config=str(fast_config))
+
+
+def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path, feature_list_path,
+                                 fast_config, tmp_path):
+    import mlflow
+
+    first = _release(demo_csv, schema_path, feature_list_path, fast_config)
+    assert first["version"] == "1" and first["release"] == "1.0.0"
+    assert first["model_dir"] == str(env_home / "models" / "test-model" / "1")
+    assert first["registry"]["name"] == "test-model" and first["registry"]["version"] == "1"
+    assert set(first["cv_metrics"]) >= {"roc_auc", "pr_auc", "brier", "ece"}
+    assert first["calibration"]["method"] == "isotonic"
+    assert first["gate"] == {"passed": True, "reasons": [], "champion_version": None, "comparison": {}}
+    assert all(first["timings"][s] > 0 for s in ("validate", "train", "calibrate", "export", "register"))
+
+    client, uri = _client(env_home)
+    mv = client.get_model_version("test-model", "1")
+    assert mv.tags["release"] == "1.0.0" and mv.tags["blessed"] == "true"
+    assert mv.tags["model_dir"] == first["model_dir"] and json.loads(mv.tags["gate_reasons"]) == []
+    assert str(client.get_model_version_by_alias("test-model", "challenger").version) == "1"
+    assert mv.current_stage in (None, "None")                       # aliases, never stages
+    run = client.get_run(mv.run_id)
+    assert run.data.metrics["cv_roc_auc"] == pytest.approx(first["cv_metrics"]["roc_auc"])
+    assert "ece_before" in run.data.metrics and "training.cv_folds" in run.data.params
+    artifacts = {a.path for a in client.list_artifacts(mv.run_id)}
+    assert {"calibration", "export"} <= artifacts
+    assert [a.path for a in client.list_artifacts(mv.run_id, "export")] == ["export/metadata.json"]
+    # Nothing escapes the pipeline home.
+    assert not (ROOT / "mlruns").exists()
+
+    # The registered pyfunc returns calibrated probabilities: the export's golden ones.
+    meta = json.loads((env_home / "models" / "test-model" / "1" / "metadata.json").read_text())
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/test-model/1")
+    golden = meta["golden_examples"]
+    frame = pd.DataFrame([g["features"] for g in golden])
+    for col in ("income", "employment_years"):   # nullable: None becomes NaN
+        frame[col] = frame[col].astype("float64")
+    predicted = np.asarray(model.predict(frame))
+    assert np.max(np.abs(predicted - [g["probability"] for g in golden])) <= 1e-6
+    assert model.metadata.signature is not None
+
+    # With a champion, the next release is compared against it and counts MINOR up.
+    client.set_registered_model_alias("test-model", "champion", "1")
+    second = _release(demo_csv, schema_path, feature_list_path, fast_config)
+    assert second["version"] == "2" and second["release"] == "1.1.0"
+    assert second["gate"]["champion_version"] == "1"
+    assert set(second["gate"]["comparison"]) == {"roc_auc", "pr_auc", "brier", "ece"}
+    assert client.get_model_version("test-model", "2").tags["previous_release"] == "1.0.0"
+
+    # A changed feature contract is a MAJOR release.
+    schema = yaml.safe_load(schema_path.read_text())
+    schema["columns"][0]["max"] = 120
+    changed = tmp_path / "schema.yaml"
+    changed.write_text(yaml.safe_dump(schema))
+    third = _release(demo_csv, changed, feature_list_path, fast_config)
+    assert third["release"] == "2.0.0" and third["version"] == "3"
+
+
+def _cli(args, home, timeout=600):
+    env = {**os.environ, "PIPELINE_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_HOME", None)   # the CLI must default it under the pipeline home
+    return subprocess.run([sys.executable, "-m", "flows", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_lists_commands_without_loading_tensorflow():
+    out = subprocess.run([sys.executable, "-c", "import sys; from flows.cli import main\n"
+                          "try:\n  main(['--help'])\nexcept SystemExit: pass\n"
+                          "print('TF' if 'tensorflow' in sys.modules else 'noTF')"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "infer-schema" in out.stdout and "release" in out.stdout
+    assert out.stdout.strip().endswith("noTF")
+
+
+def test_bad_data_is_refused_with_a_clear_message_and_touches_nothing(tmp_path, demo_frame, schema_path,
+                                                                       feature_list_path, home):
+    bad = demo_frame.copy().astype({"age": object})
+    bad.loc[2, "age"] = "old"
+    bad.loc[4, "region"] = "mars"
+    path = tmp_path / "bad.csv"
+    bad.to_csv(path, index=False)
+    result = _cli(["release", "--data", str(path), "--schema", str(schema_path), "--feature-list",
+                   str(feature_list_path)], home)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "bad.csv" in result.stderr and "column 'age': wrong type" in result.stderr and "rows 3" in result.stderr
+    assert "column 'region': unknown category" in result.stderr and "'mars'" in result.stderr
+    assert not (home / "mlflow").exists() and not (home / "models").exists()
+
+
+def test_bad_config_names_the_key(tmp_path, demo_csv, schema_path, feature_list_path, home):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("calibration:\n  method: platypus\n")
+    result = _cli(["release", "--data", str(demo_csv), "--schema", str(schema_path), "--feature-list",
+                   str(feature_list_path), "--config", str(config)], home)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "calibration.method" in result.stderr
+
+
+def test_cli_gate_failure_exits_3_and_records_the_verdict(tmp_path, demo_csv, schema_path, feature_list_path,
+                                                         fast_config, home):
+    config = yaml.safe_load(fast_config.read_text())
+    config["gate"]["bounds"]["roc_auc"] = {"min": 0.999}
+    config["gate"]["bounds"]["ece"] = {"max": 0.0001}
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(yaml.safe_dump(config))
+    summary_path = tmp_path / "out" / "summary.json"
+    result = _cli(["release", "--data", str(demo_csv), "--schema", str(schema_path), "--feature-list",
+                   str(feature_list_path), "--config", str(strict), "--json-out", str(summary_path)], home)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "quality gate: FAILED" in result.stderr and "roc_auc" in result.stderr and "ece" in result.stderr
+    summary = json.loads(summary_path.read_text())
+    assert summary["gate"]["passed"] is False and len(summary["gate"]["reasons"]) == 2
+    for key in ("version", "release", "model_dir", "registry", "cv_metrics", "calibration"):
+        assert key in summary
+    client, _ = _client(home)
+    mv = client.get_model_version("test-model", summary["registry"]["version"])
+    assert mv.tags["blessed"] == "false" and len(json.loads(mv.tags["gate_reasons"])) == 2
+    from mlflow.exceptions import MlflowException
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("test-model", "challenger")
+    # Prefect kept its state under the pipeline home.
+    assert (home / "prefect").exists()
+
+
+def test_infer_schema_cli(tmp_path, demo_csv, home):
+    out = tmp_path / "contract"
+    result = _cli(["infer-schema", "--data", str(demo_csv), "--target", "default", "--positive", "1",
+                   "--out", str(out)], home)
+    assert result.returncode == 0, result.stderr
+    assert (out / "schema.yaml").exists() and (out / "feature_list.csv").exists()
+    again = _cli(["infer-schema", "--data", str(demo_csv), "--target", "default", "--positive", "1",
+                  "--out", str(out)], home)
+    assert again.returncode == 2 and "--force" in again.stderr
+    check = _cli(["validate", "--data", str(demo_csv), "--schema", str(out / "schema.yaml"), "--feature-list",
+                  str(out / "feature_list.csv")], home)
+    assert check.returncode == 0 and "conforms" in check.stdout
