@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,31 @@ class Champion:
     version: str
     release: str | None
     metrics: dict[str, float]
+
+
+@contextmanager
+def tracking_uri(uri: str):
+    """Point MLflow's fluent API at ``uri`` for a block, then restore it.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the process
+    environment; left in place, a later run with another pipeline home would log to
+    this home's store.
+    """
+    import mlflow
+
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _flatten(prefix: str, value, out: dict) -> dict:
@@ -78,15 +105,12 @@ def serving_requirements() -> list[str]:
 
 class MlflowRegistry:
     def __init__(self, settings: Settings) -> None:
-        import mlflow
         from mlflow import MlflowClient
 
         self.settings = settings
         self.name = settings.model_name
         if settings.tracking_uri.startswith("sqlite:///"):
             Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        mlflow.set_registry_uri(settings.tracking_uri)
         self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
     # ------------------------------------------------------------ queries
@@ -155,7 +179,7 @@ class MlflowRegistry:
                     "final_best_epoch": train.final_best_epoch}
         metrics |= {k: v for k, v in train.timings.items()}
         try:
-            with mlflow.start_run(experiment_id=self._experiment_id(),
+            with tracking_uri(self.settings.tracking_uri), mlflow.start_run(experiment_id=self._experiment_id(),
                                   run_name=f"{self.name}-{metadata.release}") as run:
                 mlflow.log_params(_flatten("", params, {}))
                 mlflow.log_metrics(metrics)

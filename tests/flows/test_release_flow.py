@@ -65,8 +65,11 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
 
     # The registered pyfunc returns calibrated probabilities: the export's golden ones.
     meta = json.loads((env_home / "models" / "test-model" / "1" / "metadata.json").read_text())
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model("models:/test-model/1")
+    from tasks.registry import tracking_uri
+
+    with tracking_uri(uri):
+        model = mlflow.pyfunc.load_model("models:/test-model/1")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     golden = meta["golden_examples"]
     frame = pd.DataFrame([g["features"] for g in golden])
     for col in ("income", "employment_years"):   # nullable: None becomes NaN
@@ -91,11 +94,19 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
     third = _release(demo_csv, changed, feature_list_path, fast_config)
     assert third["release"] == "2.0.0" and third["version"] == "3"
 
+    # Another pipeline home in the same process starts from nothing: homes never interfere.
+    other = tmp_path / "other-home"
+    os.environ["PIPELINE_HOME"] = str(other)
+    fresh = _release(demo_csv, schema_path, feature_list_path, fast_config)
+    assert fresh["version"] == "1" and fresh["release"] == "1.0.0" and fresh["registry"]["version"] == "1"
+    assert fresh["model_dir"].startswith(str(other))
+
 
 def _cli(args, home, timeout=600):
     env = {**os.environ, "PIPELINE_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
     env.pop("PREFECT_HOME", None)   # the CLI must default it under the pipeline home
+    env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", "flows", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
