@@ -16,6 +16,7 @@ METADATA_FILE = "metadata.json"
 CALIBRATOR_FILE = "calibrator.pkl"
 SAVED_MODEL_DIR = "saved_model"
 SERVING_SIGNATURE = "serving_default"
+PACKED_SIGNATURE = "serve_packed"
 
 
 class InputSpec(BaseModel):

@@ -18,6 +18,7 @@ from serving.errors import IntegrityError
 from serving.inputs import coerce_column
 from serving.metadata import (
     CALIBRATOR_FILE,
+    PACKED_SIGNATURE,
     SAVED_MODEL_DIR,
     SERVING_SIGNATURE,
     ModelMetadata,
@@ -36,6 +37,9 @@ class LoadedModel:
         self.calibrator = calibrator
         self._fn = fn
         self._keep = keep  # the loaded SavedModel object owns the variables the function reads
+        self._packed = PACKED_SIGNATURE in getattr(keep, "signatures", {})
+        self._numeric = [i.name for i in metadata.inputs if i.dtype != "string"]
+        self._categorical = [i.name for i in metadata.inputs if i.dtype == "string"]
         schema = schema_from_dict(metadata.schema_, f"{version_dir}/metadata.json")
         self.specs: dict[str, ColumnSpec] = {i.name: schema.column(i.name) for i in metadata.inputs}
 
@@ -53,7 +57,7 @@ class LoadedModel:
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(version_dir / SAVED_MODEL_DIR))
-        fn = loaded.signatures[SERVING_SIGNATURE]
+        fn = loaded.signatures.get(PACKED_SIGNATURE) or loaded.signatures[SERVING_SIGNATURE]
         return cls(version_dir, metadata, calibrator, fn, loaded)
 
     def score_columns(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +68,17 @@ class LoadedModel:
         """
         import tensorflow as tf
 
+        if self._packed:
+            n = len(next(iter(columns.values())))
+            numbers = np.empty((n, len(self._numeric)), dtype=np.float64)
+            for i, name in enumerate(self._numeric):
+                numbers[:, i] = columns[name]
+            categories = np.empty((n, len(self._categorical)), dtype=object)
+            for j, name in enumerate(self._categorical):
+                categories[:, j] = columns[name]
+            out = self._fn(numbers=tf.constant(numbers), categories=tf.constant(categories, tf.string))
+            raw = next(iter(out.values())).numpy().astype(np.float64).reshape(-1)
+            return raw, self.calibrator(raw)
         feeds = {}
         for spec in self.metadata.inputs:
             values = columns[spec.name]

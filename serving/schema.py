@@ -210,7 +210,8 @@ def load_feature_list(path: str | Path) -> FeatureList:
             header = reader.fieldnames or []
             missing = [c for c in ("feature", "preprocessing") if c not in header]
             if missing:
-                raise ContractError(f"{path}: missing header column(s) {missing}; expected {list(FEATURE_LIST_COLUMNS)}")
+                raise ContractError(f"{path}: missing header column(s) {missing}; "
+                                    f"expected {list(FEATURE_LIST_COLUMNS)}")
             specs = []
             for lineno, row in enumerate(reader, start=2):
                 raw = {
@@ -247,7 +248,7 @@ def _problem(column: str, issue: str, detail: str, mask: np.ndarray, shown: np.n
              row_base: int) -> Problem:
     idx = np.flatnonzero(mask)
     examples = []
-    for v in shown[idx]:
+    for v in (shown[i] for i in idx):
         text = _fmt(v)
         if text not in examples:
             examples.append(text)
@@ -258,7 +259,7 @@ def _problem(column: str, issue: str, detail: str, mask: np.ndarray, shown: np.n
 
 
 def _fmt(value: object) -> str:
-    if isinstance(value, float):
+    if isinstance(value, float | np.floating):
         return f"{value:g}"
     return repr(value) if isinstance(value, str) else str(value)
 

@@ -134,6 +134,34 @@ def reference_distributions(ds: Dataset, schema: Schema, features: FeatureList, 
     return {"rows": ds.n_rows, "numeric": numeric, "categorical": categorical, "prediction": prediction}
 
 
+def write_saved_model(model, stats, path: Path) -> None:
+    """Two endpoints: ``serving_default`` takes one tensor per named feature (TF Serving style);
+    ``serve_packed`` takes all numbers as one float64 matrix and all categories as one string
+    matrix (columns in ``metadata.inputs`` order), which costs the server two tensors a call
+    instead of one per feature.
+    """
+    import keras
+    import tensorflow as tf
+
+    numeric = [s.name for s in stats if s.kind != "categorical"]
+    categorical = [s.name for s in stats if s.kind == "categorical"]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = {s.name: tf.TensorSpec([None], tf.string if s.kind == "categorical" else tf.float64, name=s.name)
+            for s in stats}
+    archive.add_endpoint("serve", lambda inputs: model(inputs, training=False), input_signature=[spec])
+
+    def packed(numbers, categories):
+        inputs = {name: numbers[:, i] for i, name in enumerate(numeric)}
+        inputs |= {name: categories[:, j] for j, name in enumerate(categorical)}
+        return model(inputs, training=False)
+
+    archive.add_endpoint("serve_packed", packed, input_signature=[
+        tf.TensorSpec([None, len(numeric)], tf.float64, name="numbers"),
+        tf.TensorSpec([None, len(categorical)], tf.string, name="categories")])
+    archive.write_out(str(path), verbose=False)
+
+
 @contextlib.contextmanager
 def _locked(directory: Path):
     directory.mkdir(parents=True, exist_ok=True)
@@ -178,7 +206,7 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f".staging-{uuid.uuid4().hex}"
     try:
-        train.model.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+        write_saved_model(train.model, train.stats, staging / SAVED_MODEL_DIR)
         digest = saved_model_digest(hash_tree(staging))
         calibrator = cal.calibrator.bound_to(digest)
         dump_calibrator(calibrator, staging / CALIBRATOR_FILE)
@@ -225,6 +253,11 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
         # Golden expectations come from the serving loader itself, then are re-checked through it.
         (staging / METADATA_FILE).write_text(metadata.to_json())
         model = LoadedModel.load(staging)
+        packed_raw, _ = model.score_columns({i.name: ds.columns[i.name][sample] for i in inputs})
+        fidelity = max(fidelity, float(np.max(np.abs(packed_raw - keras_raw))))
+        if fidelity > settings.export.fidelity_tolerance:
+            raise TrainingError(f"export: the packed serving endpoint differs from the trained model by "
+                                f"{fidelity:.2e}")
         raw, prob = model.score_rows(golden)
         metadata = metadata.model_copy(update={"golden_examples": [
             GoldenExample(features=row, raw_score=float(r), probability=float(p))

@@ -1,0 +1,36 @@
+"""``python -m serving``: start the model server (the same as ``uvicorn serving.app:app``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving", description="Serve exported TabularANN model versions over HTTP.",
+        epilog="Also configured by SERVING_* environment variables (see serving/config.py); "
+               "the admin token is read from SERVING_ADMIN_TOKEN only, never from the command line.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model-root", help="the only directory tree models may be loaded from (SERVING_MODEL_ROOT)")
+    parser.add_argument("--model-dir", help="load DIR/VERSION at start (SERVING_MODEL_DIR)")
+    parser.add_argument("--version", help="the version to load at start (SERVING_MODEL_VERSION)")
+    parser.add_argument("--intra-op-threads", type=int, help="TensorFlow intra-op threads (default: CPUs)")
+    parser.add_argument("--inter-op-threads", type=int, help="TensorFlow inter-op threads (default: 1)")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    for flag, env in (("model_root", "SERVING_MODEL_ROOT"), ("model_dir", "SERVING_MODEL_DIR"),
+                      ("version", "SERVING_MODEL_VERSION"), ("intra_op_threads", "SERVING_INTRA_OP_THREADS"),
+                      ("inter_op_threads", "SERVING_INTER_OP_THREADS")):
+        if getattr(args, flag) is not None:
+            os.environ[env] = str(getattr(args, flag))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import uvicorn
+
+    uvicorn.run("serving.app:app", host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,342 @@
+"""The model server: the handover guide's API (/load, /health, /model_info, /predict) and more.
+
+Start it with ``uvicorn serving.app:app --host 0.0.0.0 --port 8000`` (configured by
+SERVING_* environment variables, see serving/config.py) or ``python -m serving``.
+The hot path keeps pandas and pydantic away: bytes → orjson → numpy columns →
+one batched SavedModel call → orjson bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import logging
+import re
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.config import ServingSettings, settings_from_env
+from serving.errors import ServingError
+from serving.inputs import read_json_rows
+from serving.observability import Metrics
+from serving.scorer import Scorer
+from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
+
+log = logging.getLogger("serving")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SHADOW_ROWS_OBSERVED = 100
+
+
+class HTTPProblem(Exception):
+    def __init__(self, status: int, detail: str, **extra) -> None:
+        self.status, self.detail, self.extra = status, detail, extra
+
+
+def _json(payload: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def configure_threads(settings: ServingSettings) -> None:
+    import os
+
+    import tensorflow as tf
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads or cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads or 1)
+    except RuntimeError:
+        log.info("TensorFlow already initialised; thread settings unchanged")
+
+
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    settings = settings or settings_from_env()
+    metrics = Metrics()
+    store = ModelStore()
+    load_lock = asyncio.Lock()
+    shadow_log: collections.deque = collections.deque(maxlen=settings.shadow_log_size)
+    started = time.time()
+    state: dict = {"scorer": None}
+
+    def warm(model) -> None:
+        rows = [g.features for g in model.metadata.golden_examples]
+        for n in (1, len(rows)):
+            model.score_rows(rows[:n])
+
+    def publish_gauges() -> None:
+        routing = store.routing
+        metrics.loaded.set(len(routing.models))
+        metrics.default.clear()
+        if routing.default:
+            metrics.default.labels(routing.default).set(1)
+
+    async def do_load(model_dir: str, version: str, make_default: bool) -> dict:
+        async with load_lock:
+            before = store.routing.default
+            try:
+                model = await asyncio.to_thread(store.load, settings.model_root, model_dir, version, make_default,
+                                                warm)
+            except ServingError:
+                metrics.model_events.labels("load_failed").inc()
+                raise
+            metrics.model_events.labels("load").inc()
+            if store.routing.default != before:
+                metrics.model_events.labels("swap").inc()
+            publish_gauges()
+        return {"status": "loaded", "version": version, "model_dir": str(model.version_dir),
+                "default_version": store.routing.default, "release": model.metadata.release,
+                "loaded_versions": sorted(store.routing.models, key=int)}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await asyncio.to_thread(configure_threads, settings)
+        state["scorer"] = Scorer(metrics, settings.scorer_batch_rows)
+        if settings.model_dir and settings.model_version:
+            try:
+                await do_load(str(settings.model_dir), settings.model_version, True)
+            except ServingError as exc:
+                log.error("start-up load failed, serving nothing until /load succeeds: %s", exc)
+        if str(Path(settings.model_root).resolve()) == "/":
+            log.warning("SERVING_MODEL_ROOT is /: models may be loaded from anywhere")
+        yield
+        state["scorer"].close()
+
+    app = FastAPI(title="Tabular model server", version="1.0", lifespan=lifespan)
+    app.state.store = store
+    app.state.metrics = metrics
+    app.state.settings = settings
+
+    @app.exception_handler(HTTPProblem)
+    async def _problem(request: Request, exc: HTTPProblem):
+        return _json({"detail": exc.detail, **exc.extra}, exc.status)
+
+    def authorize(request: Request, admin: bool) -> None:
+        if not admin and not settings.protect_reads:
+            return
+        if not settings.admin_token:
+            raise HTTPProblem(401, "admin endpoints are disabled: the server has no SERVING_ADMIN_TOKEN")
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+            raise HTTPProblem(401, "missing or wrong bearer token")
+
+    def record(endpoint: str, status: int, version: str, start: float) -> None:
+        metrics.requests.labels(endpoint, str(status), version).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+    # ------------------------------------------------------------ admin
+    def admin_errors(exc: ServingError) -> HTTPProblem:
+        status = {LoadRefused: 400, NotLoaded: 404, Conflict: 409}.get(type(exc), 422)
+        return HTTPProblem(status, str(exc))
+
+    @app.post("/load")
+    async def load(request: Request, model_dir: str, version: str, default: bool = True):
+        start = time.perf_counter()
+        authorize(request, admin=True)
+        try:
+            body = await do_load(model_dir, version, default)
+        except ServingError as exc:
+            problem = admin_errors(exc)
+            record("load", problem.status, version, start)
+            raise problem from None
+        record("load", 200, version, start)
+        return _json(body)
+
+    @app.post("/unload")
+    async def unload(request: Request, version: str):
+        authorize(request, admin=True)
+        try:
+            store.unload(version)
+        except ServingError as exc:
+            raise admin_errors(exc) from None
+        metrics.model_events.labels("unload").inc()
+        publish_gauges()
+        return _json({"status": "unloaded", "version": version, "loaded_versions": sorted(store.routing.models)})
+
+    @app.post("/default")
+    async def make_default(request: Request, version: str):
+        authorize(request, admin=True)
+        try:
+            store.set_default(version)
+        except ServingError as exc:
+            raise admin_errors(exc) from None
+        metrics.model_events.labels("swap").inc()
+        publish_gauges()
+        return _json({"status": "ok", "default_version": version})
+
+    @app.post("/split")
+    async def split(request: Request):
+        authorize(request, admin=True)
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+            weights = {str(k): float(v) for k, v in (body.get("weights") or {}).items()}
+            shadow = body.get("shadow")
+            shadow = None if shadow is None else str(shadow)
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            raise HTTPProblem(422, 'expected {"weights": {"VERSION": WEIGHT, ...}, "shadow": VERSION or null}') \
+                from None
+        try:
+            store.set_split(weights, shadow)
+        except ServingError as exc:
+            raise admin_errors(exc) from None
+        metrics.model_events.labels("split").inc()
+        return _json({"status": "ok", "weights": store.routing.weights(), "shadow": store.routing.shadow})
+
+    # ------------------------------------------------------------ reads
+    def health_body() -> tuple[dict, int]:
+        routing = store.routing
+        scorer = state["scorer"]
+        depth = scorer.depth() if scorer else 0
+        reasons = []
+        if routing.default is None:
+            reasons.append("no model loaded")
+        if scorer is None or not scorer.alive:
+            reasons.append("scorer thread not running")
+        degraded = []
+        if store.last_error:
+            degraded.append(store.last_error)
+        if depth > settings.degraded_queue_depth:
+            degraded.append(f"{depth} requests waiting for the model")
+        status = "unhealthy" if reasons else "degraded" if degraded else "healthy"
+        body = {"status": status, "model_loaded": routing.default is not None, "default_version": routing.default,
+                "loaded_versions": sorted(routing.models, key=int), "queue_depth": depth,
+                "uptime_seconds": round(time.time() - started, 1), "reasons": reasons + degraded}
+        return body, 200 if status == "healthy" else 503
+
+    @app.get("/health")
+    async def health(request: Request):
+        start = time.perf_counter()
+        body, status = health_body()
+        record("health", status, body["default_version"] or "none", start)
+        return _json(body, status)
+
+    @app.get("/model_info")
+    async def model_info(request: Request, full: bool = False):
+        authorize(request, admin=False)
+        routing = store.routing
+        versions = {}
+        for version, model in sorted(routing.models.items(), key=lambda kv: int(kv[0])):
+            m = model.metadata
+            versions[version] = {"model_dir": str(model.version_dir), "release": m.release,
+                                 "model_name": m.model_name, "training_date": m.training_date,
+                                 "model_digest": m.model_digest, "files": m.files}
+        default = None
+        if routing.default:
+            meta = routing.models[routing.default].metadata.model_dump(mode="json", by_alias=True)
+            if not full:
+                for bulky in ("golden_examples", "reference", "training", "calibration"):
+                    meta.pop(bulky, None)
+            default = meta
+        return _json({"default_version": routing.default, "metadata": default, "versions": versions,
+                      "traffic_split": routing.weights(), "shadow": routing.shadow,
+                      "policy": {"unknown_category": settings.unknown_category,
+                                 "out_of_range": settings.out_of_range, "max_batch_rows": settings.max_batch_rows}})
+
+    @app.get("/shadow")
+    async def shadow(request: Request, limit: int = 100):
+        authorize(request, admin=False)
+        return _json({"shadow": store.routing.shadow, "recent": list(shadow_log)[-max(0, limit):]})
+
+    @app.get("/metrics")
+    async def prometheus(request: Request):
+        authorize(request, admin=False)
+        metrics.queue_depth.set(state["scorer"].depth() if state["scorer"] else 0)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------ predict
+    def record_shadow(request_id: str, served: str, shadow_version: str, served_prob, fut) -> None:
+        if fut.exception() is not None:
+            return
+        _raw, prob = fut.result()
+        diff = abs(prob - served_prob)
+        metrics.shadow_rows.labels(shadow_version).inc(prob.size)
+        hist = metrics.shadow_divergence.labels(shadow_version)
+        for d in diff[:SHADOW_ROWS_OBSERVED].tolist():
+            hist.observe(d)
+        shadow_log.append({"request_id": request_id, "served_version": served, "shadow_version": shadow_version,
+                           "rows": int(prob.size), "mean_abs_divergence": float(diff.mean()),
+                           "max_abs_divergence": float(diff.max()), "shadow_probabilities": prob[:10].tolist(),
+                           "served_probabilities": served_prob[:10].tolist(), "at": time.time()})
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        start = time.perf_counter()
+        rid = request.headers.get("x-request-id", "")
+        request_id = rid if REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
+        version = "none"
+        try:
+            authorize(request, admin=False)
+            routing = store.routing
+            try:
+                body = orjson.loads(await request.body())
+            except orjson.JSONDecodeError as exc:
+                raise HTTPProblem(422, f"body is not valid JSON (NaN and Infinity are not JSON): {exc}") from None
+            rows = body.get("features") if isinstance(body, dict) else None
+            if not isinstance(rows, list) or not rows:
+                raise HTTPProblem(422, 'expected {"features": [{"feature": value, ...}, ...]} with at least one row')
+            if len(rows) > settings.max_batch_rows:
+                raise HTTPProblem(413, f"{len(rows)} rows; at most {settings.max_batch_rows} per request")
+            not_objects = [i for i, r in enumerate(rows) if type(r) is not dict]
+            if not_objects:
+                raise HTTPProblem(422, f"rows {not_objects[:10]} are not JSON objects")
+            wanted = request.query_params.get("version")
+            if wanted is not None:
+                if wanted not in routing.models:
+                    raise HTTPProblem(404, f"version {wanted} is not loaded; loaded: {sorted(routing.models)}")
+                version = wanted
+            else:
+                key = request.headers.get("x-request-key") or body.get("key")
+                version = routing.pick(None if key is None else str(key))
+                if version is None:
+                    raise HTTPProblem(503, "no model loaded")
+            model = routing.models[version]
+            columns, problems = read_json_rows(model.specs, rows, settings.policy)
+            if problems:
+                for p in problems:
+                    metrics.input_problems.labels(p.column or "", p.issue).inc()
+                raise HTTPProblem(422, f"{len(problems)} problem(s) with the input; rows are 0-based",
+                                  errors=[p.to_dict() for p in problems])
+            raw, prob = await asyncio.wrap_future(state["scorer"].submit(model, columns, len(rows)))
+            shadow_version = routing.shadow
+            if shadow_version and shadow_version != version and shadow_version in routing.models:
+                shadow_model = routing.models[shadow_version]
+                fut = state["scorer"].submit(shadow_model, columns, len(rows))
+                fut.add_done_callback(lambda f: record_shadow(request_id, version, shadow_version, prob, f))
+        except HTTPProblem as exc:
+            record("predict", exc.status, version, start)
+            return _json({"detail": exc.detail, **exc.extra, "request_id": request_id}, exc.status,
+                         {"x-request-id": request_id})
+        except Exception:
+            log.exception("predict failed (request %s)", request_id)
+            record("predict", 500, version, start)
+            return _json({"detail": "internal error; see the server log", "request_id": request_id}, 500,
+                         {"x-request-id": request_id})
+        metrics.rows.labels(version).inc(len(rows))
+        hist = metrics.probability.labels(version)
+        for p in prob[:SHADOW_ROWS_OBSERVED].tolist():
+            hist.observe(p)
+        predictions = [{"probability": p, "raw_score": r, "version": version}
+                       for p, r in zip(prob.tolist(), raw.tolist())]
+        record("predict", 200, version, start)
+        return _json({"request_id": request_id, "model_version": version, "predictions": predictions},
+                     headers={"x-request-id": request_id})
+
+    return app
+
+
+def __getattr__(name: str):
+    # `uvicorn serving.app:app` builds the app on first access, not at import.
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)

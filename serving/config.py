@@ -1,0 +1,61 @@
+"""Server settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serving.errors import ContractError
+
+POLICIES = ("reject", "allow")
+
+
+class ServingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_root: Path = Field(default_factory=Path.cwd)
+    model_dir: Path | None = None
+    model_version: str | None = None
+    admin_token: str | None = Field(default=None, repr=False)
+    max_batch_rows: int = Field(10_000, ge=1)
+    scorer_batch_rows: int = Field(20_000, ge=1)
+    unknown_category: str = Field("reject", pattern="^(reject|allow)$")
+    out_of_range: str = Field("reject", pattern="^(reject|allow)$")
+    protect_reads: bool = False
+    intra_op_threads: int | None = Field(None, ge=1)
+    inter_op_threads: int | None = Field(None, ge=1)
+    degraded_queue_depth: int = Field(256, ge=1)
+    shadow_log_size: int = Field(1000, ge=0)
+
+    @property
+    def policy(self) -> frozenset[str]:
+        let_through = set()
+        if self.unknown_category == "allow":
+            let_through.add("unknown category")
+        if self.out_of_range == "allow":
+            let_through.add("out of range")
+        return frozenset(let_through)
+
+
+ENV = {
+    "SERVING_MODEL_ROOT": "model_root", "SERVING_MODEL_DIR": "model_dir",
+    "SERVING_MODEL_VERSION": "model_version", "SERVING_ADMIN_TOKEN": "admin_token",
+    "SERVING_MAX_BATCH_ROWS": "max_batch_rows", "SERVING_SCORER_BATCH_ROWS": "scorer_batch_rows",
+    "SERVING_UNKNOWN_CATEGORY": "unknown_category", "SERVING_OUT_OF_RANGE": "out_of_range",
+    "SERVING_PROTECT_READS": "protect_reads", "SERVING_INTRA_OP_THREADS": "intra_op_threads",
+    "SERVING_INTER_OP_THREADS": "inter_op_threads", "SERVING_DEGRADED_QUEUE_DEPTH": "degraded_queue_depth",
+    "SERVING_SHADOW_LOG_SIZE": "shadow_log_size",
+}
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> ServingSettings:
+    env = dict(os.environ) if env is None else env
+    data = {field: env[key] for key, field in ENV.items() if env.get(key)}
+    try:
+        return ServingSettings.model_validate(data)
+    except ValidationError as exc:
+        names = {v: k for k, v in ENV.items()}
+        parts = [f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()]
+        raise ContractError("serving configuration: " + "; ".join(parts)) from None

@@ -1,0 +1,167 @@
+"""The loaded versions and how traffic is routed between them.
+
+Routing is an immutable snapshot replaced in one assignment, so a request reads a
+consistent view without a lock and a swap never interrupts one in flight: the old
+model object stays alive until the last request holding it is done.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+import os
+import random
+import re
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+
+from serving.errors import IntegrityError, ServingError
+from serving.model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+VERSION_RE = re.compile(r"^[0-9]{1,9}$")
+GOLDEN_TOLERANCE = 1e-6
+
+
+class LoadRefused(ServingError):
+    """A load request that is not allowed (path outside the root, bad version)."""
+
+
+class Conflict(ServingError):
+    """An admin change that would leave routing inconsistent."""
+
+
+class NotLoaded(ServingError):
+    pass
+
+
+@dataclass(frozen=True)
+class Routing:
+    models: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    default: str | None = None
+    split: tuple[tuple[str, float], ...] = ()   # (version, cumulative weight in (0, 1])
+    shadow: str | None = None
+
+    def pick(self, key: str | None) -> str | None:
+        """The version for a request: the weighted split (sticky by key), else the default."""
+        if not self.split:
+            return self.default
+        if key is None:
+            u = random.random()
+        else:
+            u = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+        cum = [c for _v, c in self.split]
+        return self.split[min(bisect.bisect_right(cum, u), len(self.split) - 1)][0]
+
+    def weights(self) -> dict[str, float]:
+        out, prev = {}, 0.0
+        for version, cum in self.split:
+            out[version] = round(cum - prev, 6)
+            prev = cum
+        return out
+
+
+def resolve_inside(root: Path, model_dir: str, version: str) -> Path:
+    """The version directory, refused unless it lies inside ``root`` once symlinks are resolved."""
+    if not VERSION_RE.match(version or ""):
+        raise LoadRefused(f"version must be a number, got {version!r}")
+    root_real = Path(os.path.realpath(root))
+    candidate = Path(model_dir)
+    if not candidate.is_absolute():
+        candidate = root_real / candidate
+    target = Path(os.path.realpath(candidate / version))
+    if target != root_real and root_real not in target.parents:
+        raise LoadRefused(f"{model_dir}/{version} is outside the model root {root_real}")
+    if not target.is_dir():
+        raise LoadRefused(f"{target} is not a directory")
+    for dirpath, dirs, files in os.walk(target):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(dirpath, name)):
+                raise LoadRefused(f"{os.path.join(dirpath, name)} is a symlink; model files must be plain files")
+    return target
+
+
+class ModelStore:
+    def __init__(self) -> None:
+        self.routing = Routing()
+        self._write = threading.Lock()
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------ loading
+    def load(self, root: Path, model_dir: str, version: str, make_default: bool = True,
+             warm=None) -> LoadedModel:
+        """Verify, load, warm and golden-check a version; only then publish it.
+
+        Raises:
+            LoadRefused, IntegrityError: nothing was changed.
+        """
+        try:
+            path = resolve_inside(root, model_dir, version)
+            model = LoadedModel.load(path)
+            if model.metadata.version != version:
+                raise IntegrityError(f"{path}: metadata.json says version {model.metadata.version}, not {version}")
+            if warm is not None:
+                warm(model)
+            error = model.golden_max_error()
+            if not error <= GOLDEN_TOLERANCE:
+                raise IntegrityError(f"{path}: predictions differ from the golden examples by {error:.2e} "
+                                     f"(tolerance {GOLDEN_TOLERANCE:.0e})")
+        except ServingError as exc:
+            self.last_error = f"load of version {version} refused: {exc}"
+            raise
+        with self._write:
+            current = self.routing
+            existing = current.models.get(version)
+            if existing is not None and existing.version_dir != model.version_dir:
+                raise Conflict(f"version {version} is already loaded from {existing.version_dir}; unload it first")
+            models = dict(current.models)
+            models[version] = model
+            default = version if make_default or current.default is None else current.default
+            self.routing = replace(current, models=MappingProxyType(models), default=default)
+            self.last_error = None
+        log.info("loaded version %s from %s (golden max |Δp| %.1e)%s", version, model.version_dir, error,
+                 " and made it the default" if default == version else "")
+        return model
+
+    # ------------------------------------------------------------ admin
+    def unload(self, version: str) -> None:
+        with self._write:
+            current = self.routing
+            if version not in current.models:
+                raise NotLoaded(f"version {version} is not loaded")
+            if version == current.default:
+                raise Conflict(f"version {version} is the default; make another version the default first")
+            if version in dict(current.split) or version == current.shadow:
+                raise Conflict(f"version {version} is in the traffic split or the shadow; change those first")
+            models = {k: v for k, v in current.models.items() if k != version}
+            self.routing = replace(current, models=MappingProxyType(models))
+
+    def set_default(self, version: str) -> None:
+        with self._write:
+            if version not in self.routing.models:
+                raise NotLoaded(f"version {version} is not loaded")
+            self.routing = replace(self.routing, default=version)
+
+    def set_split(self, weights: dict[str, float], shadow: str | None) -> None:
+        with self._write:
+            current = self.routing
+            missing = [v for v in [*weights, *([shadow] if shadow else [])] if v not in current.models]
+            if missing:
+                raise NotLoaded(f"not loaded: {', '.join(missing)}")
+            if any(w < 0 for w in weights.values()):
+                raise Conflict("weights must not be negative")
+            total = sum(weights.values())
+            if weights and total <= 0:
+                raise Conflict("weights must add up to more than 0")
+            split, cum = [], 0.0
+            for version in sorted(weights, key=int):
+                if weights[version] > 0:
+                    cum += weights[version] / total
+                    split.append((version, cum))
+            if split:
+                split[-1] = (split[-1][0], 1.0)
+            self.routing = replace(current, split=tuple(split), shadow=shadow)
