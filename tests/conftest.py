@@ -95,3 +95,36 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG) -> list:
+    """Train and export one version per seed under ``home``; returns the ExportedModel of each."""
+    from serving.schema import load_feature_list, load_schema
+    from tasks.calibrate import calibrate
+    from tasks.data import load_dataset
+    from tasks.export import export_model
+    from tasks.settings import load_settings
+    from tasks.train import train
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "pipeline.yaml").write_text(config)
+    frame.to_csv(home / "data.csv", index=False)
+    schema = load_schema(ROOT / "configs" / "schema.yaml")
+    features = load_feature_list(ROOT / "configs" / "feature_list.csv")
+    ds = load_dataset(home / "data.csv", schema, min_rows=50)
+    out = []
+    for i, seed in enumerate(seeds):
+        settings = load_settings(home / "pipeline.yaml", env={"PIPELINE_HOME": str(home)},
+                                 overrides={"seed": seed, "training.cv_folds": 2, "training.epochs": 8})
+        result = train(ds, schema, features, settings)
+        cal = calibrate(result.oof_raw, ds.y, result.folds, "isotonic", 10)
+        out.append(export_model(result, cal, ds, schema, features, settings, f"1.{i}.0"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory, demo_frame):
+    """Two exported versions (different seeds) under a model root: root/models/test-model/{1,2}."""
+    root = tmp_path_factory.mktemp("served")
+    exported = train_and_export(root, demo_frame, seeds=(7, 8))
+    return {"root": root / "models", "model_dir": root / "models" / "test-model", "exported": exported}

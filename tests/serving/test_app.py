@@ -1,0 +1,238 @@
+"""The model server's API, in process (FastAPI's TestClient runs the real app and lifespan)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.config import ServingSettings
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _golden(path):
+    return json.loads((path / "metadata.json").read_text())["golden_examples"]
+
+
+@pytest.fixture
+def client(served_models):
+    settings = ServingSettings(model_root=served_models["root"], admin_token=TOKEN, max_batch_rows=50)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _load(client, served_models, version="1", **params):
+    return client.post("/load", params={"model_dir": str(served_models["model_dir"]), "version": version, **params},
+                       headers=AUTH)
+
+
+def test_unhealthy_until_a_model_is_loaded(client, served_models):
+    r = client.get("/health")
+    assert r.status_code == 503 and r.json()["status"] == "unhealthy" and r.json()["model_loaded"] is False
+    assert client.post("/predict", json={"features": [{}]}).status_code == 503
+    assert _load(client, served_models).status_code == 200
+    r = client.get("/health")
+    assert r.status_code == 200 and r.json() == {**r.json(), "status": "healthy", "model_loaded": True,
+                                                 "default_version": "1"}
+
+
+def test_predict_reproduces_the_golden_examples(client, served_models):
+    _load(client, served_models)
+    golden = _golden(served_models["model_dir"] / "1")
+    r = client.post("/predict", json={"features": [g["features"] for g in golden]},
+                    headers={"X-Request-ID": "req-42"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "req-42"
+    body = r.json()
+    assert body["request_id"] == "req-42" and body["model_version"] == "1"
+    got = np.array([p["probability"] for p in body["predictions"]])
+    assert np.max(np.abs(got - [g["probability"] for g in golden])) <= 1e-6
+    assert np.max(np.abs(np.array([p["raw_score"] for p in body["predictions"]])
+                         - [g["raw_score"] for g in golden])) <= 1e-6
+    assert {p["version"] for p in body["predictions"]} == {"1"}
+    assert len(client.post("/predict", json={"features": [golden[0]["features"]]}).json()["request_id"]) == 32
+
+
+def _row(served_models):
+    return dict(_golden(served_models["model_dir"] / "1")[0]["features"])
+
+
+@pytest.mark.parametrize("mutate, feature, issue", [
+    (lambda r: r.pop("age"), "age", "missing feature"),
+    (lambda r: r.update(age="forty"), "age", "wrong type"),
+    (lambda r: r.update(age=40.5), "age", "not a whole number"),
+    (lambda r: r.update(debt_ratio=None), "debt_ratio", "missing values"),
+    (lambda r: r.update(debt_ratio=-1), "debt_ratio", "out of range"),
+    (lambda r: r.update(region="atlantis"), "region", "unknown category"),
+    (lambda r: r.update(region=3), "region", "wrong type"),
+    (lambda r: r.update(has_mortgage="yes"), "has_mortgage", "wrong type"),
+])
+def test_bad_rows_get_422_naming_row_and_feature(client, served_models, mutate, feature, issue):
+    _load(client, served_models)
+    good = _row(served_models)
+    bad = dict(good)
+    mutate(bad)
+    r = client.post("/predict", json={"features": [good, bad]})
+    assert r.status_code == 422, r.text
+    errors = r.json()["errors"]
+    assert [(e["column"], e["issue"], e["rows"]) for e in errors] == [(feature, issue, [1])]
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"not json", 422),
+    (b'{"features": [{"age": NaN}]}', 422),
+    (b'{"features": [{"income": 1e400}]}', 422),
+    (b'{"features": []}', 422),
+    (b'{"features": {"age": 1}}', 422),
+    (b'{"features": [1, 2]}', 422),
+    (b"[]", 422),
+    (json.dumps({"features": [{}] * 51}).encode(), 413),
+])
+def test_malformed_requests_never_500(client, served_models, body, status):
+    _load(client, served_models)
+    r = client.post("/predict", content=body)
+    assert r.status_code == status, r.text
+    assert "request_id" in r.json()
+
+
+def test_policy_can_let_unknown_categories_through(served_models):
+    settings = ServingSettings(model_root=served_models["root"], admin_token=TOKEN, unknown_category="allow")
+    with TestClient(create_app(settings)) as c:
+        _load(c, served_models)
+        row = _row(served_models) | {"region": "atlantis"}
+        assert c.post("/predict", json={"features": [row]}).status_code == 200
+
+
+def test_admin_endpoints_need_the_token(client, served_models):
+    params = {"model_dir": str(served_models["model_dir"]), "version": "1"}
+    assert client.post("/load", params=params).status_code == 401
+    assert client.post("/load", params=params, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/load", params=params, headers={"Authorization": TOKEN}).status_code == 401
+    assert client.post("/unload", params={"version": "1"}).status_code == 401
+    assert client.post("/default", params={"version": "1"}).status_code == 401
+    assert client.post("/split", json={"weights": {"1": 1}}).status_code == 401
+    assert client.get("/health").status_code == 503          # nothing was loaded by those calls
+
+
+def test_without_a_configured_token_admin_is_off(served_models):
+    with TestClient(create_app(ServingSettings(model_root=served_models["root"]))) as c:
+        r = c.post("/load", params={"model_dir": str(served_models["model_dir"]), "version": "1"},
+                   headers={"Authorization": "Bearer "})
+        assert r.status_code == 401 and "SERVING_ADMIN_TOKEN" in r.json()["detail"]
+
+
+def test_reads_can_be_protected(served_models):
+    settings = ServingSettings(model_root=served_models["root"], admin_token=TOKEN, protect_reads=True)
+    with TestClient(create_app(settings)) as c:
+        _load(c, served_models)
+        row = _row(served_models)
+        assert c.post("/predict", json={"features": [row]}).status_code == 401
+        assert c.post("/predict", json={"features": [row]}, headers=AUTH).status_code == 200
+        assert c.get("/model_info").status_code == 401 and c.get("/metrics").status_code == 401
+        assert c.get("/health").status_code == 200             # probes stay open
+
+
+def test_versions_default_split_and_unload(client, served_models):
+    assert _load(client, served_models, "1").status_code == 200
+    r = _load(client, served_models, "2", default="false")
+    assert r.status_code == 200 and r.json()["default_version"] == "1"
+    row = _row(served_models)
+    assert client.post("/predict", json={"features": [row]}).json()["model_version"] == "1"
+    assert client.post("/predict?version=2", json={"features": [row]}).json()["model_version"] == "2"
+    assert client.post("/predict?version=9", json={"features": [row]}).status_code == 404
+
+    info = client.get("/model_info").json()
+    assert info["default_version"] == "1" and set(info["versions"]) == {"1", "2"}
+    assert info["versions"]["2"]["files"]["calibrator.pkl"] == \
+        served_models["exported"][1].metadata.files["calibrator.pkl"]
+    assert info["metadata"]["version"] == "1" and "golden_examples" not in info["metadata"]
+
+    r = client.post("/split", json={"weights": {"1": 1, "2": 1}}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["weights"] == {"1": 0.5, "2": 0.5}
+    served = {k: client.post("/predict", json={"features": [row]}, headers={"X-Request-Key": k}).json()
+              ["model_version"] for k in (f"user-{i}" for i in range(40))}
+    assert set(served.values()) == {"1", "2"}
+    again = {k: client.post("/predict", json={"features": [row], "key": k}).json()["model_version"] for k in served}
+    assert again == served                                      # sticky by key, header or body
+    assert client.post("/unload", params={"version": "2"}, headers=AUTH).status_code == 409   # in the split
+    assert client.post("/split", json={"weights": {}}, headers=AUTH).status_code == 200
+
+    assert client.post("/unload", params={"version": "1"}, headers=AUTH).status_code == 409   # the default
+    assert client.post("/default", params={"version": "2"}, headers=AUTH).status_code == 200
+    assert client.post("/predict", json={"features": [row]}).json()["model_version"] == "2"
+    assert client.post("/unload", params={"version": "1"}, headers=AUTH).status_code == 200
+    assert client.get("/health").json()["loaded_versions"] == ["2"]
+    assert client.post("/default", params={"version": "1"}, headers=AUTH).status_code == 404
+
+
+def test_shadow_scores_without_answering(client, served_models):
+    _load(client, served_models, "1")
+    _load(client, served_models, "2", default="false")
+    assert client.post("/split", json={"weights": {}, "shadow": "2"}, headers=AUTH).status_code == 200
+    golden = _golden(served_models["model_dir"] / "1")
+    body = client.post("/predict", json={"features": [g["features"] for g in golden]}).json()
+    assert {p["version"] for p in body["predictions"]} == {"1"}
+    import time
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not client.get("/shadow").json()["recent"]:
+        time.sleep(0.05)
+    entry = client.get("/shadow").json()["recent"][-1]
+    assert entry["served_version"] == "1" and entry["shadow_version"] == "2" and entry["rows"] == len(golden)
+    assert entry["max_abs_divergence"] > 0       # two different networks
+    assert "serving_shadow_rows_total" in client.get("/metrics").text
+
+
+def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(client, served_models, tmp_path):
+    _load(client, served_models, "1")
+    bad_root = served_models["root"] / "corrupt-test"
+    shutil.rmtree(bad_root, ignore_errors=True)
+    shutil.copytree(served_models["model_dir"] / "2", bad_root / "2")
+    with open(bad_root / "2" / "calibrator.pkl", "ab") as fh:
+        fh.write(b"\x00")
+    r = client.post("/load", params={"model_dir": str(bad_root), "version": "2"}, headers=AUTH)
+    assert r.status_code == 422 and "calibrator.pkl" in r.json()["detail"]
+    health = client.get("/health").json()
+    assert health["status"] == "degraded" and health["default_version"] == "1"
+    assert any("refused" in reason for reason in health["reasons"])
+    row = _row(served_models)
+    assert client.post("/predict", json={"features": [row]}).json()["model_version"] == "1"
+    assert _load(client, served_models, "2").status_code == 200          # a good load clears it
+    assert client.get("/health").json()["status"] == "healthy"
+    shutil.rmtree(bad_root)
+
+
+def test_paths_outside_the_root_are_refused(client, served_models, tmp_path):
+    for model_dir in ("../../etc", "/etc", str(served_models["model_dir"]) + "/../../.."):
+        r = client.post("/load", params={"model_dir": model_dir, "version": "1"}, headers=AUTH)
+        assert r.status_code == 400 and "outside the model root" in r.json()["detail"], model_dir
+    outside = tmp_path / "outside"
+    shutil.copytree(served_models["model_dir"] / "1", outside / "1")
+    link = served_models["root"] / "sneaky"
+    link.symlink_to(outside)
+    try:
+        r = client.post("/load", params={"model_dir": str(link), "version": "1"}, headers=AUTH)
+        assert r.status_code == 400 and "outside the model root" in r.json()["detail"]
+    finally:
+        link.unlink()
+    r = client.post("/load", params={"model_dir": str(served_models["model_dir"]), "version": "1;rm"}, headers=AUTH)
+    assert r.status_code == 400
+    assert client.get("/health").json()["model_loaded"] is False
+
+
+def test_prometheus_metrics(client, served_models):
+    _load(client, served_models)
+    row = _row(served_models)
+    client.post("/predict", json={"features": [row]})
+    client.post("/predict", json={"features": [row | {"region": "mars"}]})
+    text = client.get("/metrics").text
+    assert 'serving_requests_total{endpoint="predict",status="200",version="1"} 1.0' in text
+    assert 'serving_requests_total{endpoint="predict",status="422",version="1"} 1.0' in text
+    assert 'serving_input_problems_total{feature="region",issue="unknown category"} 1.0' in text
+    assert 'serving_model_events_total{event="load"} 1.0' in text
+    assert "serving_request_latency_seconds_bucket" in text and "serving_prediction_probability_bucket" in text
+    assert 'serving_default_version{version="1"} 1.0' in text

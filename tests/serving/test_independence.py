@@ -1,0 +1,32 @@
+"""serving/ ships alone to target hosts: it may import only itself and its own requirements."""
+
+import ast
+import sys
+
+from tests.conftest import ROOT
+
+ALLOWED = {"serving", "numpy", "pydantic", "yaml", "fastapi", "uvicorn", "orjson", "prometheus_client",
+           "tensorflow"}
+
+
+def test_serving_imports_only_its_own_requirements():
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    offenders = []
+    for path in (ROOT / "serving").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for name in names:
+                top = name.split(".")[0]
+                if top not in ALLOWED and top not in stdlib:
+                    offenders.append(f"{path.name}: {name}")
+    assert offenders == []
+
+
+def test_serving_requirements_cover_its_imports():
+    reqs = (ROOT / "serving" / "requirements.txt").read_text()
+    for package in ("tensorflow-cpu", "numpy", "pydantic", "pyyaml", "fastapi", "uvicorn", "orjson",
+                    "prometheus-client"):
+        assert f"{package}==" in reqs
+    for banned in ("prefect", "mlflow", "pandas", "scikit-learn"):
+        assert banned not in reqs
