@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PIPELINE_HOME ?= artifacts
 export PIPELINE_HOME
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean serve
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_serving.py
+
+serve: $(STAMP)
+	SERVING_MODEL_ROOT=$(PIPELINE_HOME)/models $(PY) -m serving --port 8000
 
 clean:
 	rm -rf $(PIPELINE_HOME)
