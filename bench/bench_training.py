@@ -20,22 +20,22 @@ ECE after calibration <= 0.03.
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+# TensorFlow is only imported inside functions (through tasks.*), after this line.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF 2.21 logs harmless tf.data attribute errors at level 2
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -45,6 +45,31 @@ DATASETS = ("demo", "breast_cancer", "fair")
 AUC_TOLERANCE = 0.01      # ours may be at most this much below the baseline
 ECE_TARGET = 0.03         # our calibrated, cross-fitted ECE (equal-width bins)
 BOOTSTRAP_REPS = 1000
+
+
+# ---------------------------------------------------------------- machine load
+
+def cpu_snapshot() -> tuple[float, float, float]:
+    """(CPU seconds busy on the whole machine, CPU seconds of this process, wall clock)."""
+    busy = float("nan")
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    t = os.times()
+    return busy, t.user + t.system + t.children_user + t.children_system, time.perf_counter()
+
+
+def other_load(start: tuple[float, float, float]) -> dict:
+    """CPU used by other processes since ``start``: non-zero means the timings were disturbed."""
+    end = cpu_snapshot()
+    wall = end[2] - start[2]
+    own = end[1] - start[1]
+    others = max(0.0, (end[0] - start[0]) - own)
+    return {"wall_s": round(wall, 1), "own_cpu_s": round(own, 1), "other_processes_cpu_s": round(others, 1),
+            "other_processes_cores": round(others / wall, 2) if wall else 0.0}
 
 
 # ---------------------------------------------------------------- datasets
@@ -154,7 +179,7 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
     from tasks.data import load_dataset
     from tasks.export import export_model
     from tasks.settings import load_settings
-    from tasks.train import train
+    from tasks.train import predict_raw, train
 
     home = workdir / name
     home.mkdir(parents=True, exist_ok=True)
@@ -186,6 +211,13 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
     print(f"[{name}] trained: CV {tr.timings['cv_seconds']:.1f}s, final fit {tr.timings['final_fit_seconds']:.1f}s, "
           f"{tr.rows_per_second_per_epoch:.0f} rows/s", flush=True)
 
+    # The exported model is the final fit, but the metrics and the calibrator come from the CV models'
+    # out-of-fold scores. Check that the final model scores like them (in-sample, so optimistic).
+    final_raw = predict_raw(tr.model, ds.columns, tr.stats)
+    out["final_vs_cv"] = {"oof_raw_mean": float(tr.oof_raw.mean()), "oof_raw_std": float(tr.oof_raw.std()),
+                          "final_raw_mean_in_sample": float(final_raw.mean()),
+                          "final_raw_std_in_sample": float(final_raw.std())}
+
     t0 = time.perf_counter()
     cal = calibrate(tr.oof_raw, ds.y, tr.folds, method, n_bins, None)
     stages["calibrate"] = time.perf_counter() - t0
@@ -197,7 +229,7 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
         out["export"] = {"ok": True, "version": exported.version,
                          "fidelity_max_abs_diff": exported.fidelity_max_abs_diff,
                          "golden_max_abs_diff": exported.golden_max_abs_diff}
-    except Exception as exc:  # report, keep the metrics
+    except Exception as exc:  # noqa: BLE001 - a failed export is a result to report; the metrics stand
         stages["export"] = None
         out["export"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         print(f"[{name}] export FAILED: {type(exc).__name__}: {exc}", flush=True)
@@ -207,6 +239,9 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
     hgb_cal = calibrate(hgb_raw, ds.y, tr.folds, method, n_bins, None)
     stages["baseline_cross_validation"] = hgb_seconds
 
+    final_cal = binary_metrics(ds.y, cal.calibrator(final_raw), n_bins)
+    out["final_vs_cv"].update(final_in_sample_roc_auc=final_cal["roc_auc"],
+                              final_in_sample_ece_calibrated=final_cal["ece"])
     out["ours"] = {"raw": cal.metrics_before, "calibrated": cal.metrics_after}
     out["baseline"] = {"raw": binary_metrics(ds.y, hgb_raw, n_bins), "calibrated": hgb_cal.metrics_after}
     assert np.allclose(out["baseline"]["raw"]["roc_auc"], hgb_cal.metrics_before["roc_auc"])
@@ -256,8 +291,8 @@ def _f(v, fmt=".4f"):
 def markdown(results: list[dict]) -> str:
     ok = [r for r in results if "error" not in r]
     lines = [
-        "| dataset | rows | pos. rate | ours AUC raw / cal | HGB AUC raw / cal | Δ AUC cal (95% CI) "
-        "| ours ECE raw → cal | HGB ECE cal | ours Brier cal | HGB Brier cal | AUC goal | ECE goal |",
+        ("| dataset | rows | pos. rate | ours AUC raw / cal | HGB AUC raw / cal | Δ AUC cal (95% CI) "
+         "| ours ECE raw → cal | HGB ECE cal | ours Brier cal | HGB Brier cal | AUC goal | ECE goal |"),
         "|---|---:|---:|---|---|---|---|---:|---:|---:|:-:|:-:|",
     ]
     for r in ok:
@@ -272,9 +307,9 @@ def markdown(results: list[dict]) -> str:
             f"| {'met' if r['goal']['auc_met'] else 'MISSED'} | {'met' if r['goal']['ece_met'] else 'MISSED'} |")
     lines += [
         "",
-        "| dataset | infer contract s | validate/load s | CV s (5 folds) | final fit s | calibrate s | export s "
-        "| HGB CV s | train rows/s | epochs run per fold (final) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ("| dataset | infer contract s | validate/load s | CV s | final fit s | calibrate s | export s "
+         "| HGB CV s | train rows/s | epochs run per fold (final) | other processes' cores |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in ok:
         s = r["stages_seconds"]
@@ -283,7 +318,24 @@ def markdown(results: list[dict]) -> str:
             f"| {r['dataset']} | {_f(s['infer_contract'], '.2f')} | {_f(s['validate_load'], '.2f')} "
             f"| {_f(s['cross_validation'], '.1f')} | {_f(s['final_fit'], '.1f')} | {_f(s['calibrate'], '.3f')} "
             f"| {_f(s['export'], '.1f')} | {_f(s['baseline_cross_validation'], '.1f')} "
-            f"| {r['rows_per_second']:.0f} | {epochs} |")
+            f"| {r['rows_per_second']:.0f} | {epochs} | {r['machine_load']['other_processes_cores']:.2f} |")
+    lines += [
+        "",
+        ("Exported (final-fit) model against the CV models whose out-of-fold scores give the metrics and the "
+         "calibrator (final model scored in-sample, so its AUC is optimistic):"),
+        "",
+        ("| dataset | CV best epochs | final best epoch (run) | OOF raw mean / std | final raw mean / std "
+         "| final AUC in-sample | final ECE in-sample, CV calibrator |"),
+        "|---|---|---|---|---|---:|---:|",
+    ]
+    for r in ok:
+        fv = r["final_vs_cv"]
+        best = ",".join(str(f["best_epoch"]) for f in r["ours_folds"])
+        lines.append(
+            f"| {r['dataset']} | {best} | {r['ours_final']['best_epoch']} ({r['ours_final']['epochs_run']}) "
+            f"| {fv['oof_raw_mean']:.3f} / {fv['oof_raw_std']:.3f} "
+            f"| {fv['final_raw_mean_in_sample']:.3f} / {fv['final_raw_std_in_sample']:.3f} "
+            f"| {fv['final_in_sample_roc_auc']:.4f} | {fv['final_in_sample_ece_calibrated']:.4f} |")
     for r in results:
         if "error" in r:
             lines.append(f"\n**{r['dataset']} failed:** {r['error']}")
@@ -321,25 +373,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.chdir(ROOT)
     results = []
+    load_before = os.getloadavg()   # timings are only meaningful on an otherwise idle machine
+    snap_all = cpu_snapshot()
     t_all = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="bench-training-"))
     try:
         for name in names:
             t0 = time.perf_counter()
+            snap = cpu_snapshot()
             try:
                 r = run_dataset(name, workdir, overrides)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one broken dataset must not hide the others' results
                 traceback.print_exc()
                 r = {"dataset": name, "error": f"{type(exc).__name__}: {exc}"}
             r["total_seconds"] = round(time.perf_counter() - t0, 1)
+            r["machine_load"] = other_load(snap)
             results.append(r)
-            print(f"[{name}] done in {r['total_seconds']:.0f}s", flush=True)
+            print(f"[{name}] done in {r['total_seconds']:.0f}s; other processes used "
+                  f"{r['machine_load']['other_processes_cores']:.2f} cores meanwhile", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     from tasks.settings import load_settings
 
     env = environment()   # after training, so importing TF here cannot pre-empt its thread settings
+    env["loadavg_1_5_15_before"] = [round(x, 2) for x in load_before]
+    env["loadavg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
+    env["machine_load"] = other_load(snap_all)
     config = load_settings(None, env={"PIPELINE_HOME": "/tmp"}, overrides=overrides)
     report = {
         "environment": env,
@@ -356,7 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print()
     print(f"nproc {env['nproc']}, python {env['python']}, tensorflow {env['tensorflow']}, "
-          f"keras {env['keras']}, scikit-learn {env['scikit_learn']}; total {report['total_seconds']:.0f}s")
+          f"keras {env['keras']}, scikit-learn {env['scikit_learn']}; total {report['total_seconds']:.0f}s; "
+          f"load average before {env['loadavg_1_5_15_before']}, after {env['loadavg_1_5_15_after']}")
+    if env["machine_load"]["other_processes_cores"] > 0.1:
+        print(f"warning: other processes used {env['machine_load']['other_processes_cores']:.2f} of "
+              f"{env['nproc']} cores during the run; the timings are inflated", file=sys.stderr)
     print(markdown(results))
     print(f"\nresults: {out}")
     return 1 if any("error" in r for r in results) else 0
