@@ -85,7 +85,7 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
         "gate": gate.to_dict(),
         "data": {"path": data, "rows": ds.n_rows, "positives": ds.positives, "sha256": ds.sha256},
         "reliability_diagram": str(cal.diagram) if cal.diagram else None,
-        "training_rows_per_second": trained.rows_per_second_per_epoch,
+        "training_rows_per_second": trained.training_rows_per_second,
         "timings": {**timings, "cv": trained.timings["cv_seconds"],
                     "final_fit": trained.timings["final_fit_seconds"]},
     }

@@ -25,7 +25,7 @@ from serving.metadata import (
     read_metadata,
     verify_files,
 )
-from serving.schema import ColumnSpec, schema_from_dict
+from serving.schema import ColumnSpec, schema_from_dict, tensor_name
 
 
 class LoadedModel:
@@ -83,7 +83,8 @@ class LoadedModel:
         for spec in self.metadata.inputs:
             values = columns[spec.name]
             dtype = tf.string if spec.dtype == "string" else tf.float64
-            feeds[spec.name] = tf.constant(values.astype(object) if spec.dtype == "string" else values, dtype)
+            values = values.astype(object) if spec.dtype == "string" else values
+            feeds[tensor_name(spec.name)] = tf.constant(values, dtype)
         raw = next(iter(self._fn(**feeds).values())).numpy().astype(np.float64).reshape(-1)
         return raw, self.calibrator(raw)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -125,7 +126,12 @@ class FeatureList(_Strict):
         """Raise ContractError unless every feature is a schema column with a fitting treatment."""
         errors = []
         seen = set()
+        tensors: dict[str, str] = {}
         for f in self.features:
+            other = tensors.setdefault(tensor_name(f.name), f.name)
+            if other != f.name:
+                errors.append(f"features '{other}' and '{f.name}' both map to the model input "
+                              f"'{tensor_name(f.name)}'; rename one")
             if f.name in seen:
                 errors.append(f"feature '{f.name}' is listed twice")
             seen.add(f.name)
@@ -149,6 +155,12 @@ class FeatureList(_Strict):
                 errors.append(f"feature '{f.name}': embedding_dim only applies to preprocessing 'embedding'")
         if errors:
             raise ContractError(f"{source}: " + "; ".join(errors))
+
+
+def tensor_name(column: str) -> str:
+    """The name a column's input tensor and layers get: TensorFlow allows [A-Za-z0-9_.-] only."""
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", column)
+    return safe if safe[:1].isalpha() else f"f_{safe}"
 
 
 def canonical_digest(payload: object) -> str:

@@ -37,7 +37,7 @@ from serving.metadata import (
     saved_model_digest,
 )
 from serving.model import LoadedModel
-from serving.schema import FeatureList, Schema
+from serving.schema import FeatureList, Schema, tensor_name
 from serving.stats import bin_fractions, quantile_edges
 from tasks.calibrate import CalibrationResult
 from tasks.data import Dataset
@@ -143,12 +143,12 @@ def write_saved_model(model, stats, path: Path) -> None:
     import keras
     import tensorflow as tf
 
-    numeric = [s.name for s in stats if s.kind != "categorical"]
-    categorical = [s.name for s in stats if s.kind == "categorical"]
+    numeric = [tensor_name(s.name) for s in stats if s.kind != "categorical"]
+    categorical = [tensor_name(s.name) for s in stats if s.kind == "categorical"]
     archive = keras.export.ExportArchive()
     archive.track(model)
-    spec = {s.name: tf.TensorSpec([None], tf.string if s.kind == "categorical" else tf.float64, name=s.name)
-            for s in stats}
+    spec = {tensor_name(s.name): tf.TensorSpec([None], tf.string if s.kind == "categorical" else tf.float64,
+                                               name=tensor_name(s.name)) for s in stats}
     archive.add_endpoint("serve", lambda inputs: model(inputs, training=False), input_signature=[spec])
 
     def packed(numbers, categories):
@@ -220,7 +220,7 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
         keras_raw = predict_raw(train.model, ds.columns, train.stats, sample)
         loaded = tf.saved_model.load(str(staging / SAVED_MODEL_DIR))
         fn = loaded.signatures["serving_default"]
-        feeds = {i.name: tf.constant(ds.columns[i.name][sample].astype(object) if i.dtype == "string"
+        feeds = {tensor_name(i.name): tf.constant(ds.columns[i.name][sample].astype(object) if i.dtype == "string"
                                      else ds.columns[i.name][sample], tf.string if i.dtype == "string" else tf.float64)
                  for i in inputs}
         exported_raw = next(iter(fn(**feeds).values())).numpy().astype(np.float64).reshape(-1)
@@ -243,9 +243,9 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
             reference=reference_distributions(ds, schema, features,
                                               calibrator(train.oof_raw), settings.export.reference_bins),
             training={"rows": ds.n_rows, "positives": ds.positives, "cv_folds": len(train.folds),
-                      "folds": [f.__dict__ for f in train.fold_results], "final_best_epoch": train.final_best_epoch,
-                      "final_epochs_run": train.final_epochs_run, "params": train.params,
-                      "timings": train.timings, "rows_per_second": train.rows_per_second_per_epoch,
+                      "folds": [f.__dict__ for f in train.fold_results], "final_epochs": train.final_epochs,
+                      "params": train.params,
+                      "timings": train.timings, "rows_per_second": train.training_rows_per_second,
                       "cv_metrics_raw": cal.metrics_before},
             lineage={"data": ds.source, "data_sha256": ds.sha256, "tensorflow": tf.__version__,
                      "keras": keras.__version__, "python": platform.python_version(), **(lineage or {})},

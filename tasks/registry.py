@@ -173,10 +173,10 @@ class MlflowRegistry:
         metrics = {f"cv_{k}": v for k, v in metadata.cv_metrics.items()}
         metrics |= {f"raw_{k}": v for k, v in calibration.metrics_before.items()}
         metrics |= {"ece_before": calibration.metrics_before["ece"], "ece_after": calibration.metrics_after["ece"],
-                    "training_rows_per_second": train.rows_per_second_per_epoch,
+                    "training_rows_per_second": train.training_rows_per_second,
                     "export_fidelity_max_abs_diff": exported.fidelity_max_abs_diff,
                     "golden_max_abs_diff": exported.golden_max_abs_diff,
-                    "final_best_epoch": train.final_best_epoch}
+                    "final_epochs": train.final_epochs}
         metrics |= {k: v for k, v in train.timings.items()}
         try:
             with tracking_uri(self.settings.tracking_uri), mlflow.start_run(experiment_id=self._experiment_id(),

@@ -131,7 +131,9 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         section, _, leaf = key.rpartition(".")
         target = data
         for part in filter(None, section.split(".")):
-            target = target.setdefault(part, {})
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
         target[leaf] = value
     try:
         return Settings.model_validate(data)

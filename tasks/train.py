@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serving.inputs import MISSING_CATEGORY
-from serving.schema import FeatureList, FeatureSpec, Schema
+from serving.schema import FeatureList, FeatureSpec, Schema, tensor_name
 from serving.stats import binary_metrics
 from tasks.data import Dataset
 from tasks.settings import Settings, TrainingSettings
@@ -57,12 +57,12 @@ class TrainResult:
     oof_raw: np.ndarray
     folds: list[tuple[np.ndarray, np.ndarray]]
     fold_results: list[FoldResult]
-    final_best_epoch: int
-    final_epochs_run: int
+    final_epochs: int             # the median best epoch of the folds
     stats: list[FeatureStats]
     params: dict
     timings: dict[str, float] = field(default_factory=dict)
-    rows_per_second_per_epoch: float = 0.0
+    # (rows fitted x epochs) / fit wall time, over every fit; includes model building and validation passes.
+    training_rows_per_second: float = 0.0
     model_type: str = MODEL_TYPE
 
 
@@ -136,7 +136,7 @@ def _categorical_stats(f: FeatureSpec, categories: tuple[str, ...], values: np.n
 
 def model_inputs(columns: dict[str, np.ndarray], stats: list[FeatureStats], rows: np.ndarray | None = None) -> dict:
     sel = (lambda a: a) if rows is None else (lambda a: a[rows])
-    return {s.name: sel(columns[s.name]).astype(object if s.kind == "categorical" else np.float64)
+    return {tensor_name(s.name): sel(columns[s.name]).astype(object if s.kind == "categorical" else np.float64)
             for s in stats}
 
 
@@ -148,14 +148,17 @@ def build_model(stats: list[FeatureStats], cfg: TrainingSettings):
 
     class NumericPreprocess(layers.Layer):
         def __init__(self, fill, mean, std, log, **kwargs):
-            super().__init__(autocast=False, **kwargs)  # impute and scale in float64, then cast
+            super().__init__(autocast=False, **kwargs)
             self.fill, self.mean, self.std, self.log = fill, mean, std, log
 
         def call(self, x):
-            x = tf.where(tf.math.is_nan(x), tf.constant(self.fill, tf.float64), x)
+            # Keras hands float64 arrays to fit() as float32, while the SavedModel takes float64:
+            # casting first makes training and serving compute on exactly the same numbers.
+            x = tf.cast(x, tf.float32)
+            x = tf.where(tf.math.is_nan(x), tf.constant(self.fill, tf.float32), x)
             if self.log:
                 x = tf.math.log1p(tf.maximum(x, 0.0))
-            return tf.expand_dims(tf.cast((x - self.mean) / self.std, tf.float32), -1)
+            return tf.expand_dims((x - self.mean) / self.std, -1)
 
     class StringFill(layers.Layer):
         def __init__(self, fill, **kwargs):
@@ -168,21 +171,22 @@ def build_model(stats: list[FeatureStats], cfg: TrainingSettings):
 
     inputs, parts = {}, []
     for s in stats:
+        name = tensor_name(s.name)
         if s.kind == "numeric":
-            inp = keras.Input(shape=(), dtype="float64", name=s.name)
-            parts.append(NumericPreprocess(s.fill, s.mean, s.std, s.log, name=f"pre_{s.name}")(inp))
+            inp = keras.Input(shape=(), dtype="float64", name=name)
+            parts.append(NumericPreprocess(s.fill, s.mean, s.std, s.log, name=f"pre_{name}")(inp))
         else:
-            inp = keras.Input(shape=(), dtype="string", name=s.name)
-            filled = StringFill(s.fill, name=f"fill_{s.name}")(inp)
+            inp = keras.Input(shape=(), dtype="string", name=name)
+            filled = StringFill(s.fill, name=f"fill_{name}")(inp)
             if s.embedding_dim:
                 idx = layers.StringLookup(vocabulary=list(s.vocabulary), num_oov_indices=1,
-                                          output_mode="int", name=f"lookup_{s.name}")(filled)
-                emb = layers.Embedding(len(s.vocabulary) + 1, s.embedding_dim, name=f"emb_{s.name}")(idx)
+                                          output_mode="int", name=f"lookup_{name}")(filled)
+                emb = layers.Embedding(len(s.vocabulary) + 1, s.embedding_dim, name=f"emb_{name}")(idx)
                 parts.append(emb)
             else:
                 parts.append(layers.StringLookup(vocabulary=list(s.vocabulary), num_oov_indices=1,
-                                                 output_mode="one_hot", name=f"onehot_{s.name}")(filled))
-        inputs[s.name] = inp
+                                                 output_mode="one_hot", name=f"onehot_{name}")(filled))
+        inputs[name] = inp
     x = layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
     reg = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
     for i, units in enumerate(cfg.hidden_units):
@@ -197,24 +201,34 @@ def build_model(stats: list[FeatureStats], cfg: TrainingSettings):
 
 
 def _fit(ds: Dataset, features: FeatureList, schema: Schema, rows: np.ndarray, cfg: TrainingSettings,
-         seed: int):
-    """Fit one model on ``rows`` with early stopping on a stratified inner split."""
+         seed: int, epochs: int | None = None):
+    """Fit one model on ``rows``.
+
+    With ``epochs`` None: early stopping on a stratified inner split (the cross-validation
+    fits). With a number: exactly that many epochs on every row (the final fit).
+    Returns the model, its preprocessing constants, the best epoch, epochs run and rows fitted.
+    """
     import keras
     from sklearn.model_selection import train_test_split
 
-    fit_rows, val_rows = train_test_split(rows, test_size=cfg.validation_fraction, random_state=seed,
-                                          stratify=ds.y[rows])
-    fit_rows = np.sort(fit_rows)
+    val_rows = None
+    fit_rows = rows
+    if epochs is None:
+        fit_rows, val_rows = train_test_split(rows, test_size=cfg.validation_fraction, random_state=seed,
+                                              stratify=ds.y[rows])
+        fit_rows = np.sort(fit_rows)
     keras.utils.set_random_seed(seed)
     stats = feature_stats(features, schema, ds.columns, fit_rows)
     model = build_model(stats, cfg)
+    x, y = model_inputs(ds.columns, stats, fit_rows), ds.y[fit_rows].astype("float32")
+    if epochs is not None:
+        model.fit(x, y, epochs=epochs, batch_size=cfg.batch_size, verbose=0, shuffle=True)
+        return model, stats, epochs, epochs, fit_rows.size
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
                                          restore_best_weights=True)
-    history = model.fit(model_inputs(ds.columns, stats, fit_rows), ds.y[fit_rows].astype("float32"),
-                        validation_data=(model_inputs(ds.columns, stats, val_rows),
-                                         ds.y[val_rows].astype("float32")),
-                        epochs=cfg.epochs, batch_size=cfg.batch_size, callbacks=[stop], verbose=0,
-                        shuffle=True)
+    history = model.fit(x, y, validation_data=(model_inputs(ds.columns, stats, val_rows),
+                                               ds.y[val_rows].astype("float32")),
+                        epochs=cfg.epochs, batch_size=cfg.batch_size, callbacks=[stop], verbose=0, shuffle=True)
     losses = history.history["val_loss"]
     return model, stats, int(np.argmin(losses)) + 1, len(losses), fit_rows.size
 
@@ -226,7 +240,8 @@ def predict_raw(model, columns: dict[str, np.ndarray], stats: list[FeatureStats]
 
 
 def train(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings) -> TrainResult:
-    """Cross-validate (out-of-fold predictions for metrics and calibration), then fit the final model."""
+    """Cross-validate (out-of-fold predictions for metrics and calibration), then fit the final model
+    on all rows for the median of the folds' early-stopped epoch counts."""
     from sklearn.model_selection import StratifiedKFold
 
     cfg = settings.training
@@ -248,18 +263,23 @@ def train(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings
         log.info("fold %d/%d: best epoch %d of %d, roc_auc %.4f, %.1fs", k + 1, cfg.cv_folds, best, ran,
                  fold_results[-1].metrics["roc_auc"], fit_time)
     cv_seconds = time.perf_counter() - t_cv
+    # The final network is trained like the fold networks whose out-of-fold scores gave the
+    # metrics and the calibrator: for the epoch count early stopping chose there (the median),
+    # on every row, so no rows are held back from the model that ships.
+    final_epochs = max(1, int(round(float(np.median([f.best_epoch for f in fold_results])))))
     t0 = time.perf_counter()
-    model, stats, best, ran, n_fit = _fit(ds, features, schema, np.arange(ds.n_rows), cfg, settings.seed)
+    model, stats, best, ran, n_fit = _fit(ds, features, schema, np.arange(ds.n_rows), cfg, settings.seed,
+                                          epochs=final_epochs)
     final_seconds = time.perf_counter() - t0
     rows_seen += n_fit * ran
     fit_seconds += final_seconds
     params = {**cfg.model_dump(mode="json"), "seed": settings.seed, "model_type": MODEL_TYPE,
               "features": features.names}
     return TrainResult(
-        model=model, oof_raw=oof, folds=folds, fold_results=fold_results, final_best_epoch=best,
-        final_epochs_run=ran, stats=stats, params=params,
+        model=model, oof_raw=oof, folds=folds, fold_results=fold_results, final_epochs=final_epochs,
+        stats=stats, params=params,
         timings={"cv_seconds": round(cv_seconds, 3), "final_fit_seconds": round(final_seconds, 3)},
-        rows_per_second_per_epoch=round(rows_seen / fit_seconds, 1) if fit_seconds else 0.0,
+        training_rows_per_second=round(rows_seen / fit_seconds, 1) if fit_seconds else 0.0,
     )
 
 
@@ -274,8 +294,8 @@ def train_task(ds: Dataset, schema: Schema, features: FeatureList, settings: Set
     from prefect import get_run_logger
 
     result = train(ds, schema, features, settings)
-    get_run_logger().info("trained %s: %d folds in %.1fs, final fit %.1fs (best epoch %d), %.0f rows/s",
+    get_run_logger().info("trained %s: %d folds in %.1fs, final fit %.1fs (%d epochs), %.0f rows/s",
                           MODEL_TYPE, len(result.folds), result.timings["cv_seconds"],
-                          result.timings["final_fit_seconds"], result.final_best_epoch,
-                          result.rows_per_second_per_epoch)
+                          result.timings["final_fit_seconds"], result.final_epochs,
+                          result.training_rows_per_second)
     return result

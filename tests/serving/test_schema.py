@@ -91,3 +91,12 @@ def test_column_spec_is_immutable():
     col = ColumnSpec(name="a", type="numeric")
     with pytest.raises(Exception):
         col.name = "b"
+
+
+def test_features_that_collide_as_tensor_names_are_refused():
+    schema = Schema.model_validate(_schema(columns=[{"name": "a b", "type": "numeric"},
+                                                    {"name": "a_b", "type": "numeric"}]))
+    fl = FeatureList(features=(FeatureSpec(name="a b", preprocessing="standardize"),
+                               FeatureSpec(name="a_b", preprocessing="standardize")))
+    with pytest.raises(ContractError, match="both map to the model input 'a_b'"):
+        fl.check_against(schema)

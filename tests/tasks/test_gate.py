@@ -37,3 +37,4 @@ def test_small_changes_within_threshold_pass():
 def test_missing_metric_fails_rather_than_passes():
     result = evaluate_gate({"roc_auc": 0.9}, SETTINGS)
     assert not result.passed and "pr_auc: not measured" in result.reasons
+

@@ -43,7 +43,7 @@ def test_folds_are_stratified_and_out_of_fold(trained):
         assert not np.intersect1d(tr, va).size                          # never by a model that saw it
         assert abs(ds.y[va].mean() - ds.y.mean()) < 0.03               # stratified
     assert np.isfinite(result.oof_raw).all()
-    assert result.rows_per_second_per_epoch > 0
+    assert result.training_rows_per_second > 0
 
 
 def test_same_seed_same_model(trained):
@@ -160,3 +160,33 @@ def test_calibrator_from_another_model_is_refused(exported, tmp_path):
     (copy / "metadata.json").write_text(meta.to_json())
     with pytest.raises(IntegrityError, match="fitted for another SavedModel"):
         LoadedModel.load(copy)
+
+
+def test_column_names_with_spaces_train_export_and_serve(tmp_path):
+    """CSV headers like scikit-learn's 'mean radius' must work end to end."""
+    import pandas as pd
+
+    from serving.schema import FeatureList, FeatureSpec, schema_from_dict
+
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame({"mean radius": rng.normal(10, 2, n), "tumour type": rng.choice(["a", "b"], n)})
+    frame["target"] = (rng.random(n) < 1 / (1 + np.exp(-(frame["mean radius"] - 10)))).astype(int)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    schema = schema_from_dict({"target": {"name": "target", "positive_label": "1"},
+                               "columns": [{"name": "mean radius", "type": "numeric"},
+                                           {"name": "tumour type", "type": "categorical", "categories": ["a", "b"]}]})
+    features = FeatureList(features=(FeatureSpec(name="mean radius", preprocessing="standardize"),
+                                     FeatureSpec(name="tumour type", preprocessing="one_hot")))
+    features.check_against(schema)
+    (tmp_path / "p.yaml").write_text(FAST_CONFIG)
+    settings = load_settings(tmp_path / "p.yaml", env={"PIPELINE_HOME": str(tmp_path / "home")},
+                             overrides={"training.cv_folds": 2, "training.epochs": 3, "export.golden_examples": 4})
+    ds = load_dataset(tmp_path / "d.csv", schema, min_rows=50)
+    result = train(ds, schema, features, settings)
+    cal = calibrate(result.oof_raw, ds.y, result.folds, "sigmoid", 10)
+    exported = export_model(result, cal, ds, schema, features, settings, "1.0.0")
+    model = LoadedModel.load(exported.path)
+    assert model.golden_max_error() <= 1e-6
+    raw, prob = model.score_rows([{"mean radius": 14.0, "tumour type": "b"}, {"mean radius": 6.0, "tumour type": "a"}])
+    assert raw[0] > raw[1]
