@@ -185,7 +185,9 @@ def main() -> int:
 
     # ---- mlflow models serve, same registered version
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # mlflow starts `uvicorn` by name: the venv's bin must be on PATH.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     peer = subprocess.Popen([str(Path(PY).with_name("mlflow")), "models", "serve", "-m",
                              f"models:/{args.model_name}/{registered.version}", "--env-manager", "local",
                              "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env,
@@ -200,8 +202,9 @@ def main() -> int:
         results["mlflow"] = scenarios(port, "/invocations", one, big, args.seconds, "mlflow")
         results["mlflow_rss_mb_after_load"] = rss_mb(peer.pid)
     finally:
-        os.killpg(peer.pid, 15)
-        peer.wait(timeout=30)
+        if peer.poll() is None:
+            os.killpg(peer.pid, 15)
+            peer.wait(timeout=30)
 
     o, m = results["ours"], results["mlflow"]
     results["throughput_ratio_8_clients"] = round(o["eight_clients"]["rps"] / max(m["eight_clients"]["rps"], 1e-9), 1)

@@ -312,7 +312,7 @@ def markdown(results: list[dict]) -> str:
     ]
     for r in ok:
         s = r["stages_seconds"]
-        epochs = ",".join(str(f["epochs_run"]) for f in r["ours_folds"]) + f" ({r['ours_final']['epochs_run']})"
+        epochs = ",".join(str(f["epochs_run"]) for f in r["ours_folds"]) + f" ({r['ours_final']['epochs']})"
         lines.append(
             f"| {r['dataset']} | {_f(s['infer_contract'], '.2f')} | {_f(s['validate_load'], '.2f')} "
             f"| {_f(s['cross_validation'], '.1f')} | {_f(s['final_fit'], '.1f')} | {_f(s['calibrate'], '.3f')} "
@@ -323,7 +323,7 @@ def markdown(results: list[dict]) -> str:
         ("Exported (final-fit) model against the CV models whose out-of-fold scores give the metrics and the "
          "calibrator (final model scored in-sample, so its AUC is optimistic):"),
         "",
-        ("| dataset | CV best epochs | final best epoch (run) | OOF raw mean / std | final raw mean / std "
+        ("| dataset | CV best epochs | final epochs (median) | OOF raw mean / std | final raw mean / std "
          "| final AUC in-sample | final ECE in-sample, CV calibrator |"),
         "|---|---|---|---|---|---:|---:|",
     ]
@@ -331,7 +331,7 @@ def markdown(results: list[dict]) -> str:
         fv = r["final_vs_cv"]
         best = ",".join(str(f["best_epoch"]) for f in r["ours_folds"])
         lines.append(
-            f"| {r['dataset']} | {best} | {r['ours_final']['best_epoch']} ({r['ours_final']['epochs_run']}) "
+            f"| {r['dataset']} | {best} | {r['ours_final']['epochs']} "
             f"| {fv['oof_raw_mean']:.3f} / {fv['oof_raw_std']:.3f} "
             f"| {fv['final_raw_mean_in_sample']:.3f} / {fv['final_raw_std_in_sample']:.3f} "
             f"| {fv['final_in_sample_roc_auc']:.4f} | {fv['final_in_sample_ece_calibrated']:.4f} |")
