@@ -151,26 +151,24 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         record("load", 200, version, start)
         return _json(body)
 
+    def apply_admin(change, event: str) -> None:
+        try:
+            change()
+        except ServingError as exc:
+            raise admin_errors(exc) from None
+        metrics.model_events.labels(event).inc()
+        publish_gauges()
+
     @app.post("/unload")
     async def unload(request: Request, version: str):
         authorize(request, admin=True)
-        try:
-            store.unload(version)
-        except ServingError as exc:
-            raise admin_errors(exc) from None
-        metrics.model_events.labels("unload").inc()
-        publish_gauges()
+        apply_admin(lambda: store.unload(version), "unload")
         return _json({"status": "unloaded", "version": version, "loaded_versions": sorted(store.routing.models)})
 
     @app.post("/default")
     async def make_default(request: Request, version: str):
         authorize(request, admin=True)
-        try:
-            store.set_default(version)
-        except ServingError as exc:
-            raise admin_errors(exc) from None
-        metrics.model_events.labels("swap").inc()
-        publish_gauges()
+        apply_admin(lambda: store.set_default(version), "swap")
         return _json({"status": "ok", "default_version": version})
 
     @app.post("/split")
@@ -184,11 +182,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
             raise HTTPProblem(422, 'expected {"weights": {"VERSION": WEIGHT, ...}, "shadow": VERSION or null}') \
                 from None
-        try:
-            store.set_split(weights, shadow)
-        except ServingError as exc:
-            raise admin_errors(exc) from None
-        metrics.model_events.labels("split").inc()
+        apply_admin(lambda: store.set_split(weights, shadow), "split")
         return _json({"status": "ok", "weights": store.routing.weights(), "shadow": store.routing.shadow})
 
     # ------------------------------------------------------------ reads
