@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PIPELINE_HOME ?= artifacts
 export PIPELINE_HOME
 
-.PHONY: install run test lint bench clean serve
+.PHONY: install run stop test lint bench clean serve
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m flows release --data data/demo.csv --schema configs/schema.yaml \
 		--feature-list configs/feature_list.csv --json-out $(PIPELINE_HOME)/last_release.json
-	@echo "summary: $(PIPELINE_HOME)/last_release.json"
+	@echo "summary: $(PIPELINE_HOME)/last_release.json; stop the server with: make stop"
+
+stop: $(STAMP)
+	$(PY) -m flows stop --target local
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -37,6 +37,28 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--feature-list", required=True, type=Path, help="feature_list.csv (preprocessing)")
     rel.add_argument("--config", type=Path, default=None, help="pipeline config (default configs/pipeline.yaml)")
     rel.add_argument("--json-out", type=Path, default=None, help="write the run summary as JSON here")
+    rel.add_argument("--target", action="append", dest="targets", metavar="NAME",
+                     help="deploy a blessed version to this target (repeatable; default: local)")
+    rel.add_argument("--targets", dest="targets_file", type=Path, default=None,
+                     help="target inventory (default configs/targets.yaml)")
+    rel.add_argument("--no-deploy", action="store_true", help="stop after the quality gate")
+
+    dep = sub.add_parser("deploy", help="deploy a registered version to targets, smoke-test, promote to champion")
+    dep.add_argument("--version", default=None, help="registered version (default: the challenger)")
+    rb = sub.add_parser("rollback", help="serve the previous champion again and move the alias back")
+    rb.add_argument("--to-version", default=None, help="registered version (default: the recorded previous one)")
+    st = sub.add_parser("status", help="the registry's champion next to what each target serves")
+    sp = sub.add_parser("stop", help="stop the server a target runs")
+    for p in (dep, rb, st, sp):
+        many = p is dep or p is st
+        p.add_argument("--target", action="append" if many else "store", dest="targets" if many else "target",
+                       metavar="NAME", default=None if many else "local",
+                       help="target name" + (" (repeatable; default: local)" if many else " (default: local)"))
+        p.add_argument("--targets", dest="targets_file", type=Path, default=None,
+                       help="target inventory (default configs/targets.yaml)")
+        p.add_argument("--config", type=Path, default=None)
+        if p is not sp and p is not st:
+            p.add_argument("--json-out", type=Path, default=None)
 
     val = sub.add_parser("validate", help="check a CSV against the data contract without training")
     val.add_argument("--data", required=True, type=Path)
@@ -97,11 +119,10 @@ def cmd_release(args) -> int:
     _load_inputs(args)  # fail fast, before Prefect starts, on bad input
     from flows.release import release_flow
 
+    targets = [] if args.no_deploy else (args.targets or ["local"])
     summary = release_flow(data=str(args.data), schema=str(args.schema), feature_list=str(args.feature_list),
-                           config=str(args.config) if args.config else None)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(summary, indent=2))
+                           config=_opt(args.config), targets=targets, targets_file=_opt(args.targets_file))
+    _write_json(args.json_out, summary)
     gate = summary["gate"]
     print()
     print(f"model version {summary['version']} (release {summary['release']}) exported to {summary['model_dir']}")
@@ -112,6 +133,7 @@ def cmd_release(args) -> int:
           f"(before calibration {summary['calibration']['ece_before']:.4f})")
     if gate["passed"]:
         print(f"quality gate: passed; alias '{summary['registry']['alias']}' now points at it")
+        _print_deploy(summary.get("deploy"))
         return 0
     print("quality gate: FAILED", file=sys.stderr)
     for reason in gate["reasons"]:
@@ -119,7 +141,90 @@ def cmd_release(args) -> int:
     return EXIT_GATE_FAILED
 
 
-COMMANDS = {"infer-schema": cmd_infer_schema, "release": cmd_release, "validate": cmd_validate}
+def _opt(path: Path | None) -> str | None:
+    return str(path) if path else None
+
+
+def _write_json(path: Path | None, payload: dict) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2))
+
+
+def _print_deploy(result: dict | None) -> None:
+    if not result:
+        return
+    for d in result["deployments"]:
+        print(f"target {d['target']}: {d['action']} version {d['version']} at {d['url']}; smoke test passed "
+              f"(golden max |Δp| {d['smoke']['golden_max_abs_diff']:.1e}, p50 {d['smoke']['latency_ms_p50']} ms)")
+    print(f"champion: {result['champion_before'] or 'none'} -> {result['champion_after']}")
+    url = result["deployments"][0]["url"] if result["deployments"] else None
+    if url:
+        print("\ntry it:")
+        print(f"  curl {url}/health")
+        print(f"  curl {url}/model_info")
+        print(f"  curl -X POST {url}/predict -H 'Content-Type: application/json' \\")
+        print("    -d '{\"features\": [{\"age\": 40, \"income\": 52000, \"debt_ratio\": 0.4, \"credit_lines\": 3, "
+              "\"late_payments\": 0, \"employment_years\": null, \"region\": \"north\", \"purpose\": \"car\", "
+              "\"has_mortgage\": true}]}'")
+
+
+def cmd_deploy(args) -> int:
+    from flows.deploy import deploy_flow
+
+    result = deploy_flow(version=args.version, targets=args.targets or ["local"],
+                         targets_file=_opt(args.targets_file), config=_opt(args.config), reason="manual deploy")
+    _write_json(args.json_out, result)
+    _print_deploy(result)
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from flows.deploy import rollback_flow
+
+    result = rollback_flow(target=args.target, to_version=args.to_version, targets_file=_opt(args.targets_file),
+                           config=_opt(args.config), reason="manual rollback")
+    _write_json(args.json_out, result)
+    print(f"target {args.target}: now serves version {result['deployment']['version']}; smoke test passed")
+    print(f"champion: {result['champion_before']} -> {result['champion_after']}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from tasks.registry import CHAMPION, MlflowRegistry
+    from tasks.settings import load_settings
+    from tasks.targets import load_targets, pick_targets, transport_for
+
+    settings = load_settings(args.config)
+    targets = pick_targets(load_targets(args.targets_file, settings.pipeline_home), args.targets or ["local"])
+    champion = MlflowRegistry(settings).alias_version(CHAMPION)
+    expected = champion.tags.get("export_version") if champion else None
+    print(f"registry: {settings.model_name} champion = version {champion.version if champion else 'none'}"
+          f" (export version {expected or '-'})")
+    mismatch = False
+    for target in targets:
+        state = transport_for(target).host("status")
+        served = state.get("default_version")
+        ok = served == expected
+        mismatch |= not ok
+        print(f"target {target.name}: {'running' if state['running'] else 'not running'}, serves "
+              f"{served or 'nothing'}, health {state.get('health', '-')}" + ("" if ok else "  <-- DIFFERS"))
+    return 4 if mismatch else 0
+
+
+def cmd_stop(args) -> int:
+    from tasks.settings import load_settings
+    from tasks.targets import load_targets, pick_targets, transport_for
+
+    settings = load_settings(args.config)
+    (target,) = pick_targets(load_targets(args.targets_file, settings.pipeline_home), [args.target])
+    result = transport_for(target).host("stop")
+    print(f"target {target.name}: " + ("server stopped" if result["was_running"] else "no server was running"))
+    return 0
+
+
+COMMANDS = {"infer-schema": cmd_infer_schema, "release": cmd_release, "validate": cmd_validate,
+            "deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status, "stop": cmd_stop}
 
 
 def _prefect_defaults(env: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.deploy import deploy_flow
 from serving.schema import load_feature_list, load_schema
 from tasks.calibrate import calibrate_task
 from tasks.data import validate_data_task
@@ -31,8 +32,10 @@ def _timed(timings: dict, stage: str):
 
 
 @flow(name="release", flow_run_name="release-{data}", validate_parameters=False)
-def release_flow(data: str, schema: str, feature_list: str, config: str | None = None) -> dict:
-    """Train, calibrate, export, register and gate a new model version; returns the run summary."""
+def release_flow(data: str, schema: str, feature_list: str, config: str | None = None,
+                 targets: list[str] | None = None, targets_file: str | None = None) -> dict:
+    """Train, calibrate, export, register and gate a new version; if blessed, deploy it to ``targets``
+    (none: stop after the gate) and promote it. Returns the run summary."""
     logger = get_run_logger()
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -91,4 +94,11 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     }
     logger.info("release %s: version %s at %s, registered %s v%s, gate %s", release, exported.version,
                 exported.path, reg.name, reg.version, "passed" if gate.passed else "FAILED")
+    if gate.passed and targets:
+        with _timed(timings, "deploy"):
+            summary["deploy"] = deploy_flow(version=reg.version, targets=targets, targets_file=targets_file,
+                                            config=config, reason=f"release {release}: gate passed, smoke-tested")
+        summary["registry"]["alias"] = "champion"
+        summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],
+                              "flow_total": round(time.perf_counter() - started, 3)}
     return summary

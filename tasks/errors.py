@@ -6,6 +6,8 @@
     ├── TrainingError        the model could not be fitted or exported faithfully
     ├── IntegrityError       an artifact does not match its recorded SHA-256
     ├── RegistryError        MLflow refused or is unreachable
+    ├── TransferError        a bundle could not reach a target or the host refused it (names host, step)
+    ├── SmokeTestFailed      the served model is not the trained one (lists every check that failed)
     └── QualityGateFailed    the candidate is not good enough (lists every reason)
 
 ``serving.errors.ContractError`` (a malformed schema or feature list) is a user
@@ -42,6 +44,17 @@ class IntegrityError(ReleaseError):
 
 class RegistryError(ReleaseError):
     pass
+
+
+class TransferError(ReleaseError):
+    pass
+
+
+class SmokeTestFailed(ReleaseError):
+    def __init__(self, target: str, failures: list[str]) -> None:
+        self.target = target
+        self.failures = list(failures)
+        super().__init__(f"target {target}: smoke test failed:\n" + "\n".join(f"  - {f}" for f in failures))
 
 
 class QualityGateFailed(ReleaseError):

@@ -229,6 +229,73 @@ class MlflowRegistry:
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.name, alias, version)
 
+    # ------------------------------------------------------------ release side
+    def get_version(self, version: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except MlflowException:
+            raise RegistryError(f"MLflow at {self._where()}: '{self.name}' has no version {version}") from None
+
+    def resolve(self, version: str | None):
+        """The version to deploy: the one named, else the challenger, else the latest blessed one."""
+        if version is not None:
+            return self.get_version(version)
+        challenger = self.alias_version(CHALLENGER)
+        if challenger is not None:
+            return challenger
+        blessed = [v for v in self._versions() if v.tags.get("blessed") == "true"]
+        if not blessed:
+            raise RegistryError(f"'{self.name}' has no blessed version to deploy; name one with --version")
+        return max(blessed, key=lambda v: int(v.version))
+
+    def log_bundle(self, version: str, bundle) -> None:
+        mv = self.get_version(version)
+        if mv.run_id:
+            self.client.log_artifact(mv.run_id, str(bundle.path), "bundle")
+        self.client.set_model_version_tag(self.name, str(version), "bundle_sha256", bundle.sha256)
+
+    def _audit(self, version: str, prefix: str, reason: str, run_id: str | None) -> None:
+        import getpass
+        from datetime import UTC, datetime
+
+        tags = {f"{prefix}_at": datetime.now(UTC).isoformat(timespec="seconds"), f"{prefix}_by": getpass.getuser(),
+                f"{prefix}_run": run_id or "", f"{prefix}_reason": reason}
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, str(version), key, value)
+
+    def promote(self, version: str, reason: str, run_id: str | None) -> dict:
+        """Move ``champion`` to ``version``; the version records who, when, why and the previous champion."""
+        before = self.alias_version(CHAMPION)
+        previous = str(before.version) if before is not None else None
+        if previous != str(version):
+            self.client.set_model_version_tag(self.name, str(version), "previous_champion", previous or "")
+        self._audit(version, "promoted", reason, run_id)
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+        challenger = self.alias_version(CHALLENGER)
+        if challenger is not None and str(challenger.version) == str(version):
+            self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        return {"champion_before": previous, "champion_after": str(version)}
+
+    def rollback_version(self, to_version: str | None) -> tuple[str, str]:
+        """(current champion, the version to roll back to): the recorded previous champion unless named."""
+        current = self.alias_version(CHAMPION)
+        if current is None:
+            raise RegistryError(f"'{self.name}' has no champion to roll back from")
+        target = to_version or current.tags.get("previous_champion")
+        if not target:
+            raise RegistryError(f"champion version {current.version} records no previous champion; "
+                                "name one with --to-version")
+        self.get_version(target)
+        return str(current.version), str(target)
+
+    def record_rollback(self, from_version: str, to_version: str, reason: str, run_id: str | None) -> dict:
+        self._audit(to_version, "rolled_back_to", reason, run_id)
+        self.client.set_model_version_tag(self.name, from_version, "rolled_back_from_to", to_version)
+        self.client.set_registered_model_alias(self.name, CHAMPION, to_version)
+        return {"champion_before": from_version, "champion_after": to_version}
+
 
 # ---------------------------------------------------------------- Prefect tasks
 

@@ -1,0 +1,127 @@
+"""Target hosts (``configs/targets.yaml``) and how bundles reach them.
+
+A transport moves a bundle to the host and runs ``python -m serving.host`` there;
+everything a host does is in that one module, whatever the transport.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serving.calibration import sha256_file
+from tasks.errors import ConfigError, TransferError
+from tasks.package import Bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TARGETS = ROOT / "configs" / "targets.yaml"
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    transport: Literal["local", "ssh", "s3"] = "local"
+    base_dir: Path
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    python: str | None = None            # the host's interpreter; local default: this one
+    start_timeout_s: float = Field(180, gt=0)
+
+
+@dataclass(frozen=True)
+class TransferReceipt:
+    target: str
+    remote_path: str
+    sha256: str
+    bytes: int
+
+
+def load_targets(path: str | Path | None, pipeline_home: Path) -> dict[str, Target]:
+    """Read the inventory; relative base directories live under the pipeline home."""
+    import yaml
+
+    path = Path(path) if path else DEFAULT_TARGETS
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read targets: {exc.strerror}") from None
+    targets = {}
+    for name, spec in (data.get("targets") or {}).items():
+        try:
+            target = Target.model_validate({"name": name, **(spec or {})})
+        except ValidationError as exc:
+            parts = [f"targets.{name}.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError(f"{path}: " + "; ".join(parts)) from None
+        if not target.base_dir.is_absolute():
+            target = target.model_copy(update={"base_dir": pipeline_home / target.base_dir})
+        targets[name] = target
+    return targets
+
+
+def pick_targets(all_targets: dict[str, Target], names: list[str], source: str = "targets") -> list[Target]:
+    unknown = [n for n in names if n not in all_targets]
+    if unknown:
+        raise ConfigError(f"{source}: unknown target(s) {unknown}; known: {sorted(all_targets)}")
+    return [all_targets[n] for n in names]
+
+
+class Transport(Protocol):
+    target: Target
+
+    def put(self, bundle: Bundle) -> TransferReceipt: ...
+
+    def host(self, *args: str) -> dict: ...
+
+
+class LocalTransport:
+    """The target host is a directory on this machine and a local serving process."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def put(self, bundle: Bundle) -> TransferReceipt:
+        incoming = self.target.base_dir / "incoming"
+        try:
+            incoming.mkdir(parents=True, exist_ok=True)
+            dest = incoming / bundle.path.name
+            part = dest.with_name(dest.name + ".part")
+            shutil.copyfile(bundle.path, part)
+            digest = sha256_file(part)
+            if digest != bundle.sha256:
+                part.unlink(missing_ok=True)
+                raise TransferError(f"target {self.target.name}: transfer: checksum mismatch for {dest}")
+            os.replace(part, dest)
+        except OSError as exc:
+            raise TransferError(f"target {self.target.name} ({self.target.base_dir}): transfer: {exc}") from None
+        return TransferReceipt(self.target.name, str(dest), digest, dest.stat().st_size)
+
+    def host(self, *args: str) -> dict:
+        python = self.target.python or sys.executable
+        cmd = [python, "-m", "serving.host", *args, "--base-dir", str(self.target.base_dir), "--host",
+               self.target.host, "--port", str(self.target.port), "--python", python,
+               "--timeout", str(self.target.start_timeout_s)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              timeout=self.target.start_timeout_s + 60)
+        try:
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise TransferError(f"target {self.target.name}: host command {args[0]} failed: "
+                                f"{(proc.stderr or proc.stdout)[-800:]}") from None
+        if not result.get("ok"):
+            raise TransferError(f"target {self.target.name}: {args[0]}: {result.get('error')}")
+        return result
+
+
+def transport_for(target: Target) -> Transport:
+    if target.transport == "local":
+        return LocalTransport(target)
+    raise ConfigError(f"target {target.name}: the {target.transport} transport is not implemented yet")
