@@ -1,0 +1,159 @@
+"""The deploy half on the local target, for real: bundle, host process, smoke test, registry aliases."""
+
+from __future__ import annotations
+
+import socket
+import zipfile
+
+import pytest
+
+from tasks.errors import SmokeTestFailed, TransferError
+from tests.conftest import ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def target_env(home, monkeypatch, tmp_path):
+    monkeypatch.setenv("PIPELINE_HOME", str(home))
+    port = _free_port()
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  t1:\n    transport: local\n    base_dir: targets/t1\n    port: {port}\n"
+                       f"    start_timeout_s: 120\n")
+    yield {"home": home, "port": port, "targets": str(targets)}
+    from tasks.targets import load_targets, transport_for
+
+    for target in load_targets(targets, home).values():   # servers the tests start are stopped by the tests
+        transport_for(target).host("stop")
+
+
+def _client(home):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _release(env, demo_csv, schema_path, feature_list_path, fast_config):
+    from flows.release import release_flow
+
+    return release_flow(data=str(demo_csv), schema=str(schema_path), feature_list=str(feature_list_path),
+                        config=str(fast_config), targets=["t1"], targets_file=env["targets"])
+
+
+def _host_status(env):
+    from tasks.targets import load_targets, transport_for
+
+    return transport_for(load_targets(env["targets"], env["home"])["t1"]).host("status")
+
+
+def test_release_deploy_promote_rollback(prefect_server, target_env, demo_csv, schema_path, feature_list_path,
+                                         fast_config, monkeypatch):
+    env = target_env
+    first = _release(env, demo_csv, schema_path, feature_list_path, fast_config)
+    d = first["deploy"]
+    assert d["champion_before"] is None and d["champion_after"] == "1"
+    (dep,) = d["deployments"]
+    assert dep["action"] == "start" and dep["version"] == "1" and dep["smoke"]["passed"]
+    assert dep["smoke"]["golden_max_abs_diff"] <= 1e-6 and dep["smoke"]["latency_ms_p50"] > 0
+    assert (env["home"] / "bundles" / "1.0.0.zip").exists()
+    client = _client(env["home"])
+    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
+    v1 = client.get_model_version("test-model", "1")
+    assert v1.tags["promoted_reason"].startswith("release 1.0.0") and v1.tags["bundle_sha256"] == d["bundle"]["sha256"]
+    assert {a.path for a in client.list_artifacts(v1.run_id, "bundle")} == {"bundle/1.0.0.zip"}
+
+    second = _release(env, demo_csv, schema_path, feature_list_path, fast_config)
+    (dep2,) = second["deploy"]["deployments"]
+    assert dep2["action"] == "hot-load" and dep2["previous_version"] == "1"
+    assert second["deploy"]["champion_before"] == "1" and second["deploy"]["champion_after"] == "2"
+    assert client.get_model_version("test-model", "2").tags["previous_champion"] == "1"
+    status = _host_status(env)
+    assert status["default_version"] == "2" and status["loaded_versions"] == ["1", "2"]
+
+    # A smoke test that fails puts the host back and leaves the registry alone.
+    from tasks import deploy as deploy_mod
+    from tasks.smoke import SmokeReport
+
+    monkeypatch.setattr(deploy_mod, "smoke_test", lambda target, url, metadata: SmokeReport(
+        target, url, metadata.version, False, ["/predict: golden examples off by 3.00e-01 (injected)"]))
+    with pytest.raises(SmokeTestFailed, match="injected"):
+        _release(env, demo_csv, schema_path, feature_list_path, fast_config)
+    monkeypatch.undo()
+    monkeypatch.setenv("PIPELINE_HOME", str(env["home"]))
+    assert _host_status(env)["default_version"] == "2"
+    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "2"
+
+    from flows.deploy import rollback_flow
+
+    back = rollback_flow(target="t1", targets_file=env["targets"], config=str(fast_config), reason="test rollback")
+    assert back["champion_before"] == "2" and back["champion_after"] == "1"
+    assert back["deployment"]["action"] == "activate" and back["deployment"]["smoke"]["passed"]
+    assert _host_status(env)["default_version"] == "1"
+    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
+    assert client.get_model_version("test-model", "1").tags["rolled_back_to_reason"] == "test rollback"
+
+
+def test_bundles_are_deterministic_and_checked_on_the_host(served_models, tmp_path):
+    from tasks.deploy import package_version
+    from tasks.targets import Target, transport_for
+
+    model_dir = served_models["model_dir"] / "1"
+    a, meta = package_version(model_dir, tmp_path / "a")
+    b, _ = package_version(model_dir, tmp_path / "b")
+    assert a.sha256 == b.sha256 and a.path.read_bytes() == b.path.read_bytes()
+    with zipfile.ZipFile(a.path) as zf:
+        names = zf.namelist()
+    assert names[-1] == "MANIFEST" and "serving/app.py" in names and "requirements.txt" in names
+    assert "model/test-model/1/saved_model/saved_model.pb" in names and "configs/schema.yaml" in names
+
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(a.path) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data + b"#" if item.filename == "serving/app.py" else data)
+    target = Target(name="t", base_dir=tmp_path / "host", port=_free_port())
+    host = transport_for(target)
+    with pytest.raises(TransferError, match="checksum mismatch.*serving/app.py"):
+        host.host("unpack", "--bundle", str(tampered), "--version", "1")
+    assert not (tmp_path / "host" / "releases" / "1").exists()
+    assert host.host("unpack", "--bundle", str(a.path), "--version", "1")["reused"] is False
+    assert host.host("unpack", "--bundle", str(a.path), "--version", "1")["reused"] is True
+
+
+def test_port_in_use_is_a_clear_error(served_models, tmp_path):
+    from tasks.deploy import deploy_to, package_version
+    from tasks.targets import Target
+
+    bundle, meta = package_version(served_models["model_dir"] / "1", tmp_path / "bundles")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        target = Target(name="busy", base_dir=tmp_path / "host", port=port)
+        with pytest.raises(TransferError, match=f"target busy: start: port {port} is in use"):
+            deploy_to(target, bundle, meta)
+
+
+def test_cli_status_flags_a_difference(target_env, served_models, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tasks.deploy import deploy_to, package_version
+    from tasks.targets import load_targets
+
+    env = {**os.environ, "PIPELINE_HOME": str(target_env["home"])}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "flows", "status", "--target", "t1", "--targets", target_env["targets"]]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "serves nothing" in out.stdout      # nothing promoted, nothing served
+    # A host serving a version the registry never promoted is flagged.
+    bundle, meta = package_version(served_models["model_dir"] / "1", tmp_path / "bundles")
+    deploy_to(load_targets(target_env["targets"], target_env["home"])["t1"], bundle, meta)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 4 and "serves 1" in out.stdout and "DIFFERS" in out.stdout
