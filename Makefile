@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PIPELINE_HOME ?= artifacts
 export PIPELINE_HOME
 
-.PHONY: install run stop test lint bench clean serve
+.PHONY: install run stop test lint bench clean serve system-deps
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ run: $(STAMP)
 stop: $(STAMP)
 	$(PY) -m flows stop --target local
 
-test: $(STAMP)
+# System packages the tests use: a real OpenSSH server for the ssh transport.
+system-deps:
+	@test -x /usr/sbin/sshd || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; }
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)

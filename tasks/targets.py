@@ -35,6 +35,14 @@ class Target(BaseModel):
     port: int = Field(8000, ge=1, le=65535)
     python: str | None = None            # the host's interpreter; local default: this one
     start_timeout_s: float = Field(180, gt=0)
+    # ssh
+    user: str | None = None
+    ssh_port: int = Field(22, ge=1, le=65535)
+    key_file: Path | None = None
+    known_hosts: Path | None = None      # host keys are always checked against this file
+    auto_add_host_key: bool = False      # opt-in: trust an unknown key on first use (logged as a warning)
+    connect_timeout_s: float = Field(15, gt=0)
+    command_timeout_s: float = Field(300, gt=0)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class TransferReceipt:
     remote_path: str
     sha256: str
     bytes: int
+    resumed_from: int = 0
 
 
 def load_targets(path: str | Path | None, pipeline_home: Path) -> dict[str, Target]:
@@ -106,22 +115,37 @@ class LocalTransport:
 
     def host(self, *args: str) -> dict:
         python = self.target.python or sys.executable
-        cmd = [python, "-m", "serving.host", *args, "--base-dir", str(self.target.base_dir), "--host",
-               self.target.host, "--port", str(self.target.port), "--python", python,
-               "--timeout", str(self.target.start_timeout_s)]
+        cmd = host_command(self.target, str(HOST_SCRIPT), python, *args)
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                               timeout=self.target.start_timeout_s + 60)
-        try:
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            raise TransferError(f"target {self.target.name}: host command {args[0]} failed: "
-                                f"{(proc.stderr or proc.stdout)[-800:]}") from None
-        if not result.get("ok"):
-            raise TransferError(f"target {self.target.name}: {args[0]}: {result.get('error')}")
-        return result
+        return parse_host_output(self.target, args[0], proc.stdout, proc.stderr)
 
 
 def transport_for(target: Target) -> Transport:
     if target.transport == "local":
         return LocalTransport(target)
+    if target.transport == "ssh":
+        from tasks.ssh import SSHTransport
+
+        return SSHTransport(target)
     raise ConfigError(f"target {target.name}: the {target.transport} transport is not implemented yet")
+
+
+HOST_SCRIPT = ROOT / "serving" / "host.py"
+
+
+def host_command(target: Target, script: str, python: str, *args: str) -> list[str]:
+    """The command line of one host operation (``serving/host.py`` is standard library only)."""
+    return [python, script, *args, "--base-dir", str(target.base_dir), "--host", target.host,
+            "--port", str(target.port), "--python", python, "--timeout", str(target.start_timeout_s)]
+
+
+def parse_host_output(target: Target, step: str, stdout: str, stderr: str) -> dict:
+    try:
+        result = json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise TransferError(f"target {target.name}: {step}: host command failed: {(stderr or stdout)[-800:]}") \
+            from None
+    if not result.get("ok"):
+        raise TransferError(f"target {target.name}: {step}: {result.get('error')}")
+    return result
