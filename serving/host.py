@@ -102,6 +102,27 @@ def unpack(base: Path, bundle: Path, version: str) -> dict:
     return {"release_dir": str(dest), "reused": False}
 
 
+def fetch(base: Path, url: str, sha256: str, name: str, timeout: float) -> dict:
+    """Download a bundle (e.g. a presigned S3 URL) into incoming/, keeping it only if the SHA-256 matches."""
+    import urllib.request
+
+    incoming = base / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    final = incoming / Path(name).name
+    part = final.with_name(final.name + ".part")
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:  # noqa: S310
+        while block := resp.read(1 << 20):
+            digest.update(block)
+            out.write(block)
+    if digest.hexdigest() != sha256:
+        part.unlink(missing_ok=True)
+        raise HostError(f"checksum mismatch: the fetched bundle hashes to {digest.hexdigest()[:12]}…, "
+                        f"expected {sha256[:12]}…")
+    os.replace(part, final)
+    return {"path": str(final), "bytes": final.stat().st_size}
+
+
 def _model_dir(base: Path, version: str) -> Path:
     models = base / "releases" / version / "model"
     names = [p for p in models.iterdir() if p.is_dir()] if models.exists() else []
@@ -205,7 +226,10 @@ def status(base: Path, port: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.host", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["unpack", "start", "activate", "stop", "status"])
+    parser.add_argument("command", choices=["fetch", "unpack", "start", "activate", "stop", "status"])
+    parser.add_argument("--url")
+    parser.add_argument("--sha256")
+    parser.add_argument("--name")
     parser.add_argument("--base-dir", required=True, type=Path)
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--version")
@@ -216,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = args.base_dir.resolve()
     try:
-        if args.command == "unpack":
+        if args.command == "fetch":
+            result = fetch(base, args.url, args.sha256, args.name, args.timeout)
+        elif args.command == "unpack":
             result = unpack(base, args.bundle, args.version)
         elif args.command == "start":
             result = start(base, args.version, args.host, args.port, args.python, args.timeout)
@@ -226,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             result = stop(base)
         else:
             result = status(base, args.port)
-    except (HostError, OSError, zipfile.BadZipFile) as exc:
+    except (HostError, OSError, ValueError, zipfile.BadZipFile) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}))
         return 1
     print(json.dumps({"ok": True, **result}))

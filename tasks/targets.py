@@ -43,6 +43,13 @@ class Target(BaseModel):
     auto_add_host_key: bool = False      # opt-in: trust an unknown key on first use (logged as a warning)
     connect_timeout_s: float = Field(15, gt=0)
     command_timeout_s: float = Field(300, gt=0)
+    # s3: the bundle goes to s3://bucket/prefix/, the host fetches it (through a presigned URL);
+    # host commands run over ssh when `user` is set, else on this machine. Credentials come from
+    # the usual AWS environment or profile, never from this file.
+    bucket: str | None = None
+    prefix: str = "releases"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,10 @@ def transport_for(target: Target) -> Transport:
         from tasks.ssh import SSHTransport
 
         return SSHTransport(target)
+    if target.transport == "s3":
+        from tasks.s3 import S3Transport
+
+        return S3Transport(target)
     raise ConfigError(f"target {target.name}: the {target.transport} transport is not implemented yet")
 
 
