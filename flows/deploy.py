@@ -12,8 +12,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.transactions import transaction
 
-from tasks.deploy import activate_on, deploy_task, package_task, restore
+from tasks.deploy import activate_on, deploy_task, package_task, promote_task
 from tasks.errors import ReleaseError
 from tasks.registry import MlflowRegistry
 from tasks.settings import load_settings
@@ -35,17 +36,15 @@ def deploy_flow(version: str | None = None, targets: list[str] | None = None, ta
     model_dir = Path(mv.tags["model_dir"])
     bundle, metadata = package_task(model_dir, settings.pipeline_home / "bundles")
     registry.log_bundle(version, bundle)
-    deployments = []
+    # One transaction: if a later target or the promotion fails, every deploy-target task's
+    # rollback hook puts its host back on the version it served before (tasks/deploy.py).
     try:
-        for target in chosen:
-            deployments.append(deploy_task(target, bundle, metadata))
+        with transaction():
+            deployments = [deploy_task(target, bundle, metadata) for target in chosen]
+            promotion = promote_task(registry, version, reason, flow_run.get_id())
     except ReleaseError:
-        for done, target in zip(deployments, chosen, strict=False):
-            restore(target, done)
         logger.error("deploy of %s version %s failed; targets restored, champion unchanged", registry.name, version)
         raise
-    promotion = registry.promote(version, reason, flow_run.get_id())
-    logger.info("champion: %s -> %s", promotion["champion_before"], promotion["champion_after"])
     return {"model": registry.name, "registry_version": version, "version": metadata.version,
             "release": metadata.release, "bundle": {"path": str(bundle.path), "sha256": bundle.sha256},
             "deployments": [d.to_dict() for d in deployments], **promotion,

@@ -124,9 +124,29 @@ def package_task(model_dir: Path, bundles_dir: Path) -> tuple[Bundle, ModelMetad
 @task(name="deploy-target", cache_policy=NO_CACHE)
 def deploy_task(target: Target, bundle: Bundle, metadata: ModelMetadata) -> Deployment:
     from prefect import get_run_logger
+    from prefect.transactions import get_transaction
 
     deployment = deploy_to(target, bundle, metadata)
+    txn = get_transaction()
+    if txn is not None:   # what the rollback hook needs to put this host back
+        txn.set("target", target)
+        txn.set("deployment", deployment)
     get_run_logger().info("target %s: %s version %s at %s; smoke passed (golden |Δp| %.1e, p50 %.2f ms)",
                           target.name, deployment.action, deployment.version, deployment.url,
                           deployment.smoke.golden_max_abs_diff, deployment.smoke.latency_ms_p50)
     return deployment
+
+
+@deploy_task.on_rollback
+def _undo_deploy(txn) -> None:
+    """A later step of the run failed (another target, the promotion): put this host back."""
+    restore(txn.get("target"), txn.get("deployment"))
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_task(registry, version: str, reason: str, run_id: str | None) -> dict:
+    from prefect import get_run_logger
+
+    promotion = registry.promote(version, reason, run_id)
+    get_run_logger().info("champion: %s -> %s", promotion["champion_before"], promotion["champion_after"])
+    return promotion

@@ -75,6 +75,20 @@ def test_release_deploy_promote_rollback(prefect_server, target_env, demo_csv, s
     status = _host_status(env)
     assert status["default_version"] == "2" and status["loaded_versions"] == ["1", "2"]
 
+    # A second target that fails rolls the first one back (Prefect transaction rollback hooks).
+    from flows.deploy import deploy_flow
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        both = env["home"] / "two-targets.yaml"
+        both.write_text(open(env["targets"]).read() + f"  busy:\n    transport: local\n    base_dir: targets/busy\n"
+                        f"    port: {squatter.getsockname()[1]}\n")
+        with pytest.raises(TransferError, match="target busy: start: port .* is in use"):
+            deploy_flow(version="1", targets=["t1", "busy"], targets_file=str(both), config=str(fast_config))
+    assert _host_status(env)["default_version"] == "2"
+    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "2"
+
     # A smoke test that fails puts the host back and leaves the registry alone.
     from tasks import deploy as deploy_mod
     from tasks.smoke import SmokeReport
