@@ -133,54 +133,12 @@ def served_models(tmp_path_factory, demo_frame):
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real OpenSSH server on 127.0.0.1 (high port, generated host and user keys); stopped at the end."""
-    import getpass
-    import shutil
-    import socket
-    import subprocess
-    import time
+    from tests.sshd_server import start_sshd
 
-    sshd_bin = "/usr/sbin/sshd"
-    if not os.path.exists(sshd_bin):
+    if not os.path.exists("/usr/sbin/sshd"):
         pytest.fail("openssh-server is not installed; `make test` installs it")
-    d = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "user_key", "other_key", "other_host_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    shutil.copy(d / "user_key.pub", d / "authorized_keys")
-    os.chmod(d / "authorized_keys", 0o600)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (d / "sshd_config").write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {d / 'host_key'}
-PidFile {d / 'sshd.pid'}
-AuthorizedKeysFile {d / 'authorized_keys'}
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-Subsystem sftp internal-sftp
-LogLevel ERROR
-""")
-    os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert proc.poll() is None, (d / "sshd.log").read_text()
-            time.sleep(0.1)
-    host_pub = (d / "host_key.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    other_pub = (d / "other_host_key.pub").read_text().split()
-    (d / "known_hosts_changed").write_text(f"[127.0.0.1]:{port} {other_pub[0]} {other_pub[1]}\n")
-    (d / "known_hosts_empty").write_text("")
-    yield {"port": port, "dir": d, "user": getpass.getuser(), "key": d / "user_key",
-           "known_hosts": d / "known_hosts"}
+    proc, info = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield info
     proc.terminate()
     proc.wait(timeout=10)
 
