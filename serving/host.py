@@ -123,6 +123,39 @@ def fetch(base: Path, url: str, sha256: str, name: str, timeout: float) -> dict:
     return {"path": str(final), "bytes": final.stat().st_size}
 
 
+def ensure_venv(base: Path, version: str, timeout: float) -> dict:
+    """The virtual environment for a release's requirements: created once, reused while they are unchanged.
+
+    Environments live in venvs/<first 16 hex of the requirements' SHA-256>/ and appear atomically
+    (built beside, then renamed; ``python -m …`` keeps working after the rename).
+    """
+    import fcntl
+
+    requirements = base / "releases" / version / "requirements.txt"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    venvs = base / "venvs"
+    venvs.mkdir(parents=True, exist_ok=True)
+    venv = venvs / digest
+    with open(venvs / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (venv / ".ready").exists():
+            return {"python": str(venv / "bin" / "python"), "created": False, "requirements_sha256": digest}
+        building = venvs / f".{digest}.building"
+        shutil.rmtree(building, ignore_errors=True)
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(building)], check=True, capture_output=True,
+                           timeout=timeout)
+            subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r",
+                            str(requirements)], check=True, capture_output=True, timeout=timeout)
+        except subprocess.CalledProcessError as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            raise HostError(f"creating the environment for {requirements} failed: "
+                            f"{(exc.stderr or b'').decode(errors='replace')[-800:]}") from None
+        (building / ".ready").write_text(digest)
+        os.replace(building, venv)
+    return {"python": str(venv / "bin" / "python"), "created": True, "requirements_sha256": digest}
+
+
 def _model_dir(base: Path, version: str) -> Path:
     models = base / "releases" / version / "model"
     names = [p for p in models.iterdir() if p.is_dir()] if models.exists() else []
@@ -140,8 +173,11 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def start(base: Path, version: str, host: str, port: int, python: str, timeout: float) -> dict:
-    """Hot-load ``version`` into the running server, or start one detached and wait for /health."""
+def start(base: Path, version: str, host: str, port: int, python: str | None, timeout: float) -> dict:
+    """Hot-load ``version`` into the running server, or start one detached and wait for /health.
+
+    Without ``python`` the server runs in the release's virtual environment (``ensure_venv``).
+    """
     token = _token(base)
     model_dir = _model_dir(base, version)
     pid = _pid(base)
@@ -154,6 +190,8 @@ def start(base: Path, version: str, host: str, port: int, python: str, timeout: 
         return {"action": "hot-load", "pid": pid, "previous_version": previous, "default_version": version}
     if not _port_free(port):
         raise HostError(f"port {port} is in use by another process; the server cannot start")
+    if python is None:
+        python = ensure_venv(base, version, timeout=max(timeout, 1800))["python"]
     run = _run_dir(base)
     env = {**os.environ, "SERVING_ADMIN_TOKEN": token, "TF_CPP_MIN_LOG_LEVEL": "3"}
     release = base / "releases" / version
@@ -226,7 +264,8 @@ def status(base: Path, port: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.host", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["fetch", "unpack", "start", "activate", "stop", "status"])
+    parser.add_argument("command", choices=["fetch", "unpack", "ensure-venv", "start", "activate", "stop",
+                                            "status"])
     parser.add_argument("--url")
     parser.add_argument("--sha256")
     parser.add_argument("--name")
@@ -235,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--python", default=None, help="interpreter for the server (default: the release's venv)")
     parser.add_argument("--timeout", type=float, default=180)
     args = parser.parse_args(argv)
     base = args.base_dir.resolve()
@@ -244,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             result = fetch(base, args.url, args.sha256, args.name, args.timeout)
         elif args.command == "unpack":
             result = unpack(base, args.bundle, args.version)
+        elif args.command == "ensure-venv":
+            result = ensure_venv(base, args.version, args.timeout)
         elif args.command == "start":
             result = start(base, args.version, args.host, args.port, args.python, args.timeout)
         elif args.command == "activate":

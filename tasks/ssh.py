@@ -134,9 +134,10 @@ class SSHTransport:
         return TransferReceipt(self.target.name, str(final), bundle.sha256, size, resumed_from=offset)
 
     def host(self, *args: str) -> dict:
-        python = self.target.python or "python3"
         script = str(PurePosixPath(str(self.target.base_dir)) / "bin" / "host.py")
-        command = " ".join(shlex.quote(a) for a in host_command(self.target, script, python, *args))
+        runner = self.target.python or "python3"
+        command = " ".join(shlex.quote(a) for a in host_command(self.target, script, runner, self.target.python,
+                                                                 *args))
         client = self._connect()
         try:
             out, err, _code = self._exec(client, command, args[0])

@@ -33,7 +33,7 @@ class Target(BaseModel):
     base_dir: Path
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    python: str | None = None            # the host's interpreter; local default: this one
+    python: str | None = None            # the server's interpreter; unset: a venv from the bundle (local: this one)
     start_timeout_s: float = Field(180, gt=0)
     # ssh
     user: str | None = None
@@ -121,8 +121,9 @@ class LocalTransport:
         return TransferReceipt(self.target.name, str(dest), digest, dest.stat().st_size)
 
     def host(self, *args: str) -> dict:
+        # The local target defaults to the pipeline's own interpreter: it has the serving requirements.
         python = self.target.python or sys.executable
-        cmd = host_command(self.target, str(HOST_SCRIPT), python, *args)
+        cmd = host_command(self.target, str(HOST_SCRIPT), python, python, *args)
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                               timeout=self.target.start_timeout_s + 60)
         return parse_host_output(self.target, args[0], proc.stdout, proc.stderr)
@@ -145,10 +146,14 @@ def transport_for(target: Target) -> Transport:
 HOST_SCRIPT = ROOT / "serving" / "host.py"
 
 
-def host_command(target: Target, script: str, python: str, *args: str) -> list[str]:
-    """The command line of one host operation (``serving/host.py`` is standard library only)."""
-    return [python, script, *args, "--base-dir", str(target.base_dir), "--host", target.host,
-            "--port", str(target.port), "--python", python, "--timeout", str(target.start_timeout_s)]
+def host_command(target: Target, script: str, runner: str, server_python: str | None, *args: str) -> list[str]:
+    """The command line of one host operation (``serving/host.py`` is standard library only).
+
+    ``server_python`` None lets the host run the server in the release's own virtual environment.
+    """
+    return [runner, script, *args, "--base-dir", str(target.base_dir), "--host", target.host,
+            "--port", str(target.port), *(["--python", server_python] if server_python else []),
+            "--timeout", str(target.start_timeout_s)]
 
 
 def parse_host_output(target: Target, step: str, stdout: str, stderr: str) -> dict:

@@ -171,3 +171,30 @@ def test_cli_status_flags_a_difference(target_env, served_models, tmp_path):
     deploy_to(load_targets(target_env["targets"], target_env["home"])["t1"], bundle, meta)
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 4 and "serves 1" in out.stdout and "DIFFERS" in out.stdout
+
+
+def test_host_venv_is_created_once_and_reused_while_requirements_are_unchanged(tmp_path):
+    """serving/host.py ensure-venv, for real (an empty requirements file keeps pip off the network)."""
+    import json
+    import subprocess
+    import sys
+
+    base = tmp_path / "host"
+    release = base / "releases" / "1"
+    release.mkdir(parents=True)
+    (release / "requirements.txt").write_text("# nothing to install\n")
+
+    def ensure():
+        out = subprocess.run([sys.executable, str(ROOT / "serving" / "host.py"), "ensure-venv", "--base-dir",
+                              str(base), "--version", "1", "--timeout", "300"], capture_output=True, text=True,
+                             timeout=600)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = ensure()
+    assert first["ok"] and first["created"] and subprocess.run([first["python"], "-c", "import sys"]).returncode == 0
+    again = ensure()
+    assert again["created"] is False and again["python"] == first["python"]
+    (release / "requirements.txt").write_text("# changed\n")
+    changed = ensure()
+    assert changed["created"] and changed["python"] != first["python"]
+    assert not list((base / "venvs").glob(".*.building"))
