@@ -115,6 +115,12 @@ class SSHTransport:
                         sent += len(block)
                         if max_bytes is not None and sent >= max_bytes:
                             raise TransferError(f"{self.where}: transfer: stopped after {sent} bytes (max_bytes)")
+                # Pipelined writes report failures late or not at all: check what actually landed.
+                written = sftp.stat(str(part)).st_size
+                if written != size:
+                    sftp.remove(str(part))
+                    raise TransferError(f"{self.where}: transfer: only {written} of {size} bytes were written to "
+                                        f"{part} — disk full or no permission on the host?")
             except OSError as exc:
                 raise TransferError(f"{self.where}: transfer: {exc} (disk full or permission denied on the host?)") \
                     from None

@@ -95,3 +95,24 @@ def test_auto_add_is_an_explicit_opt_in_that_warns(sshd, tmp_path, bundle, caplo
     assert any("trusting the unknown host key" in r.message for r in caplog.records)
     with pytest.raises(TransferError, match="no known_hosts file"):
         transport_for(_target(sshd, tmp_path, known_hosts=tmp_path / "missing")).put(bundle[0])
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 32 KiB tmpfs: smaller than any bundle."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("transport", ["ssh", "local"])
+def test_a_full_disk_on_the_host_is_a_clear_error(sshd, tmp_path, bundle, full_disk, transport):
+    target = _target(sshd, tmp_path, base_dir=full_disk / "remote", transport=transport)
+    with pytest.raises(TransferError, match=r"target edge.*transfer: .*(No space left|disk full)"):
+        transport_for(target).put(bundle[0])
+    assert not (full_disk / "remote" / "incoming" / bundle[0].path.name).exists()
