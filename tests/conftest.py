@@ -146,24 +146,15 @@ def sshd(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
     """moto's standalone S3-compatible server on 127.0.0.1, with dummy credentials for the session."""
-    import socket
     import subprocess
-    import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from tests.net import free_port, wait_for_port
+
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.2)
+    wait_for_port(port, proc, log)
     creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     saved = {k: os.environ.get(k) for k in creds}
     os.environ.update(creds)

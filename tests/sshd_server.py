@@ -5,10 +5,10 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.net import free_port, wait_for_port
 
 SSHD = "/usr/sbin/sshd"
 
@@ -19,9 +19,7 @@ def start_sshd(d: Path) -> tuple[subprocess.Popen, dict]:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
     shutil.copy(d / "user_key.pub", d / "authorized_keys")
     os.chmod(d / "authorized_keys", 0o600)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     (d / "sshd_config").write_text(f"""Port {port}
 ListenAddress 127.0.0.1
 HostKey {d / 'host_key'}
@@ -38,15 +36,7 @@ LogLevel ERROR
 """)
     os.makedirs("/run/sshd", exist_ok=True)
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError((d / "sshd.log").read_text()) from None
-            time.sleep(0.1)
+    wait_for_port(port, proc, d / "sshd.log", timeout=30)
     host_pub = (d / "host_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     other_pub = (d / "other_host_key.pub").read_text().split()

@@ -9,18 +9,13 @@ import pytest
 
 from tasks.errors import SmokeTestFailed, TransferError
 from tests.conftest import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port
 
 
 @pytest.fixture
 def target_env(home, monkeypatch, tmp_path):
     monkeypatch.setenv("PIPELINE_HOME", str(home))
-    port = _free_port()
+    port = free_port()
     targets = tmp_path / "targets.yaml"
     targets.write_text(f"targets:\n  t1:\n    transport: local\n    base_dir: targets/t1\n    port: {port}\n"
                        f"    start_timeout_s: 120\n")
@@ -130,7 +125,7 @@ def test_bundles_are_deterministic_and_checked_on_the_host(served_models, tmp_pa
         for item in src.infolist():
             data = src.read(item)
             dst.writestr(item, data + b"#" if item.filename == "serving/app.py" else data)
-    target = Target(name="t", base_dir=tmp_path / "host", port=_free_port())
+    target = Target(name="t", base_dir=tmp_path / "host", port=free_port())
     host = transport_for(target)
     with pytest.raises(TransferError, match="checksum mismatch.*serving/app.py"):
         host.host("unpack", "--bundle", str(tampered), "--version", "1")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,14 +13,10 @@ import time
 import pytest
 
 from tests.conftest import ROOT
+from tests.net import free_port
 
 TOKEN = "live-token"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _call(port, method, path, body=None, headers=None, timeout=30):
@@ -37,7 +32,7 @@ def _call(port, method, path, body=None, headers=None, timeout=30):
 
 @pytest.fixture
 def live_server(served_models, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SERVING_MODEL_ROOT": str(served_models["root"]),
            "SERVING_MODEL_DIR": str(served_models["model_dir"]), "SERVING_MODEL_VERSION": "1",
            "SERVING_ADMIN_TOKEN": TOKEN, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import boto3
@@ -10,18 +9,13 @@ import pytest
 
 from tasks.errors import TransferError
 from tasks.targets import Target, transport_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port
 
 
 @pytest.fixture
 def target(s3_endpoint, tmp_path):
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=f"b-{tmp_path.name[-20:].lower()}")
-    return Target(name="cloud", transport="s3", base_dir=tmp_path / "host", port=_free_port(),
+    return Target(name="cloud", transport="s3", base_dir=tmp_path / "host", port=free_port(),
                   python=sys.executable, bucket=f"b-{tmp_path.name[-20:].lower()}", prefix="models/credit",
                   endpoint_url=s3_endpoint, start_timeout_s=120)
 

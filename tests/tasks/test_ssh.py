@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 
 import pytest
 
 from tasks.errors import TransferError
 from tasks.targets import Target, transport_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port
 
 
 def _target(sshd, tmp_path, **over) -> Target:
     spec = {"name": "edge", "transport": "ssh", "base_dir": tmp_path / "remote", "host": "127.0.0.1",
-            "port": _free_port(), "python": sys.executable, "user": sshd["user"], "ssh_port": sshd["port"],
+            "port": free_port(), "python": sys.executable, "user": sshd["user"], "ssh_port": sshd["port"],
             "key_file": sshd["key"], "known_hosts": sshd["known_hosts"], "connect_timeout_s": 10,
             "start_timeout_s": 120}
     return Target.model_validate({**spec, **over})
@@ -82,7 +76,7 @@ def test_refusals_name_the_host_and_step(sshd, tmp_path, bundle, over, message):
 
 
 def test_unreachable_host(sshd, tmp_path, bundle):
-    target = _target(sshd, tmp_path, ssh_port=_free_port(), connect_timeout_s=3)
+    target = _target(sshd, tmp_path, ssh_port=free_port(), connect_timeout_s=3)
     with pytest.raises(TransferError, match="connect: host unreachable"):
         transport_for(target).put(bundle[0])
 
