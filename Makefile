@@ -26,10 +26,10 @@ run: $(STAMP)
 stop: $(STAMP)
 	$(PY) -m flows stop --target local
 
-# System packages the tests use: a real OpenSSH server for the ssh transport.
+# System packages the tests use: a real OpenSSH server for the ssh transport, curl for the guide.
 system-deps:
-	@test -x /usr/sbin/sshd || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; }
+	@{ test -x /usr/sbin/sshd && command -v curl >/dev/null; } || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server curl >/dev/null; }
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q tests
