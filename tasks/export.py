@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import platform
@@ -285,10 +284,6 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def metadata_json(exported: ExportedModel) -> dict:
-    return json.loads((exported.path / METADATA_FILE).read_text())
 
 
 # ---------------------------------------------------------------- Prefect task

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -74,16 +73,3 @@ def build_bundle(model_dir: Path, model_name: str, version: str, release: str, s
     os.replace(part, target)
     return Bundle(path=target, sha256=hashlib.sha256(blob).hexdigest(), release=release, model_name=model_name,
                   version=version, files=files)
-
-
-def read_manifest(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        digest, _, name = line.partition("  ")
-        out[name] = digest
-    return out
-
-
-def bundle_summary(bundle: Bundle) -> str:
-    return json.dumps({"release": bundle.release, "sha256": bundle.sha256, "path": str(bundle.path),
-                       "files": len(bundle.files)})
