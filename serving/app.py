@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.config import ServingSettings, settings_from_env
+from serving.config import ServingSettings, available_cpus, settings_from_env
 from serving.errors import ServingError
 from serving.inputs import read_json_rows
 from serving.observability import Metrics
@@ -46,13 +46,10 @@ def _json(payload: dict, status: int = 200, headers: dict | None = None) -> Resp
 
 
 def configure_threads(settings: ServingSettings) -> None:
-    import os
-
     import tensorflow as tf
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads or cpus)
+        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads or available_cpus())
         tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads or 1)
     except RuntimeError:
         log.info("TensorFlow already initialised; thread settings unchanged")

@@ -17,6 +17,8 @@ from serving.schema import ColumnSpec, _problem, check_column
 NA_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0"})
+EXPECTED = {"numeric": "a number", "integer": "a whole number", "boolean": "true or false",
+            "categorical": "a string"}
 # How a missing categorical value reaches the model graph (categories may not be empty).
 MISSING_CATEGORY = ""
 
@@ -163,10 +165,7 @@ def read_json_rows(specs: dict[str, ColumnSpec], rows: list[dict], policy: froze
                                      absent, np.full(absent.shape, "<absent>", dtype=object), 0))
         skip = col.invalid if absent is None else (col.invalid | absent)
         if col.invalid.any():
-            expected = {"numeric": "a number", "integer": "a whole number", "boolean": "true or false",
-                        "categorical": "a string"}[spec.type]
-            problems.append(_problem(name, "wrong type", f"expected {expected}", col.invalid,
-                                     np.asarray(raw, dtype=object), 0))
+            problems.append(_problem(name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid, raw, 0))
         found = check_column(spec, col.values, col.null, shown=raw, row_base=0, skip=skip)
         problems += [p for p in found if p.issue not in policy]
         columns[name] = col.values
@@ -179,9 +178,8 @@ def check_typed(spec: ColumnSpec, raw: Sequence[object], row_base: int = 1) -> t
     shown = np.asarray(list(raw), dtype=object)
     problems = []
     if col.invalid.any():
-        expected = {"numeric": "numbers", "integer": "whole numbers", "boolean": "true/false",
-                    "categorical": "text"}[spec.type]
-        problems.append(_problem(spec.name, "wrong type", f"expected {expected}", col.invalid, shown, row_base))
+        problems.append(_problem(spec.name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid, shown,
+                                 row_base))
     # Values of the wrong type are reported once, above, not again as out of range or unknown.
     problems += check_column(spec, col.values, col.null, shown=shown, row_base=row_base, skip=col.invalid)
     return col, problems

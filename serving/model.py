@@ -31,13 +31,13 @@ from serving.schema import ColumnSpec, schema_from_dict, tensor_name
 class LoadedModel:
     """A verified model version: SavedModel serving function plus calibrator."""
 
-    def __init__(self, version_dir: Path, metadata: ModelMetadata, calibrator: Calibrator, fn, keep) -> None:
+    def __init__(self, version_dir: Path, metadata: ModelMetadata, calibrator: Calibrator, loaded) -> None:
         self.version_dir = version_dir
         self.metadata = metadata
         self.calibrator = calibrator
-        self._fn = fn
-        self._keep = keep  # the loaded SavedModel object owns the variables the function reads
-        self._packed = PACKED_SIGNATURE in getattr(keep, "signatures", {})
+        self._loaded = loaded  # owns the variables the signature functions read
+        self._named_fn = loaded.signatures[SERVING_SIGNATURE]
+        self._packed_fn = loaded.signatures.get(PACKED_SIGNATURE)
         self._numeric = [i.name for i in metadata.inputs if i.dtype != "string"]
         self._categorical = [i.name for i in metadata.inputs if i.dtype == "string"]
         schema = schema_from_dict(metadata.schema_, f"{version_dir}/metadata.json")
@@ -57,8 +57,7 @@ class LoadedModel:
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(version_dir / SAVED_MODEL_DIR))
-        fn = loaded.signatures.get(PACKED_SIGNATURE) or loaded.signatures[SERVING_SIGNATURE]
-        return cls(version_dir, metadata, calibrator, fn, loaded)
+        return cls(version_dir, metadata, calibrator, loaded)
 
     def score_columns(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Raw network scores and calibrated probabilities for typed columns.
@@ -66,9 +65,14 @@ class LoadedModel:
         Args:
             columns: per input, float64 values (NaN = missing) or str values ("" = missing).
         """
+        raw = self.raw_scores(columns)
+        return raw, self.calibrator(raw)
+
+    def raw_scores(self, columns: Mapping[str, np.ndarray], named: bool = False) -> np.ndarray:
+        """The network's scores through the packed endpoint, or ``named=True``: one tensor per feature."""
         import tensorflow as tf
 
-        if self._packed:
+        if self._packed_fn is not None and not named:
             n = len(next(iter(columns.values())))
             numbers = np.empty((n, len(self._numeric)), dtype=np.float64)
             for i, name in enumerate(self._numeric):
@@ -76,17 +80,21 @@ class LoadedModel:
             categories = np.empty((n, len(self._categorical)), dtype=object)
             for j, name in enumerate(self._categorical):
                 categories[:, j] = columns[name]
-            out = self._fn(numbers=tf.constant(numbers), categories=tf.constant(categories, tf.string))
-            raw = next(iter(out.values())).numpy().astype(np.float64).reshape(-1)
-            return raw, self.calibrator(raw)
+            out = self._packed_fn(numbers=tf.constant(numbers), categories=tf.constant(categories, tf.string))
+        else:
+            out = self._named_fn(**self._named_feeds(columns))
+        return next(iter(out.values())).numpy().astype(np.float64).reshape(-1)
+
+    def _named_feeds(self, columns: Mapping[str, np.ndarray]) -> dict:
+        import tensorflow as tf
+
         feeds = {}
         for spec in self.metadata.inputs:
             values = columns[spec.name]
             dtype = tf.string if spec.dtype == "string" else tf.float64
             values = values.astype(object) if spec.dtype == "string" else values
             feeds[tensor_name(spec.name)] = tf.constant(values, dtype)
-        raw = next(iter(self._fn(**feeds).values())).numpy().astype(np.float64).reshape(-1)
-        return raw, self.calibrator(raw)
+        return feeds
 
     def score_rows(self, rows: Sequence[Mapping[str, object]]) -> tuple[np.ndarray, np.ndarray]:
         """Score raw rows (dicts of feature name to JSON-like value); no contract checks."""

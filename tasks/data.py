@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from serving.calibration import sha256_file
 from serving.errors import Problem
 from serving.inputs import NA_TOKENS, check_typed
 from serving.schema import (
@@ -50,14 +50,6 @@ def read_csv_text(path: str | Path):
         raise DataValidationError([Problem(None, "file not found", str(path))], str(path)) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataValidationError([Problem(None, "unreadable CSV", str(exc).strip())], str(path)) from None
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def validate_frame(frame, schema: Schema, source: str, min_rows: int = 100,
@@ -126,7 +118,7 @@ def load_dataset(path: str | Path, schema: Schema, min_rows: int = 100, min_clas
     """
     frame = read_csv_text(path)
     ds = validate_frame(frame, schema, str(path), min_rows, min_class_rows)
-    return Dataset(source=str(path), sha256=file_sha256(path), columns=ds.columns, raw=ds.raw, y=ds.y,
+    return Dataset(source=str(path), sha256=sha256_file(path), columns=ds.columns, raw=ds.raw, y=ds.y,
                    n_rows=ds.n_rows)
 
 

@@ -61,13 +61,7 @@ def deploy_to(target: Target, bundle: Bundle, metadata: ModelMetadata) -> Deploy
     receipt = transport.put(bundle)
     transport.host("unpack", "--bundle", receipt.remote_path, "--version", metadata.version)
     started = transport.host("start", "--version", metadata.version)
-    report = smoke_test(target.name, url_of(target), metadata)
-    deployment = Deployment(target.name, url_of(target), metadata.version, started.get("previous_version"),
-                            started["action"], receipt, report)
-    if not report.passed:
-        restore(target, deployment)
-        raise SmokeTestFailed(target.name, report.failures)
-    return deployment
+    return _smoke_or_restore(target, metadata, started.get("previous_version"), started["action"], receipt)
 
 
 def activate_on(target: Target, model_dir: Path, bundles_dir: Path) -> Deployment:
@@ -85,6 +79,11 @@ def activate_on(target: Target, model_dir: Path, bundles_dir: Path) -> Deploymen
         action, previous = "activate", status.get("default_version")
     else:
         action, previous = transport.host("start", "--version", metadata.version)["action"], None
+    return _smoke_or_restore(target, metadata, previous, action, receipt)
+
+
+def _smoke_or_restore(target: Target, metadata: ModelMetadata, previous: str | None, action: str,
+                      receipt: TransferReceipt | None) -> Deployment:
     report = smoke_test(target.name, url_of(target), metadata)
     deployment = Deployment(target.name, url_of(target), metadata.version, previous, action, receipt, report)
     if not report.passed:

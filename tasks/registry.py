@@ -83,10 +83,12 @@ def input_example(metadata, rows: int = 5):
     """The first golden rows as a DataFrame typed as a client would send them."""
     import pandas as pd
 
+    from serving.schema import schema_from_dict
+
+    schema = schema_from_dict(metadata.schema_)
     frame = pd.DataFrame([g.features for g in metadata.golden_examples[:rows]])
     for spec in metadata.inputs:
-        nullable = metadata.schema_["columns"][[c["name"] for c in metadata.schema_["columns"]].index(spec.name)] \
-            .get("nullable", False)
+        nullable = schema.column(spec.name).nullable
         if spec.type == "categorical":
             frame[spec.name] = frame[spec.name].astype(object)
         elif spec.type == "boolean" and not nullable:

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serving.config import available_cpus
 from tasks.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pipeline.yaml"
@@ -99,7 +100,7 @@ class Settings(_Section):
         return self.pipeline_home / "mlflow" / "artifacts"
 
     def threads(self) -> tuple[int, int]:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = available_cpus()
         return (self.training.intra_op_threads or cpus, self.training.inter_op_threads or min(2, cpus))
 
 

@@ -43,6 +43,14 @@ gate:
 """
 
 
+def mlflow_client(home: Path):
+    """A client of the pipeline home's default SQLite MLflow store, and its URI."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
 @pytest.fixture(scope="session")
 def demo_frame():
     from make_demo import make_demo

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from tasks.errors import SmokeTestFailed, TransferError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mlflow_client
 from tests.net import free_port
 
 
@@ -24,13 +24,6 @@ def target_env(home, monkeypatch, tmp_path):
 
     for target in load_targets(targets, home).values():   # servers the tests start are stopped by the tests
         transport_for(target).host("stop")
-
-
-def _client(home):
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _release(env, demo_csv, schema_path, feature_list_path, fast_config):
@@ -56,7 +49,7 @@ def test_release_deploy_promote_rollback(prefect_server, target_env, demo_csv, s
     assert dep["action"] == "start" and dep["version"] == "1" and dep["smoke"]["passed"]
     assert dep["smoke"]["golden_max_abs_diff"] <= 1e-6 and dep["smoke"]["latency_ms_p50"] > 0
     assert (env["home"] / "bundles" / "1.0.0.zip").exists()
-    client = _client(env["home"])
+    client = mlflow_client(env["home"])[0]
     assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
     v1 = client.get_model_version("test-model", "1")
     assert v1.tags["promoted_reason"].startswith("release 1.0.0") and v1.tags["bundle_sha256"] == d["bundle"]["sha256"]

@@ -12,20 +12,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mlflow_client
 
 
 @pytest.fixture
 def env_home(home, monkeypatch):
     monkeypatch.setenv("PIPELINE_HOME", str(home))
     return home
-
-
-def _client(home):
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
 
 
 def _release(demo_csv, schema_path, feature_list_path, fast_config):
@@ -48,7 +41,7 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
     assert first["gate"] == {"passed": True, "reasons": [], "champion_version": None, "comparison": {}}
     assert all(first["timings"][s] > 0 for s in ("validate", "train", "calibrate", "export", "register"))
 
-    client, uri = _client(env_home)
+    client, uri = mlflow_client(env_home)
     mv = client.get_model_version("test-model", "1")
     assert mv.tags["release"] == "1.0.0" and mv.tags["blessed"] == "true"
     assert mv.tags["model_dir"] == first["model_dir"] and json.loads(mv.tags["gate_reasons"]) == []
@@ -161,7 +154,7 @@ def test_cli_gate_failure_exits_3_and_records_the_verdict(tmp_path, demo_csv, sc
     assert summary["gate"]["passed"] is False and len(summary["gate"]["reasons"]) == 2
     for key in ("version", "release", "model_dir", "registry", "cv_metrics", "calibration"):
         assert key in summary
-    client, _ = _client(home)
+    client, _ = mlflow_client(home)
     mv = client.get_model_version("test-model", summary["registry"]["version"])
     assert mv.tags["blessed"] == "false" and len(json.loads(mv.tags["gate_reasons"])) == 2
     from mlflow.exceptions import MlflowException
