@@ -17,6 +17,7 @@ from tasks.data import validate_data_task
 from tasks.export import export_task
 from tasks.gate import gate_task
 from tasks.registry import CHALLENGER, MlflowRegistry, input_example, register_task
+from tasks.reports import publish, release_report
 from tasks.settings import load_settings
 from tasks.train import train_task
 from tasks.versioning import feature_schema_hash, next_release
@@ -101,4 +102,6 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
         summary["registry"]["alias"] = "champion"
         summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],
                               "flow_total": round(time.perf_counter() - started, 3)}
+    publish("release-report", reg.name, release_report(summary, registry.run_link(reg.run_id)),
+            f"{reg.name} release {release}: v{reg.version}, gate {'passed' if gate.passed else 'FAILED'}")
     return summary

@@ -143,9 +143,9 @@ def _undo_deploy(txn) -> None:
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote_task(registry, version: str, reason: str, run_id: str | None) -> dict:
+def promote_task(registry, version: str, reason: str, run_id: str | None, approval: dict | None = None) -> dict:
     from prefect import get_run_logger
 
-    promotion = registry.promote(version, reason, run_id)
+    promotion = registry.promote(version, reason, run_id, approval)
     get_run_logger().info("champion: %s -> %s", promotion["champion_before"], promotion["champion_after"])
     return promotion

@@ -252,6 +252,45 @@ class MlflowRegistry:
             raise RegistryError(f"'{self.name}' has no blessed version to deploy; name one with --version")
         return max(blessed, key=lambda v: int(v.version))
 
+    def latest_blessed(self):
+        """The newest version that passed the quality gate (the default candidate for a promotion)."""
+        blessed = [v for v in self._versions() if v.tags.get("blessed") == "true"]
+        if not blessed:
+            raise RegistryError(f"'{self.name}' has no version that passed the quality gate")
+        return max(blessed, key=lambda v: int(v.version))
+
+    def metadata_of(self, mv):
+        """A version's metadata.json: from its export directory, else from its MLflow run (another machine)."""
+        from serving.metadata import read_metadata
+
+        model_dir = Path(mv.tags.get("model_dir", ""))
+        if mv.tags.get("model_dir") and (model_dir / "metadata.json").exists():
+            return read_metadata(model_dir)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                self.client.download_artifacts(mv.run_id, "export/metadata.json", tmp)
+            except Exception as exc:
+                raise RegistryError(f"MLflow at {self._where()}: version {mv.version} of '{self.name}': no "
+                                    f"metadata.json at {model_dir} nor in run {mv.run_id}: {exc}") from None
+            return read_metadata(Path(tmp) / "export")
+
+    def run_link(self, run_id: str) -> str:
+        """Where a person finds the run: a URL for a tracking server, else the store and run id."""
+        uri = self.settings.tracking_uri
+        if not run_id:
+            return "-"
+        if uri.startswith(("http://", "https://")):
+            experiment = self.client.get_run(run_id).info.experiment_id
+            from urllib.parse import urlsplit, urlunsplit
+
+            parts = urlsplit(uri)   # drop any user:password@ from the address
+            netloc = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+            base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+            return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+        return f"run {run_id} in {uri} (`mlflow ui --backend-store-uri {uri}`)"
+
     def log_bundle(self, version: str, bundle) -> None:
         mv = self.get_version(version)
         if mv.run_id:
@@ -267,13 +306,16 @@ class MlflowRegistry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, str(version), key, value)
 
-    def promote(self, version: str, reason: str, run_id: str | None) -> dict:
-        """Move ``champion`` to ``version``; the version records who, when, why and the previous champion."""
+    def promote(self, version: str, reason: str, run_id: str | None, approval: dict | None = None) -> dict:
+        """Move ``champion`` to ``version``; the version records who, when, why and the previous champion,
+        and, for an approved promotion, the approver and their reason."""
         before = self.alias_version(CHAMPION)
         previous = str(before.version) if before is not None else None
         if previous != str(version):
             self.client.set_model_version_tag(self.name, str(version), "previous_champion", previous or "")
         self._audit(version, "promoted", reason, run_id)
+        for key, value in (approval or {}).items():
+            self.client.set_model_version_tag(self.name, str(version), f"approval_{key}", str(value))
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
         challenger = self.alias_version(CHALLENGER)
         if challenger is not None and str(challenger.version) == str(version):

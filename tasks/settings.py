@@ -108,13 +108,15 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
                   overrides: dict | None = None) -> Settings:
     """Read the YAML file, apply ``PIPELINE_HOME`` / ``MLFLOW_TRACKING_URI`` from ``env``, validate.
 
+    Without ``path``, ``PIPELINE_CONFIG`` names the file (a worker's environment), else configs/pipeline.yaml.
+
     Raises:
         ConfigError: the file is unreadable or a key has an impossible value (the key is named).
     """
     import yaml
 
-    path = Path(path) if path else DEFAULT_CONFIG
     env = dict(os.environ) if env is None else env
+    path = Path(path or env.get("PIPELINE_CONFIG") or DEFAULT_CONFIG)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:

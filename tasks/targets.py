@@ -62,10 +62,11 @@ class TransferReceipt:
 
 
 def load_targets(path: str | Path | None, pipeline_home: Path) -> dict[str, Target]:
-    """Read the inventory; relative base directories live under the pipeline home."""
+    """Read the inventory (``path``, else ``$PIPELINE_TARGETS``, else configs/targets.yaml); relative base
+    directories live under the pipeline home."""
     import yaml
 
-    path = Path(path) if path else DEFAULT_TARGETS
+    path = Path(path or os.environ.get("PIPELINE_TARGETS") or DEFAULT_TARGETS)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:

@@ -18,7 +18,8 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
-os.environ.pop("PIPELINE_HOME", None)
+for _var in ("PIPELINE_HOME", "PIPELINE_CONFIG", "PIPELINE_TARGETS"):
+    os.environ.pop(_var, None)
 
 FAST_CONFIG = """
 model_name: test-model

@@ -9,21 +9,8 @@ import pytest
 
 from tasks.errors import SmokeTestFailed, TransferError
 from tests.conftest import ROOT, mlflow_client
+from tests.flows.conftest import host_status as _host_status
 from tests.net import free_port
-
-
-@pytest.fixture
-def target_env(home, monkeypatch, tmp_path):
-    monkeypatch.setenv("PIPELINE_HOME", str(home))
-    port = free_port()
-    targets = tmp_path / "targets.yaml"
-    targets.write_text(f"targets:\n  t1:\n    transport: local\n    base_dir: targets/t1\n    port: {port}\n"
-                       f"    start_timeout_s: 120\n")
-    yield {"home": home, "port": port, "targets": str(targets)}
-    from tasks.targets import load_targets, transport_for
-
-    for target in load_targets(targets, home).values():   # servers the tests start are stopped by the tests
-        transport_for(target).host("stop")
 
 
 def _release(env, demo_csv, schema_path, feature_list_path, fast_config):
@@ -31,12 +18,6 @@ def _release(env, demo_csv, schema_path, feature_list_path, fast_config):
 
     return release_flow(data=str(demo_csv), schema=str(schema_path), feature_list=str(feature_list_path),
                         config=str(fast_config), targets=["t1"], targets_file=env["targets"])
-
-
-def _host_status(env):
-    from tasks.targets import load_targets, transport_for
-
-    return transport_for(load_targets(env["targets"], env["home"])["t1"]).host("status")
 
 
 def test_release_deploy_promote_rollback(prefect_server, target_env, demo_csv, schema_path, feature_list_path,

@@ -1,0 +1,77 @@
+"""Manual promotion with an approval in the Prefect UI.
+
+compare (champion vs candidate, published as an artifact) → pause for a typed approval
+(approver, reason; explicit timeout) → deploy, smoke-test and promote with the approval
+recorded on the MLflow version. A rejection or a timeout changes nothing: no host, no alias,
+no tag.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, pause_flow_run
+from prefect.exceptions import FlowPauseTimeout
+from prefect.input import RunInput
+from pydantic import Field
+
+from flows.deploy import deploy_flow
+from tasks.compare import compare
+from tasks.errors import ReleaseError
+from tasks.registry import MlflowRegistry
+from tasks.reports import publish
+from tasks.settings import load_settings
+
+
+class Approval(RunInput):
+    """The form the Prefect UI shows on "Resume"."""
+
+    approve: bool = Field(default=False, description="Tick to deploy and promote the candidate; leave "
+                                                     "unticked to reject (nothing changes).")
+    approver: str = Field(min_length=1, max_length=200, description="Who decides (name or e-mail); "
+                                                                     "recorded on the MLflow version.")
+    reason: str = Field(min_length=3, max_length=2000, description="Why; recorded on the MLflow version.")
+
+
+@flow(name="promote", validate_parameters=False)
+def promote_flow(version: str | None = None, targets: list[str] | None = None, targets_file: str | None = None,
+                 config: str | None = None, approval_timeout_s: int = 24 * 3600, poll_interval_s: int = 5) -> dict:
+    """Compare a registered version (default: the latest blessed one) with the champion, wait for an
+    approval, then deploy it to ``targets`` and promote it."""
+    logger = get_run_logger()
+    settings = load_settings(config)
+    registry = MlflowRegistry(settings)
+    candidate = registry.get_version(version) if version else registry.latest_blessed()
+    if candidate.tags.get("blessed") != "true":
+        raise ReleaseError(f"version {candidate.version} of '{registry.name}' did not pass the quality gate "
+                           f"({candidate.tags.get('gate_reasons', 'no verdict recorded')}); only blessed versions "
+                           "are promoted")
+    champion = registry.alias_version("champion")
+    if champion is not None and str(champion.version) == str(candidate.version):
+        raise ReleaseError(f"version {candidate.version} of '{registry.name}' already is the champion")
+    comparison = compare(registry.name, candidate, registry.metadata_of(candidate),
+                         champion, registry.metadata_of(champion) if champion is not None else None)
+    text = comparison.markdown()
+    key = publish("promotion-comparison", registry.name, text,
+                  f"{registry.name}: champion {champion.version if champion else 'none'} vs candidate "
+                  f"{candidate.version}")
+    logger.info("comparison published as artifact %s; waiting up to %d s for an approval", key, approval_timeout_s)
+
+    try:
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=text),
+                                timeout=approval_timeout_s, poll_interval=poll_interval_s)
+    except FlowPauseTimeout:
+        raise ReleaseError(f"no approval for version {candidate.version} within {approval_timeout_s} s; "
+                           "nothing was deployed or promoted") from None
+    decision = {"version": str(candidate.version), "approve": answer.approve, "approver": answer.approver,
+                "reason": answer.reason, "comparison": comparison.to_dict()}
+    publish("promotion-decision", registry.name,
+            f"# {'Approved' if answer.approve else 'Rejected'}: {registry.name} version {candidate.version}\n\n"
+            f"- by: {answer.approver}\n- reason: {answer.reason}\n",
+            f"{registry.name} v{candidate.version}: {'approved' if answer.approve else 'rejected'}")
+    if not answer.approve:
+        logger.info("rejected by %s: %s; nothing changed", answer.approver, answer.reason)
+        return {**decision, "decision": "rejected"}
+    logger.info("approved by %s: %s", answer.approver, answer.reason)
+    result = deploy_flow(version=str(candidate.version), targets=targets, targets_file=targets_file, config=config,
+                         reason=f"approved by {answer.approver}: {answer.reason}",
+                         approval={"approver": answer.approver, "reason": answer.reason})
+    return {**decision, "decision": "approved", "deploy": result}

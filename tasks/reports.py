@@ -1,0 +1,84 @@
+"""Keyed Prefect artifacts: one key per report kind and model, so the UI's Artifacts page keeps
+each report's history (every run adds a version under the same key).
+
+The text is built here from the flows' summaries, which are plain dicts; nothing secret goes
+in (tracking URIs are shown without credentials).
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def artifact_key(kind: str, model: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{kind}-{model}".lower()).strip("-")
+
+
+def publish(kind: str, model: str, markdown: str, description: str) -> str:
+    from prefect.artifacts import create_markdown_artifact
+
+    key = artifact_key(kind, model)
+    create_markdown_artifact(markdown=markdown, key=key, description=description)
+    return key
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _smoke_rows(deployments: list[dict]) -> list[str]:
+    lines = ["| target | action | served | previous | smoke | golden max abs Δp | p50 ms | failures |",
+             "|---|---|---|---|---|---|---|---|"]
+    for d in deployments:
+        s = d["smoke"]
+        lines.append(f"| {d['target']} | {d['action']} | {d['version']} | {d['previous_version'] or '–'} | "
+                     f"{'passed' if s['passed'] else 'FAILED'} | {_fmt(s['golden_max_abs_diff'])} | "
+                     f"{_fmt(s['latency_ms_p50'])} | {'; '.join(s['failures']) or '–'} |")
+    return lines
+
+
+def release_report(summary: dict, run_link: str) -> str:
+    reg, gate = summary["registry"], summary["gate"]
+    lines = [f"# Release {summary['release']} of {reg['name']}", "",
+             f"- registry version: **{reg['version']}** (alias: {reg['alias'] or 'none'})",
+             f"- export version: {summary['version']} at `{summary['model_dir']}`",
+             f"- MLflow: {run_link}",
+             f"- data: `{summary['data']['path']}`, {summary['data']['rows']} rows, "
+             f"{summary['data']['positives']} positive, sha256 {summary['data']['sha256'][:16]}…",
+             f"- quality gate: **{'passed' if gate['passed'] else 'FAILED'}**", ""]
+    if gate["reasons"]:
+        lines += ["## Gate reasons", ""] + [f"- {r}" for r in gate["reasons"]] + [""]
+    lines += ["## Cross-validated metrics (calibrated)", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in summary["cv_metrics"].items()]
+    cal = summary["calibration"]
+    lines += ["", f"Calibration: {cal['method']}, ECE {_fmt(cal['ece_before'])} before → "
+              f"{_fmt(cal['ece_after'])} after.", ""]
+    deploy = summary.get("deploy")
+    if deploy:
+        lines += ["## Deployment and smoke tests", ""] + _smoke_rows(deploy["deployments"])
+        lines += ["", f"Champion: {deploy['champion_before'] or 'none'} → {deploy['champion_after']}.", ""]
+    elif gate["passed"]:
+        lines += ["Not deployed (no targets in this run); it is the challenger.", ""]
+    lines += ["## Stage timings (seconds)", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in summary["timings"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def deploy_report(result: dict, title: str) -> str:
+    lines = [f"# {title}", "", f"- model: {result['model']}, registry version **{result['registry_version']}**, "
+             f"release {result['release']}", f"- bundle: `{result['bundle']['path']}` sha256 "
+             f"{result['bundle']['sha256'][:16]}…",
+             f"- champion: {result['champion_before'] or 'none'} → {result['champion_after']}"]
+    if result.get("approval"):
+        lines.append(f"- approved by {result['approval']['approver']}: {result['approval']['reason']}")
+    lines += ["", "## Targets", ""] + _smoke_rows(result["deployments"])
+    checks = result.get("post_promotion_checks") or []
+    if checks:
+        lines += ["", "## After promotion", ""]
+        lines += [f"- {c['target']}: {'ok' if c['passed'] else 'FAILED: ' + '; '.join(c['failures'])}" for c in checks]
+    return "\n".join(lines) + "\n"

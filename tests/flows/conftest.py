@@ -1,0 +1,27 @@
+"""Fixtures of the flow tests: a local target on a free port, stopped after the test."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.net import free_port
+
+
+@pytest.fixture
+def target_env(home, monkeypatch, tmp_path):
+    monkeypatch.setenv("PIPELINE_HOME", str(home))
+    port = free_port()
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  t1:\n    transport: local\n    base_dir: targets/t1\n    port: {port}\n"
+                       f"    start_timeout_s: 120\n")
+    yield {"home": home, "port": port, "targets": str(targets)}
+    from tasks.targets import load_targets, transport_for
+
+    for target in load_targets(targets, home).values():   # servers the tests start are stopped by the tests
+        transport_for(target).host("stop")
+
+
+def host_status(env, name: str = "t1") -> dict:
+    from tasks.targets import load_targets, transport_for
+
+    return transport_for(load_targets(env["targets"], env["home"])[name]).host("status")
