@@ -26,10 +26,15 @@ run: $(STAMP)
 stop: $(STAMP)
 	$(PY) -m flows stop --target local
 
-# System packages the tests use: a real OpenSSH server for the ssh transport, curl for the guide.
+# System packages the tests use: a real OpenSSH server for the ssh transport, curl for the guide,
+# PostgreSQL for the team setup (Prefect server and MLflow tracking server on it). One apt-get update
+# at most, and none when everything is already there.
 system-deps:
-	@{ test -x /usr/sbin/sshd && command -v curl >/dev/null; } || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server curl >/dev/null; }
+	@pkgs=""; \
+	{ test -x /usr/sbin/sshd && command -v curl >/dev/null; } || pkgs="openssh-server curl"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || pkgs="$$pkgs postgresql"; \
+	test -z "$$pkgs" || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; }
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q tests
