@@ -140,7 +140,7 @@ def model_inputs(columns: dict[str, np.ndarray], stats: list[FeatureStats], rows
             for s in stats}
 
 
-def build_model(stats: list[FeatureStats], cfg: TrainingSettings):
+def build_model(stats: list[FeatureStats], cfg: TrainingSettings, seed: int):
     """The TabularANN: per-feature preprocessing layers, then a small regularised MLP."""
     import keras
     import tensorflow as tf
@@ -169,6 +169,9 @@ def build_model(stats: list[FeatureStats], cfg: TrainingSettings):
             x = tf.strings.strip(x)
             return tf.where(tf.equal(x, MISSING_CATEGORY), tf.constant(self.fill), x)
 
+    # Every random layer gets its own explicit seed: unseeded Keras layers draw from the process-wide
+    # `random` module, which other threads (Prefect's) advance at any time, so a fold could differ.
+    seeds = iter(range(seed * 1_000, seed * 1_000 + 1_000))
     inputs, parts = {}, []
     for s in stats:
         name = tensor_name(s.name)
@@ -181,7 +184,9 @@ def build_model(stats: list[FeatureStats], cfg: TrainingSettings):
             if s.embedding_dim:
                 idx = layers.StringLookup(vocabulary=list(s.vocabulary), num_oov_indices=1,
                                           output_mode="int", name=f"lookup_{name}")(filled)
-                emb = layers.Embedding(len(s.vocabulary) + 1, s.embedding_dim, name=f"emb_{name}")(idx)
+                emb = layers.Embedding(len(s.vocabulary) + 1, s.embedding_dim, name=f"emb_{name}",
+                                       embeddings_initializer=keras.initializers.RandomUniform(
+                                           -0.05, 0.05, seed=next(seeds)))(idx)
                 parts.append(emb)
             else:
                 parts.append(layers.StringLookup(vocabulary=list(s.vocabulary), num_oov_indices=1,
@@ -190,10 +195,12 @@ def build_model(stats: list[FeatureStats], cfg: TrainingSettings):
     x = layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
     reg = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
     for i, units in enumerate(cfg.hidden_units):
-        x = layers.Dense(units, activation="relu", kernel_regularizer=reg, name=f"dense_{i}")(x)
+        x = layers.Dense(units, activation="relu", kernel_regularizer=reg, name=f"dense_{i}",
+                         kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)))(x)
         if cfg.dropout:
-            x = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
-    out = layers.Dense(1, activation="sigmoid", name="score")(x)
+            x = layers.Dropout(cfg.dropout, name=f"dropout_{i}", seed=next(seeds))(x)
+    out = layers.Dense(1, activation="sigmoid", name="score",
+                       kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)))(x)
     out = layers.Reshape((), name="probability")(out)
     model = keras.Model(inputs, out, name=MODEL_TYPE)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
@@ -219,7 +226,7 @@ def _fit(ds: Dataset, features: FeatureList, schema: Schema, rows: np.ndarray, c
         fit_rows = np.sort(fit_rows)
     keras.utils.set_random_seed(seed)
     stats = feature_stats(features, schema, ds.columns, fit_rows)
-    model = build_model(stats, cfg)
+    model = build_model(stats, cfg, seed)
     x, y = model_inputs(ds.columns, stats, fit_rows), ds.y[fit_rows].astype("float32")
     if epochs is not None:
         model.fit(x, y, epochs=epochs, batch_size=cfg.batch_size, verbose=0, shuffle=True)

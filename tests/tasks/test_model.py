@@ -47,7 +47,24 @@ def test_folds_are_stratified_and_out_of_fold(trained):
 
 
 def test_same_seed_same_model(trained):
-    again = train(trained["ds"], trained["schema"], trained["features"], trained["settings"])
+    """Bit-identical, even while another thread draws from the process-wide ``random`` module (as
+    Prefect's background threads do; unseeded Keras layers used to draw their seeds from it)."""
+    import random
+    import threading
+
+    stop = threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            random.random()
+
+    noise = threading.Thread(target=draw, daemon=True)
+    noise.start()
+    try:
+        again = train(trained["ds"], trained["schema"], trained["features"], trained["settings"])
+    finally:
+        stop.set()
+        noise.join(timeout=10)
     np.testing.assert_array_equal(again.oof_raw, trained["train"].oof_raw)
     a = predict_raw(trained["train"].model, trained["ds"].columns, trained["train"].stats)
     b = predict_raw(again.model, trained["ds"].columns, again.stats)
@@ -181,7 +198,7 @@ def test_column_names_with_spaces_train_export_and_serve(tmp_path):
     features.check_against(schema)
     (tmp_path / "p.yaml").write_text(FAST_CONFIG)
     settings = load_settings(tmp_path / "p.yaml", env={"PIPELINE_HOME": str(tmp_path / "home")},
-                             overrides={"training.cv_folds": 2, "training.epochs": 3, "export.golden_examples": 4})
+                             overrides={"training.cv_folds": 2, "training.epochs": 15, "export.golden_examples": 4})
     ds = load_dataset(tmp_path / "d.csv", schema, min_rows=50)
     result = train(ds, schema, features, settings)
     cal = calibrate(result.oof_raw, ds.y, result.folds, "sigmoid", 10)
