@@ -52,18 +52,28 @@ def _resume_when_paused(run_input: dict | None, deadline_s: float = 120) -> dict
 def _artifacts(key: str) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    with get_client(sync_client=True) as client:   # newest first
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                     sort=ArtifactSort.CREATED_DESC)
 
 
 def test_promote_with_approval_rejection_and_timeout(prefect_server, target_env, demo_csv, schema_path,
                                                      feature_list_path, fast_config):
     from flows.monitor import monitor_flow
     from flows.promote import promote_flow
-    from tasks.alarms import WARNING
+    from tasks.alarms import CRITICAL, WARNING
 
     env = target_env
+    # The temporary server is shared with other tests: count this test's artifacts from here.
+    keys = ("promotion-comparison", "release-report", "promotion-decision", "monitor")
+    before = {k: len(_artifacts(f"{k}-test-model")) for k in keys}
+
+    def new_artifacts(kind: str) -> list:
+        found = _artifacts(f"{kind}-test-model")
+        return found[: len(found) - before[kind]]
+
     first = _release(env, demo_csv, schema_path, feature_list_path, fast_config, ["t1"])
     assert first["deploy"]["champion_after"] == "1"
     second = _release(env, demo_csv, schema_path, feature_list_path, fast_config, [])
@@ -107,24 +117,57 @@ def test_promote_with_approval_rejection_and_timeout(prefect_server, target_env,
     assert comparison["psi"] and max(comparison["psi"].values()) < 0.1
 
     # Keyed artifacts keep their history: three comparisons, two releases, one deploy report per deploy.
-    history = _artifacts("promotion-comparison-test-model")
+    history = new_artifacts("promotion-comparison")
     assert len(history) == 3 and "| roc_auc |" in history[0].data and "PSI" in history[0].data
-    releases = _artifacts("release-report-test-model")
+    releases = new_artifacts("release-report")
     assert len(releases) == 2
     text = "\n".join(a.data for a in releases)
     assert "quality gate: **passed**" in text and "| train |" in text and "golden max abs Δp" in text
     assert "mlflow ui --backend-store-uri" in text
-    assert len(_artifacts("promotion-decision-test-model")) == 2
+    assert len(new_artifacts("promotion-decision")) == 2
 
     # The monitor: all well, then the server is gone (a warning for a person, not a rollback).
     ok = monitor_flow(targets_file=env["targets"], config=str(fast_config))
     assert ok["champion"] == "2" and [f["alarm"] for f in ok["findings"]] == [None]
+    # A served champion failing its probe is critical: the event reaches the server, for the rollback trigger.
+    import flows.monitor
+    from tasks.smoke import SmokeReport
+
+    real_probe = flows.monitor.smoke_test
+    flows.monitor.smoke_test = lambda target, url, metadata: SmokeReport(
+        target, url, metadata.version, False, ["/predict: golden examples off by 2.0e-01 (injected)"])
+    try:
+        bad = monitor_flow(targets_file=env["targets"], config=str(fast_config))
+    finally:
+        flows.monitor.smoke_test = real_probe
+    assert [f["alarm"] for f in bad["findings"]] == [CRITICAL] and "injected" in bad["findings"][0]["finding"]
+    event = _wait_for_event(CRITICAL)
+    assert event["resource"]["prefect.resource.id"] == "pipeline.target.t1"
+    assert event["payload"]["version"] == "2" and event["payload"]["target"] == "t1"
+
     from tasks.targets import load_targets, transport_for
 
     transport_for(load_targets(env["targets"], env["home"])["t1"]).host("stop")
     down = monitor_flow(targets_file=env["targets"], config=str(fast_config))
     assert [f["alarm"] for f in down["findings"]] == [WARNING] and "no server running" in down["findings"][0]["finding"]
-    assert len(_artifacts("monitor-test-model")) == 2
+    assert len(new_artifacts("monitor")) == 3
+
+
+def _wait_for_event(name: str, timeout_s: float = 60) -> dict:
+    """The newest event called ``name`` on the Prefect server (events are stored asynchronously)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter",
+                          json={"filter": {"event": {"name": [name]}}, "limit": 5}, timeout=10)
+        resp.raise_for_status()
+        events = resp.json()["events"]
+        if events:
+            return events[0]
+        time.sleep(0.5)
+    pytest.fail(f"no {name} event reached the server within {timeout_s} s")
 
 
 def test_promote_refuses_a_version_that_failed_the_gate(prefect_server, target_env, demo_csv, schema_path,
