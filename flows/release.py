@@ -95,13 +95,21 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     }
     logger.info("release %s: version %s at %s, registered %s v%s, gate %s", release, exported.version,
                 exported.path, reg.name, reg.version, "passed" if gate.passed else "FAILED")
+    def report(outcome: str) -> None:
+        publish("release-report", reg.name, release_report(summary, registry.run_link(reg.run_id)),
+                f"{reg.name} release {release}: v{reg.version}, {outcome}")
+
     if gate.passed and targets:
-        with _timed(timings, "deploy"):
-            summary["deploy"] = deploy_flow(version=reg.version, targets=targets, targets_file=targets_file,
-                                            config=config, reason=f"release {release}: gate passed, smoke-tested")
+        try:
+            with _timed(timings, "deploy"):
+                summary["deploy"] = deploy_flow(version=reg.version, targets=targets, targets_file=targets_file,
+                                                config=config, reason=f"release {release}: gate passed, smoke-tested")
+        except Exception as exc:
+            summary["deploy_error"] = str(exc)
+            report("deploy FAILED")
+            raise
         summary["registry"]["alias"] = "champion"
         summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],
                               "flow_total": round(time.perf_counter() - started, 3)}
-    publish("release-report", reg.name, release_report(summary, registry.run_link(reg.run_id)),
-            f"{reg.name} release {release}: v{reg.version}, gate {'passed' if gate.passed else 'FAILED'}")
+    report(f"gate {'passed' if gate.passed else 'FAILED'}")
     return summary

@@ -59,6 +59,9 @@ def release_report(summary: dict, run_link: str) -> str:
     lines += ["", f"Calibration: {cal['method']}, ECE {_fmt(cal['ece_before'])} before → "
               f"{_fmt(cal['ece_after'])} after.", ""]
     deploy = summary.get("deploy")
+    if summary.get("deploy_error"):
+        lines += ["## Deployment FAILED", "", "The targets were put back on what they served before; the champion "
+                  "is unchanged.", "", "```", summary["deploy_error"], "```", ""]
     if deploy:
         lines += ["## Deployment and smoke tests", ""] + _smoke_rows(deploy["deployments"])
         lines += ["", f"Champion: {deploy['champion_before'] or 'none'} → {deploy['champion_after']}.", ""]

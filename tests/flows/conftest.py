@@ -25,3 +25,14 @@ def host_status(env, name: str = "t1") -> dict:
     from tasks.targets import load_targets, transport_for
 
     return transport_for(load_targets(env["targets"], env["home"])[name]).host("status")
+
+
+def artifacts(key: str) -> list:
+    """The Prefect artifacts with ``key`` on the current server, newest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:   # newest first
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                     sort=ArtifactSort.CREATED_DESC)

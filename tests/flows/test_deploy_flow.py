@@ -9,6 +9,7 @@ import pytest
 
 from tasks.errors import SmokeTestFailed, TransferError
 from tests.conftest import ROOT, mlflow_client
+from tests.flows.conftest import artifacts
 from tests.flows.conftest import host_status as _host_status
 from tests.net import free_port
 
@@ -66,6 +67,8 @@ def test_release_deploy_promote_rollback(prefect_server, target_env, demo_csv, s
         target, url, metadata.version, False, ["/predict: golden examples off by 3.00e-01 (injected)"]))
     with pytest.raises(SmokeTestFailed, match="injected"):
         _release(env, demo_csv, schema_path, feature_list_path, fast_config)
+    report = artifacts("release-report-test-model")[0].data     # the failed release still reports
+    assert "## Deployment FAILED" in report and "injected" in report and "| train |" in report
     monkeypatch.undo()
     monkeypatch.setenv("PIPELINE_HOME", str(env["home"]))
     assert _host_status(env)["default_version"] == "2"

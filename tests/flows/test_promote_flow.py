@@ -11,6 +11,7 @@ import pytest
 
 from tasks.errors import ReleaseError
 from tests.conftest import mlflow_client
+from tests.flows.conftest import artifacts as _artifacts
 from tests.flows.conftest import host_status
 
 
@@ -47,16 +48,6 @@ def _resume_when_paused(run_input: dict | None, deadline_s: float = 120) -> dict
     thread.start()
     seen["thread"] = thread
     return seen
-
-
-def _artifacts(key: str) -> list:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:   # newest first
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                     sort=ArtifactSort.CREATED_DESC)
 
 
 def test_promote_with_approval_rejection_and_timeout(prefect_server, target_env, demo_csv, schema_path,
