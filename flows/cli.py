@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     dep = sub.add_parser("deploy", help="deploy a registered version to targets, smoke-test, promote to champion")
     dep.add_argument("--version", default=None, help="registered version (default: the challenger)")
     rb = sub.add_parser("rollback", help="serve the previous champion again and move the alias back")
-    rb.add_argument("--to-version", default=None, help="registered version (default: the recorded previous one)")
+    rb.add_argument("--to-version", "--version", dest="to_version", default=None,
+                    help="registered version (default: the recorded previous one)")
     st = sub.add_parser("status", help="the registry's champion next to what each target serves")
     sp = sub.add_parser("stop", help="stop the server a target runs")
     for p in (dep, rb, st, sp):
@@ -182,7 +183,7 @@ def cmd_deploy(args) -> int:
 def cmd_rollback(args) -> int:
     from flows.deploy import rollback_flow
 
-    result = rollback_flow(target=args.target, to_version=args.to_version, targets_file=_opt(args.targets_file),
+    result = rollback_flow(target=args.target, version=args.to_version, targets_file=_opt(args.targets_file),
                            config=_opt(args.config), reason="manual rollback")
     _write_json(args.json_out, result)
     print(f"target {args.target}: now serves version {result['deployment']['version']}; smoke test passed")

@@ -4,12 +4,13 @@
 target fails, the targets already switched are put back on their previous version and the
 registry is not touched. After the promotion every target is checked once more; a failure
 there emits ``pipeline.alarm.critical``, which the ``rollback`` deployment answers.
+
+Every run publishes its report as a keyed artifact, failed and skipped runs included.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -17,12 +18,12 @@ from prefect.transactions import transaction
 
 from tasks.alarms import CRITICAL, emit_alarm
 from tasks.deploy import activate_on, deploy_task, package_task, promote_task, url_of
-from tasks.errors import ReleaseError
-from tasks.registry import MlflowRegistry
-from tasks.reports import deploy_report, publish
+from tasks.errors import PostPromotionCheckFailed
+from tasks.registry import CHAMPION, MlflowRegistry
+from tasks.reports import deploy_failed_report, deploy_report, publish, rollback_report
 from tasks.settings import load_settings
 from tasks.smoke import smoke_test
-from tasks.targets import load_targets, pick_targets
+from tasks.targets import load_targets, pick_targets, transport_for
 
 
 @flow(name="deploy", validate_parameters=False)
@@ -39,65 +40,82 @@ def deploy_flow(version: str | None = None, targets: list[str] | None = None, ta
     registry = MlflowRegistry(settings)
     mv = registry.resolve(version)
     version = str(mv.version)
-    model_dir = Path(mv.tags["model_dir"])
-    bundle, metadata = package_task(model_dir, settings.pipeline_home / "bundles")
-    registry.log_bundle(version, bundle)
+    names = ", ".join(t.name for t in chosen)
     # One transaction: if a later target or the promotion fails, every deploy-target task's
     # rollback hook puts its host back on the version it served before (tasks/deploy.py).
     try:
+        model_dir = registry.export_dir(mv, settings.pipeline_home / "registry-cache")
+        bundle, metadata = package_task(model_dir, settings.pipeline_home / "bundles")
+        registry.log_bundle(version, bundle)
         with transaction():
             deployments = [deploy_task(target, bundle, metadata) for target in chosen]
             promotion = promote_task(registry, version, reason, flow_run.get_id(), approval)
-    except ReleaseError:
+    except Exception as exc:
         logger.error("deploy of %s version %s failed; targets restored, champion unchanged", registry.name, version)
+        publish("deploy-report", registry.name, deploy_failed_report(registry.name, version, names, exc),
+                f"{registry.name} v{version} on {names}: FAILED, champion unchanged")
         raise
     # The check after promotion: each target still serves the promoted version, healthy and faithful.
     checks = [smoke_test(t.name, url_of(t), metadata) for t in chosen]
+    failed = [c for c in checks if not c.passed]
+    sent = [emit_alarm(CRITICAL, target=c.target, model=registry.name, version=version,
+                       reason="check after promotion failed: " + "; ".join(c.failures)) for c in failed]
     result = {"model": registry.name, "registry_version": version, "version": metadata.version,
               "release": metadata.release, "bundle": {"path": str(bundle.path), "sha256": bundle.sha256},
               "deployments": [d.to_dict() for d in deployments], **promotion, "approval": approval,
-              "post_promotion_checks": [c.to_dict() for c in checks],
+              "post_promotion_checks": [c.to_dict() for c in checks], "alarms_sent": sum(sent),
               "seconds": round(time.perf_counter() - started, 3)}
     publish("deploy-report", registry.name, deploy_report(result, f"Deploy of {registry.name} version {version}"),
-            f"{registry.name} v{version} on {', '.join(t.name for t in chosen)}")
-    failed = [c for c in checks if not c.passed]
-    for check in failed:
-        emit_alarm(CRITICAL, target=check.target, model=registry.name, version=version,
-                   reason="check after promotion failed: " + "; ".join(check.failures))
+            f"{registry.name} v{version} on {names}" + (": check after promotion FAILED" if failed else ""))
     if failed:
-        raise ReleaseError(f"version {version} was promoted, but the check after promotion failed on "
-                           f"{', '.join(c.target for c in failed)}; {CRITICAL} emitted (the rollback deployment "
-                           f"answers it; by hand: python -m flows rollback --target {failed[0].target})")
+        raise PostPromotionCheckFailed(version, {c.target: c.failures for c in failed}, alarm_sent=all(sent))
     return result
 
 
 @flow(name="rollback", validate_parameters=False)
-def rollback_flow(target: str = "local", to_version: str | None = None, targets_file: str | None = None,
+def rollback_flow(target: str = "local", version: str | None = None, targets_file: str | None = None,
                   config: str | None = None, reason: str = "rollback", failing_version: str | None = None) -> dict:
-    """Serve the previous champion (or ``to_version``) on the target, smoke-test it, then move the alias.
+    """Serve the previous champion (or ``version``) on the target, smoke-test it, then move the alias.
 
-    ``failing_version`` (from an alarm): roll back only while that version is still the champion, so
-    that several alarms about one bad version roll back once."""
+    ``failing_version`` (from an alarm): roll back only while that version is still the champion.
+    When the alias was already moved back (an alarm from another target of the same release got
+    there first), this target is only switched to the champion if it still serves the failing
+    version; so a burst of alarms about one bad version rolls the registry back once and every
+    alarmed target with it."""
     logger = get_run_logger()
     settings = load_settings(config)
     (chosen,) = pick_targets(load_targets(targets_file, settings.pipeline_home), [target])
     registry = MlflowRegistry(settings)
-    if failing_version:
-        champion = registry.champion()
-        if champion is None or champion.version != str(failing_version):
-            logger.warning("alarm about version %s, but the champion is %s: nothing to roll back", failing_version,
-                           champion.version if champion else "none")
-            return {"model": registry.name, "target": target, "skipped": True,
-                    "champion_before": champion.version if champion else None,
-                    "champion_after": champion.version if champion else None}
-    current, goal = registry.rollback_version(to_version)
-    mv = registry.get_version(goal)
-    deployment = activate_on(chosen, Path(mv.tags["model_dir"]), settings.pipeline_home / "bundles")
-    change = registry.record_rollback(current, goal, reason, flow_run.get_id())
-    logger.info("rolled back %s on %s: champion %s -> %s", registry.name, target, current, goal)
-    result = {"model": registry.name, "target": target, "skipped": False, "deployment": deployment.to_dict(), **change}
-    publish("rollback-report", registry.name,
-            f"# Rollback of {registry.name} on {target}\n\n- champion: {current} → **{goal}**\n- reason: {reason}\n"
-            f"- target now serves export version {deployment.version} (smoke test passed, golden max |Δp| "
-            f"{deployment.smoke.golden_max_abs_diff:.1e})\n", f"{registry.name}: {current} → {goal} on {target}")
-    return result
+    cache = settings.pipeline_home / "registry-cache"
+    bundles = settings.pipeline_home / "bundles"
+    result = {"model": registry.name, "target": target, "reason": reason, "failing_version": failing_version}
+    try:
+        champion = registry.alias_version(CHAMPION)
+        now = str(champion.version) if champion is not None else None
+        if failing_version and now != str(failing_version):
+            result |= {"champion_before": now, "champion_after": now}
+            failing = registry.get_version(failing_version)
+            served = transport_for(chosen).host("status")
+            if champion is None or not served.get("running") or \
+                    served.get("default_version") != failing.tags.get("export_version"):
+                logger.warning("alarm about version %s, but the champion is %s and %s does not serve it: nothing "
+                               "to do", failing_version, now or "none", target)
+                result |= {"action": "skipped"}
+                return result
+            deployment = activate_on(chosen, registry.export_dir(champion, cache), bundles)
+            logger.info("champion already back on %s; %s switched from version %s to it", now, target,
+                        failing_version)
+            result |= {"action": "aligned", "deployment": deployment.to_dict()}
+            return result
+        current, goal = registry.rollback_version(version, expected_champion=failing_version)
+        deployment = activate_on(chosen, registry.export_dir(registry.get_version(goal), cache), bundles)
+        result |= registry.record_rollback(current, goal, reason, flow_run.get_id())
+        result |= {"action": "rolled back", "deployment": deployment.to_dict()}
+        logger.info("rolled back %s on %s: champion %s -> %s", registry.name, target, current, goal)
+        return result
+    except Exception as exc:
+        result |= {"action": "FAILED", "error": str(exc)}
+        raise
+    finally:
+        publish("rollback-report", registry.name, rollback_report(result),
+                f"{registry.name} on {target}: {result.get('action')}")

@@ -59,14 +59,30 @@ def promote_flow(version: str | None = None, targets: list[str] | None = None, t
         answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=text),
                                 timeout=approval_timeout_s, poll_interval=poll_interval_s)
     except FlowPauseTimeout:
+        publish("promotion-decision", registry.name,
+                f"# Timed out: {registry.name} version {candidate.version}\n\nNo answer within {approval_timeout_s} s; "
+                "nothing was deployed or promoted.\n", f"{registry.name} v{candidate.version}: timed out")
         raise ReleaseError(f"no approval for version {candidate.version} within {approval_timeout_s} s; "
                            "nothing was deployed or promoted") from None
     decision = {"version": str(candidate.version), "approve": answer.approve, "approver": answer.approver,
                 "reason": answer.reason, "comparison": comparison.to_dict()}
+    # The approval answers the comparison above; if the champion moved while the run waited (another
+    # promotion, a rollback), that comparison is stale and the approval does not carry over.
+    now = registry.alias_version("champion")
+    compared = str(champion.version) if champion is not None else None
+    stale = answer.approve and (str(now.version) if now is not None else None) != compared
+    verdict = "Stale" if stale else "Approved" if answer.approve else "Rejected"
     publish("promotion-decision", registry.name,
-            f"# {'Approved' if answer.approve else 'Rejected'}: {registry.name} version {candidate.version}\n\n"
-            f"- by: {answer.approver}\n- reason: {answer.reason}\n",
-            f"{registry.name} v{candidate.version}: {'approved' if answer.approve else 'rejected'}")
+            f"# {verdict}: {registry.name} version {candidate.version}\n\n"
+            f"- by: {answer.approver}\n- reason: {answer.reason}\n"
+            + (f"- not carried out: the champion moved from {compared or 'none'} to "
+               f"{now.version if now else 'none'} while this run waited; start a new promotion to compare "
+               "again\n" if stale else ""),
+            f"{registry.name} v{candidate.version}: {verdict.lower()}")
+    if stale:
+        raise ReleaseError(f"the approval of version {candidate.version} answered a comparison with champion "
+                           f"{compared or 'none'}, but the champion is now {now.version if now else 'none'}; "
+                           "nothing was deployed or promoted (start a new promotion run)")
     if not answer.approve:
         logger.info("rejected by %s: %s; nothing changed", answer.approver, answer.reason)
         return {**decision, "decision": "rejected"}

@@ -14,6 +14,7 @@ from flows.deploy import deploy_flow
 from serving.schema import load_feature_list, load_schema
 from tasks.calibrate import calibrate_task
 from tasks.data import validate_data_task
+from tasks.errors import PostPromotionCheckFailed
 from tasks.export import export_task
 from tasks.gate import gate_task
 from tasks.registry import CHALLENGER, MlflowRegistry, input_example, register_task
@@ -106,7 +107,10 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
                                                 config=config, reason=f"release {release}: gate passed, smoke-tested")
         except Exception as exc:
             summary["deploy_error"] = str(exc)
-            report("deploy FAILED")
+            if isinstance(exc, PostPromotionCheckFailed):   # the champion did move
+                summary["post_promotion_failed"] = True
+                summary["registry"]["alias"] = "champion"
+            report("check after promotion FAILED" if summary.get("post_promotion_failed") else "deploy FAILED")
             raise
         summary["registry"]["alias"] = "champion"
         summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],

@@ -6,9 +6,15 @@ between the two versions' references says how different the data they were train
 (per feature, and for the calibrated predictions).
 
 Numeric references of two versions have different quantile edges (each from its own
-training data). The candidate's distribution is re-binned onto the champion's edges by
-its piecewise-linear CDF (uniform within each bin, from its min to its max), so PSI is
-computed over the same bins on both sides; a null bin is added where either side has nulls.
+training data). The candidate's distribution is re-binned onto the champion's edges, so PSI
+is computed over the same bins on both sides: a continuous column by its piecewise-linear CDF
+(uniform within each bin, from its min to its max). An integer column's mass sits on the
+integers, so spreading it over intervals invents shifts that are not there (two samples of one
+Poisson population: PSI ≥ 0.1 in one pair of five). Its edges are cut points between integers,
+and two versions share most of them: both sides are merged onto the shared cut points, which is
+exact (no assumption about the mass inside a bin) and at worst slightly low; with fewer than two
+shared cut points each bin's mass is spread evenly over its integers. A null bin is added where
+either side has nulls.
 """
 
 from __future__ import annotations
@@ -43,21 +49,61 @@ def rebin_numeric(ref: dict, edges: list[float]) -> list[float]:
     return [float(x) for x in np.clip(np.diff(bounds), 0.0, None)]
 
 
+MAX_INTEGER_VALUES = 100_000   # wider integer ranges are re-binned as continuous
+
+
+def rebin_integer(ref: dict, edges: list[float]) -> list[float]:
+    """``rebin_numeric`` for an integer column: each bin's mass spread evenly over its integers."""
+    lo, hi = int(np.ceil(ref["min"])), int(np.floor(ref["max"]))
+    if hi < lo or hi - lo > MAX_INTEGER_VALUES:
+        return rebin_numeric(ref, edges)
+    values = np.arange(lo, hi + 1, dtype=np.float64)
+    own_bin = np.searchsorted(np.asarray(ref["edges"], dtype=np.float64), values, side="right")
+    members = np.bincount(own_bin, minlength=len(ref["fractions"]))
+    fractions = np.asarray(ref["fractions"], dtype=np.float64)
+    if np.any((fractions > 0) & (members[: fractions.size] == 0)):   # mass on no integer: not integer data
+        return rebin_numeric(ref, edges)
+    mass = fractions[own_bin] / members[own_bin]
+    out = np.bincount(np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right"), weights=mass,
+                      minlength=len(edges) + 1)
+    return [float(x) for x in out / out.sum()]
+
+
+def merge_integer_bins(a: dict, b: dict) -> tuple[list[float], list[float]] | None:
+    """Both integer references' fractions over the bins their shared cut points define, or None
+    when they share fewer than two. A cut at edge e separates the integers below ceil(e)."""
+    cuts_a, cuts_b = (np.ceil(np.asarray(r["edges"], dtype=np.float64)) for r in (a, b))
+    shared = np.asarray(sorted(set(cuts_a.tolist()) & set(cuts_b.tolist())))
+    if shared.size < 2:
+        return None
+
+    def merge(fractions, cuts):   # own bin i starts at cuts[i-1] and lies inside one merged bin
+        lowers = np.concatenate([[-np.inf], cuts])
+        return np.bincount(np.searchsorted(shared, lowers, side="right"), weights=np.asarray(fractions),
+                           minlength=shared.size + 1).tolist()
+
+    return merge(a["fractions"], cuts_a), merge(b["fractions"], cuts_b)
+
+
 def _with_nulls(fractions: list[float], null_fraction: float) -> list[float]:
     present = 1.0 - null_fraction
     return [f * present for f in fractions] + [null_fraction]
 
 
-def feature_psi(champion_ref: dict, candidate_ref: dict) -> dict[str, float]:
+def feature_psi(champion_ref: dict, candidate_ref: dict, integer: frozenset[str] = frozenset()) -> dict[str, float]:
     """PSI (champion as expected, candidate as actual) for every feature both references know, and
-    for the calibrated predictions under the key ``__prediction__``."""
+    for the calibrated predictions under the key ``__prediction__``. ``integer``: the integer columns."""
     out: dict[str, float] = {}
     for name, a in (champion_ref.get("numeric") or {}).items():
         b = (candidate_ref.get("numeric") or {}).get(name)
         if b is None:
             continue
-        expected = list(a["fractions"])
-        actual = list(b["fractions"]) if b["edges"] == a["edges"] else rebin_numeric(b, a["edges"])
+        expected, actual = list(a["fractions"]), list(b["fractions"])
+        merged = merge_integer_bins(a, b) if name in integer and a["edges"] != b["edges"] else None
+        if merged is not None:
+            expected, actual = merged
+        elif a["edges"] != b["edges"]:
+            actual = (rebin_integer if name in integer else rebin_numeric)(b, a["edges"])
         if a["null_fraction"] or b["null_fraction"]:
             expected, actual = _with_nulls(expected, a["null_fraction"]), _with_nulls(actual, b["null_fraction"])
         out[name] = psi(expected, actual)
@@ -142,13 +188,18 @@ def compare(model: str, candidate_mv, candidate_meta, champion_mv=None, champion
         delta = None if a is None or b is None else b - a
         better = None if not delta else (delta > 0) == HIGHER_IS_BETTER[metric]
         rows.append({"metric": metric, "champion": a, "candidate": b, "delta": delta, "better": better})
-    psis = feature_psi(champion_meta.reference, candidate_meta.reference) if champ else {}
+    integer = frozenset(c["name"] for c in candidate_meta.schema_.get("columns", []) if c.get("type") == "integer")
+    psis = feature_psi(champion_meta.reference, candidate_meta.reference, integer) if champ else {}
     shifted = sorted(n for n, v in psis.items() if v >= PSI_MAJOR)
     if shifted:
         notes.append(f"training data of the two versions differs strongly (PSI ≥ {PSI_MAJOR}) in: "
                      + ", ".join("calibrated predictions" if n == "__prediction__" else n for n in shifted))
     if champ and champ["version"] == cand["version"]:
         notes.append("the candidate already is the champion")
+    if candidate_mv.tags.get("rolled_back_from_to"):
+        back_to = candidate_mv.tags["rolled_back_from_to"]
+        notes.append(f"this version was champion before and was ROLLED BACK to version {back_to} (the reason is "
+                     f"on version {back_to}'s tag rolled_back_to_reason)")
     if candidate_mv.tags.get("gate_reasons") not in (None, "", "[]"):
         notes.append(f"gate reasons: {candidate_mv.tags['gate_reasons']}")
     return Comparison(model=model, candidate=cand, champion=champ, metrics=rows, psi=psis, notes=notes)

@@ -8,6 +8,7 @@
     ├── RegistryError        MLflow refused or is unreachable
     ├── TransferError        a bundle could not reach a target or the host refused it (names host, step)
     ├── SmokeTestFailed      the served model is not the trained one (lists every check that failed)
+    ├── PostPromotionCheckFailed  promoted, then a target failed the check after promotion (alarm emitted)
     └── QualityGateFailed    the candidate is not good enough (lists every reason)
 
 ``serving.errors.ContractError`` (a malformed schema or feature list) is a user
@@ -55,6 +56,27 @@ class SmokeTestFailed(ReleaseError):
         self.target = target
         self.failures = list(failures)
         super().__init__(f"target {target}: smoke test failed:\n" + "\n".join(f"  - {f}" for f in failures))
+
+
+class PostPromotionCheckFailed(ReleaseError):
+    """The version was deployed and promoted, then a target failed the check after promotion.
+
+    Unlike every other deploy error, the champion *has* moved: the critical alarm that was emitted
+    (or, without a Prefect events client, a person) rolls it back."""
+
+    def __init__(self, version: str, failures: dict[str, list[str]], alarm_sent: bool) -> None:
+        self.version = version
+        self.failures = dict(failures)
+        self.alarm_sent = alarm_sent
+        first = next(iter(self.failures))
+        lines = [f"  - {t}: {'; '.join(f)}" for t, f in self.failures.items()]
+        then = ("pipeline.alarm.critical was emitted; the rollback deployment answers it where prefect.yaml is "
+                "deployed" if alarm_sent else "the alarm could NOT be sent (no Prefect events client)")
+        super().__init__(f"version {version} was promoted to champion, but the check after promotion failed:\n"
+                         + "\n".join(lines) + f"\n{then}; by hand: python -m flows rollback --target {first}")
+
+    def __reduce__(self):   # picklable (Prefect may persist a failed state's exception)
+        return type(self), (self.version, self.failures, self.alarm_sent)
 
 
 class QualityGateFailed(ReleaseError):

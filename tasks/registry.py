@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.errors import RegistryError
+from tasks.errors import IntegrityError, RegistryError
 from tasks.settings import Settings
 from tasks.versioning import PriorRelease
 
@@ -25,9 +25,20 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+ROLLED_BACK = "rolled_back_from_to"   # tag on a version the champion was rolled back from
 ROOT = Path(__file__).resolve().parent.parent
 PYFUNC_FILE = Path(__file__).resolve().with_name("pyfunc_model.py")
 SERVING_DIR = ROOT / "serving"
+
+
+def safe_uri(uri: str) -> str:
+    """``uri`` without any ``user:password@`` (a database or server URI with credentials in it)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 @dataclass(frozen=True)
@@ -125,8 +136,7 @@ class MlflowRegistry:
             raise RegistryError(f"MLflow at {self._where()}: cannot list versions of '{self.name}': {exc}") from None
 
     def _where(self) -> str:
-        uri = self.settings.tracking_uri
-        return uri.split("@")[-1] if "@" in uri else uri  # never print credentials
+        return safe_uri(self.settings.tracking_uri)
 
     def prior_release(self) -> PriorRelease | None:
         """The latest registered version's release and feature-schema hash."""
@@ -247,17 +257,68 @@ class MlflowRegistry:
         challenger = self.alias_version(CHALLENGER)
         if challenger is not None:
             return challenger
-        blessed = [v for v in self._versions() if v.tags.get("blessed") == "true"]
+        blessed = self._blessed()
         if not blessed:
             raise RegistryError(f"'{self.name}' has no blessed version to deploy; name one with --version")
         return max(blessed, key=lambda v: int(v.version))
 
+    def _blessed(self) -> list:
+        """Versions that passed the quality gate and were never rolled back from (a version that failed
+        in production is offered again only when named)."""
+        return [v for v in self._versions() if v.tags.get("blessed") == "true" and not v.tags.get(ROLLED_BACK)]
+
     def latest_blessed(self):
-        """The newest version that passed the quality gate (the default candidate for a promotion)."""
-        blessed = [v for v in self._versions() if v.tags.get("blessed") == "true"]
+        """The newest version that passed the quality gate and was never rolled back from (the default
+        candidate for a promotion)."""
+        blessed = self._blessed()
         if not blessed:
-            raise RegistryError(f"'{self.name}' has no version that passed the quality gate")
+            raise RegistryError(f"'{self.name}' has no version that passed the quality gate and was never "
+                                "rolled back from; name one with --version")
         return max(blessed, key=lambda v: int(v.version))
+
+    def export_dir(self, mv, cache_dir: Path) -> Path:
+        """A version's export directory on this machine: where it was exported if that is here (the
+        worker that trained it), else downloaded from the registry into ``cache_dir`` (a worker on
+        another machine). Every file is checked against metadata.json's SHA-256 before it is used."""
+        from serving.errors import IntegrityError as ServingIntegrityError
+        from serving.metadata import read_metadata, verify_files
+
+        local = Path(mv.tags.get("model_dir", "") or "/nonexistent")
+        if (local / "metadata.json").exists():
+            return local
+        dest = Path(cache_dir) / self.name / f"registry-{mv.version}"
+        found = sorted(dest.glob("artifacts/*/metadata.json")) if dest.exists() else []
+        if not found:
+            import shutil
+            import tempfile
+
+            import mlflow
+
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".registry-{mv.version}-", dir=dest.parent))
+            try:
+                with tracking_uri(self.settings.tracking_uri):
+                    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{mv.version}",
+                                                        dst_path=str(staging))
+            except Exception as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise RegistryError(f"MLflow at {self._where()}: version {mv.version} of '{self.name}': its export "
+                                    f"is not at {local} on this machine and could not be downloaded: {exc}") from None
+            shutil.rmtree(dest, ignore_errors=True)
+            staging.rename(dest)
+            found = sorted(dest.glob("artifacts/*/metadata.json"))
+        if len(found) != 1:
+            raise RegistryError(f"MLflow at {self._where()}: version {mv.version} of '{self.name}': the registered "
+                                f"model holds {len(found)} exports under artifacts/ (expected one)")
+        export = found[0].parent
+        try:
+            verify_files(export, read_metadata(export))
+        except ServingIntegrityError as exc:
+            raise IntegrityError(f"version {mv.version} of '{self.name}' from the registry: {exc}; nothing was "
+                                 f"deployed (if the registry's copy is sound, delete {dest} to fetch it again)"
+                                 ) from None
+        log.info("version %s of %s: export taken from the registry into %s", mv.version, self.name, export)
+        return export
 
     def metadata_of(self, mv):
         """A version's metadata.json: from its export directory, else from its MLflow run (another machine)."""
@@ -277,18 +338,14 @@ class MlflowRegistry:
             return read_metadata(Path(tmp) / "export")
 
     def run_link(self, run_id: str) -> str:
-        """Where a person finds the run: a URL for a tracking server, else the store and run id."""
-        uri = self.settings.tracking_uri
+        """Where a person finds the run: a URL for a tracking server, else the store and run id;
+        never with credentials (this text goes into artifacts every UI user can read)."""
+        uri = safe_uri(self.settings.tracking_uri)
         if not run_id:
             return "-"
         if uri.startswith(("http://", "https://")):
             experiment = self.client.get_run(run_id).info.experiment_id
-            from urllib.parse import urlsplit, urlunsplit
-
-            parts = urlsplit(uri)   # drop any user:password@ from the address
-            netloc = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-            base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-            return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+            return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
         return f"run {run_id} in {uri} (`mlflow ui --backend-store-uri {uri}`)"
 
     def log_bundle(self, version: str, bundle) -> None:
@@ -322,11 +379,15 @@ class MlflowRegistry:
             self.client.delete_registered_model_alias(self.name, CHALLENGER)
         return {"champion_before": previous, "champion_after": str(version)}
 
-    def rollback_version(self, to_version: str | None) -> tuple[str, str]:
-        """(current champion, the version to roll back to): the recorded previous champion unless named."""
+    def rollback_version(self, to_version: str | None, expected_champion: str | None = None) -> tuple[str, str]:
+        """(current champion, the version to roll back to): the recorded previous champion unless named.
+        With ``expected_champion``, refuse unless the champion still is that version."""
         current = self.alias_version(CHAMPION)
         if current is None:
             raise RegistryError(f"'{self.name}' has no champion to roll back from")
+        if expected_champion is not None and str(current.version) != str(expected_champion):
+            raise RegistryError(f"'{self.name}': the champion is version {current.version}, no longer "
+                                f"{expected_champion}; not rolling back")
         target = to_version or current.tags.get("previous_champion")
         if not target:
             raise RegistryError(f"champion version {current.version} records no previous champion; "
@@ -336,7 +397,7 @@ class MlflowRegistry:
 
     def record_rollback(self, from_version: str, to_version: str, reason: str, run_id: str | None) -> dict:
         self._audit(to_version, "rolled_back_to", reason, run_id)
-        self.client.set_model_version_tag(self.name, from_version, "rolled_back_from_to", to_version)
+        self.client.set_model_version_tag(self.name, from_version, ROLLED_BACK, to_version)
         self.client.set_registered_model_alias(self.name, CHAMPION, to_version)
         return {"champion_before": from_version, "champion_after": to_version}
 

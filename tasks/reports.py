@@ -59,7 +59,11 @@ def release_report(summary: dict, run_link: str) -> str:
     lines += ["", f"Calibration: {cal['method']}, ECE {_fmt(cal['ece_before'])} before → "
               f"{_fmt(cal['ece_after'])} after.", ""]
     deploy = summary.get("deploy")
-    if summary.get("deploy_error"):
+    if summary.get("post_promotion_failed"):
+        lines += ["## Check after promotion FAILED", "", f"Version {reg['version']} was deployed and promoted to "
+                  "champion, then failed the check after promotion; a critical alarm asks for the rollback.", "",
+                  "```", summary["deploy_error"], "```", ""]
+    elif summary.get("deploy_error"):
         lines += ["## Deployment FAILED", "", "The targets were put back on what they served before; the champion "
                   "is unchanged.", "", "```", summary["deploy_error"], "```", ""]
     if deploy:
@@ -84,4 +88,35 @@ def deploy_report(result: dict, title: str) -> str:
     if checks:
         lines += ["", "## After promotion", ""]
         lines += [f"- {c['target']}: {'ok' if c['passed'] else 'FAILED: ' + '; '.join(c['failures'])}" for c in checks]
+        if not all(c["passed"] for c in checks):
+            lines += ["", f"{result.get('alarms_sent', 0)} critical alarm(s) sent; the rollback deployment answers "
+                      "them (by hand: `python -m flows rollback --target NAME`)."]
+    return "\n".join(lines) + "\n"
+
+
+def deploy_failed_report(model: str, version: str, targets: str, error: BaseException) -> str:
+    return "\n".join([f"# Deploy of {model} version {version} FAILED", "", f"- targets: {targets}",
+                      "- the targets already switched were put back on what they served before; the champion "
+                      "is unchanged", "", "```", f"{type(error).__name__}: {error}", "```", ""])
+
+
+def rollback_report(result: dict) -> str:
+    """``result`` from the rollback flow: action is rolled back, aligned, skipped or FAILED."""
+    lines = [f"# Rollback of {result['model']} on {result['target']}: {result.get('action', '?')}", "",
+             f"- reason: {result['reason']}"]
+    if result.get("failing_version"):
+        lines.append(f"- alarm about version {result['failing_version']}")
+    if "champion_after" in result:
+        lines.append(f"- champion: {result['champion_before'] or 'none'} → **{result['champion_after'] or 'none'}**")
+    deployment = result.get("deployment")
+    if deployment:
+        smoke = deployment["smoke"]
+        lines.append(f"- {result['target']} now serves export version {deployment['version']} (was "
+                     f"{deployment['previous_version'] or 'not running'}; smoke test passed, golden max |Δp| "
+                     f"{_fmt(smoke['golden_max_abs_diff'])})")
+    if result.get("action") == "skipped":
+        lines.append("- nothing changed: the champion already moved and this target does not serve the failing "
+                     "version")
+    if result.get("error"):
+        lines += ["", "Nothing was moved in the registry.", "", "```", result["error"], "```"]
     return "\n".join(lines) + "\n"

@@ -36,3 +36,23 @@ def artifacts(key: str) -> list:
     with get_client(sync_client=True) as client:   # newest first
         return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
                                      sort=ArtifactSort.CREATED_DESC)
+
+
+def wait_for_event(name: str, since, timeout_s: float = 60, **payload) -> dict:
+    """The first event called ``name`` on the current Prefect server that occurred after ``since`` (a UTC
+    datetime) with ``payload`` in its payload (events are stored asynchronously, so this polls)."""
+    import time
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", timeout=10, json={
+            "filter": {"event": {"name": [name]}, "occurred": {"since": since.isoformat()}}, "limit": 50})
+        resp.raise_for_status()
+        for event in resp.json()["events"]:
+            if all(event["payload"].get(k) == v for k, v in payload.items()):
+                return event
+        time.sleep(0.5)
+    pytest.fail(f"no {name} event with payload {payload} since {since} reached the server within {timeout_s} s")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import socket
 import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from tasks.errors import SmokeTestFailed, TransferError
+from tasks.errors import IntegrityError, SmokeTestFailed, TransferError
+from tasks.registry import MlflowRegistry
+from tasks.settings import load_settings
 from tests.conftest import ROOT, mlflow_client
-from tests.flows.conftest import artifacts
+from tests.flows.conftest import artifacts, wait_for_event
 from tests.flows.conftest import host_status as _host_status
 from tests.net import free_port
 
@@ -82,6 +86,63 @@ def test_release_deploy_promote_rollback(prefect_server, target_env, demo_csv, s
     assert _host_status(env)["default_version"] == "1"
     assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
     assert client.get_model_version("test-model", "1").tags["rolled_back_to_reason"] == "test rollback"
+
+    # A release (version 4; 3 failed its smoke test above) whose check after promotion fails: the
+    # champion HAS moved (to 4), a critical alarm names
+    # target and version, and both reports say so.
+    import flows.deploy
+    from tasks.alarms import CRITICAL
+    from tasks.errors import PostPromotionCheckFailed
+
+    since = datetime.now(UTC)
+    monkeypatch.setattr(flows.deploy, "smoke_test", lambda target, url, metadata: SmokeReport(
+        target, url, metadata.version, False, ["/health: 503 (injected after promotion)"]))
+    with pytest.raises(PostPromotionCheckFailed, match="version 4 was promoted to champion, but the check after"):
+        _release(env, demo_csv, schema_path, feature_list_path, fast_config)
+    monkeypatch.undo()
+    monkeypatch.setenv("PIPELINE_HOME", str(env["home"]))
+    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "4"
+    event = wait_for_event(CRITICAL, since=since, target="t1", version="4")
+    assert "injected after promotion" in event["payload"]["reason"]
+    report = artifacts("release-report-test-model")[0].data
+    assert "## Check after promotion FAILED" in report and "(alias: champion)" in report
+    assert "1 critical alarm(s) sent" in artifacts("deploy-report-test-model")[0].data
+
+    # The alarm's rollback (as the trigger starts it), then a second alarm about the same version: the
+    # champion already moved back and the host serves version 1, so nothing changes.
+    v1_export = client.get_model_version("test-model", "1").tags["export_version"]
+    v4_export = client.get_model_version("test-model", "4").tags["export_version"]
+    alarm = {"target": "t1", "targets_file": env["targets"], "config": str(fast_config), "failing_version": "4"}
+    back = rollback_flow(**alarm, reason="critical alarm: injected")
+    assert (back["action"], back["champion_before"], back["champion_after"]) == ("rolled back", "4", "1")
+    assert _host_status(env)["default_version"] == v1_export
+    again = rollback_flow(**alarm, reason="critical alarm: again")
+    assert (again["action"], again["champion_after"]) == ("skipped", "1")
+    assert client.get_model_version("test-model", "1").tags["rolled_back_to_reason"] == "critical alarm: injected"
+    # An alarm from a target that still serves the failing version (the alias moved back for another
+    # target's alarm): that target is switched to the champion; the registry is not touched.
+    from tasks.targets import load_targets, transport_for
+
+    transport_for(load_targets(env["targets"], env["home"])["t1"]).host("activate", "--version", v4_export)
+    aligned = rollback_flow(**alarm, reason="critical alarm: other target")
+    assert (aligned["action"], aligned["champion_after"]) == ("aligned", "1")
+    assert _host_status(env)["default_version"] == v1_export
+    assert [a.data.splitlines()[0].rsplit(": ", 1)[1] for a in artifacts("rollback-report-test-model")[:3]] == \
+        ["aligned", "skipped", "rolled back"]
+    # Versions rolled back from (2 and 4) are no longer the default candidate of a deploy or promotion.
+    registry = MlflowRegistry(load_settings(str(fast_config)))
+    assert str(registry.latest_blessed().version) == "3"
+
+    # A worker on another machine has no export directory: it takes the export from the registry,
+    # checked file by file against metadata.json before anything uses it.
+    export = Path(client.get_model_version("test-model", "1").tags["model_dir"])
+    export.rename(export.with_name("moved-away"))
+    cache = env["home"] / "registry-cache"
+    fetched = registry.export_dir(registry.get_version("1"), cache)
+    assert fetched.is_relative_to(cache) and (fetched / "calibrator.pkl").exists()
+    (fetched / "calibrator.pkl").write_bytes(b"tampered")
+    with pytest.raises(IntegrityError, match="calibrator.pkl has SHA-256"):
+        registry.export_dir(registry.get_version("1"), cache)
 
 
 def test_bundles_are_deterministic_and_checked_on_the_host(served_models, tmp_path):

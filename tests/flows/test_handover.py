@@ -31,24 +31,37 @@ def deployed(served_models, home, tmp_path):
     from tests.net import free_port
 
     bundle, meta = package_version(served_models["model_dir"] / "1", tmp_path / "bundles")
-    target = Target(name="guide", base_dir=home / "targets" / "guide", port=free_port())
+    # Laid out as `make run` lays out the local target, under a directory standing for the checkout.
+    target = Target(name="local", base_dir=tmp_path / "checkout" / "artifacts" / "targets" / "local", port=free_port())
     deploy_to(target, bundle, meta)
     yield target
     transport_for(target).host("stop")
 
 
+def setup_lines(text: str) -> list[str]:
+    """The guide's `export …` lines that set SERVING_URL, ADMIN_TOKEN and MODEL_DIR."""
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S) if "export SERVING_URL" in b)
+    return [line for line in block.splitlines() if line.startswith("export ")]
+
+
 def test_every_curl_command_in_the_guide_runs(deployed):
     if shutil.which("curl") is None:
         pytest.fail("curl is not installed")
-    commands = curl_commands(GUIDE.read_text())
+    text = GUIDE.read_text()
+    commands = curl_commands(text)
     assert {"/load", "/health", "/model_info", "/predict", "/metrics", "/default"} <= \
         {p for c in commands for p in re.findall(r"/(?:load|health|model_info|predict|metrics|default)", c)}
-    base = deployed.base_dir
-    env = {**os.environ, "SERVING_URL": f"http://127.0.0.1:{deployed.port}",
-           "ADMIN_TOKEN": (base / "run" / "admin_token").read_text().strip(),
-           "MODEL_DIR": str(base / "releases" / "1" / "model" / "test-model")}
+    # The guide's own setup lines, run from the checkout; only the port (8000 may be taken here) and the
+    # model's name (the tests train "test-model") differ from what `make run` gives.
+    setup = [line.replace("127.0.0.1:8000", f"127.0.0.1:{deployed.port}").replace("/credit-risk", "/test-model")
+             for line in setup_lines(text)]
+    assert [line.split("=")[0] for line in setup] == ["export SERVING_URL", "export ADMIN_TOKEN", "export MODEL_DIR"]
+    checkout = deployed.base_dir.parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("SERVING_URL", "ADMIN_TOKEN", "MODEL_DIR", "PWD")}
     for command in commands:
-        out = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+        script = "set -e\n" + "\n".join(setup) + "\n" + command
+        out = subprocess.run(["bash", "-c", script], cwd=checkout, env=env, capture_output=True, text=True,
+                             timeout=60)
         assert out.returncode == 0, (command, out.stdout[-500:], out.stderr[-500:])
         if "-w" in command:
             assert out.stdout.strip() == "422", command

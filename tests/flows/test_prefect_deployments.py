@@ -48,9 +48,16 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def _user_prefect_home() -> dict[str, float]:
+    root = Path.home() / ".prefect"
+    return {str(p): p.stat().st_mtime for p in root.rglob("*")} if root.exists() else {}
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, demo_frame):
-    """Server + work pool + deployments + worker; yields what the test needs, stops everything after."""
+    """Server + work pool + deployments + worker; yields what the test needs, stops everything after.
+    The user's ~/.prefect is left exactly as it was."""
+    user_home_before = _user_prefect_home()
     base = tmp_path_factory.mktemp("prefect-stack")
     home = base / "pipeline"
     home.mkdir()
@@ -63,6 +70,10 @@ def stack(tmp_path_factory, demo_frame):
     env = {**os.environ, "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+           # The schedules are registered and checked, but must not start runs in the middle of the test.
+           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+           # prefect.yaml's pull step is "{{ $PWD }}", which prefect deploy reads from the environment.
+           "PWD": str(ROOT),
            "PIPELINE_HOME": str(home), "PIPELINE_CONFIG": str(base / "pipeline.yaml"),
            "PIPELINE_TARGETS": str(base / "targets.yaml"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -95,6 +106,7 @@ def stack(tmp_path_factory, demo_frame):
             transport_for(target).host("stop")
         for proc in reversed(procs):
             _stop(proc)
+    assert _user_prefect_home() == user_home_before, "the test touched ~/.prefect"
 
 
 class Api:
@@ -158,6 +170,13 @@ def test_deployments_register_with_schedules_and_trigger(stack):
                                   for act in a["actions"])]
     assert rollback_trigger["trigger"]["expect"] == ["pipeline.alarm.critical"]
     assert rollback_trigger["actions"][0]["parameters"]["failing_version"] == "{{ event.payload.version }}"
+    rollback = deployments["rollback/rollback"]
+    assert rollback["global_concurrency_limit"]["limit"] == 1
+    assert rollback["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    assert deployments["release/retrain"]["parameters"]["config"] is None
+    assert {"target", "version", "failing_version"} <= set(rollback["parameter_openapi_schema"]["properties"])
+    (pull,) = deployments["release/retrain"]["pull_steps"]
+    assert pull["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
 
 
 def test_retrain_promote_with_approval_then_alarm_rolls_back(stack):
@@ -187,22 +206,29 @@ def test_retrain_promote_with_approval_then_alarm_rolls_back(stack):
     assert str(client.get_model_version_by_alias("test-model", "champion").version) == "2"
     assert v2.tags["approval_approver"] == "alice@example.com" and v2.tags["previous_champion"] == "1"
 
-    # A critical alarm about version 2 on "local" triggers the rollback deployment.
+    # Two critical alarms about version 2 on "local" (a burst, as several checks would send): the
+    # trigger starts the rollback deployment twice; they run one at a time; the first moves champion
+    # back to 1, the second finds it moved and the host already on version 1, and changes nothing.
     alarm = subprocess.run(
         [sys.executable, "-c", "from tasks.alarms import CRITICAL, emit_alarm; import sys; "
-         "sys.exit(0 if emit_alarm(CRITICAL, target='local', model='test-model', version='2', "
-         "reason='p99 latency 900 ms') else 1)"],
+         "sent = [emit_alarm(CRITICAL, target='local', model='test-model', version='2', reason=r) "
+         "for r in ('p99 latency 900 ms', 'error rate 12%')]; sys.exit(0 if all(sent) else 1)"],
         cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=120)
     assert alarm.returncode == 0, alarm.stderr[-2000:]
     end = time.monotonic() + FLOW_TIMEOUT_S
-    while time.monotonic() < end and not api.runs_of("rollback/rollback"):
+    while time.monotonic() < end and len(api.runs_of("rollback/rollback")) < 2:
         time.sleep(1)
-    (rollback,) = api.runs_of("rollback/rollback")
-    assert rollback["parameters"]["failing_version"] == "2" and rollback["parameters"]["target"] == "local"
-    api.wait(rollback["id"], {"COMPLETED"}, log)
+    rollbacks = api.runs_of("rollback/rollback")
+    assert len(rollbacks) == 2, rollbacks
+    assert all(r["parameters"]["failing_version"] == "2" and r["parameters"]["target"] == "local" for r in rollbacks)
+    done = [api.wait(r["id"], {"COMPLETED"}, log) for r in rollbacks]
+    first, second = sorted(done, key=lambda r: r["start_time"])
+    assert second["start_time"] >= first["end_time"], "the rollback deployment ran two runs at once"
     assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
-    assert client.get_model_version("test-model", "1").tags["rolled_back_to_reason"] == \
-        "critical alarm: p99 latency 900 ms"
+    assert client.get_model_version("test-model", "1").tags["rolled_back_to_reason"].startswith("critical alarm: ")
+    assert client.get_model_version("test-model", "2").tags["rolled_back_from_to"] == "1"
+    reports = [a["data"] for a in api.artifacts("rollback-report-test-model")]
+    assert sorted(r.splitlines()[0].rsplit(": ", 1)[1] for r in reports) == ["rolled back", "skipped"], reports
     from tasks.targets import load_targets, transport_for
 
     status = transport_for(load_targets(stack["targets"], stack["home"])["local"]).host("status")

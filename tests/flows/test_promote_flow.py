@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 
 from tasks.errors import ReleaseError
 from tests.conftest import mlflow_client
 from tests.flows.conftest import artifacts as _artifacts
-from tests.flows.conftest import host_status
+from tests.flows.conftest import host_status, wait_for_event
 
 
 def _release(env, demo_csv, schema_path, feature_list_path, fast_config, targets):
@@ -22,8 +23,9 @@ def _release(env, demo_csv, schema_path, feature_list_path, fast_config, targets
                         config=str(fast_config), targets=targets, targets_file=env["targets"])
 
 
-def _resume_when_paused(run_input: dict | None, deadline_s: float = 120) -> dict:
-    """Resume the next paused ``promote`` run with ``run_input`` (None: never resume), from a thread."""
+def _resume_when_paused(run_input: dict | None, deadline_s: float = 120, before_resume=None) -> dict:
+    """Resume the next paused ``promote`` run with ``run_input`` (None: never resume), from a thread;
+    ``before_resume`` runs first (what happens elsewhere while the run waits)."""
     from prefect import resume_flow_run
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
@@ -40,6 +42,8 @@ def _resume_when_paused(run_input: dict | None, deadline_s: float = 120) -> dict
                 for run in paused:
                     seen["id"] = run.id
                     seen["input_schema_saved"] = bool(run.state.state_details.run_input_keyset)
+                    if before_resume is not None:
+                        before_resume()
                     if run_input is not None:
                         resume_flow_run(run.id, run_input=run_input)
                 time.sleep(0.5)
@@ -57,6 +61,7 @@ def test_promote_with_approval_rejection_and_timeout(prefect_server, target_env,
     from tasks.alarms import CRITICAL, WARNING
 
     env = target_env
+    started = datetime.now(UTC)
     # The temporary server is shared with other tests: count this test's artifacts from here.
     keys = ("promotion-comparison", "release-report", "promotion-decision", "monitor")
     before = {k: len(_artifacts(f"{k}-test-model")) for k in keys}
@@ -92,6 +97,19 @@ def test_promote_with_approval_rejection_and_timeout(prefect_server, target_env,
         promote(timeout_s=2)
     assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
 
+    # Approved, but the champion moved while the run waited (here: someone set it to 2 by hand): the
+    # approval answered a comparison with champion 1, so it is not carried out.
+    def someone_promotes_2():
+        client.set_registered_model_alias("test-model", "champion", "2")
+
+    watcher = _resume_when_paused({"approve": True, "approver": "carol@example.com", "reason": "looks fine"},
+                                  before_resume=someone_promotes_2)
+    with pytest.raises(ReleaseError, match="answered a comparison with champion 1, but the champion is now 2"):
+        promote()
+    client.set_registered_model_alias("test-model", "champion", "1")
+    assert not any(k.startswith(("approval_", "promoted_")) for k in client.get_model_version("test-model", "2").tags)
+    assert host_status(env)["default_version"] == served_before
+
     # Approved: deployed, smoke-tested, promoted; approver and reason on the version.
     watcher = _resume_when_paused({"approve": True, "approver": "alice@example.com", "reason": "better AUC"})
     approved = promote()
@@ -107,15 +125,16 @@ def test_promote_with_approval_rejection_and_timeout(prefect_server, target_env,
     # Same data for both versions: every PSI is small (not exactly 0: each version draws its own quantiles).
     assert comparison["psi"] and max(comparison["psi"].values()) < 0.1
 
-    # Keyed artifacts keep their history: three comparisons, two releases, one deploy report per deploy.
+    # Keyed artifacts keep their history: four comparisons, two releases, four decisions.
     history = new_artifacts("promotion-comparison")
-    assert len(history) == 3 and "| roc_auc |" in history[0].data and "PSI" in history[0].data
+    assert len(history) == 4 and "| roc_auc |" in history[0].data and "PSI" in history[0].data
     releases = new_artifacts("release-report")
     assert len(releases) == 2
     text = "\n".join(a.data for a in releases)
     assert "quality gate: **passed**" in text and "| train |" in text and "golden max abs Δp" in text
     assert "mlflow ui --backend-store-uri" in text
-    assert len(new_artifacts("promotion-decision")) == 2
+    decisions = [a.data.splitlines()[0] for a in new_artifacts("promotion-decision")]
+    assert [d.split(":")[0] for d in decisions] == ["# Approved", "# Stale", "# Timed out", "# Rejected"], decisions
 
     # The monitor: all well, then the server is gone (a warning for a person, not a rollback).
     ok = monitor_flow(targets_file=env["targets"], config=str(fast_config))
@@ -132,9 +151,8 @@ def test_promote_with_approval_rejection_and_timeout(prefect_server, target_env,
     finally:
         flows.monitor.smoke_test = real_probe
     assert [f["alarm"] for f in bad["findings"]] == [CRITICAL] and "injected" in bad["findings"][0]["finding"]
-    event = _wait_for_event(CRITICAL)
-    assert event["resource"]["prefect.resource.id"] == "pipeline.target.t1"
-    assert event["payload"]["version"] == "2" and event["payload"]["target"] == "t1"
+    event = wait_for_event(CRITICAL, since=started, version="2", target="t1")
+    assert event["resource"]["prefect.resource.id"] == "pipeline.target.t1" and "injected" in event["payload"]["reason"]
 
     from tasks.targets import load_targets, transport_for
 
@@ -142,23 +160,6 @@ def test_promote_with_approval_rejection_and_timeout(prefect_server, target_env,
     down = monitor_flow(targets_file=env["targets"], config=str(fast_config))
     assert [f["alarm"] for f in down["findings"]] == [WARNING] and "no server running" in down["findings"][0]["finding"]
     assert len(new_artifacts("monitor")) == 3
-
-
-def _wait_for_event(name: str, timeout_s: float = 60) -> dict:
-    """The newest event called ``name`` on the Prefect server (events are stored asynchronously)."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter",
-                          json={"filter": {"event": {"name": [name]}}, "limit": 5}, timeout=10)
-        resp.raise_for_status()
-        events = resp.json()["events"]
-        if events:
-            return events[0]
-        time.sleep(0.5)
-    pytest.fail(f"no {name} event reached the server within {timeout_s} s")
 
 
 def test_promote_refuses_a_version_that_failed_the_gate(prefect_server, target_env, demo_csv, schema_path,

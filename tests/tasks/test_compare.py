@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from serving.stats import bin_fractions, quantile_edges
-from tasks.compare import feature_psi, psi_level, rebin_numeric
+from tasks.compare import feature_psi, merge_integer_bins, psi_level, rebin_integer, rebin_numeric
 
 
 def _numeric(values, n_bins=10):
@@ -43,3 +43,44 @@ def test_psi_is_small_for_the_same_population_and_large_for_a_shift():
     assert set(calm) == {"x", "c", "__prediction__"} and max(calm.values()) < 0.01
     moved = feature_psi(a, shifted)
     assert all(psi_level(v) == "major shift" for v in moved.values()), moved
+
+
+def test_integer_columns_compare_on_shared_cut_points_without_inventing_shifts():
+    """Two versions trained on samples of integer data binned on their own quantile edges. Spreading a
+    bin's mass over its interval reports shifts that are not there; merging onto the cut points both
+    share tracks the PSI of the raw values on the champion's edges (slightly low, never inflated),
+    and still sees a real shift."""
+    def run(lam_b: float, seed: int = 7, pairs: int = 100):
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(pairs):
+            a, b = rng.poisson(8, 900).astype(float), rng.poisson(lam_b, 900).astype(float)
+            ra, rb = _numeric(a), _numeric(b)
+            truth = feature_psi({"numeric": {"n": ra}}, {"numeric": {"n": _numeric_on(b, ra["edges"])}})["n"]
+            ours = feature_psi({"numeric": {"n": ra}}, {"numeric": {"n": rb}}, frozenset({"n"}))["n"]
+            spread = feature_psi({"numeric": {"n": ra}}, {"numeric": {"n": rb}})["n"]
+            out.append((truth, ours, spread))
+        return np.asarray(out)
+
+    same = run(8.0)
+    truth, ours, spread = same.T
+    assert ours.max() < 0.1, ours.max()                  # no "moderate shift" between samples of one population
+    assert np.mean(spread >= 0.1) > 0.05                 # the interval spreading does report some
+    assert np.all(ours <= truth + 0.01) and np.mean(np.abs(ours - truth)) < 0.01
+    shifted = run(10.0)
+    assert np.all(shifted[:, 1] >= 0.25), shifted[:, 1].min()   # Poisson 8 → 10: a major shift, still seen
+
+
+def test_integer_rebinning_without_shared_cut_points_spreads_over_the_integers():
+    ref = {"edges": [3.0, 5.0], "fractions": [0.3, 0.4, 0.3], "min": 0.0, "max": 7.0, "null_fraction": 0.0}
+    # integers 0..2 | 3..4 | 5..7 → onto edges [4, 6]: 0..3 | 4..5 | 6..7
+    assert rebin_integer(ref, [4.0, 6.0]) == pytest.approx([0.3 + 0.2, 0.2 + 0.1, 0.2])
+    assert merge_integer_bins(ref, {**ref, "edges": [4.0, 6.0]}) is None
+    assert merge_integer_bins(ref, {**ref, "edges": [3.0, 4.0, 5.0], "fractions": [0.3, 0.2, 0.2, 0.3]}) == \
+        (pytest.approx([0.3, 0.4, 0.3]), pytest.approx([0.3, 0.4, 0.3]))
+
+
+def _numeric_on(values, edges):
+    """The candidate's reference as if it had been binned on ``edges`` (what re-binning should recover)."""
+    ref = _numeric(values)
+    return {**ref, "edges": list(edges), "fractions": bin_fractions(values, edges)}
