@@ -18,7 +18,7 @@ from tasks.errors import PostPromotionCheckFailed
 from tasks.export import export_task
 from tasks.gate import gate_task
 from tasks.registry import CHALLENGER, MlflowRegistry, input_example, register_task
-from tasks.reports import publish, release_report
+from tasks.reports import failed_release_report, publish, release_report
 from tasks.settings import load_settings
 from tasks.train import train_task
 from tasks.versioning import feature_schema_hash, next_release
@@ -29,6 +29,10 @@ def _timed(timings: dict, stage: str):
     start = time.perf_counter()
     try:
         yield
+    except Exception as exc:
+        if not hasattr(exc, "release_stage"):
+            exc.release_stage = stage   # the stage a failed run's report names
+        raise
     finally:
         timings[stage] = round(time.perf_counter() - start, 3)
 
@@ -42,9 +46,25 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     started = time.perf_counter()
     timings: dict[str, float] = {}
     settings = load_settings(config)
-    contract = load_schema(schema)
-    features = load_feature_list(feature_list)
-    features.check_against(contract, feature_list)
+    state = {"reported": False, "version": None}
+    try:
+        return _release(logger, started, timings, state, settings, data, schema, feature_list, config, targets,
+                        targets_file)
+    except Exception as exc:
+        if not state["reported"]:   # the full report, once the gate ran, says what failed itself
+            failed_at = getattr(exc, "release_stage", "release")
+            publish("release-report", settings.model_name,
+                    failed_release_report(settings.model_name, data, failed_at, timings, exc, state["version"]),
+                    f"{settings.model_name} release: FAILED at {failed_at}")
+        raise
+
+
+def _release(logger, started: float, timings: dict, state: dict, settings, data: str, schema: str,
+             feature_list: str, config: str | None, targets: list[str] | None, targets_file: str | None) -> dict:
+    with _timed(timings, "contract"):
+        contract = load_schema(schema)
+        features = load_feature_list(feature_list)
+        features.check_against(contract, feature_list)
 
     with _timed(timings, "validate"):
         ds = validate_data_task(data, contract, settings.training.min_rows, settings.training.min_class_rows)
@@ -72,6 +92,7 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
                                                                          "n_bins": settings.calibration.n_bins},
                              "data_rows": ds.n_rows, "release": release},
                             {"previous_release": prior.release if prior else ""})
+        state["version"] = reg.version
     with _timed(timings, "gate"):
         gate = gate_task(exported.metadata.cv_metrics, settings.gate,
                          champion.metrics if champion else None, champion.version if champion else None)
@@ -97,6 +118,7 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     logger.info("release %s: version %s at %s, registered %s v%s, gate %s", release, exported.version,
                 exported.path, reg.name, reg.version, "passed" if gate.passed else "FAILED")
     def report(outcome: str) -> None:
+        state["reported"] = True
         publish("release-report", reg.name, release_report(summary, registry.run_link(reg.run_id)),
                 f"{reg.name} release {release}: v{reg.version}, {outcome}")
 

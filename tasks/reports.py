@@ -76,6 +76,19 @@ def release_report(summary: dict, run_link: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def failed_release_report(model: str, data: str, stage: str, timings: dict, error: BaseException,
+                          version: str | None) -> str:
+    """A release that failed before its quality gate ran: where, why, and what was left behind."""
+    left = (f"registered as version {version} (no gate verdict; not deployed)" if version else
+            "nothing was registered, deployed or promoted")
+    lines = [f"# Release of {model} FAILED at {stage}", "", f"- data: `{data}`", f"- {left}", "",
+             "```", f"{type(error).__name__}: {error}", "```", ""]
+    if timings:
+        lines += ["## Stage timings (seconds)", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in timings.items()]
+    return "\n".join(lines) + "\n"
+
+
 def deploy_report(result: dict, title: str) -> str:
     lines = [f"# {title}", "", f"- model: {result['model']}, registry version **{result['registry_version']}**, "
              f"release {result['release']}", f"- bundle: `{result['bundle']['path']}` sha256 "

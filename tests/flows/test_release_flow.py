@@ -129,6 +129,32 @@ def test_bad_data_is_refused_with_a_clear_message_and_touches_nothing(tmp_path, 
     assert not (home / "mlflow").exists() and not (home / "models").exists()
 
 
+def test_a_release_that_fails_before_registration_still_reports_where_and_why(prefect_server, env_home, tmp_path,
+                                                                             demo_frame, schema_path,
+                                                                             feature_list_path, fast_config):
+    """A scheduled run that fails on its data leaves a release report in the UI naming the stage, file,
+    column and rows, and nothing in the registry."""
+    from flows.release import release_flow
+    from tasks.errors import DataValidationError
+    from tests.flows.conftest import artifacts
+
+    bad = demo_frame.copy().astype({"age": object})
+    bad.loc[2, "age"] = "old"
+    path = tmp_path / "bad.csv"
+    bad.to_csv(path, index=False)
+    before = len(artifacts("release-report-test-model"))
+    with pytest.raises(DataValidationError):
+        release_flow(data=str(path), schema=str(schema_path), feature_list=str(feature_list_path),
+                     config=str(fast_config))
+    found = artifacts("release-report-test-model")
+    assert len(found) == before + 1
+    report = found[0].data
+    assert report.startswith("# Release of test-model FAILED at validate")
+    assert "bad.csv" in report and "column 'age': wrong type" in report and "rows 3" in report
+    assert "nothing was registered, deployed or promoted" in report
+    assert not (env_home / "mlflow").exists() and not (env_home / "models").exists()
+
+
 def test_bad_config_names_the_key(tmp_path, demo_csv, schema_path, feature_list_path, home):
     config = tmp_path / "pipeline.yaml"
     config.write_text("calibration:\n  method: platypus\n")
