@@ -16,7 +16,7 @@ from pydantic import Field
 from flows.deploy import deploy_flow
 from tasks.compare import compare
 from tasks.errors import ReleaseError
-from tasks.registry import MlflowRegistry
+from tasks.registry import CHAMPION, MlflowRegistry
 from tasks.reports import publish
 from tasks.settings import load_settings
 
@@ -44,7 +44,7 @@ def promote_flow(version: str | None = None, targets: list[str] | None = None, t
         raise ReleaseError(f"version {candidate.version} of '{registry.name}' did not pass the quality gate "
                            f"({candidate.tags.get('gate_reasons', 'no verdict recorded')}); only blessed versions "
                            "are promoted")
-    champion = registry.alias_version("champion")
+    champion = registry.alias_version(CHAMPION)
     if champion is not None and str(champion.version) == str(candidate.version):
         raise ReleaseError(f"version {candidate.version} of '{registry.name}' already is the champion")
     comparison = compare(registry.name, candidate, registry.metadata_of(candidate),
@@ -68,7 +68,7 @@ def promote_flow(version: str | None = None, targets: list[str] | None = None, t
                 "reason": answer.reason, "comparison": comparison.to_dict()}
     # The approval answers the comparison above; if the champion moved while the run waited (another
     # promotion, a rollback), that comparison is stale and the approval does not carry over.
-    now = registry.alias_version("champion")
+    now = registry.alias_version(CHAMPION)
     compared = str(champion.version) if champion is not None else None
     stale = answer.approve and (str(now.version) if now is not None else None) != compared
     verdict = "Stale" if stale else "Approved" if answer.approve else "Rejected"

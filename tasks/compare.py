@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serving.stats import psi
+from tasks.registry import ROLLED_BACK
 
 METRICS = ("roc_auc", "pr_auc", "brier", "ece", "ece_equal_mass")
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "brier": False, "ece": False, "ece_equal_mass": False}
@@ -99,11 +100,12 @@ def feature_psi(champion_ref: dict, candidate_ref: dict, integer: frozenset[str]
         if b is None:
             continue
         expected, actual = list(a["fractions"]), list(b["fractions"])
-        merged = merge_integer_bins(a, b) if name in integer and a["edges"] != b["edges"] else None
-        if merged is not None:
-            expected, actual = merged
-        elif a["edges"] != b["edges"]:
-            actual = (rebin_integer if name in integer else rebin_numeric)(b, a["edges"])
+        if a["edges"] != b["edges"]:
+            merged = merge_integer_bins(a, b) if name in integer else None
+            if merged is not None:
+                expected, actual = merged
+            else:
+                actual = (rebin_integer if name in integer else rebin_numeric)(b, a["edges"])
         if a["null_fraction"] or b["null_fraction"]:
             expected, actual = _with_nulls(expected, a["null_fraction"]), _with_nulls(actual, b["null_fraction"])
         out[name] = psi(expected, actual)
@@ -196,8 +198,8 @@ def compare(model: str, candidate_mv, candidate_meta, champion_mv=None, champion
                      + ", ".join("calibrated predictions" if n == "__prediction__" else n for n in shifted))
     if champ and champ["version"] == cand["version"]:
         notes.append("the candidate already is the champion")
-    if candidate_mv.tags.get("rolled_back_from_to"):
-        back_to = candidate_mv.tags["rolled_back_from_to"]
+    if candidate_mv.tags.get(ROLLED_BACK):
+        back_to = candidate_mv.tags[ROLLED_BACK]
         notes.append(f"this version was champion before and was ROLLED BACK to version {back_to} (the reason is "
                      f"on version {back_to}'s tag rolled_back_to_reason)")
     if candidate_mv.tags.get("gate_reasons") not in (None, "", "[]"):

@@ -257,24 +257,23 @@ class MlflowRegistry:
         challenger = self.alias_version(CHALLENGER)
         if challenger is not None:
             return challenger
-        blessed = self._blessed()
-        if not blessed:
-            raise RegistryError(f"'{self.name}' has no blessed version to deploy; name one with --version")
-        return max(blessed, key=lambda v: int(v.version))
-
-    def _blessed(self) -> list:
-        """Versions that passed the quality gate and were never rolled back from (a version that failed
-        in production is offered again only when named)."""
-        return [v for v in self._versions() if v.tags.get("blessed") == "true" and not v.tags.get(ROLLED_BACK)]
+        return self.latest_blessed()
 
     def latest_blessed(self):
         """The newest version that passed the quality gate and was never rolled back from (the default
-        candidate for a promotion)."""
-        blessed = self._blessed()
+        candidate for a promotion or deploy; a version that failed in production is offered again only
+        when named)."""
+        blessed = [v for v in self._versions() if v.tags.get("blessed") == "true" and not v.tags.get(ROLLED_BACK)]
         if not blessed:
             raise RegistryError(f"'{self.name}' has no version that passed the quality gate and was never "
                                 "rolled back from; name one with --version")
         return max(blessed, key=lambda v: int(v.version))
+
+    @staticmethod
+    def _local_export(mv) -> Path | None:
+        """The version's export directory if it is on this machine (the worker that trained it)."""
+        model_dir = mv.tags.get("model_dir")
+        return Path(model_dir) if model_dir and (Path(model_dir) / "metadata.json").exists() else None
 
     def export_dir(self, mv, cache_dir: Path) -> Path:
         """A version's export directory on this machine: where it was exported if that is here (the
@@ -283,8 +282,8 @@ class MlflowRegistry:
         from serving.errors import IntegrityError as ServingIntegrityError
         from serving.metadata import read_metadata, verify_files
 
-        local = Path(mv.tags.get("model_dir", "") or "/nonexistent")
-        if (local / "metadata.json").exists():
+        local = self._local_export(mv)
+        if local is not None:
             return local
         dest = Path(cache_dir) / self.name / f"registry-{mv.version}"
         found = sorted(dest.glob("artifacts/*/metadata.json")) if dest.exists() else []
@@ -303,7 +302,8 @@ class MlflowRegistry:
             except Exception as exc:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise RegistryError(f"MLflow at {self._where()}: version {mv.version} of '{self.name}': its export "
-                                    f"is not at {local} on this machine and could not be downloaded: {exc}") from None
+                                    f"is not on this machine ({mv.tags.get('model_dir')}) and could not be downloaded: "
+                                    f"{exc}") from None
             shutil.rmtree(dest, ignore_errors=True)
             staging.rename(dest)
             found = sorted(dest.glob("artifacts/*/metadata.json"))
@@ -324,9 +324,9 @@ class MlflowRegistry:
         """A version's metadata.json: from its export directory, else from its MLflow run (another machine)."""
         from serving.metadata import read_metadata
 
-        model_dir = Path(mv.tags.get("model_dir", ""))
-        if mv.tags.get("model_dir") and (model_dir / "metadata.json").exists():
-            return read_metadata(model_dir)
+        local = self._local_export(mv)
+        if local is not None:
+            return read_metadata(local)
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -334,7 +334,8 @@ class MlflowRegistry:
                 self.client.download_artifacts(mv.run_id, "export/metadata.json", tmp)
             except Exception as exc:
                 raise RegistryError(f"MLflow at {self._where()}: version {mv.version} of '{self.name}': no "
-                                    f"metadata.json at {model_dir} nor in run {mv.run_id}: {exc}") from None
+                                    f"metadata.json at {mv.tags.get('model_dir')} nor in run {mv.run_id}: {exc}"
+                                    ) from None
             return read_metadata(Path(tmp) / "export")
 
     def run_link(self, run_id: str) -> str:

@@ -42,6 +42,15 @@ def _smoke_rows(deployments: list[dict]) -> list[str]:
     return lines
 
 
+def _code_block(text: str) -> list[str]:
+    return ["```", text, "```"]
+
+
+def _timings_table(timings: dict) -> list[str]:
+    return ["## Stage timings (seconds)", "", "| stage | seconds |", "|---|---|",
+            *(f"| {k} | {v:.2f} |" for k, v in timings.items())]
+
+
 def release_report(summary: dict, run_link: str) -> str:
     reg, gate = summary["registry"], summary["gate"]
     lines = [f"# Release {summary['release']} of {reg['name']}", "",
@@ -62,17 +71,16 @@ def release_report(summary: dict, run_link: str) -> str:
     if summary.get("post_promotion_failed"):
         lines += ["## Check after promotion FAILED", "", f"Version {reg['version']} was deployed and promoted to "
                   "champion, then failed the check after promotion; a critical alarm asks for the rollback.", "",
-                  "```", summary["deploy_error"], "```", ""]
+                  *_code_block(summary["deploy_error"]), ""]
     elif summary.get("deploy_error"):
         lines += ["## Deployment FAILED", "", "The targets were put back on what they served before; the champion "
-                  "is unchanged.", "", "```", summary["deploy_error"], "```", ""]
+                  "is unchanged.", "", *_code_block(summary["deploy_error"]), ""]
     if deploy:
         lines += ["## Deployment and smoke tests", ""] + _smoke_rows(deploy["deployments"])
         lines += ["", f"Champion: {deploy['champion_before'] or 'none'} → {deploy['champion_after']}.", ""]
     elif gate["passed"]:
         lines += ["Not deployed (no targets in this run); it is the challenger.", ""]
-    lines += ["## Stage timings (seconds)", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in summary["timings"].items()]
+    lines += _timings_table(summary["timings"])
     return "\n".join(lines) + "\n"
 
 
@@ -82,10 +90,9 @@ def failed_release_report(model: str, data: str, stage: str, timings: dict, erro
     left = (f"registered as version {version} (no gate verdict; not deployed)" if version else
             "nothing was registered, deployed or promoted")
     lines = [f"# Release of {model} FAILED at {stage}", "", f"- data: `{data}`", f"- {left}", "",
-             "```", f"{type(error).__name__}: {error}", "```", ""]
+             *_code_block(f"{type(error).__name__}: {error}"), ""]
     if timings:
-        lines += ["## Stage timings (seconds)", "", "| stage | seconds |", "|---|---|"]
-        lines += [f"| {k} | {v:.2f} |" for k, v in timings.items()]
+        lines += _timings_table(timings)
     return "\n".join(lines) + "\n"
 
 
@@ -110,7 +117,7 @@ def deploy_report(result: dict, title: str) -> str:
 def deploy_failed_report(model: str, version: str, targets: str, error: BaseException) -> str:
     return "\n".join([f"# Deploy of {model} version {version} FAILED", "", f"- targets: {targets}",
                       "- the targets already switched were put back on what they served before; the champion "
-                      "is unchanged", "", "```", f"{type(error).__name__}: {error}", "```", ""])
+                      "is unchanged", "", *_code_block(f"{type(error).__name__}: {error}"), ""])
 
 
 def rollback_report(result: dict) -> str:
@@ -131,5 +138,5 @@ def rollback_report(result: dict) -> str:
         lines.append("- nothing changed: the champion already moved and this target does not serve the failing "
                      "version")
     if result.get("error"):
-        lines += ["", "Nothing was moved in the registry.", "", "```", result["error"], "```"]
+        lines += ["", "Nothing was moved in the registry.", "", *_code_block(result["error"])]
     return "\n".join(lines) + "\n"
