@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from testkit.net import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "data"))
-from tests.net import free_port  # noqa: E402
 
 STAGES = ("validate", "train", "calibrate", "export", "register", "gate", "deploy")
 
@@ -55,10 +54,10 @@ def release(home: Path, data: Path, targets: Path) -> dict:
 
 
 def transfer(tmp: Path, megabytes: int) -> dict:
-    from tasks.package import Bundle
-    from tasks.ssh import SSHTransport
-    from tasks.targets import Target
-    from tests.sshd_server import start_sshd
+    from tasks.deploy.package import Bundle
+    from tasks.deploy.targets import Target
+    from tasks.deploy.transports.ssh import SSHTransport
+    from testkit.sshd import start_sshd
 
     proc, info = start_sshd(tmp)
     try:
@@ -98,7 +97,7 @@ def main() -> int:
     parser.add_argument("--skip-release", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "release.json")
     args = parser.parse_args()
-    from make_demo import make_demo
+    from testkit.demo import make_demo
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-release-"))
     results: dict = {"cpus": os.cpu_count()}

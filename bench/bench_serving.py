@@ -27,9 +27,9 @@ import threading
 import time
 from pathlib import Path
 
+from testkit.net import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tests.net import free_port  # noqa: E402
 
 PY = sys.executable
 TOKEN = "bench-token"

@@ -1,8 +1,8 @@
 """Training benchmark: the calibrated TabularANN against a HistGradientBoosting baseline.
 
-Both models are scored on exactly the same stratified folds (the ones ``tasks.train``
+Both models are scored on exactly the same stratified folds (the ones ``tasks.training.train``
 draws), and both are calibrated with the same cross-fitted isotonic procedure
-(``tasks.calibrate.calibrate``), so the comparison is apples to apples.
+(``tasks.training.calibrate.calibrate``), so the comparison is apples to apples.
 
 Datasets (all on disk, nothing is downloaded):
     demo           data/demo.csv with the shipped contract (configs/schema.yaml, configs/feature_list.csv)
@@ -38,8 +38,6 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF 2.21 logs harmless tf.data attribute errors at level 2
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 DATASETS = ("demo", "breast_cancer", "fair")
 AUC_TOLERANCE = 0.01      # ours may be at most this much below the baseline
@@ -77,7 +75,7 @@ def other_load(start: tuple[float, float, float]) -> dict:
 def prepare(name: str, workdir: Path):
     """Return (csv_path, schema, features, notes, infer_seconds) for one dataset."""
     from serving.schema import load_feature_list, load_schema
-    from tasks.data import infer_contract
+    from tasks.training.data import infer_contract
 
     if name == "demo":
         schema = load_schema(ROOT / "configs" / "schema.yaml")
@@ -147,7 +145,7 @@ def baseline_oof(ds, schema, features, folds, seed: int) -> tuple[np.ndarray, fl
 
 def paired_bootstrap_auc_diff(y, ours, theirs, reps: int, seed: int) -> dict:
     """95% interval of roc_auc(ours) - roc_auc(theirs), resampling rows (paired)."""
-    from serving.stats import roc_auc
+    from sklearn.metrics import roc_auc_score as roc_auc
 
     rng = np.random.default_rng(seed)
     n = y.size
@@ -165,7 +163,7 @@ def paired_bootstrap_auc_diff(y, ours, theirs, reps: int, seed: int) -> dict:
 
 
 def per_fold_auc(y, scores, folds) -> list[float]:
-    from serving.stats import roc_auc
+    from sklearn.metrics import roc_auc_score as roc_auc
 
     return [float(roc_auc(y[va], scores[va])) for _, va in folds]
 
@@ -173,12 +171,12 @@ def per_fold_auc(y, scores, folds) -> list[float]:
 # ---------------------------------------------------------------- one dataset
 
 def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
-    from serving.stats import binary_metrics
-    from tasks.calibrate import calibrate
-    from tasks.data import load_dataset
-    from tasks.export import export_model
+    from tasks.metrics import binary_metrics
     from tasks.settings import load_settings
-    from tasks.train import predict_raw, train
+    from tasks.training.calibrate import calibrate
+    from tasks.training.data import load_dataset
+    from tasks.training.export import export_model
+    from tasks.training.train import predict_raw, train
 
     home = workdir / name
     home.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def cmd_infer_schema(args) -> int:
     from serving.schema import dump_feature_list, dump_schema
-    from tasks.data import infer_contract
+    from tasks.training.data import infer_contract
 
     schema_path, features_path = args.out / "schema.yaml", args.out / "feature_list.csv"
     existing = [str(p) for p in (schema_path, features_path) if p.exists()]
@@ -99,8 +99,8 @@ def cmd_infer_schema(args) -> int:
 
 def _load_inputs(args):
     from serving.schema import load_feature_list, load_schema
-    from tasks.data import load_dataset
     from tasks.settings import load_settings
+    from tasks.training.data import load_dataset
 
     settings = load_settings(args.config)
     schema = load_schema(args.schema)
@@ -192,9 +192,11 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from tasks.registry import CHAMPION, MlflowRegistry
+    from tasks.constants import CHAMPION
+    from tasks.deploy.targets import load_targets, pick_targets
+    from tasks.deploy.transports import transport_for
+    from tasks.registry import MlflowRegistry
     from tasks.settings import load_settings
-    from tasks.targets import load_targets, pick_targets, transport_for
 
     settings = load_settings(args.config)
     targets = pick_targets(load_targets(args.targets_file, settings.pipeline_home), args.targets or ["local"])
@@ -214,8 +216,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_stop(args) -> int:
+    from tasks.deploy.targets import load_targets, pick_targets
+    from tasks.deploy.transports import transport_for
     from tasks.settings import load_settings
-    from tasks.targets import load_targets, pick_targets, transport_for
 
     settings = load_settings(args.config)
     (target,) = pick_targets(load_targets(args.targets_file, settings.pipeline_home), [args.target])

@@ -16,14 +16,17 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
-from tasks.alarms import CRITICAL, emit_alarm
-from tasks.deploy import activate_on, deploy_task, package_task, promote_task, url_of
+from flows.notify import emit_alarm, publish
+from flows.stages import deploy_task, package_task, promote_task
+from tasks.constants import ALARM_CRITICAL, CHAMPION
+from tasks.deploy.deploy import activate_on
+from tasks.deploy.smoke import smoke_test
+from tasks.deploy.targets import load_targets, pick_targets, url_of
+from tasks.deploy.transports import transport_for
 from tasks.errors import PostPromotionCheckFailed
-from tasks.registry import CHAMPION, MlflowRegistry
-from tasks.reports import deploy_failed_report, deploy_report, publish, rollback_report
+from tasks.registry import MlflowRegistry
+from tasks.release.reports import deploy_failed_report, deploy_report, rollback_report
 from tasks.settings import load_settings
-from tasks.smoke import smoke_test
-from tasks.targets import load_targets, pick_targets, transport_for
 
 
 @flow(name="deploy", validate_parameters=False)
@@ -42,7 +45,7 @@ def deploy_flow(version: str | None = None, targets: list[str] | None = None, ta
     version = str(mv.version)
     names = ", ".join(t.name for t in chosen)
     # One transaction: if a later target or the promotion fails, every deploy-target task's
-    # rollback hook puts its host back on the version it served before (tasks/deploy.py).
+    # rollback hook puts its host back on the version it served before (flows/stages.py).
     try:
         model_dir = registry.export_dir(mv, settings.pipeline_home / "registry-cache")
         bundle, metadata = package_task(model_dir, settings.pipeline_home / "bundles")
@@ -58,7 +61,7 @@ def deploy_flow(version: str | None = None, targets: list[str] | None = None, ta
     # The check after promotion: each target still serves the promoted version, healthy and faithful.
     checks = [smoke_test(t.name, url_of(t), metadata) for t in chosen]
     failed = [c for c in checks if not c.passed]
-    sent = [emit_alarm(CRITICAL, target=c.target, model=registry.name, version=version,
+    sent = [emit_alarm(ALARM_CRITICAL, target=c.target, model=registry.name, version=version,
                        reason="check after promotion failed: " + "; ".join(c.failures)) for c in failed]
     result = {"model": registry.name, "registry_version": version, "version": metadata.version,
               "release": metadata.release, "bundle": {"path": str(bundle.path), "sha256": bundle.sha256},

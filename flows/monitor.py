@@ -1,10 +1,9 @@
 """The hourly check of what was deployed (the ``monitor`` deployment).
 
-For each target: is the server up, does it serve the registry's champion, and does that
-champion still answer as trained (the smoke test's probe: health, file hashes, golden
-predictions ≤ 1e-6, a malformed request refused)? A served champion that fails the probe is
-a critical alarm — the rollback deployment answers it; a host that is down or serves another
-version is a warning for a person, since another model version would not fix it.
+For each target, ``tasks.monitoring.probe.check_target``: is the server up, does it serve the
+registry's champion, and does that champion still answer as trained? A served champion that
+fails the probe is a critical alarm — the rollback deployment answers it; a host that is down
+or serves another version is a warning for a person.
 
 Latency, volume, error-rate, drift (PSI) and calibration (ECE) checks belong here too; they
 come with the monitoring work.
@@ -14,37 +13,12 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from tasks.alarms import CRITICAL, WARNING, emit_alarm
-from tasks.deploy import url_of
-from tasks.registry import CHAMPION, MlflowRegistry
-from tasks.reports import publish
+from flows.notify import emit_alarm, publish
+from tasks.constants import CHAMPION
+from tasks.deploy.targets import load_targets, pick_targets
+from tasks.monitoring.probe import check_target
+from tasks.registry import MlflowRegistry
 from tasks.settings import load_settings
-from tasks.smoke import smoke_test
-from tasks.targets import load_targets, pick_targets, transport_for
-
-
-def check_target(target, champion_version: str | None, metadata) -> dict:
-    """One target's checks; ``alarm`` is None, WARNING or CRITICAL."""
-    expected = metadata.version if metadata is not None else None
-    try:
-        state = transport_for(target).host("status")
-    except Exception as exc:  # an unreachable host is a finding, not a crash of the monitor
-        return {"target": target.name, "alarm": WARNING, "finding": f"host unreachable: {exc}", "served": None}
-    served = state.get("default_version")
-    if not state.get("running"):
-        return {"target": target.name, "alarm": WARNING, "finding": "no server running", "served": None}
-    if expected is None:
-        return {"target": target.name, "alarm": None, "finding": "no champion in the registry", "served": served}
-    if served != expected:
-        return {"target": target.name, "alarm": WARNING, "served": served,
-                "finding": f"serves export version {served}, the champion (registry version {champion_version}) "
-                           f"is export version {expected}"}
-    probe = smoke_test(target.name, url_of(target), metadata)
-    if not probe.passed:
-        return {"target": target.name, "alarm": CRITICAL, "served": served,
-                "finding": "champion fails its probe: " + "; ".join(probe.failures)}
-    return {"target": target.name, "alarm": None, "served": served,
-            "finding": f"ok (golden max |Δp| {probe.golden_max_abs_diff:.1e}, p50 {probe.latency_ms_p50} ms)"}
 
 
 @flow(name="monitor", validate_parameters=False)
@@ -59,7 +33,7 @@ def monitor_flow(targets: list[str] | None = None, targets_file: str | None = No
     champion = registry.alias_version(CHAMPION)
     version = str(champion.version) if champion is not None else None
     metadata = registry.metadata_of(champion) if champion is not None else None
-    findings = [check_target(t, version, metadata) for t in chosen]
+    findings = [check_target(t, version, metadata).to_dict() for t in chosen]
     for f in findings:
         if f["alarm"]:
             emit_alarm(f["alarm"], target=f["target"], model=registry.name, version=version, reason=f["finding"])

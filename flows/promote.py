@@ -14,10 +14,11 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows.deploy import deploy_flow
-from tasks.compare import compare
+from flows.notify import publish
+from tasks.constants import CHAMPION
 from tasks.errors import ReleaseError
-from tasks.registry import CHAMPION, MlflowRegistry
-from tasks.reports import publish
+from tasks.registry import MlflowRegistry
+from tasks.release.compare import compare
 from tasks.settings import load_settings
 
 

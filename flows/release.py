@@ -11,17 +11,15 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.deploy import deploy_flow
-from serving.schema import load_feature_list, load_schema
-from tasks.calibrate import calibrate_task
-from tasks.data import validate_data_task
+from flows.notify import publish
+from flows.stages import calibrate_task, export_task, gate_task, register_task, train_task, validate_data_task
+from serving.schema import feature_schema_hash, load_feature_list, load_schema
+from tasks.constants import CHALLENGER, CHAMPION
 from tasks.errors import PostPromotionCheckFailed
-from tasks.export import export_task
-from tasks.gate import gate_task
-from tasks.registry import CHALLENGER, MlflowRegistry, input_example, register_task
-from tasks.reports import failed_release_report, publish, release_report
+from tasks.registry import MlflowRegistry, input_example
+from tasks.release.reports import failed_release_report, release_report
+from tasks.release.versioning import next_release
 from tasks.settings import load_settings
-from tasks.train import train_task
-from tasks.versioning import feature_schema_hash, next_release
 
 
 @contextmanager
@@ -71,7 +69,7 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
     registry = MlflowRegistry(settings)
     prior = registry.prior_release()
     champion = registry.champion()
-    release = next_release(prior, feature_schema_hash(contract, features), "retrain")
+    release = next_release(prior, feature_schema_hash(contract, features))
     logger.info("candidate release %s (previous %s, champion %s)", release,
                 prior.release if prior else "none", champion.version if champion else "none")
 
@@ -131,10 +129,10 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
             summary["deploy_error"] = str(exc)
             if isinstance(exc, PostPromotionCheckFailed):   # the champion did move
                 summary["post_promotion_failed"] = True
-                summary["registry"]["alias"] = "champion"
+                summary["registry"]["alias"] = CHAMPION
             report("check after promotion FAILED" if summary.get("post_promotion_failed") else "deploy FAILED")
             raise
-        summary["registry"]["alias"] = "champion"
+        summary["registry"]["alias"] = CHAMPION
         summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],
                               "flow_total": round(time.perf_counter() - started, 3)}
     report(f"gate {'passed' if gate.passed else 'FAILED'}")

@@ -1,6 +1,6 @@
 """Calibrators applied after the network: plain numpy, safe to unpickle.
 
-They are fitted on the training side (``tasks/calibrate.py``, with scikit-learn)
+They are fitted on the training side (``tasks/training/calibrate.py``, with scikit-learn)
 and stored here as a few numbers, so serving needs neither scikit-learn nor a
 general unpickler. ``load_calibrator`` checks the file's SHA-256 first and then
 unpickles with an allow-list of exactly these classes.
@@ -8,19 +8,20 @@ unpickles with an allow-list of exactly these classes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 from pathlib import Path
 
 import numpy as np
 
+from serving.digest import sha256_bytes
 from serving.errors import IntegrityError
 
 LOGIT_CLIP = 1e-7
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), with p clipped away from 0 and 1."""
     p = np.clip(p, LOGIT_CLIP, 1 - LOGIT_CLIP)
     return np.log(p) - np.log1p(-p)
 
@@ -61,7 +62,7 @@ class SigmoidCalibrator:
         self.model_digest = model_digest
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        z = self.a * _logit(np.asarray(raw, dtype=np.float64)) + self.b
+        z = self.a * logit(np.asarray(raw, dtype=np.float64)) + self.b
         return 1.0 / (1.0 + np.exp(-z))
 
     def __reduce__(self):
@@ -87,18 +88,10 @@ class _AllowListUnpickler(pickle.Unpickler):
             raise IntegrityError(f"calibrator pickle refers to {module}.{name}, which is not a calibrator") from None
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_calibrator(path: str | Path, expected_sha256: str) -> Calibrator:
     """Unpickle a calibrator, but only once its bytes hash to ``expected_sha256``."""
     blob = Path(path).read_bytes()
-    actual = hashlib.sha256(blob).hexdigest()
+    actual = sha256_bytes(blob)
     if actual != expected_sha256:
         raise IntegrityError(f"{path}: SHA-256 {actual[:12]}… does not match the manifest's {expected_sha256[:12]}…")
     try:

@@ -9,8 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.errors import ContractError
 
-POLICIES = ("reject", "allow")
-
 
 def available_cpus() -> int:
     """CPUs this process may run on (cgroup/affinity aware where the OS tells)."""

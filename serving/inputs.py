@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serving.errors import Problem
-from serving.schema import ColumnSpec, _problem, check_column
+from serving.schema import ColumnSpec, check_column, column_problem
 
 NA_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
@@ -161,11 +161,11 @@ def read_json_rows(specs: dict[str, ColumnSpec], rows: list[dict], policy: froze
         absent = np.fromiter((v is _ABSENT for v in raw), dtype=bool, count=len(raw)) \
             if col.null.any() else None
         if absent is not None and absent.any():
-            problems.append(_problem(name, "missing feature", "every row needs this feature (null if unknown)",
+            problems.append(column_problem(name, "missing feature", "every row needs this feature (null if unknown)",
                                      absent, np.full(absent.shape, "<absent>", dtype=object), 0))
         skip = col.invalid if absent is None else (col.invalid | absent)
         if col.invalid.any():
-            problems.append(_problem(name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid, raw, 0))
+            problems.append(column_problem(name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid, raw, 0))
         found = check_column(spec, col.values, col.null, shown=raw, row_base=0, skip=skip)
         problems += [p for p in found if p.issue not in policy]
         columns[name] = col.values
@@ -178,7 +178,7 @@ def check_typed(spec: ColumnSpec, raw: Sequence[object], row_base: int = 1) -> t
     shown = np.asarray(list(raw), dtype=object)
     problems = []
     if col.invalid.any():
-        problems.append(_problem(spec.name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid, shown,
+        problems.append(column_problem(spec.name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid, shown,
                                  row_base))
     # Values of the wrong type are reported once, above, not again as out of range or unknown.
     problems += check_column(spec, col.values, col.null, shown=shown, row_base=row_base, skip=col.invalid)

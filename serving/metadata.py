@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.calibration import sha256_file
+from serving.constants import MODEL_TYPE
+from serving.digest import sha256_file
 from serving.errors import IntegrityError
 from serving.schema import canonical_digest
 
@@ -41,7 +42,7 @@ class ModelMetadata(BaseModel):
     version: str
     release: str
     model_name: str
-    model_type: str = "TabularANN"
+    model_type: str = MODEL_TYPE
     calibrator_method: str
     training_date: str
     cv_metrics: dict[str, float]

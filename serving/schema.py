@@ -8,7 +8,6 @@ row go through the same rules.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serving.digest import sha256_bytes
 from serving.errors import ContractError, Problem
 
 ColumnType = Literal["numeric", "integer", "categorical", "boolean"]
@@ -165,7 +165,15 @@ def tensor_name(column: str) -> str:
 
 def canonical_digest(payload: object) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_bytes(blob.encode())
+
+
+def feature_schema_hash(schema: Schema, features: FeatureList) -> str:
+    """Digest of what a client must send: each model input's name and contract, in order.
+
+    A change of it is a MAJOR release."""
+    return canonical_digest([schema.column(n).model_dump(mode="json", exclude={"description"})
+                             for n in features.names])
 
 
 def _pydantic_message(exc: ValidationError) -> str:
@@ -256,7 +264,7 @@ def dump_feature_list(features: FeatureList, path: str | Path) -> None:
 
 # ---------------------------------------------------------------- column checks
 
-def _problem(column: str, issue: str, detail: str, mask: np.ndarray, shown: np.ndarray,
+def column_problem(column: str, issue: str, detail: str, mask: np.ndarray, shown: np.ndarray,
              row_base: int) -> Problem:
     idx = np.flatnonzero(mask)
     examples = []
@@ -297,7 +305,7 @@ def check_column(spec: ColumnSpec, values: np.ndarray, null: np.ndarray,
         null = null & ~skip
     problems: list[Problem] = []
     if not spec.nullable and null.any():
-        problems.append(_problem(spec.name, "missing values", "the schema says this column is not nullable",
+        problems.append(column_problem(spec.name, "missing values", "the schema says this column is not nullable",
                                  null, np.full(null.shape, "null", dtype=object), row_base))
     present = ~null if skip is None else ~null & ~skip
     if spec.type in NUMERIC_TYPES or spec.type == "boolean":
@@ -305,27 +313,31 @@ def check_column(spec: ColumnSpec, values: np.ndarray, null: np.ndarray,
         with np.errstate(invalid="ignore"):
             bad = present & ~np.isfinite(vals)
         if bad.any():
-            problems.append(_problem(spec.name, "not finite", "NaN and infinity are not allowed", bad, shown, row_base))
+            problems.append(column_problem(spec.name, "not finite", "NaN and infinity are not allowed", bad,
+                                           shown, row_base))
         ok = present & ~bad
         if spec.type == "integer":
             frac = ok & (np.floor(vals) != vals)
             if frac.any():
-                problems.append(_problem(spec.name, "not a whole number", "integer column", frac, shown, row_base))
+                problems.append(column_problem(spec.name, "not a whole number", "integer column", frac,
+                                               shown, row_base))
         if spec.type == "boolean":
             notbool = ok & (vals != 0) & (vals != 1)
             if notbool.any():
-                problems.append(_problem(spec.name, "wrong type", "expected true/false", notbool, shown, row_base))
+                problems.append(column_problem(spec.name, "wrong type", "expected true/false", notbool,
+                                               shown, row_base))
         lo = -np.inf if spec.min is None else spec.min
         hi = np.inf if spec.max is None else spec.max
         if spec.min is not None or spec.max is not None:
             out = ok & ((vals < lo) | (vals > hi))
             if out.any():
-                problems.append(_problem(spec.name, "out of range",
+                problems.append(column_problem(spec.name, "out of range",
                                          f"allowed range is [{_fmt(lo)}, {_fmt(hi)}]", out, shown, row_base))
     else:
         known = np.isin(values, np.asarray(spec.categories, dtype=object))
         unknown = present & ~known
         if unknown.any():
             listed = ", ".join(spec.categories[:8]) + (", ..." if len(spec.categories) > 8 else "")
-            problems.append(_problem(spec.name, "unknown category", f"allowed: {listed}", unknown, shown, row_base))
+            problems.append(column_problem(spec.name, "unknown category", f"allowed: {listed}", unknown,
+                                           shown, row_base))
     return problems

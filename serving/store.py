@@ -18,13 +18,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from serving.constants import GOLDEN_TOLERANCE
 from serving.errors import IntegrityError, ServingError
 from serving.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^[0-9]{1,9}$")
-GOLDEN_TOLERANCE = 1e-6
 
 
 class LoadRefused(ServingError):

@@ -4,15 +4,18 @@
     ├── ConfigError          configs/*.yaml or the command line is wrong (names the key)
     ├── DataValidationError  the training data breaks the contract (lists every problem)
     ├── TrainingError        the model could not be fitted or exported faithfully
-    ├── IntegrityError       an artifact does not match its recorded SHA-256
+    ├── ArtifactIntegrityError  an artifact the pipeline fetched does not match its recorded SHA-256
     ├── RegistryError        MLflow refused or is unreachable
     ├── TransferError        a bundle could not reach a target or the host refused it (names host, step)
     ├── SmokeTestFailed      the served model is not the trained one (lists every check that failed)
-    ├── PostPromotionCheckFailed  promoted, then a target failed the check after promotion (alarm emitted)
-    └── QualityGateFailed    the candidate is not good enough (lists every reason)
+    └── PostPromotionCheckFailed  promoted, then a target failed the check after promotion (alarm emitted)
+
+A candidate that fails the quality gate is not an exception: it is registered with ``blessed=false``
+and every reason (``tasks.release.gate.GateResult``); the CLI exits 3.
 
 ``serving.errors.ContractError`` (a malformed schema or feature list) is a user
-error too; the CLI reports it the same way.
+error too; the CLI reports it the same way. Only ``TransferError`` can be transient; nothing
+is retried automatically (a half-done registration or deploy retried would do it twice).
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ class TrainingError(ReleaseError):
     pass
 
 
-class IntegrityError(ReleaseError):
-    pass
+class ArtifactIntegrityError(ReleaseError):
+    """A fetched artifact (an export from the registry) fails the check against its SHA-256.
+
+    The server's own load-time check raises ``serving.errors.IntegrityError``."""
 
 
 class RegistryError(ReleaseError):
@@ -77,12 +82,3 @@ class PostPromotionCheckFailed(ReleaseError):
 
     def __reduce__(self):   # picklable (Prefect may persist a failed state's exception)
         return type(self), (self.version, self.failures, self.alarm_sent)
-
-
-class QualityGateFailed(ReleaseError):
-    def __init__(self, reasons: list[str], version: str | None = None) -> None:
-        self.reasons = list(reasons)
-        self.version = version
-        head = f"model version {version} " if version else "candidate "
-        super().__init__(head + "failed the quality gate:\n" + "\n".join(f"  - {r}" for r in self.reasons)
-                         + "\nThe version stays registered with tag blessed=false; the champion is unchanged.")

@@ -13,9 +13,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from serving.config import available_cpus
+from tasks.constants import CONFIGS
 from tasks.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pipeline.yaml"
+DEFAULT_CONFIG = CONFIGS / "pipeline.yaml"
 
 
 class _Section(BaseModel):

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "data"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Never touch the user's ~/.prefect: every test session gets its own Prefect home.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
@@ -45,6 +43,17 @@ gate:
 """
 
 
+TIERS = ("unit", "integration")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test belongs to a tier (``pytestmark`` in its module): ``make test-fast`` runs ``unit``."""
+    untiered = [item.nodeid for item in items if not {m.name for m in item.iter_markers()} & set(TIERS)]
+    if untiered:
+        raise pytest.UsageError("tests without a tier marker (pytest.mark.unit or .integration):\n  "
+                                + "\n  ".join(untiered))
+
+
 def mlflow_client(home: Path):
     """A client of the pipeline home's default SQLite MLflow store, and its URI."""
     from mlflow import MlflowClient
@@ -55,7 +64,7 @@ def mlflow_client(home: Path):
 
 @pytest.fixture(scope="session")
 def demo_frame():
-    from make_demo import make_demo
+    from testkit.demo import make_demo
 
     return make_demo(n_rows=900, seed=11)
 
@@ -110,11 +119,11 @@ def prefect_server():
 def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG) -> list:
     """Train and export one version per seed under ``home``; returns the ExportedModel of each."""
     from serving.schema import load_feature_list, load_schema
-    from tasks.calibrate import calibrate
-    from tasks.data import load_dataset
-    from tasks.export import export_model
     from tasks.settings import load_settings
-    from tasks.train import train
+    from tasks.training.calibrate import calibrate
+    from tasks.training.data import load_dataset
+    from tasks.training.export import export_model
+    from tasks.training.train import train
 
     home.mkdir(parents=True, exist_ok=True)
     (home / "pipeline.yaml").write_text(config)
@@ -143,7 +152,7 @@ def served_models(tmp_path_factory, demo_frame):
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real OpenSSH server on 127.0.0.1 (high port, generated host and user keys); stopped at the end."""
-    from tests.sshd_server import start_sshd
+    from testkit.sshd import start_sshd
 
     if not os.path.exists("/usr/sbin/sshd"):
         pytest.fail("openssh-server is not installed; `make test` installs it")
@@ -158,7 +167,7 @@ def s3_endpoint(tmp_path_factory):
     """moto's standalone S3-compatible server on 127.0.0.1, with dummy credentials for the session."""
     import subprocess
 
-    from tests.net import free_port, wait_for_port
+    from testkit.net import free_port, wait_for_port
 
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"

@@ -2,27 +2,86 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
-from tests.net import free_port
+from testkit.net import free_port
+
+
+@contextmanager
+def local_target(home: Path, base: Path, monkeypatch):
+    """A pipeline home and a targets file with one local target t1 on a free port; its server is stopped after."""
+    home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("PIPELINE_HOME", str(home))
+    port = free_port()
+    targets = base / "targets.yaml"
+    targets.write_text(f"targets:\n  t1:\n    transport: local\n    base_dir: targets/t1\n    port: {port}\n"
+                       f"    start_timeout_s: 120\n")
+    try:
+        yield {"home": home, "port": port, "targets": str(targets)}
+    finally:
+        from tasks.deploy.targets import load_targets
+        from tasks.deploy.transports import transport_for
+
+        for target in load_targets(targets, home).values():   # servers the tests start are stopped by the tests
+            transport_for(target).host("stop")
+
+
+class Steps:
+    """A scenario on shared state, built step by step, each step at most once per module.
+
+    A test asks for the step whose outcome it checks (``scenario.at("rollback")``); the steps before it
+    run first, so every test also runs alone (``-k``), and a failure names the behaviour that broke.
+    A step records what it observed at its moment (the host's version, the champion), since later
+    steps change both. Subclasses list ``STEPS`` and define ``_<step>(patch)``; ``patch`` is a
+    MonkeyPatch undone when the step ends.
+    """
+
+    STEPS: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.results: dict[str, object] = {}
+        self.failed: dict[str, BaseException] = {}
+
+    def at(self, step: str):
+        for name in self.STEPS[: self.STEPS.index(step) + 1]:
+            if name in self.failed:
+                pytest.fail(f"needs step '{name}', which failed: {self.failed[name]!r}")
+            if name not in self.results:
+                try:
+                    with pytest.MonkeyPatch.context() as patch:
+                        self.results[name] = getattr(self, f"_{name}")(patch)
+                except BaseException as exc:
+                    self.failed[name] = exc
+                    raise
+        return self.results[step]
+
+
+@contextmanager
+def scenario_home(tmp_path_factory, demo_frame, name: str):
+    """For a module's scenario: the demo data, the fast config and a local target t1 under a fresh home."""
+    from tests.conftest import FAST_CONFIG
+
+    base = tmp_path_factory.mktemp(name)
+    data = base / "demo.csv"
+    demo_frame.to_csv(data, index=False)
+    config = base / "pipeline.yaml"
+    config.write_text(FAST_CONFIG)
+    with pytest.MonkeyPatch.context() as patch, local_target(base / "home", base, patch) as env:
+        yield env, data, config
 
 
 @pytest.fixture
 def target_env(home, monkeypatch, tmp_path):
-    monkeypatch.setenv("PIPELINE_HOME", str(home))
-    port = free_port()
-    targets = tmp_path / "targets.yaml"
-    targets.write_text(f"targets:\n  t1:\n    transport: local\n    base_dir: targets/t1\n    port: {port}\n"
-                       f"    start_timeout_s: 120\n")
-    yield {"home": home, "port": port, "targets": str(targets)}
-    from tasks.targets import load_targets, transport_for
-
-    for target in load_targets(targets, home).values():   # servers the tests start are stopped by the tests
-        transport_for(target).host("stop")
+    with local_target(home, tmp_path, monkeypatch) as env:
+        yield env
 
 
 def host_status(env, name: str = "t1") -> dict:
-    from tasks.targets import load_targets, transport_for
+    from tasks.deploy.targets import load_targets
+    from tasks.deploy.transports import transport_for
 
     return transport_for(load_targets(env["targets"], env["home"])[name]).host("status")
 

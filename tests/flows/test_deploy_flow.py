@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import zipfile
 from datetime import UTC, datetime
@@ -9,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import IntegrityError, SmokeTestFailed, TransferError
+from tasks.constants import ALARM_CRITICAL
+from tasks.errors import ArtifactIntegrityError, PostPromotionCheckFailed, SmokeTestFailed, TransferError
 from tasks.registry import MlflowRegistry
 from tasks.settings import load_settings
+from testkit.net import free_port
 from tests.conftest import ROOT, mlflow_client
-from tests.flows.conftest import artifacts, wait_for_event
+from tests.flows.conftest import Steps, artifacts, scenario_home, wait_for_event
 from tests.flows.conftest import host_status as _host_status
-from tests.net import free_port
+
+pytestmark = pytest.mark.integration
 
 
 def _release(env, demo_csv, schema_path, feature_list_path, fast_config):
@@ -25,129 +29,209 @@ def _release(env, demo_csv, schema_path, feature_list_path, fast_config):
                         config=str(fast_config), targets=["t1"], targets_file=env["targets"])
 
 
-def test_release_deploy_promote_rollback(prefect_server, target_env, demo_csv, schema_path, feature_list_path,
-                                         fast_config, monkeypatch):
-    env = target_env
-    first = _release(env, demo_csv, schema_path, feature_list_path, fast_config)
-    d = first["deploy"]
+class History(Steps):
+    """One model's release history on target t1 (see ``Steps``). Releases: 1 and 2 succeed, 3 fails
+    its smoke test, 4 is promoted and then fails the check after promotion."""
+
+    STEPS = ("first", "second", "busy_target", "failed_smoke", "rollback", "post_promotion", "alarms")
+
+    def __init__(self, env: dict, data: Path, schema: Path, features: Path, config: Path) -> None:
+        super().__init__()
+        self.env, self.data, self.schema, self.features, self.config = env, data, schema, features, config
+        self.client = mlflow_client(env["home"])[0]
+
+    def release(self):
+        return _release(self.env, self.data, self.schema, self.features, self.config)
+
+    def champion(self) -> str:
+        return str(self.client.get_model_version_by_alias("test-model", "champion").version)
+
+    def served(self) -> str:
+        return _host_status(self.env)["default_version"]
+
+    def _first(self, patch):
+        return self.release()
+
+    def _second(self, patch):
+        summary = self.release()
+        return {"summary": summary, "status": _host_status(self.env)}
+
+    def _busy_target(self, patch):
+        """A second target that fails rolls the first one back (Prefect transaction rollback hooks)."""
+        from flows.deploy import deploy_flow
+
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            both = self.env["home"] / "two-targets.yaml"
+            both.write_text(open(self.env["targets"]).read() + "  busy:\n    transport: local\n    base_dir: "
+                            f"targets/busy\n    port: {squatter.getsockname()[1]}\n")
+            with pytest.raises(TransferError) as failure:
+                deploy_flow(version="1", targets=["t1", "busy"], targets_file=str(both), config=str(self.config))
+        return {"error": failure.value, "served": self.served(), "champion": self.champion()}
+
+    def _failed_smoke(self, patch):
+        """Release 3's smoke test fails (injected): the host goes back, the registry is left alone."""
+        from tasks.deploy import deploy as deploy_mod
+        from tasks.deploy.smoke import SmokeReport
+
+        patch.setattr(deploy_mod, "smoke_test", lambda target, url, metadata: SmokeReport(
+            target, url, metadata.version, False, ["/predict: golden examples off by 3.00e-01 (injected)"]))
+        with pytest.raises(SmokeTestFailed) as failure:
+            self.release()
+        report = artifacts("release-report-test-model")[0].data     # the failed release still reports
+        patch.undo()
+        return {"error": failure.value, "report": report, "served": self.served(), "champion": self.champion()}
+
+    def _rollback(self, patch):
+        from flows.deploy import rollback_flow
+
+        back = rollback_flow(target="t1", targets_file=self.env["targets"], config=str(self.config),
+                             reason="test rollback")
+        return {"result": back, "served": self.served(), "champion": self.champion()}
+
+    def _post_promotion(self, patch):
+        """Release 4 is promoted, then its check after promotion fails (injected)."""
+        import flows.deploy
+        from tasks.deploy.smoke import SmokeReport
+
+        since = datetime.now(UTC)
+        patch.setattr(flows.deploy, "smoke_test", lambda target, url, metadata: SmokeReport(
+            target, url, metadata.version, False, ["/health: 503 (injected after promotion)"]))
+        with pytest.raises(PostPromotionCheckFailed) as failure:
+            self.release()
+        patch.undo()
+        return {"error": failure.value, "since": since, "champion": self.champion(),
+                "release_report": artifacts("release-report-test-model")[0].data,
+                "deploy_report": artifacts("deploy-report-test-model")[0].data}
+
+    def _alarms(self, patch):
+        """The alarm's rollback (as the trigger starts it), a second alarm about the same version, and an
+        alarm from a target that still serves the failing version."""
+        from flows.deploy import rollback_flow
+        from tasks.deploy.targets import load_targets
+        from tasks.deploy.transports import transport_for
+
+        exports = {v: self.client.get_model_version("test-model", v).tags["export_version"] for v in ("1", "4")}
+        alarm = {"target": "t1", "targets_file": self.env["targets"], "config": str(self.config),
+                 "failing_version": "4"}
+        out = {"exports": exports}
+        out["first"] = rollback_flow(**alarm, reason="critical alarm: injected")
+        out["served_after_first"] = self.served()
+        out["again"] = rollback_flow(**alarm, reason="critical alarm: again")
+        out["rollback_reason_of_1"] = self.client.get_model_version("test-model", "1").tags["rolled_back_to_reason"]
+        transport_for(load_targets(self.env["targets"], self.env["home"])["t1"]).host(
+            "activate", "--version", exports["4"])
+        out["aligned"] = rollback_flow(**alarm, reason="critical alarm: other target")
+        out["served_after_aligned"] = self.served()
+        out["reports"] = [a.data.splitlines()[0].rsplit(": ", 1)[1]
+                          for a in artifacts("rollback-report-test-model")[:3]]
+        return out
+
+
+@pytest.fixture(scope="module")
+def history(prefect_server, tmp_path_factory, demo_frame):
+    with scenario_home(tmp_path_factory, demo_frame, "history") as (env, data, config):
+        yield History(env, data, ROOT / "configs" / "schema.yaml", ROOT / "configs" / "feature_list.csv", config)
+
+
+def test_first_release_starts_the_server_and_promotes(history):
+    d = history.at("first")["deploy"]
     assert d["champion_before"] is None and d["champion_after"] == "1"
     (dep,) = d["deployments"]
     assert dep["action"] == "start" and dep["version"] == "1" and dep["smoke"]["passed"]
     assert dep["smoke"]["golden_max_abs_diff"] <= 1e-6 and dep["smoke"]["latency_ms_p50"] > 0
-    assert (env["home"] / "bundles" / "1.0.0.zip").exists()
-    client = mlflow_client(env["home"])[0]
-    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
+    assert (history.env["home"] / "bundles" / "1.0.0.zip").exists()
+    client = history.client
     v1 = client.get_model_version("test-model", "1")
     assert v1.tags["promoted_reason"].startswith("release 1.0.0") and v1.tags["bundle_sha256"] == d["bundle"]["sha256"]
     assert {a.path for a in client.list_artifacts(v1.run_id, "bundle")} == {"bundle/1.0.0.zip"}
 
-    second = _release(env, demo_csv, schema_path, feature_list_path, fast_config)
-    (dep2,) = second["deploy"]["deployments"]
+
+def test_second_release_hot_loads_beside_the_first(history):
+    second = history.at("second")
+    deploy = second["summary"]["deploy"]
+    (dep2,) = deploy["deployments"]
     assert dep2["action"] == "hot-load" and dep2["previous_version"] == "1"
-    assert second["deploy"]["champion_before"] == "1" and second["deploy"]["champion_after"] == "2"
-    assert client.get_model_version("test-model", "2").tags["previous_champion"] == "1"
-    status = _host_status(env)
-    assert status["default_version"] == "2" and status["loaded_versions"] == ["1", "2"]
+    assert deploy["champion_before"] == "1" and deploy["champion_after"] == "2"
+    assert history.client.get_model_version("test-model", "2").tags["previous_champion"] == "1"
+    assert second["status"]["default_version"] == "2" and second["status"]["loaded_versions"] == ["1", "2"]
 
-    # A second target that fails rolls the first one back (Prefect transaction rollback hooks).
-    from flows.deploy import deploy_flow
 
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        both = env["home"] / "two-targets.yaml"
-        both.write_text(open(env["targets"]).read() + f"  busy:\n    transport: local\n    base_dir: targets/busy\n"
-                        f"    port: {squatter.getsockname()[1]}\n")
-        with pytest.raises(TransferError, match="target busy: start: port .* is in use"):
-            deploy_flow(version="1", targets=["t1", "busy"], targets_file=str(both), config=str(fast_config))
-    assert _host_status(env)["default_version"] == "2"
-    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "2"
+def test_a_failing_second_target_rolls_the_first_back(history):
+    busy = history.at("busy_target")
+    assert re.search("target busy: start: port .* is in use", str(busy["error"]))
+    assert busy["served"] == "2" and busy["champion"] == "2"
 
-    # A smoke test that fails puts the host back and leaves the registry alone.
-    from tasks import deploy as deploy_mod
-    from tasks.smoke import SmokeReport
 
-    monkeypatch.setattr(deploy_mod, "smoke_test", lambda target, url, metadata: SmokeReport(
-        target, url, metadata.version, False, ["/predict: golden examples off by 3.00e-01 (injected)"]))
-    with pytest.raises(SmokeTestFailed, match="injected"):
-        _release(env, demo_csv, schema_path, feature_list_path, fast_config)
-    report = artifacts("release-report-test-model")[0].data     # the failed release still reports
-    assert "## Deployment FAILED" in report and "injected" in report and "| train |" in report
-    monkeypatch.undo()
-    monkeypatch.setenv("PIPELINE_HOME", str(env["home"]))
-    assert _host_status(env)["default_version"] == "2"
-    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "2"
+def test_a_failed_smoke_test_restores_the_host_and_leaves_the_registry(history):
+    failed = history.at("failed_smoke")
+    assert "injected" in str(failed["error"])
+    assert "## Deployment FAILED" in failed["report"] and "injected" in failed["report"]
+    assert "| train |" in failed["report"]
+    assert failed["served"] == "2" and failed["champion"] == "2"
 
-    from flows.deploy import rollback_flow
 
-    back = rollback_flow(target="t1", targets_file=env["targets"], config=str(fast_config), reason="test rollback")
-    assert back["champion_before"] == "2" and back["champion_after"] == "1"
-    assert back["deployment"]["action"] == "activate" and back["deployment"]["smoke"]["passed"]
-    assert _host_status(env)["default_version"] == "1"
-    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
-    assert client.get_model_version("test-model", "1").tags["rolled_back_to_reason"] == "test rollback"
+def test_rollback_serves_the_previous_champion_then_moves_the_alias(history):
+    back = history.at("rollback")
+    assert back["result"]["champion_before"] == "2" and back["result"]["champion_after"] == "1"
+    assert back["result"]["deployment"]["action"] == "activate" and back["result"]["deployment"]["smoke"]["passed"]
+    assert back["served"] == "1" and back["champion"] == "1"
+    assert history.client.get_model_version("test-model", "1").tags["rolled_back_to_reason"] == "test rollback"
 
-    # A release (version 4; 3 failed its smoke test above) whose check after promotion fails: the
-    # champion HAS moved (to 4), a critical alarm names
-    # target and version, and both reports say so.
-    import flows.deploy
-    from tasks.alarms import CRITICAL
-    from tasks.errors import PostPromotionCheckFailed
 
-    since = datetime.now(UTC)
-    monkeypatch.setattr(flows.deploy, "smoke_test", lambda target, url, metadata: SmokeReport(
-        target, url, metadata.version, False, ["/health: 503 (injected after promotion)"]))
-    with pytest.raises(PostPromotionCheckFailed, match="version 4 was promoted to champion, but the check after"):
-        _release(env, demo_csv, schema_path, feature_list_path, fast_config)
-    monkeypatch.undo()
-    monkeypatch.setenv("PIPELINE_HOME", str(env["home"]))
-    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "4"
-    event = wait_for_event(CRITICAL, since=since, target="t1", version="4")
+def test_a_failed_check_after_promotion_alarms_and_says_the_champion_moved(history):
+    """Version 4 (3 failed its smoke test): the champion HAS moved, a critical alarm names target and
+    version, and both reports say so."""
+    post = history.at("post_promotion")
+    assert "version 4 was promoted to champion, but the check after" in str(post["error"])
+    assert post["champion"] == "4"
+    event = wait_for_event(ALARM_CRITICAL, since=post["since"], target="t1", version="4")
     assert "injected after promotion" in event["payload"]["reason"]
-    report = artifacts("release-report-test-model")[0].data
-    assert "## Check after promotion FAILED" in report and "(alias: champion)" in report
-    assert "1 critical alarm(s) sent" in artifacts("deploy-report-test-model")[0].data
+    assert "## Check after promotion FAILED" in post["release_report"] and "(alias: champion)" in post["release_report"]
+    assert "1 critical alarm(s) sent" in post["deploy_report"]
 
-    # The alarm's rollback (as the trigger starts it), then a second alarm about the same version: the
-    # champion already moved back and the host serves version 1, so nothing changes.
-    v1_export = client.get_model_version("test-model", "1").tags["export_version"]
-    v4_export = client.get_model_version("test-model", "4").tags["export_version"]
-    alarm = {"target": "t1", "targets_file": env["targets"], "config": str(fast_config), "failing_version": "4"}
-    back = rollback_flow(**alarm, reason="critical alarm: injected")
-    assert (back["action"], back["champion_before"], back["champion_after"]) == ("rolled back", "4", "1")
-    assert _host_status(env)["default_version"] == v1_export
-    again = rollback_flow(**alarm, reason="critical alarm: again")
+
+def test_a_burst_of_alarms_rolls_back_once_and_aligns_every_target(history):
+    """The alarm's rollback; a second alarm about the same version finds the champion moved back and the
+    host on version 1 and changes nothing; an alarm from a target that still serves the failing version
+    switches that target to the champion without touching the registry."""
+    alarms = history.at("alarms")
+    first, again, aligned = alarms["first"], alarms["again"], alarms["aligned"]
+    assert (first["action"], first["champion_before"], first["champion_after"]) == ("rolled back", "4", "1")
+    assert alarms["served_after_first"] == alarms["exports"]["1"]
     assert (again["action"], again["champion_after"]) == ("skipped", "1")
-    assert client.get_model_version("test-model", "1").tags["rolled_back_to_reason"] == "critical alarm: injected"
-    # An alarm from a target that still serves the failing version (the alias moved back for another
-    # target's alarm): that target is switched to the champion; the registry is not touched.
-    from tasks.targets import load_targets, transport_for
-
-    transport_for(load_targets(env["targets"], env["home"])["t1"]).host("activate", "--version", v4_export)
-    aligned = rollback_flow(**alarm, reason="critical alarm: other target")
+    assert alarms["rollback_reason_of_1"] == "critical alarm: injected"
     assert (aligned["action"], aligned["champion_after"]) == ("aligned", "1")
-    assert _host_status(env)["default_version"] == v1_export
-    assert [a.data.splitlines()[0].rsplit(": ", 1)[1] for a in artifacts("rollback-report-test-model")[:3]] == \
-        ["aligned", "skipped", "rolled back"]
-    # Versions rolled back from (2 and 4) are no longer the default candidate of a deploy or promotion.
-    registry = MlflowRegistry(load_settings(str(fast_config)))
+    assert alarms["served_after_aligned"] == alarms["exports"]["1"]
+    assert alarms["reports"] == ["aligned", "skipped", "rolled back"]
+
+
+def test_versions_rolled_back_from_are_no_longer_default_candidates(history):
+    history.at("alarms")     # 2 and 4 were rolled back from
+    registry = MlflowRegistry(load_settings(str(history.config)))
     assert str(registry.latest_blessed().version) == "3"
 
-    # A worker on another machine has no export directory: it takes the export from the registry,
-    # checked file by file against metadata.json before anything uses it.
-    export = Path(client.get_model_version("test-model", "1").tags["model_dir"])
+
+def test_a_worker_elsewhere_takes_the_export_from_the_registry_checked(history):
+    """A worker on another machine has no export directory: it takes the export from the registry,
+    checked file by file against metadata.json before anything uses it."""
+    history.at("alarms")     # the last step: moving version 1's export away changes nothing it checks
+    registry = MlflowRegistry(load_settings(str(history.config)))
+    export = Path(history.client.get_model_version("test-model", "1").tags["model_dir"])
     export.rename(export.with_name("moved-away"))
-    cache = env["home"] / "registry-cache"
+    cache = history.env["home"] / "registry-cache"
     fetched = registry.export_dir(registry.get_version("1"), cache)
     assert fetched.is_relative_to(cache) and (fetched / "calibrator.pkl").exists()
     (fetched / "calibrator.pkl").write_bytes(b"tampered")
-    with pytest.raises(IntegrityError, match="calibrator.pkl has SHA-256"):
+    with pytest.raises(ArtifactIntegrityError, match="calibrator.pkl has SHA-256"):
         registry.export_dir(registry.get_version("1"), cache)
 
 
 def test_bundles_are_deterministic_and_checked_on_the_host(served_models, tmp_path):
-    from tasks.deploy import package_version
-    from tasks.targets import Target, transport_for
+    from tasks.deploy.package import package_version
+    from tasks.deploy.targets import Target
+    from tasks.deploy.transports import transport_for
 
     model_dir = served_models["model_dir"] / "1"
     a, meta = package_version(model_dir, tmp_path / "a")
@@ -173,8 +257,9 @@ def test_bundles_are_deterministic_and_checked_on_the_host(served_models, tmp_pa
 
 
 def test_port_in_use_is_a_clear_error(served_models, tmp_path):
-    from tasks.deploy import deploy_to, package_version
-    from tasks.targets import Target
+    from tasks.deploy.deploy import deploy_to
+    from tasks.deploy.package import package_version
+    from tasks.deploy.targets import Target
 
     bundle, meta = package_version(served_models["model_dir"] / "1", tmp_path / "bundles")
     with socket.socket() as squatter:
@@ -191,8 +276,9 @@ def test_cli_status_flags_a_difference(target_env, served_models, tmp_path):
     import subprocess
     import sys
 
-    from tasks.deploy import deploy_to, package_version
-    from tasks.targets import load_targets
+    from tasks.deploy.deploy import deploy_to
+    from tasks.deploy.package import package_version
+    from tasks.deploy.targets import load_targets
 
     env = {**os.environ, "PIPELINE_HOME": str(target_env["home"])}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.integration
+
 GUIDE = ROOT / "deployments" / "HANDOVER.md"
 
 
@@ -26,9 +28,11 @@ def curl_commands(text: str) -> list[str]:
 
 @pytest.fixture
 def deployed(served_models, home, tmp_path):
-    from tasks.deploy import deploy_to, package_version
-    from tasks.targets import Target, transport_for
-    from tests.net import free_port
+    from tasks.deploy.deploy import deploy_to
+    from tasks.deploy.package import package_version
+    from tasks.deploy.targets import Target
+    from tasks.deploy.transports import transport_for
+    from testkit.net import free_port
 
     bundle, meta = package_version(served_models["model_dir"] / "1", tmp_path / "bundles")
     # Laid out as `make run` lays out the local target, under a directory standing for the checkout.

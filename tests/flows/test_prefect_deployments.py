@@ -17,8 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testkit.net import free_port
 from tests.conftest import FAST_CONFIG, ROOT, mlflow_client
-from tests.net import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 FLOW_TIMEOUT_S = 240
@@ -100,7 +102,8 @@ def stack(tmp_path_factory, demo_frame):
         yield {"api": api, "env": env, "home": home, "data": base / "data.csv", "deployed": deployed,
                "worker_log": worker_log, "server_log": server_log, "targets": base / "targets.yaml"}
     finally:
-        from tasks.targets import load_targets, transport_for
+        from tasks.deploy.targets import load_targets
+        from tasks.deploy.transports import transport_for
 
         for target in load_targets(base / "targets.yaml", home).values():
             transport_for(target).host("stop")
@@ -210,8 +213,9 @@ def test_retrain_promote_with_approval_then_alarm_rolls_back(stack):
     # trigger starts the rollback deployment twice; they run one at a time; the first moves champion
     # back to 1, the second finds it moved and the host already on version 1, and changes nothing.
     alarm = subprocess.run(
-        [sys.executable, "-c", "from tasks.alarms import CRITICAL, emit_alarm; import sys; "
-         "sent = [emit_alarm(CRITICAL, target='local', model='test-model', version='2', reason=r) "
+        [sys.executable, "-c", "from flows.notify import emit_alarm; from tasks.constants import ALARM_CRITICAL; "
+         "import sys; "
+         "sent = [emit_alarm(ALARM_CRITICAL, target='local', model='test-model', version='2', reason=r) "
          "for r in ('p99 latency 900 ms', 'error rate 12%')]; sys.exit(0 if all(sent) else 1)"],
         cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=120)
     assert alarm.returncode == 0, alarm.stderr[-2000:]
@@ -229,7 +233,8 @@ def test_retrain_promote_with_approval_then_alarm_rolls_back(stack):
     assert client.get_model_version("test-model", "2").tags["rolled_back_from_to"] == "1"
     reports = [a["data"] for a in api.artifacts("rollback-report-test-model")]
     assert sorted(r.splitlines()[0].rsplit(": ", 1)[1] for r in reports) == ["rolled back", "skipped"], reports
-    from tasks.targets import load_targets, transport_for
+    from tasks.deploy.targets import load_targets
+    from tasks.deploy.transports import transport_for
 
     status = transport_for(load_targets(stack["targets"], stack["home"])["local"]).host("status")
     assert status["default_version"] == client.get_model_version("test-model", "1").tags["export_version"]

@@ -7,13 +7,17 @@ import contextvars
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from tasks.constants import ALARM_CRITICAL, ALARM_WARNING
 from tasks.errors import ReleaseError
-from tests.conftest import mlflow_client
+from tests.conftest import ROOT, mlflow_client
+from tests.flows.conftest import Steps, host_status, scenario_home, wait_for_event
 from tests.flows.conftest import artifacts as _artifacts
-from tests.flows.conftest import host_status, wait_for_event
+
+pytestmark = pytest.mark.integration
 
 
 def _release(env, demo_csv, schema_path, feature_list_path, fast_config, targets):
@@ -54,112 +58,192 @@ def _resume_when_paused(run_input: dict | None, deadline_s: float = 120, before_
     return seen
 
 
-def test_promote_with_approval_rejection_and_timeout(prefect_server, target_env, demo_csv, schema_path,
-                                                     feature_list_path, fast_config):
-    from flows.monitor import monitor_flow
-    from flows.promote import promote_flow
-    from tasks.alarms import CRITICAL, WARNING
+class Promotions(Steps):
+    """Version 1 released and deployed, version 2 released without a deploy, then promotions of 2:
+    rejected, timed out, stale, approved; then the monitor (see ``Steps``)."""
 
-    env = target_env
-    started = datetime.now(UTC)
-    # The temporary server is shared with other tests: count this test's artifacts from here.
-    keys = ("promotion-comparison", "release-report", "promotion-decision", "monitor")
-    before = {k: len(_artifacts(f"{k}-test-model")) for k in keys}
+    STEPS = ("releases", "rejected", "timed_out", "stale", "approved", "monitor_ok", "monitor_probe_fails",
+             "monitor_down")
 
-    def new_artifacts(kind: str) -> list:
+    def __init__(self, env: dict, data: Path, config: Path) -> None:
+        super().__init__()
+        self.env, self.data, self.config = env, data, config
+        self.client = mlflow_client(env["home"])[0]
+        self.started = datetime.now(UTC)
+        # The temporary server is shared with other tests: count this module's artifacts from here.
+        self.before = {k: len(_artifacts(f"{k}-test-model")) for k in ARTIFACT_KINDS}
+
+    def new_artifacts(self, kind: str) -> list:
         found = _artifacts(f"{kind}-test-model")
-        return found[: len(found) - before[kind]]
+        return found[: len(found) - self.before[kind]]
 
-    first = _release(env, demo_csv, schema_path, feature_list_path, fast_config, ["t1"])
-    assert first["deploy"]["champion_after"] == "1"
-    second = _release(env, demo_csv, schema_path, feature_list_path, fast_config, [])
-    assert second["registry"]["alias"] == "challenger" and "deploy" not in second
-    client = mlflow_client(env["home"])[0]
-    served_before = host_status(env)["default_version"]
+    def promote(self, timeout_s: int = 120):
+        from flows.promote import promote_flow
 
-    def promote(timeout_s: int = 120):
-        return promote_flow(targets=["t1"], targets_file=env["targets"], config=str(fast_config),
+        return promote_flow(targets=["t1"], targets_file=self.env["targets"], config=str(self.config),
                             approval_timeout_s=timeout_s, poll_interval_s=1)
 
-    # Rejected: nothing changes — host, aliases, tags.
-    watcher = _resume_when_paused({"approve": False, "approver": "bob@example.com", "reason": "wait for Q3 data"})
-    rejected = promote()
-    assert watcher["input_schema_saved"]
-    assert rejected["decision"] == "rejected" and rejected["version"] == "2"
-    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
-    assert str(client.get_model_version_by_alias("test-model", "challenger").version) == "2"
-    assert not any(k.startswith(("approval_", "promoted_")) for k in client.get_model_version("test-model", "2").tags)
-    assert host_status(env)["default_version"] == served_before
+    def observed(self) -> dict:
+        """The champion, the challenger, version 2's audit tags and what the host serves, now."""
+        from mlflow.exceptions import MlflowException
 
-    # No answer within the timeout: the run fails with a clear message, nothing changes.
-    watcher = _resume_when_paused(None, deadline_s=20)
-    with pytest.raises(ReleaseError, match="no approval for version 2 within 2 s"):
-        promote(timeout_s=2)
-    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
+        def alias(name: str) -> str | None:
+            try:
+                return str(self.client.get_model_version_by_alias("test-model", name).version)
+            except MlflowException:   # the alias is not set (a promotion clears the challenger)
+                return None
 
-    # Approved, but the champion moved while the run waited (here: someone set it to 2 by hand): the
-    # approval answered a comparison with champion 1, so it is not carried out.
-    def someone_promotes_2():
-        client.set_registered_model_alias("test-model", "champion", "2")
+        return {"champion": alias("champion"), "challenger": alias("challenger"),
+                "v2_tags": dict(self.client.get_model_version("test-model", "2").tags),
+                "served": host_status(self.env)["default_version"]}
 
-    watcher = _resume_when_paused({"approve": True, "approver": "carol@example.com", "reason": "looks fine"},
-                                  before_resume=someone_promotes_2)
-    with pytest.raises(ReleaseError, match="answered a comparison with champion 1, but the champion is now 2"):
-        promote()
-    client.set_registered_model_alias("test-model", "champion", "1")
-    assert not any(k.startswith(("approval_", "promoted_")) for k in client.get_model_version("test-model", "2").tags)
-    assert host_status(env)["default_version"] == served_before
+    def monitor(self):
+        from flows.monitor import monitor_flow
 
-    # Approved: deployed, smoke-tested, promoted; approver and reason on the version.
-    watcher = _resume_when_paused({"approve": True, "approver": "alice@example.com", "reason": "better AUC"})
-    approved = promote()
-    assert approved["decision"] == "approved" and approved["deploy"]["champion_after"] == "2"
-    assert all(c["passed"] for c in approved["deploy"]["post_promotion_checks"])
-    tags = client.get_model_version("test-model", "2").tags
+        return monitor_flow(targets_file=self.env["targets"], config=str(self.config))
+
+    def _releases(self, patch):
+        schema, features = ROOT / "configs" / "schema.yaml", ROOT / "configs" / "feature_list.csv"
+        first = _release(self.env, self.data, schema, features, self.config, ["t1"])
+        second = _release(self.env, self.data, schema, features, self.config, [])
+        return {"first": first, "second": second, "served": host_status(self.env)["default_version"]}
+
+    def _rejected(self, patch):
+        watcher = _resume_when_paused({"approve": False, "approver": "bob@example.com", "reason": "wait for Q3 data"})
+        return {"result": self.promote(), "watcher": watcher, **self.observed()}
+
+    def _timed_out(self, patch):
+        _resume_when_paused(None, deadline_s=20)
+        with pytest.raises(ReleaseError) as failure:
+            self.promote(timeout_s=2)
+        return {"error": failure.value, **self.observed()}
+
+    def _stale(self, patch):
+        """Approved, but the champion moved while the run waited (someone set it to 2 by hand)."""
+        def someone_promotes_2():
+            self.client.set_registered_model_alias("test-model", "champion", "2")
+
+        _resume_when_paused({"approve": True, "approver": "carol@example.com", "reason": "looks fine"},
+                            before_resume=someone_promotes_2)
+        with pytest.raises(ReleaseError) as failure:
+            self.promote()
+        self.client.set_registered_model_alias("test-model", "champion", "1")
+        return {"error": failure.value, **self.observed()}
+
+    def _approved(self, patch):
+        _resume_when_paused({"approve": True, "approver": "alice@example.com", "reason": "better AUC"})
+        return {"result": self.promote(), **self.observed()}
+
+    def _monitor_ok(self, patch):
+        return self.monitor()
+
+    def _monitor_probe_fails(self, patch):
+        import tasks.monitoring.probe
+        from tasks.deploy.smoke import SmokeReport
+
+        patch.setattr(tasks.monitoring.probe, "smoke_test", lambda target, url, metadata: SmokeReport(
+            target, url, metadata.version, False, ["/predict: golden examples off by 2.0e-01 (injected)"]))
+        return self.monitor()
+
+    def _monitor_down(self, patch):
+        from tasks.deploy.targets import load_targets
+        from tasks.deploy.transports import transport_for
+
+        transport_for(load_targets(self.env["targets"], self.env["home"])["t1"]).host("stop")
+        return self.monitor()
+
+
+ARTIFACT_KINDS = ("promotion-comparison", "release-report", "promotion-decision", "monitor")
+
+
+@pytest.fixture(scope="module")
+def promotions(prefect_server, tmp_path_factory, demo_frame):
+    with scenario_home(tmp_path_factory, demo_frame, "promotions") as (env, data, config):
+        yield Promotions(env, data, config)
+
+
+def test_releases_leave_version_2_as_the_challenger(promotions):
+    releases = promotions.at("releases")
+    assert releases["first"]["deploy"]["champion_after"] == "1"
+    assert releases["second"]["registry"]["alias"] == "challenger" and "deploy" not in releases["second"]
+
+
+def test_a_rejection_changes_nothing(promotions):
+    """Rejected: nothing changes — host, aliases, tags."""
+    rejected = promotions.at("rejected")
+    assert rejected["watcher"]["input_schema_saved"]
+    assert rejected["result"]["decision"] == "rejected" and rejected["result"]["version"] == "2"
+    assert rejected["champion"] == "1" and rejected["challenger"] == "2"
+    assert not any(k.startswith(("approval_", "promoted_")) for k in rejected["v2_tags"])
+    assert rejected["served"] == promotions.at("releases")["served"]
+
+
+def test_no_answer_within_the_timeout_fails_and_changes_nothing(promotions):
+    timed_out = promotions.at("timed_out")
+    assert "no approval for version 2 within 2 s" in str(timed_out["error"])
+    assert timed_out["champion"] == "1"
+
+
+def test_an_approval_of_a_stale_comparison_is_not_carried_out(promotions):
+    """The approval answered a comparison with champion 1; the champion moved to 2 while the run waited."""
+    stale = promotions.at("stale")
+    assert "answered a comparison with champion 1, but the champion is now 2" in str(stale["error"])
+    assert not any(k.startswith(("approval_", "promoted_")) for k in stale["v2_tags"])
+    assert stale["served"] == promotions.at("releases")["served"]
+
+
+def test_an_approval_deploys_promotes_and_records_the_approver(promotions):
+    approved = promotions.at("approved")
+    result = approved["result"]
+    assert result["decision"] == "approved" and result["deploy"]["champion_after"] == "2"
+    assert all(c["passed"] for c in result["deploy"]["post_promotion_checks"])
+    tags = approved["v2_tags"]
     assert tags["approval_approver"] == "alice@example.com" and tags["approval_reason"] == "better AUC"
     assert tags["promoted_reason"] == "approved by alice@example.com: better AUC" and tags["previous_champion"] == "1"
-    assert host_status(env)["default_version"] == second["version"]
-    comparison = approved["comparison"]
+    assert approved["served"] == promotions.at("releases")["second"]["version"]
+
+
+def test_the_comparison_sets_the_versions_side_by_side(promotions):
+    comparison = promotions.at("approved")["result"]["comparison"]
     assert comparison["champion"]["version"] == "1" and comparison["candidate"]["version"] == "2"
     assert {m["metric"] for m in comparison["metrics"]} >= {"roc_auc", "brier", "ece"}
     # Same data for both versions: every PSI is small (not exactly 0: each version draws its own quantiles).
     assert comparison["psi"] and max(comparison["psi"].values()) < 0.1
 
-    # Keyed artifacts keep their history: four comparisons, two releases, four decisions.
-    history = new_artifacts("promotion-comparison")
+
+def test_keyed_artifacts_keep_every_report(promotions):
+    """Four comparisons, two releases, four decisions, newest first."""
+    promotions.at("approved")
+    history = promotions.new_artifacts("promotion-comparison")
     assert len(history) == 4 and "| roc_auc |" in history[0].data and "PSI" in history[0].data
-    releases = new_artifacts("release-report")
+    releases = promotions.new_artifacts("release-report")
     assert len(releases) == 2
     text = "\n".join(a.data for a in releases)
     assert "quality gate: **passed**" in text and "| train |" in text and "golden max abs Δp" in text
     assert "mlflow ui --backend-store-uri" in text
-    decisions = [a.data.splitlines()[0] for a in new_artifacts("promotion-decision")]
+    decisions = [a.data.splitlines()[0] for a in promotions.new_artifacts("promotion-decision")]
     assert [d.split(":")[0] for d in decisions] == ["# Approved", "# Stale", "# Timed out", "# Rejected"], decisions
 
-    # The monitor: all well, then the server is gone (a warning for a person, not a rollback).
-    ok = monitor_flow(targets_file=env["targets"], config=str(fast_config))
-    assert ok["champion"] == "2" and [f["alarm"] for f in ok["findings"]] == [None]
-    # A served champion failing its probe is critical: the event reaches the server, for the rollback trigger.
-    import flows.monitor
-    from tasks.smoke import SmokeReport
 
-    real_probe = flows.monitor.smoke_test
-    flows.monitor.smoke_test = lambda target, url, metadata: SmokeReport(
-        target, url, metadata.version, False, ["/predict: golden examples off by 2.0e-01 (injected)"])
-    try:
-        bad = monitor_flow(targets_file=env["targets"], config=str(fast_config))
-    finally:
-        flows.monitor.smoke_test = real_probe
-    assert [f["alarm"] for f in bad["findings"]] == [CRITICAL] and "injected" in bad["findings"][0]["finding"]
-    event = wait_for_event(CRITICAL, since=started, version="2", target="t1")
+def test_the_monitor_finds_the_champion_well(promotions):
+    ok = promotions.at("monitor_ok")
+    assert ok["champion"] == "2" and [f["alarm"] for f in ok["findings"]] == [None]
+
+
+def test_a_champion_failing_its_probe_is_a_critical_alarm_on_the_server(promotions):
+    """The event reaches the Prefect server, where the rollback deployment's trigger waits for it."""
+    bad = promotions.at("monitor_probe_fails")
+    assert [f["alarm"] for f in bad["findings"]] == [ALARM_CRITICAL] and "injected" in bad["findings"][0]["finding"]
+    event = wait_for_event(ALARM_CRITICAL, since=promotions.started, version="2", target="t1")
     assert event["resource"]["prefect.resource.id"] == "pipeline.target.t1" and "injected" in event["payload"]["reason"]
 
-    from tasks.targets import load_targets, transport_for
 
-    transport_for(load_targets(env["targets"], env["home"])["t1"]).host("stop")
-    down = monitor_flow(targets_file=env["targets"], config=str(fast_config))
-    assert [f["alarm"] for f in down["findings"]] == [WARNING] and "no server running" in down["findings"][0]["finding"]
-    assert len(new_artifacts("monitor")) == 3
+def test_a_server_that_is_down_is_a_warning_for_a_person(promotions):
+    """Not a rollback: another model version would not bring the server back."""
+    down = promotions.at("monitor_down")
+    assert [f["alarm"] for f in down["findings"]] == [ALARM_WARNING]
+    assert "no server running" in down["findings"][0]["finding"]
+    assert len(promotions.new_artifacts("monitor")) == 3
 
 
 def test_promote_refuses_a_version_that_failed_the_gate(prefect_server, target_env, demo_csv, schema_path,

@@ -14,6 +14,8 @@ import yaml
 
 from tests.conftest import ROOT, mlflow_client
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def env_home(home, monkeypatch):

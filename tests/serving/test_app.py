@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.config import ServingSettings
 
+pytestmark = pytest.mark.unit
+
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -9,10 +9,12 @@ from serving.calibration import (
     SigmoidCalibrator,
     dump_calibrator,
     load_calibrator,
-    sha256_file,
 )
+from serving.digest import sha256_file
 from serving.errors import IntegrityError
-from tasks.calibrate import fit_calibrator
+from tasks.training.calibrate import fit_calibrator
+
+pytestmark = pytest.mark.unit
 
 
 def test_isotonic_matches_scikit_learn():

@@ -3,7 +3,11 @@
 import ast
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.unit
 
 ALLOWED = {"serving", "numpy", "pydantic", "yaml", "fastapi", "uvicorn", "orjson", "prometheus_client",
            "tensorflow"}

@@ -12,8 +12,10 @@ import time
 
 import pytest
 
+from testkit.net import free_port
 from tests.conftest import ROOT
-from tests.net import free_port
+
+pytestmark = pytest.mark.integration
 
 TOKEN = "live-token"
 

@@ -13,6 +13,8 @@ from serving.schema import (
     schema_from_dict,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def _schema(**over):
     base = {"target": {"name": "y", "positive_label": "1"},

@@ -3,6 +3,8 @@ import pytest
 from tasks.errors import ConfigError
 from tasks.settings import load_settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_settings_overrides_and_errors_name_the_key(tmp_path):
     path = tmp_path / "p.yaml"

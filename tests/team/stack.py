@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.net import free_port, wait_for_port
+from testkit.net import free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
 

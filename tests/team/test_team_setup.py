@@ -16,9 +16,11 @@ import httpx
 import pytest
 import yaml
 
+from testkit.net import free_port
 from tests.conftest import FAST_CONFIG, ROOT
-from tests.net import free_port
 from tests.team.stack import start_mlflow_server, start_postgres, start_prefect_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BUCKET = "team-mlflow"
 MODEL = "test-model"            # FAST_CONFIG's model_name
@@ -70,7 +72,8 @@ def team(postgres, s3_endpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def released(team, postgres, demo_frame, tmp_path_factory):
     """`python -m flows release … --target t1` against the team servers; the served model is stopped at the end."""
-    from tasks.targets import load_targets, transport_for
+    from tasks.deploy.targets import load_targets
+    from tasks.deploy.transports import transport_for
 
     work = tmp_path_factory.mktemp("release")
     home = work / "home"

@@ -1,0 +1,123 @@
+"""The release stages as Prefect tasks: the only place where ``tasks`` meets Prefect.
+
+Each wrapper calls one plain function of a stage package, logs a one-line summary to the run
+and returns the stage's typed result. Names, caching and rollback hooks live here; the stage
+modules import no Prefect. No retries: a half-finished registration or deploy retried would
+register or switch twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.transactions import get_transaction
+
+from serving.metadata import ModelMetadata
+from serving.schema import FeatureList, Schema
+from tasks.constants import MODEL_TYPE
+from tasks.deploy.deploy import Deployment, deploy_to, restore
+from tasks.deploy.package import Bundle, package_version
+from tasks.deploy.targets import Target
+from tasks.registry import MlflowRegistry, RegisteredVersion
+from tasks.release.gate import GateResult, evaluate_gate
+from tasks.settings import GateSettings, Settings
+from tasks.training.calibrate import CalibrationResult, calibrate
+from tasks.training.data import Dataset, load_dataset
+from tasks.training.export import ExportedModel, export_model
+from tasks.training.train import TrainResult, train
+
+
+@task(name="validate-data", cache_policy=NO_CACHE)
+def validate_data_task(path: str, schema: Schema, min_rows: int, min_class_rows: int) -> Dataset:
+    ds = load_dataset(path, schema, min_rows, min_class_rows)
+    get_run_logger().info("%s: %d rows, %d positive, sha256 %s…", path, ds.n_rows, ds.positives, ds.sha256[:12])
+    return ds
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings) -> TrainResult:
+    result = train(ds, schema, features, settings)
+    get_run_logger().info("trained %s: %d folds in %.1fs, final fit %.1fs (%d epochs), %.0f rows/s",
+                          MODEL_TYPE, len(result.folds), result.timings["cv_seconds"],
+                          result.timings["final_fit_seconds"], result.final_epochs,
+                          result.training_rows_per_second)
+    return result
+
+
+@task(name="calibrate", cache_policy=NO_CACHE)
+def calibrate_task(raw: np.ndarray, y: np.ndarray, folds: list, method: str, n_bins: int,
+                   diagram_path: Path | None) -> CalibrationResult:
+    result = calibrate(raw, y, folds, method, n_bins, diagram_path)
+    get_run_logger().info("calibrated (%s): ECE %.4f -> %.4f (cross-fitted), brier %.4f -> %.4f", method,
+                          result.metrics_before["ece"], result.metrics_after["ece"],
+                          result.metrics_before["brier"], result.metrics_after["brier"])
+    return result
+
+
+@task(name="export", cache_policy=NO_CACHE)
+def export_task(trained: TrainResult, cal: CalibrationResult, ds: Dataset, schema: Schema, features: FeatureList,
+                settings: Settings, release: str, lineage: dict) -> ExportedModel:
+    exported = export_model(trained, cal, ds, schema, features, settings, release, lineage)
+    get_run_logger().info("exported version %s (release %s) to %s; SavedModel fidelity %.1e, golden %.1e",
+                          exported.version, release, exported.path, exported.fidelity_max_abs_diff,
+                          exported.golden_max_abs_diff)
+    return exported
+
+
+@task(name="register", cache_policy=NO_CACHE)
+def register_task(registry: MlflowRegistry, exported: ExportedModel, calibration: CalibrationResult,
+                  trained: TrainResult, input_example, params: dict, extra_tags: dict[str, str]) -> RegisteredVersion:
+    reg = registry.log_and_register(exported=exported, calibration=calibration, train=trained,
+                                    input_example=input_example, params=params, extra_tags=extra_tags)
+    get_run_logger().info("registered %s version %s (run %s)", reg.name, reg.version, reg.run_id)
+    return reg
+
+
+@task(name="quality-gate", cache_policy=NO_CACHE)
+def gate_task(candidate: dict[str, float], settings: GateSettings, champion_metrics: dict[str, float] | None,
+              champion_version: str | None) -> GateResult:
+    result = evaluate_gate(candidate, settings, champion_metrics, champion_version)
+    logger = get_run_logger()
+    against = f"champion version {champion_version}" if champion_version else "bounds only (no champion yet)"
+    if result.passed:
+        logger.info("quality gate passed against %s", against)
+    else:
+        logger.warning("quality gate failed against %s:\n%s", against, "\n".join(f"  - {r}" for r in result.reasons))
+    return result
+
+
+@task(name="package", cache_policy=NO_CACHE)
+def package_task(model_dir: Path, bundles_dir: Path) -> tuple[Bundle, ModelMetadata]:
+    bundle, metadata = package_version(model_dir, bundles_dir)
+    get_run_logger().info("bundle %s (%d files, sha256 %s…)", bundle.path, len(bundle.files), bundle.sha256[:12])
+    return bundle, metadata
+
+
+@task(name="deploy-target", cache_policy=NO_CACHE)
+def deploy_task(target: Target, bundle: Bundle, metadata: ModelMetadata) -> Deployment:
+    deployment = deploy_to(target, bundle, metadata)
+    txn = get_transaction()
+    if txn is not None:   # what the rollback hook needs to put this host back
+        txn.set("target", target)
+        txn.set("deployment", deployment)
+    get_run_logger().info("target %s: %s version %s at %s; smoke passed (golden |Δp| %.1e, p50 %.2f ms)",
+                          target.name, deployment.action, deployment.version, deployment.url,
+                          deployment.smoke.golden_max_abs_diff, deployment.smoke.latency_ms_p50)
+    return deployment
+
+
+@deploy_task.on_rollback
+def _undo_deploy(txn) -> None:
+    """A later step of the run failed (another target, the promotion): put this host back."""
+    restore(txn.get("target"), txn.get("deployment"))
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_task(registry: MlflowRegistry, version: str, reason: str, run_id: str | None,
+                 approval: dict | None = None) -> dict:
+    promotion = registry.promote(version, reason, run_id, approval)
+    get_run_logger().info("champion: %s -> %s", promotion["champion_before"], promotion["champion_after"])
+    return promotion

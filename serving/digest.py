@@ -1,0 +1,25 @@
+"""SHA-256 of files and bytes: the one hashing helper of the pipeline and the model server.
+
+(``serving/host.py`` keeps its own few lines of ``hashlib``: it ships to hosts as a single
+standard-library file.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def sha256_bytes(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = CHUNK) -> str:
+    """Hex SHA-256 of a file, read in chunks (bundles and SavedModel variables can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,89 @@
+"""Stage 6: package a version as a deterministic release bundle (same inputs → same bytes).
+
+    <release>.zip
+    ├── model/<name>/<version>/…    the export, unchanged
+    ├── configs/schema.yaml, configs/feature_list.csv
+    ├── serving/…                   the server's source (what runs on the host)
+    ├── requirements.txt            serving/requirements.txt: what the host installs
+    └── MANIFEST                    "<sha256>  <path>" for every other file, sorted
+
+Entries are sorted, timestamped 1980-01-01 and stored with fixed permissions, so the
+bundle's SHA-256 identifies its content.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.digest import sha256_bytes, sha256_file
+from serving.metadata import ModelMetadata, read_metadata
+from serving.schema import FeatureList, FeatureSpec, dump_feature_list, dump_schema, schema_from_dict
+from tasks.constants import MANIFEST, SERVING_DIR
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    sha256: str
+    release: str
+    model_name: str
+    version: str            # the export version inside
+    files: dict[str, str]   # bundle path -> sha256
+
+
+def _entries(model_dir: Path, model_name: str, version: str, schema: Path, feature_list: Path) -> dict[str, Path]:
+    entries: dict[str, Path] = {}
+    for dirpath, _dirs, files in os.walk(model_dir):
+        for name in files:
+            path = Path(dirpath) / name
+            entries[f"model/{model_name}/{version}/{path.relative_to(model_dir).as_posix()}"] = path
+    entries["configs/schema.yaml"] = schema
+    entries["configs/feature_list.csv"] = feature_list
+    for path in sorted(SERVING_DIR.glob("*.py")) + [SERVING_DIR / "requirements.txt"]:
+        entries[f"serving/{path.name}"] = path
+    entries["requirements.txt"] = SERVING_DIR / "requirements.txt"
+    return dict(sorted(entries.items()))
+
+
+def build_bundle(model_dir: Path, model_name: str, version: str, release: str, schema: Path, feature_list: Path,
+                 bundles_dir: Path) -> Bundle:
+    """Write ``bundles_dir/<release>.zip`` atomically; rebuilding the same inputs gives the same bytes."""
+    entries = _entries(model_dir, model_name, version, schema, feature_list)
+    files = {name: sha256_file(path) for name, path in entries.items()}
+    manifest = "".join(f"{digest}  {name}\n" for name, digest in files.items()).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, path in [*entries.items(), (MANIFEST, None)]:
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            data = manifest if path is None else path.read_bytes()
+            zf.writestr(info, data, compresslevel=6)
+    blob = buffer.getvalue()
+    bundles_dir.mkdir(parents=True, exist_ok=True)
+    target = bundles_dir / f"{release}.zip"
+    part = target.with_suffix(".zip.part")
+    part.write_bytes(blob)
+    os.replace(part, target)
+    return Bundle(path=target, sha256=sha256_bytes(blob), release=release, model_name=model_name,
+                  version=version, files=files)
+
+
+def package_version(model_dir: Path, bundles_dir: Path) -> tuple[Bundle, ModelMetadata]:
+    """Bundle an exported version; its configs are written from its own metadata (what it was trained on)."""
+    metadata = read_metadata(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        schema_path, features_path = Path(tmp) / "schema.yaml", Path(tmp) / "feature_list.csv"
+        dump_schema(schema_from_dict(metadata.schema_), schema_path)
+        dump_feature_list(FeatureList(features=tuple(FeatureSpec.model_validate(f) for f in metadata.feature_list)),
+                          features_path)
+        bundle = build_bundle(model_dir, metadata.model_name, metadata.version, metadata.release, schema_path,
+                              features_path, bundles_dir)
+    return bundle, metadata

@@ -1,0 +1,45 @@
+"""The local transport: the target host is a directory on this machine and a local server process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from serving.digest import sha256_file
+from tasks.constants import HOST_SCRIPT, ROOT
+from tasks.deploy.package import Bundle
+from tasks.deploy.targets import Target
+from tasks.deploy.transports.base import TransferReceipt, host_command, parse_host_output
+from tasks.errors import TransferError
+
+
+class LocalTransport:
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def put(self, bundle: Bundle) -> TransferReceipt:
+        """Copy into ``incoming/`` through a ``.part`` file, check the SHA-256, rename."""
+        incoming = self.target.base_dir / "incoming"
+        try:
+            incoming.mkdir(parents=True, exist_ok=True)
+            dest = incoming / bundle.path.name
+            part = dest.with_name(dest.name + ".part")
+            shutil.copyfile(bundle.path, part)
+            digest = sha256_file(part)
+            if digest != bundle.sha256:
+                part.unlink(missing_ok=True)
+                raise TransferError(f"target {self.target.name}: transfer: checksum mismatch for {dest}")
+            os.replace(part, dest)
+        except OSError as exc:
+            raise TransferError(f"target {self.target.name} ({self.target.base_dir}): transfer: {exc}") from None
+        return TransferReceipt(self.target.name, str(dest), digest, dest.stat().st_size)
+
+    def host(self, *args: str) -> dict:
+        # The local target defaults to the pipeline's own interpreter: it has the serving requirements.
+        python = self.target.python or sys.executable
+        cmd = host_command(self.target, str(HOST_SCRIPT), python, python, *args)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              timeout=self.target.start_timeout_s + 60)
+        return parse_host_output(self.target, args[0], proc.stdout, proc.stderr)

@@ -1,0 +1,154 @@
+"""The ssh transport (paramiko): SFTP upload, checked on the host, then host commands.
+
+- Host keys are checked against the target's ``known_hosts``; an unknown or changed key is
+  refused. ``auto_add_host_key: true`` is an explicit opt-in that trusts a new key once and
+  logs a warning.
+- Key authentication only. Every operation has a hard timeout; the session sends keepalives.
+- The bundle goes to ``incoming/<release>.zip.part`` with pipelined writes; an interrupted
+  upload resumes from the bytes already there. The host computes the SHA-256, and only a
+  match is renamed into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import PurePosixPath
+
+from tasks.constants import HOST_SCRIPT
+from tasks.deploy.package import Bundle
+from tasks.deploy.targets import Target
+from tasks.deploy.transports.base import TransferReceipt, host_command, parse_host_output
+from tasks.errors import TransferError
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 16   # paramiko splits writes into 32 KiB packets anyway
+KEEPALIVE_S = 15
+
+
+class _WarnAndAdd:
+    """paramiko policy for the explicit opt-in: accept a new host key and say so loudly."""
+
+    def missing_host_key(self, client, hostname, key):
+        import paramiko
+
+        log.warning("ssh: trusting the unknown host key of %s (%s %s) because auto_add_host_key is set",
+                    hostname, key.get_name(), key.get_fingerprint().hex())
+        paramiko.AutoAddPolicy().missing_host_key(client, hostname, key)
+
+
+class SSHTransport:
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.where = f"target {target.name} ({target.user}@{target.host}:{target.ssh_port})"
+
+    def _connect(self):
+        import paramiko
+
+        t = self.target
+        client = paramiko.SSHClient()
+        if t.known_hosts is not None and t.known_hosts.exists():
+            client.load_host_keys(str(t.known_hosts))
+        elif not t.auto_add_host_key:
+            raise TransferError(f"{self.where}: connect: no known_hosts file ({t.known_hosts}); host keys are "
+                                "always checked")
+        client.set_missing_host_key_policy(_WarnAndAdd() if t.auto_add_host_key else paramiko.RejectPolicy())
+        try:
+            client.connect(t.host, port=t.ssh_port, username=t.user,
+                           key_filename=str(t.key_file) if t.key_file else None, timeout=t.connect_timeout_s,
+                           banner_timeout=t.connect_timeout_s, auth_timeout=t.connect_timeout_s,
+                           allow_agent=False, look_for_keys=False)
+        except paramiko.BadHostKeyException as exc:
+            raise TransferError(f"{self.where}: connect: the host key CHANGED ({exc.key.get_name()}); refusing "
+                                "to connect — check the host before updating known_hosts") from None
+        except paramiko.AuthenticationException:
+            raise TransferError(f"{self.where}: connect: authentication failed with key {t.key_file}") from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise TransferError(f"{self.where}: connect: unknown host key (not in {t.known_hosts}); "
+                                    "refusing to connect") from None
+            raise TransferError(f"{self.where}: connect: {exc}") from None
+        except OSError as exc:
+            raise TransferError(f"{self.where}: connect: host unreachable: {exc}") from None
+        client.get_transport().set_keepalive(KEEPALIVE_S)
+        return client
+
+    def _exec(self, client, command: str, step: str) -> tuple[str, str, int]:
+        try:
+            _stdin, stdout, stderr = client.exec_command(command, timeout=self.target.command_timeout_s)
+            out = stdout.read().decode(errors="replace")
+            err = stderr.read().decode(errors="replace")
+            return out, err, stdout.channel.recv_exit_status()
+        except OSError as exc:
+            raise TransferError(f"{self.where}: {step}: {exc}") from None
+
+    def put(self, bundle: Bundle, max_bytes: int | None = None, chunk: int = CHUNK) -> TransferReceipt:
+        """Upload (resuming a partial .part), verify on the host, rename.
+
+        ``max_bytes`` interrupts the upload after that many bytes, as a dropped connection would.
+        """
+        base = PurePosixPath(str(self.target.base_dir))
+        incoming, bin_dir = base / "incoming", base / "bin"
+        final = incoming / bundle.path.name
+        part = incoming / (bundle.path.name + ".part")
+        client = self._connect()
+        try:
+            out, err, code = self._exec(client, f"mkdir -p {shlex.quote(str(incoming))} {shlex.quote(str(bin_dir))}",
+                                        "transfer")
+            if code != 0:
+                raise TransferError(f"{self.where}: transfer: cannot create {incoming}: {err.strip()}")
+            sftp = client.open_sftp()
+            sftp.get_channel().settimeout(self.target.command_timeout_s)
+            try:
+                sftp.put(str(HOST_SCRIPT), str(bin_dir / "host.py"))
+                size = bundle.path.stat().st_size
+                try:
+                    offset = sftp.stat(str(part)).st_size
+                except OSError:
+                    offset = 0
+                if offset > size:
+                    offset = 0
+                sent = 0
+                with open(bundle.path, "rb") as src, sftp.open(str(part), "ab" if offset else "wb") as dst:
+                    dst.set_pipelined(True)
+                    src.seek(offset)
+                    while block := src.read(chunk):
+                        dst.write(block)
+                        sent += len(block)
+                        if max_bytes is not None and sent >= max_bytes:
+                            raise TransferError(f"{self.where}: transfer: stopped after {sent} bytes (max_bytes)")
+                # Pipelined writes report failures late or not at all: check what actually landed.
+                written = sftp.stat(str(part)).st_size
+                if written != size:
+                    sftp.remove(str(part))
+                    raise TransferError(f"{self.where}: transfer: only {written} of {size} bytes were written to "
+                                        f"{part} — disk full or no permission on the host?")
+            except OSError as exc:
+                raise TransferError(f"{self.where}: transfer: {exc} (disk full or permission denied on the host?)") \
+                    from None
+            out, err, code = self._exec(client, f"sha256sum {shlex.quote(str(part))}", "checksum")
+            digest = out.split()[0] if out else ""
+            if digest != bundle.sha256:
+                self._exec(client, f"rm -f {shlex.quote(str(part))}", "checksum")
+                raise TransferError(f"{self.where}: checksum: the uploaded bundle hashes to {digest[:12] or '?'}…, "
+                                    f"expected {bundle.sha256[:12]}…")
+            try:
+                sftp.posix_rename(str(part), str(final))
+            finally:
+                sftp.close()
+        finally:
+            client.close()
+        log.info("%s: %s uploaded (%d bytes resumed from offset %d)", self.where, final, sent, offset)
+        return TransferReceipt(self.target.name, str(final), bundle.sha256, size, resumed_from=offset)
+
+    def host(self, *args: str) -> dict:
+        script = str(PurePosixPath(str(self.target.base_dir)) / "bin" / "host.py")
+        runner = self.target.python or "python3"
+        command = " ".join(shlex.quote(a) for a in host_command(self.target, script, runner, self.target.python,
+                                                                 *args))
+        client = self._connect()
+        try:
+            out, err, _code = self._exec(client, command, args[0])
+        finally:
+            client.close()
+        return parse_host_output(self.target, args[0], out, err)

@@ -1,0 +1,8 @@
+"""Watching what was deployed: probes of the served champion today; latency, volume, errors,
+drift (PSI) and calibration (ECE) against the handover guide's thresholds as they come.
+
+    probe.py   one target against the registry's champion: up, serving it, still as trained
+
+The maths both sides need (ECE, PSI) lives in ``serving.metrics``; alarms are sent by the flows
+(``flows.notify``), which turn a finding's level into a Prefect event.
+"""

@@ -1,0 +1,137 @@
+"""Record a training run in MLflow and register its export as a new model version.
+
+One run holds the params, metrics (per fold too), the reliability diagram and metadata.json;
+the registered model is a pyfunc ("models from code", ``pyfunc_model.py``) that scores through
+the server's own verified loader. Tags make each version self-describing.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.constants import SERVING_DIR
+from tasks.errors import RegistryError
+from tasks.registry.links import safe_uri, tracking_uri
+from tasks.settings import Settings
+
+PYFUNC_FILE = Path(__file__).resolve().with_name("pyfunc_model.py")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else value
+    return out
+
+
+def input_example(metadata, rows: int = 5):
+    """The first golden rows as a DataFrame typed as a client would send them."""
+    import pandas as pd
+
+    from serving.schema import schema_from_dict
+
+    schema = schema_from_dict(metadata.schema_)
+    frame = pd.DataFrame([g.features for g in metadata.golden_examples[:rows]])
+    for spec in metadata.inputs:
+        nullable = schema.column(spec.name).nullable
+        if spec.type == "categorical":
+            frame[spec.name] = frame[spec.name].astype(object)
+        elif spec.type == "boolean" and not nullable:
+            frame[spec.name] = frame[spec.name].astype(bool)
+        elif spec.type == "integer" and not nullable:
+            frame[spec.name] = frame[spec.name].astype("int64")
+        else:
+            frame[spec.name] = frame[spec.name].astype("float64")
+    return frame[[i.name for i in metadata.inputs]]
+
+
+def serving_requirements() -> list[str]:
+    path = SERVING_DIR / "requirements.txt"
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def _experiment_id(client, settings: Settings) -> str:
+    exp = client.get_experiment_by_name(settings.mlflow.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if settings.tracking_uri.startswith("sqlite:"):
+        settings.artifact_root.mkdir(parents=True, exist_ok=True)
+        location = settings.artifact_root.as_uri()
+    return client.create_experiment(settings.mlflow.experiment, artifact_location=location)
+
+
+def log_and_register(client, settings: Settings, *, exported, calibration, train, input_example, params: dict,
+                     extra_tags: dict[str, str]) -> RegisteredVersion:
+    """One MLflow run with params, metrics, diagram and metadata; then a new registered version.
+
+    Raises:
+        RegistryError: MLflow refused (names the tracking URI, without credentials).
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    name = settings.model_name
+    metadata = exported.metadata
+    metrics = {f"cv_{k}": v for k, v in metadata.cv_metrics.items()}
+    metrics |= {f"raw_{k}": v for k, v in calibration.metrics_before.items()}
+    metrics |= {"ece_before": calibration.metrics_before["ece"], "ece_after": calibration.metrics_after["ece"],
+                "training_rows_per_second": train.training_rows_per_second,
+                "export_fidelity_max_abs_diff": exported.fidelity_max_abs_diff,
+                "golden_max_abs_diff": exported.golden_max_abs_diff,
+                "final_epochs": train.final_epochs}
+    metrics |= {k: v for k, v in train.timings.items()}
+    try:
+        with tracking_uri(settings.tracking_uri), mlflow.start_run(experiment_id=_experiment_id(client, settings),
+                                                                    run_name=f"{name}-{metadata.release}") as run:
+            mlflow.log_params(_flatten("", params, {}))
+            mlflow.log_metrics(metrics)
+            for fold in train.fold_results:
+                mlflow.log_metrics({f"fold_{k}": v for k, v in fold.metrics.items()}, step=fold.fold)
+            if calibration.diagram:
+                mlflow.log_artifact(str(calibration.diagram), "calibration")
+            mlflow.log_artifact(str(exported.path / "metadata.json"), "export")
+            golden = exported.metadata.golden_examples[: len(input_example)]
+            signature = infer_signature(input_example, np.asarray([g.probability for g in golden]))
+            with warnings.catch_warnings():
+                # The signature is built from typed example rows on purpose (see input_example).
+                warnings.simplefilter("ignore", UserWarning)
+                info = mlflow.pyfunc.log_model(
+                    name="model", python_model=str(PYFUNC_FILE), artifacts={"model": str(exported.path)},
+                    code_paths=[str(SERVING_DIR)], signature=signature, input_example=input_example,
+                    pip_requirements=serving_requirements(), registered_model_name=name,
+                )
+            version = str(info.registered_model_version)
+            tags = {"release": metadata.release, "export_version": metadata.version,
+                    "model_dir": str(exported.path), "schema_hash": metadata.schema_hash,
+                    "feature_schema_hash": metadata.feature_schema_hash, "model_digest": metadata.model_digest,
+                    "data_sha256": metadata.lineage.get("data_sha256", ""),
+                    "cv_metrics": json.dumps(metadata.cv_metrics), "mlflow_run_id": run.info.run_id,
+                    "calibrator_method": metadata.calibrator_method, **extra_tags}
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version, key, value)
+            mlflow.set_tags({"release": metadata.release, "registered_version": version,
+                             "export_version": metadata.version})
+    except RegistryError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith("mlflow"):
+            raise RegistryError(f"MLflow at {safe_uri(settings.tracking_uri)}: registering '{name}' failed: "
+                                f"{exc}") from exc
+        raise
+    return RegisteredVersion(name, version, run.info.run_id, info.model_uri)

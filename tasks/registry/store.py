@@ -1,0 +1,195 @@
+"""The registry seam: one MLflow registered model, its versions, aliases and audit tags.
+
+``MlflowRegistry`` is what the flows talk to (tests use a real SQLite store). Aliases, never
+stages: ``challenger`` marks a blessed version, ``champion`` the one in production; promotions
+and rollbacks record who, when, why and from what on the version's tags, so no version number
+has to be remembered.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.metadata import ModelMetadata
+from tasks.constants import CHALLENGER, CHAMPION, ROLLED_BACK
+from tasks.errors import RegistryError
+from tasks.registry import cache, runs
+from tasks.registry.links import run_link, safe_uri
+from tasks.registry.runs import RegisteredVersion
+from tasks.settings import Settings
+
+
+@dataclass(frozen=True)
+class PriorRelease:
+    """The latest registered version's release number and feature-schema hash (for the next release)."""
+
+    release: str
+    feature_schema_hash: str
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    release: str | None
+    metrics: dict[str, float]
+
+
+class MlflowRegistry:
+    def __init__(self, settings: Settings) -> None:
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self.name = settings.model_name
+        if settings.tracking_uri.startswith("sqlite:///"):
+            Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+    # ------------------------------------------------------------ queries
+    def _versions(self):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.search_model_versions(f"name = '{self.name}'")
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {self._where()}: cannot list versions of '{self.name}': {exc}") from None
+
+    def _where(self) -> str:
+        return safe_uri(self.settings.tracking_uri)
+
+    def run_link(self, run_id: str) -> str:
+        return run_link(self.client, self.settings.tracking_uri, run_id)
+
+    def prior_release(self) -> PriorRelease | None:
+        """The latest registered version's release and feature-schema hash."""
+        tagged = [v for v in self._versions() if v.tags.get("release") and v.tags.get("feature_schema_hash")]
+        if not tagged:
+            return None
+        latest = max(tagged, key=lambda v: int(v.version))
+        return PriorRelease(latest.tags["release"], latest.tags["feature_schema_hash"])
+
+    def alias_version(self, alias: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def champion(self) -> Champion | None:
+        mv = self.alias_version(CHAMPION)
+        if mv is None:
+            return None
+        metrics = json.loads(mv.tags.get("cv_metrics", "{}"))
+        if not metrics and mv.run_id:
+            run_metrics = self.client.get_run(mv.run_id).data.metrics
+            metrics = {k.removeprefix("cv_"): v for k, v in run_metrics.items() if k.startswith("cv_")}
+        return Champion(version=str(mv.version), release=mv.tags.get("release"), metrics=metrics)
+
+    # ------------------------------------------------------------ writes
+    def record_gate(self, version: str, gate) -> None:
+        """Tag the verdict on the version; a blessed version becomes the challenger."""
+        self.client.set_model_version_tag(self.name, version, "blessed", str(gate.passed).lower())
+        self.client.set_model_version_tag(self.name, version, "gate_reasons", json.dumps(gate.reasons))
+        if gate.champion_version:
+            self.client.set_model_version_tag(self.name, version, "gate_champion_version", gate.champion_version)
+        if gate.passed:
+            self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+
+    # ------------------------------------------------------------ registering and exports
+    def log_and_register(self, *, exported, calibration, train, input_example, params: dict,
+                         extra_tags: dict[str, str]) -> RegisteredVersion:
+        """One MLflow run, then a new registered version (``runs.log_and_register``)."""
+        return runs.log_and_register(self.client, self.settings, exported=exported, calibration=calibration,
+                                     train=train, input_example=input_example, params=params,
+                                     extra_tags=extra_tags)
+
+    def export_dir(self, mv, cache_dir: Path) -> Path:
+        """The version's export on this machine, SHA-256 checked (``cache.export_dir``)."""
+        return cache.export_dir(self.settings, mv, cache_dir)
+
+    def metadata_of(self, mv) -> ModelMetadata:
+        """The version's metadata.json, from here or from its MLflow run (``cache.metadata_of``)."""
+        return cache.metadata_of(self.client, self.settings, mv)
+
+    # ------------------------------------------------------------ versions
+    def get_version(self, version: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except MlflowException:
+            raise RegistryError(f"MLflow at {self._where()}: '{self.name}' has no version {version}") from None
+
+    def resolve(self, version: str | None):
+        """The version to deploy: the one named, else the challenger, else the latest blessed one."""
+        if version is not None:
+            return self.get_version(version)
+        challenger = self.alias_version(CHALLENGER)
+        if challenger is not None:
+            return challenger
+        return self.latest_blessed()
+
+    def latest_blessed(self):
+        """The newest version that passed the quality gate and was never rolled back from (the default
+        candidate for a promotion or deploy; a version that failed in production is offered again only
+        when named)."""
+        blessed = [v for v in self._versions() if v.tags.get("blessed") == "true" and not v.tags.get(ROLLED_BACK)]
+        if not blessed:
+            raise RegistryError(f"'{self.name}' has no version that passed the quality gate and was never "
+                                "rolled back from; name one with --version")
+        return max(blessed, key=lambda v: int(v.version))
+
+    def log_bundle(self, version: str, bundle) -> None:
+        mv = self.get_version(version)
+        if mv.run_id:
+            self.client.log_artifact(mv.run_id, str(bundle.path), "bundle")
+        self.client.set_model_version_tag(self.name, str(version), "bundle_sha256", bundle.sha256)
+
+    def _audit(self, version: str, prefix: str, reason: str, run_id: str | None) -> None:
+        import getpass
+        from datetime import UTC, datetime
+
+        tags = {f"{prefix}_at": datetime.now(UTC).isoformat(timespec="seconds"), f"{prefix}_by": getpass.getuser(),
+                f"{prefix}_run": run_id or "", f"{prefix}_reason": reason}
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, str(version), key, value)
+
+    def promote(self, version: str, reason: str, run_id: str | None, approval: dict | None = None) -> dict:
+        """Move ``champion`` to ``version``; the version records who, when, why and the previous champion,
+        and, for an approved promotion, the approver and their reason."""
+        before = self.alias_version(CHAMPION)
+        previous = str(before.version) if before is not None else None
+        if previous != str(version):
+            self.client.set_model_version_tag(self.name, str(version), "previous_champion", previous or "")
+        self._audit(version, "promoted", reason, run_id)
+        for key, value in (approval or {}).items():
+            self.client.set_model_version_tag(self.name, str(version), f"approval_{key}", str(value))
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+        challenger = self.alias_version(CHALLENGER)
+        if challenger is not None and str(challenger.version) == str(version):
+            self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        return {"champion_before": previous, "champion_after": str(version)}
+
+    def rollback_version(self, to_version: str | None, expected_champion: str | None = None) -> tuple[str, str]:
+        """(current champion, the version to roll back to): the recorded previous champion unless named.
+        With ``expected_champion``, refuse unless the champion still is that version."""
+        current = self.alias_version(CHAMPION)
+        if current is None:
+            raise RegistryError(f"'{self.name}' has no champion to roll back from")
+        if expected_champion is not None and str(current.version) != str(expected_champion):
+            raise RegistryError(f"'{self.name}': the champion is version {current.version}, no longer "
+                                f"{expected_champion}; not rolling back")
+        target = to_version or current.tags.get("previous_champion")
+        if not target:
+            raise RegistryError(f"champion version {current.version} records no previous champion; "
+                                "name one with --to-version")
+        self.get_version(target)
+        return str(current.version), str(target)
+
+    def record_rollback(self, from_version: str, to_version: str, reason: str, run_id: str | None) -> dict:
+        self._audit(to_version, "rolled_back_to", reason, run_id)
+        self.client.set_model_version_tag(self.name, from_version, ROLLED_BACK, to_version)
+        self.client.set_registered_model_alias(self.name, CHAMPION, to_version)
+        return {"champion_before": from_version, "champion_after": to_version}

@@ -1,0 +1,134 @@
+"""The runs' reports as markdown: release, deploy, rollback, and their failures.
+
+Built from the flows' summaries, which are plain dicts; nothing secret goes in (tracking URIs
+are shown without credentials). ``flows.notify.publish`` puts them in Prefect, one artifact key
+per report kind and model, so the UI's Artifacts page keeps each report's history.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def artifact_key(kind: str, model: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{kind}-{model}".lower()).strip("-")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _smoke_rows(deployments: list[dict]) -> list[str]:
+    lines = ["| target | action | served | previous | smoke | golden max abs Δp | p50 ms | failures |",
+             "|---|---|---|---|---|---|---|---|"]
+    for d in deployments:
+        s = d["smoke"]
+        lines.append(f"| {d['target']} | {d['action']} | {d['version']} | {d['previous_version'] or '–'} | "
+                     f"{'passed' if s['passed'] else 'FAILED'} | {_fmt(s['golden_max_abs_diff'])} | "
+                     f"{_fmt(s['latency_ms_p50'])} | {'; '.join(s['failures']) or '–'} |")
+    return lines
+
+
+def _code_block(text: str) -> list[str]:
+    return ["```", text, "```"]
+
+
+def _timings_table(timings: dict) -> list[str]:
+    return ["## Stage timings (seconds)", "", "| stage | seconds |", "|---|---|",
+            *(f"| {k} | {v:.2f} |" for k, v in timings.items())]
+
+
+def release_report(summary: dict, run_link: str) -> str:
+    reg, gate = summary["registry"], summary["gate"]
+    lines = [f"# Release {summary['release']} of {reg['name']}", "",
+             f"- registry version: **{reg['version']}** (alias: {reg['alias'] or 'none'})",
+             f"- export version: {summary['version']} at `{summary['model_dir']}`",
+             f"- MLflow: {run_link}",
+             f"- data: `{summary['data']['path']}`, {summary['data']['rows']} rows, "
+             f"{summary['data']['positives']} positive, sha256 {summary['data']['sha256'][:16]}…",
+             f"- quality gate: **{'passed' if gate['passed'] else 'FAILED'}**", ""]
+    if gate["reasons"]:
+        lines += ["## Gate reasons", ""] + [f"- {r}" for r in gate["reasons"]] + [""]
+    lines += ["## Cross-validated metrics (calibrated)", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in summary["cv_metrics"].items()]
+    cal = summary["calibration"]
+    lines += ["", f"Calibration: {cal['method']}, ECE {_fmt(cal['ece_before'])} before → "
+              f"{_fmt(cal['ece_after'])} after.", ""]
+    deploy = summary.get("deploy")
+    if summary.get("post_promotion_failed"):
+        lines += ["## Check after promotion FAILED", "", f"Version {reg['version']} was deployed and promoted to "
+                  "champion, then failed the check after promotion; a critical alarm asks for the rollback.", "",
+                  *_code_block(summary["deploy_error"]), ""]
+    elif summary.get("deploy_error"):
+        lines += ["## Deployment FAILED", "", "The targets were put back on what they served before; the champion "
+                  "is unchanged.", "", *_code_block(summary["deploy_error"]), ""]
+    if deploy:
+        lines += ["## Deployment and smoke tests", ""] + _smoke_rows(deploy["deployments"])
+        lines += ["", f"Champion: {deploy['champion_before'] or 'none'} → {deploy['champion_after']}.", ""]
+    elif gate["passed"]:
+        lines += ["Not deployed (no targets in this run); it is the challenger.", ""]
+    lines += _timings_table(summary["timings"])
+    return "\n".join(lines) + "\n"
+
+
+def failed_release_report(model: str, data: str, stage: str, timings: dict, error: BaseException,
+                          version: str | None) -> str:
+    """A release that failed before its quality gate ran: where, why, and what was left behind."""
+    left = (f"registered as version {version} (no gate verdict; not deployed)" if version else
+            "nothing was registered, deployed or promoted")
+    lines = [f"# Release of {model} FAILED at {stage}", "", f"- data: `{data}`", f"- {left}", "",
+             *_code_block(f"{type(error).__name__}: {error}"), ""]
+    if timings:
+        lines += _timings_table(timings)
+    return "\n".join(lines) + "\n"
+
+
+def deploy_report(result: dict, title: str) -> str:
+    lines = [f"# {title}", "", f"- model: {result['model']}, registry version **{result['registry_version']}**, "
+             f"release {result['release']}", f"- bundle: `{result['bundle']['path']}` sha256 "
+             f"{result['bundle']['sha256'][:16]}…",
+             f"- champion: {result['champion_before'] or 'none'} → {result['champion_after']}"]
+    if result.get("approval"):
+        lines.append(f"- approved by {result['approval']['approver']}: {result['approval']['reason']}")
+    lines += ["", "## Targets", ""] + _smoke_rows(result["deployments"])
+    checks = result.get("post_promotion_checks") or []
+    if checks:
+        lines += ["", "## After promotion", ""]
+        lines += [f"- {c['target']}: {'ok' if c['passed'] else 'FAILED: ' + '; '.join(c['failures'])}" for c in checks]
+        if not all(c["passed"] for c in checks):
+            lines += ["", f"{result.get('alarms_sent', 0)} critical alarm(s) sent; the rollback deployment answers "
+                      "them (by hand: `python -m flows rollback --target NAME`)."]
+    return "\n".join(lines) + "\n"
+
+
+def deploy_failed_report(model: str, version: str, targets: str, error: BaseException) -> str:
+    return "\n".join([f"# Deploy of {model} version {version} FAILED", "", f"- targets: {targets}",
+                      "- the targets already switched were put back on what they served before; the champion "
+                      "is unchanged", "", *_code_block(f"{type(error).__name__}: {error}"), ""])
+
+
+def rollback_report(result: dict) -> str:
+    """``result`` from the rollback flow: action is rolled back, aligned, skipped or FAILED."""
+    lines = [f"# Rollback of {result['model']} on {result['target']}: {result.get('action', '?')}", "",
+             f"- reason: {result['reason']}"]
+    if result.get("failing_version"):
+        lines.append(f"- alarm about version {result['failing_version']}")
+    if "champion_after" in result:
+        lines.append(f"- champion: {result['champion_before'] or 'none'} → **{result['champion_after'] or 'none'}**")
+    deployment = result.get("deployment")
+    if deployment:
+        smoke = deployment["smoke"]
+        lines.append(f"- {result['target']} now serves export version {deployment['version']} (was "
+                     f"{deployment['previous_version'] or 'not running'}; smoke test passed, golden max |Δp| "
+                     f"{_fmt(smoke['golden_max_abs_diff'])})")
+    if result.get("action") == "skipped":
+        lines.append("- nothing changed: the champion already moved and this target does not serve the failing "
+                     "version")
+    if result.get("error"):
+        lines += ["", "Nothing was moved in the registry.", "", *_code_block(result["error"])]
+    return "\n".join(lines) + "\n"

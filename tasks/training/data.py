@@ -1,0 +1,186 @@
+"""Stage 0: read the training CSV, hold it to the data contract, or draft a contract from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.digest import sha256_file
+from serving.errors import Problem
+from serving.inputs import NA_TOKENS, check_typed
+from serving.schema import (
+    ColumnSpec,
+    FeatureList,
+    FeatureSpec,
+    Schema,
+    TargetSpec,
+)
+from tasks.errors import DataValidationError
+
+MAX_CATEGORIES = 50
+ONE_HOT_MAX = 12
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated dataset: typed model inputs, binary labels and where they came from."""
+
+    source: str
+    sha256: str
+    columns: dict[str, np.ndarray]   # every schema column, typed (see serving.inputs)
+    y: np.ndarray                    # 1 = positive label
+    n_rows: int
+
+    @property
+    def positives(self) -> int:
+        return int(self.y.sum())
+
+
+def read_csv_text(path: str | Path):
+    """Read a CSV with every cell as text, so type problems can be reported verbatim."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError:
+        raise DataValidationError([Problem(None, "file not found", str(path))], str(path)) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataValidationError([Problem(None, "unreadable CSV", str(exc).strip())], str(path)) from None
+
+
+def validate_frame(frame, schema: Schema, source: str, min_rows: int = 100,
+                   min_class_rows: int = 10) -> Dataset:
+    """Hold a text DataFrame to the schema; raise once with every problem found."""
+    problems: list[Problem] = []
+    header = list(frame.columns)
+    expected = schema.names + [schema.target.name]
+    missing = [c for c in expected if c not in header]
+    extra = [c for c in header if c not in expected]
+    if missing:
+        problems.append(Problem(None, "missing columns", ", ".join(missing), count=len(missing)))
+    if extra:
+        problems.append(Problem(None, "extra columns", ", ".join(extra) + " (not in the schema)", count=len(extra)))
+    n = len(frame)
+    if n < min_rows:
+        problems.append(Problem(None, "too few rows", f"{n} rows, at least {min_rows} needed", count=n))
+
+    columns: dict[str, np.ndarray] = {}
+    for spec in schema.columns:
+        if spec.name not in frame.columns:
+            continue
+        text = frame[spec.name].to_numpy(dtype=object)
+        typed, col_problems = check_typed(spec, text)
+        problems += col_problems
+        columns[spec.name] = typed.values
+
+    y = np.zeros(n, dtype=np.int64)
+    target = schema.target
+    if target.name in frame.columns:
+        labels = frame[target.name].astype(str).str.strip().to_numpy(dtype=object)
+        null = np.isin(np.char.lower(labels.astype(str)), list(NA_TOKENS))
+        if null.any():
+            rows = tuple(int(i) + 1 for i in np.flatnonzero(null)[:10])
+            problems.append(Problem(target.name, "missing labels", "every row needs a label",
+                                    count=int(null.sum()), rows=rows))
+        classes = sorted(set(labels[~null]))
+        if len(classes) > 2:
+            problems.append(Problem(target.name, "not binary", f"{len(classes)} distinct labels, expected 2",
+                                    count=len(classes), examples=tuple(classes[:5])))
+        elif target.positive_label not in classes:
+            problems.append(Problem(target.name, "positive label absent",
+                                    f"no row has the positive label {target.positive_label!r}",
+                                    examples=tuple(classes[:5])))
+        elif len(classes) < 2:
+            problems.append(Problem(target.name, "one class", "the target has only one class; nothing to learn",
+                                    examples=tuple(classes)))
+        y = (labels == target.positive_label).astype(np.int64)
+        if len(classes) == 2 and not null.any():
+            smallest = int(min(y.sum(), n - y.sum()))
+            if smallest < min_class_rows:
+                problems.append(Problem(target.name, "too few rows", f"the rarer class has {smallest} rows, "
+                                        f"at least {min_class_rows} needed", count=smallest))
+    if problems:
+        raise DataValidationError(problems, source)
+    return Dataset(source=source, sha256="", columns=columns, y=y, n_rows=n)
+
+
+def load_dataset(path: str | Path, schema: Schema, min_rows: int = 100, min_class_rows: int = 10) -> Dataset:
+    """Read and validate the training CSV.
+
+    Raises:
+        DataValidationError: every problem found, each naming the column and rows.
+    """
+    frame = read_csv_text(path)
+    ds = validate_frame(frame, schema, str(path), min_rows, min_class_rows)
+    return Dataset(source=str(path), sha256=sha256_file(path), columns=ds.columns, y=ds.y,
+                   n_rows=ds.n_rows)
+
+
+# ---------------------------------------------------------------- inference
+
+def _infer_column(name: str, text: np.ndarray) -> tuple[ColumnSpec, FeatureSpec | None, str | None]:
+    import pandas as pd
+
+    lowered = np.char.lower(np.char.strip(text.astype(str)))
+    null = np.isin(lowered, list(NA_TOKENS))
+    present = text[~null]
+    nullable = bool(null.any())
+    if present.size == 0:
+        spec = ColumnSpec(name=name, type="categorical", nullable=True, categories=("unknown",))
+        return spec, None, f"'{name}' is empty; kept in the schema, left out of the features"
+    low = lowered[~null]
+    if set(low) <= {"true", "false", "yes", "no", "t", "f"} or set(low) <= {"0", "1"}:
+        spec = ColumnSpec(name=name, type="boolean", nullable=nullable)
+        return spec, FeatureSpec(name=name, preprocessing="binary",
+                                 imputation="most_frequent" if nullable else "none"), None
+    numbers = pd.to_numeric(pd.Series(present), errors="coerce").to_numpy(dtype=np.float64)
+    if np.isfinite(numbers).all():
+        is_int = bool(np.all(np.floor(numbers) == numbers))
+        lo, hi = float(numbers.min()), float(numbers.max())
+        spec = ColumnSpec(name=name, type="integer" if is_int else "numeric", nullable=nullable,
+                          min=lo, max=hi)
+        skew = float(pd.Series(numbers).skew()) if numbers.size > 2 else 0.0
+        prep = "log_standardize" if lo >= 0 and skew > 1.0 else "standardize"
+        return spec, FeatureSpec(name=name, preprocessing=prep, imputation="median" if nullable else "none"), None
+    categories = sorted({str(v).strip() for v in present})
+    if len(categories) > MAX_CATEGORIES:
+        spec = ColumnSpec(name=name, type="categorical", nullable=nullable, categories=tuple(categories))
+        return spec, None, (f"'{name}' has {len(categories)} distinct values (an identifier?); "
+                            "kept in the schema, left out of the features")
+    spec = ColumnSpec(name=name, type="categorical", nullable=nullable, categories=tuple(categories))
+    prep = "one_hot" if len(categories) <= ONE_HOT_MAX else "embedding"
+    return spec, FeatureSpec(name=name, preprocessing=prep,
+                             imputation="missing_category" if nullable else "none"), None
+
+
+def infer_contract(path: str | Path, target: str, positive_label: str) -> tuple[Schema, FeatureList, list[str]]:
+    """Draft a schema and feature list from a CSV; returns notes for the user to review.
+
+    Ranges are the observed ones: widen them to what production may legitimately send.
+    """
+    frame = read_csv_text(path)
+    if target not in frame.columns:
+        raise DataValidationError([Problem(target, "missing columns", f"target column not in {list(frame.columns)}")],
+                                  str(path))
+    labels = set(frame[target].astype(str).str.strip())
+    if positive_label not in labels:
+        raise DataValidationError([Problem(target, "positive label absent",
+                                           f"no row has the label {positive_label!r}",
+                                           examples=tuple(sorted(labels)[:5]))], str(path))
+    columns, features, notes = [], [], []
+    for name in frame.columns:
+        if name == target:
+            continue
+        spec, feature, note = _infer_column(name, frame[name].to_numpy(dtype=object))
+        columns.append(spec)
+        if feature:
+            features.append(feature)
+        if note:
+            notes.append(note)
+    schema = Schema(target=TargetSpec(name=target, positive_label=positive_label), columns=tuple(columns))
+    if not features:
+        raise DataValidationError([Problem(None, "no usable features", "every column was left out")], str(path))
+    return schema, FeatureList(features=tuple(features)), notes

@@ -1,0 +1,46 @@
+"""Start a throwaway OpenSSH server on 127.0.0.1 (for the tests and bench/bench_release.py)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from testkit.net import free_port, wait_for_port
+
+SSHD = "/usr/sbin/sshd"
+
+
+def start_sshd(d: Path) -> tuple[subprocess.Popen, dict]:
+    """Generate host and user keys under ``d``, start sshd on a free port, write known_hosts files."""
+    for name in ("host_key", "user_key", "other_key", "other_host_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    shutil.copy(d / "user_key.pub", d / "authorized_keys")
+    os.chmod(d / "authorized_keys", 0o600)
+    port = free_port()
+    (d / "sshd_config").write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {d / 'host_key'}
+PidFile {d / 'sshd.pid'}
+AuthorizedKeysFile {d / 'authorized_keys'}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+Subsystem sftp internal-sftp
+LogLevel ERROR
+""")
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
+    wait_for_port(port, proc, d / "sshd.log", timeout=30)
+    host_pub = (d / "host_key.pub").read_text().split()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    other_pub = (d / "other_host_key.pub").read_text().split()
+    (d / "known_hosts_changed").write_text(f"[127.0.0.1]:{port} {other_pub[0]} {other_pub[1]}\n")
+    (d / "known_hosts_empty").write_text("")
+    return proc, {"port": port, "dir": d, "user": getpass.getuser(), "key": d / "user_key",
+                  "known_hosts": d / "known_hosts"}

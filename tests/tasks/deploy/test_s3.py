@@ -1,0 +1,62 @@
+"""The s3 transport against moto's S3-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import sys
+
+import boto3
+import pytest
+
+from tasks.deploy.targets import Target
+from tasks.deploy.transports import transport_for
+from tasks.errors import TransferError
+from testkit.net import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def target(s3_endpoint, tmp_path):
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=f"b-{tmp_path.name[-20:].lower()}")
+    return Target(name="cloud", transport="s3", base_dir=tmp_path / "host", port=free_port(),
+                  python=sys.executable, bucket=f"b-{tmp_path.name[-20:].lower()}", prefix="models/credit",
+                  endpoint_url=s3_endpoint, start_timeout_s=120)
+
+
+@pytest.fixture(scope="module")
+def bundle(served_models, tmp_path_factory):
+    from tasks.deploy.package import package_version
+
+    return package_version(served_models["model_dir"] / "1", tmp_path_factory.mktemp("bundles"))
+
+
+def test_deploy_through_s3(target, bundle, s3_endpoint):
+    from tasks.deploy.deploy import deploy_to
+
+    b, meta = bundle
+    try:
+        deployment = deploy_to(target, b, meta)
+        assert deployment.smoke.passed and deployment.action == "start"
+        head = boto3.client("s3", endpoint_url=s3_endpoint).head_object(Bucket=target.bucket,
+                                                                         Key=f"models/credit/{b.path.name}")
+        assert head["Metadata"]["sha256"] == b.sha256 and head["ContentLength"] == b.path.stat().st_size
+        assert (target.base_dir / "incoming" / b.path.name).read_bytes() == b.path.read_bytes()
+    finally:
+        transport_for(target).host("stop")
+
+
+def test_a_tampered_object_is_refused_by_the_host(target, bundle, s3_endpoint, monkeypatch):
+    b, _ = bundle
+    transport = transport_for(target)
+    key = transport.upload(b)
+    boto3.client("s3", endpoint_url=s3_endpoint).put_object(Bucket=target.bucket, Key=key, Body=b"not a bundle")
+    monkeypatch.setattr(transport, "upload", lambda _bundle: key)     # the object changed after upload
+    with pytest.raises(TransferError, match="target cloud: fetch: checksum mismatch"):
+        transport.put(b)
+    assert not (target.base_dir / "incoming" / b.path.name).exists()
+
+
+def test_missing_bucket_names_the_target(target, bundle):
+    bad = target.model_copy(update={"bucket": "no-such-bucket"})
+    with pytest.raises(TransferError, match=r"target cloud \(s3://no-such-bucket/models/credit\): upload"):
+        transport_for(bad).put(bundle[0])

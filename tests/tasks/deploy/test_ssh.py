@@ -1,0 +1,115 @@
+"""The ssh transport against a real OpenSSH server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from tasks.deploy.targets import Target
+from tasks.deploy.transports import transport_for
+from tasks.errors import TransferError
+from testkit.net import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _target(sshd, tmp_path, **over) -> Target:
+    spec = {"name": "edge", "transport": "ssh", "base_dir": tmp_path / "remote", "host": "127.0.0.1",
+            "port": free_port(), "python": sys.executable, "user": sshd["user"], "ssh_port": sshd["port"],
+            "key_file": sshd["key"], "known_hosts": sshd["known_hosts"], "connect_timeout_s": 10,
+            "start_timeout_s": 120}
+    return Target.model_validate({**spec, **over})
+
+
+@pytest.fixture(scope="module")
+def bundle(served_models, tmp_path_factory):
+    from tasks.deploy.package import package_version
+
+    return package_version(served_models["model_dir"] / "1", tmp_path_factory.mktemp("bundles"))
+
+
+def test_deploy_over_ssh_starts_and_smoke_tests(sshd, tmp_path, bundle):
+    from tasks.deploy.deploy import deploy_to
+
+    b, meta = bundle
+    target = _target(sshd, tmp_path)
+    try:
+        deployment = deploy_to(target, b, meta)
+        assert deployment.action == "start" and deployment.smoke.passed
+        assert deployment.smoke.golden_max_abs_diff <= 1e-6
+        assert (tmp_path / "remote" / "incoming" / b.path.name).exists()
+        assert not (tmp_path / "remote" / "incoming" / (b.path.name + ".part")).exists()
+        assert (tmp_path / "remote" / "releases" / "1" / "MANIFEST").exists()
+        status = transport_for(target).host("status")
+        assert status["running"] and status["default_version"] == "1"
+    finally:
+        transport_for(target).host("stop")
+
+
+def test_interrupted_upload_resumes(sshd, tmp_path, bundle):
+    b, _ = bundle
+    transport = transport_for(_target(sshd, tmp_path))
+    with pytest.raises(TransferError, match="stopped after"):
+        transport.put(b, max_bytes=16 * 1024, chunk=8 * 1024)
+    receipt = transport.put(b)
+    assert receipt.resumed_from == 16 * 1024 and receipt.sha256 == b.sha256
+    from serving.digest import sha256_file
+
+    assert sha256_file(receipt.remote_path) == b.sha256
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"known_hosts_key": "known_hosts_empty"}, "unknown host key"),
+    ({"known_hosts_key": "known_hosts_changed"}, "the host key CHANGED"),
+    ({"key_key": "other_key"}, "authentication failed"),
+])
+def test_refusals_name_the_host_and_step(sshd, tmp_path, bundle, over, message):
+    b, _ = bundle
+    spec = {}
+    if "known_hosts_key" in over:
+        spec["known_hosts"] = sshd["dir"] / over["known_hosts_key"]
+    if "key_key" in over:
+        spec["key_file"] = sshd["dir"] / over["key_key"]
+    target = _target(sshd, tmp_path, **spec)
+    with pytest.raises(TransferError, match=f"target edge \\(.*@127.0.0.1:{sshd['port']}\\): connect: {message}"):
+        transport_for(target).put(b)
+    assert not (tmp_path / "remote").exists()
+
+
+def test_unreachable_host(sshd, tmp_path, bundle):
+    target = _target(sshd, tmp_path, ssh_port=free_port(), connect_timeout_s=3)
+    with pytest.raises(TransferError, match="connect: host unreachable"):
+        transport_for(target).put(bundle[0])
+
+
+def test_auto_add_is_an_explicit_opt_in_that_warns(sshd, tmp_path, bundle, caplog):
+    fresh = tmp_path / "kh"
+    target = _target(sshd, tmp_path, known_hosts=fresh, auto_add_host_key=True)
+    with caplog.at_level(logging.WARNING, logger="tasks.deploy.transports.ssh"):
+        transport_for(target).put(bundle[0])
+    assert any("trusting the unknown host key" in r.message for r in caplog.records)
+    with pytest.raises(TransferError, match="no known_hosts file"):
+        transport_for(_target(sshd, tmp_path, known_hosts=tmp_path / "missing")).put(bundle[0])
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 32 KiB tmpfs: smaller than any bundle."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("transport", ["ssh", "local"])
+def test_a_full_disk_on_the_host_is_a_clear_error(sshd, tmp_path, bundle, full_disk, transport):
+    target = _target(sshd, tmp_path, base_dir=full_disk / "remote", transport=transport)
+    with pytest.raises(TransferError, match=r"target edge.*transfer: .*(No space left|disk full)"):
+        transport_for(target).put(bundle[0])
+    assert not (full_disk / "remote" / "incoming" / bundle[0].path.name).exists()

@@ -1,0 +1,216 @@
+"""Training, calibration and export on a small demo set: behaviour a user would check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from serving.errors import IntegrityError
+from serving.metadata import read_metadata, verify_files
+from serving.model import LoadedModel
+from serving.schema import load_feature_list, load_schema
+from tasks.settings import load_settings
+from tasks.training.calibrate import calibrate
+from tasks.training.data import load_dataset
+from tasks.training.export import export_model
+from tasks.training.train import model_inputs, predict_raw, train
+from tests.conftest import FAST_CONFIG, ROOT
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_frame):
+    tmp = tmp_path_factory.mktemp("model")
+    (tmp / "pipeline.yaml").write_text(FAST_CONFIG)
+    settings = load_settings(tmp / "pipeline.yaml", env={"PIPELINE_HOME": str(tmp / "home")})
+    demo_frame.to_csv(tmp / "demo.csv", index=False)
+    schema = load_schema(ROOT / "configs" / "schema.yaml")
+    features = load_feature_list(ROOT / "configs" / "feature_list.csv")
+    ds = load_dataset(tmp / "demo.csv", schema, min_rows=50)
+    result = train(ds, schema, features, settings)
+    cal = calibrate(result.oof_raw, ds.y, result.folds, "isotonic", 10, tmp / "reliability.png")
+    return {"settings": settings, "schema": schema, "features": features, "ds": ds, "train": result, "cal": cal,
+            "tmp": tmp}
+
+
+def test_folds_are_stratified_and_out_of_fold(trained):
+    ds, result = trained["ds"], trained["train"]
+    seen = np.concatenate([va for _tr, va in result.folds])
+    assert np.array_equal(np.sort(seen), np.arange(ds.n_rows))          # every row predicted exactly once
+    for tr, va in result.folds:
+        assert not np.intersect1d(tr, va).size                          # never by a model that saw it
+        assert abs(ds.y[va].mean() - ds.y.mean()) < 0.03               # stratified
+    assert np.isfinite(result.oof_raw).all()
+    assert result.training_rows_per_second > 0
+
+
+def test_same_seed_same_model(trained):
+    """Bit-identical, even while another thread draws from the process-wide ``random`` module (as
+    Prefect's background threads do; unseeded Keras layers used to draw their seeds from it)."""
+    import random
+    import threading
+
+    stop = threading.Event()
+    draws = []
+
+    def draw():
+        # A draw every half millisecond advances `random` thousands of times during training without
+        # holding the GIL against TensorFlow's Python side (a busy loop made this test 10x slower).
+        while not stop.wait(0.0005):
+            draws.append(random.random())
+
+    noise = threading.Thread(target=draw, daemon=True)
+    noise.start()
+    try:
+        again = train(trained["ds"], trained["schema"], trained["features"], trained["settings"])
+    finally:
+        stop.set()
+        noise.join(timeout=10)
+    assert len(draws) > 1000
+    np.testing.assert_array_equal(again.oof_raw, trained["train"].oof_raw)
+    a = predict_raw(trained["train"].model, trained["ds"].columns, trained["train"].stats)
+    b = predict_raw(again.model, trained["ds"].columns, again.stats)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_more_debt_means_more_risk(trained):
+    ds, result = trained["ds"], trained["train"]
+    columns = dict(ds.columns)
+    base = predict_raw(result.model, columns, result.stats)
+    columns["debt_ratio"] = ds.columns["debt_ratio"] + 1.0
+    columns["late_payments"] = ds.columns["late_payments"] + 2
+    riskier = predict_raw(result.model, columns, result.stats)
+    assert np.mean(riskier > base) > 0.9
+
+
+def test_preprocessing_is_in_the_graph(trained):
+    """Raw values with gaps and an unseen category go straight in and give finite scores."""
+    result = trained["train"]
+    row = {"age": np.array([40.0]), "income": np.array([np.nan]), "debt_ratio": np.array([0.5]),
+           "credit_lines": np.array([3.0]), "late_payments": np.array([0.0]),
+           "employment_years": np.array([np.nan]), "region": np.array(["mars"], dtype=object),
+           "purpose": np.array([""], dtype=object), "has_mortgage": np.array([1.0])}
+    out = np.asarray(result.model(model_inputs(row, result.stats), training=False))
+    assert np.isfinite(out).all() and 0 < out[0] < 1
+
+
+def test_calibration_is_fitted_out_of_fold_and_reports_both_sides(trained):
+    cal = trained["cal"]
+    assert set(cal.summary) >= {"method", "ece_before", "ece_after"}
+    assert cal.diagram.exists() and cal.diagram.stat().st_size > 5000
+    assert cal.metrics_after["ece"] < 0.1
+
+
+def test_calibration_fixes_a_miscalibrated_score():
+    rng = np.random.default_rng(0)
+    truth = rng.random(6000)
+    y = (rng.random(truth.size) < truth).astype(int)
+    raw = truth**3    # a good ranking, badly calibrated
+    folds = [(np.setdiff1d(np.arange(6000), va), va) for va in np.array_split(rng.permutation(6000), 5)]
+    for method in ("isotonic", "sigmoid"):
+        cal = calibrate(raw, y, folds, method, 10)
+        assert cal.metrics_before["ece"] > 0.15
+        assert cal.metrics_after["ece"] < 0.04, method
+        assert cal.metrics_after["roc_auc"] == pytest.approx(cal.metrics_before["roc_auc"], abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    t = trained
+    return export_model(t["train"], t["cal"], t["ds"], t["schema"], t["features"], t["settings"], "1.0.0",
+                        {"note": "test"})
+
+
+def test_export_layout_and_metadata(exported, trained):
+    path = exported.path
+    assert path == trained["settings"].models_dir / "1"
+    assert {p.name for p in path.iterdir()} == {"saved_model", "calibrator.pkl", "metadata.json"}
+    assert (path / "saved_model" / "saved_model.pb").exists()
+    meta = json.loads((path / "metadata.json").read_text())
+    for key in ("version", "model_type", "calibrator_method", "training_date", "cv_metrics", "schema",
+                "schema_hash", "feature_list", "files", "golden_examples", "reference", "release"):
+        assert key in meta, key
+    assert meta["version"] == "1" and meta["release"] == "1.0.0" and meta["model_type"] == "TabularANN"
+    assert set(meta["cv_metrics"]) >= {"roc_auc", "pr_auc", "brier", "ece"}
+    assert "calibrator.pkl" in meta["files"] and any(k.startswith("saved_model/") for k in meta["files"])
+    assert len(meta["golden_examples"]) == 12
+    assert any(v is None for g in meta["golden_examples"] for v in g["features"].values())  # gaps included
+    ref = meta["reference"]
+    assert len(ref["numeric"]["income"]["fractions"]) == len(ref["numeric"]["income"]["edges"]) + 1
+    assert sum(ref["categorical"]["region"]["frequencies"].values()) == pytest.approx(1.0)
+    assert sum(ref["prediction"]["fractions"]) == pytest.approx(1.0)
+    assert exported.fidelity_max_abs_diff < 1e-5
+    assert not list(path.parent.glob(".staging-*"))
+
+
+def test_reloaded_model_reproduces_golden_examples(exported):
+    model = LoadedModel.load(exported.path)
+    assert model.golden_max_error() <= 1e-6
+
+
+def test_export_versions_count_up(exported, trained):
+    t = trained
+    second = export_model(t["train"], t["cal"], t["ds"], t["schema"], t["features"], t["settings"], "1.1.0", {})
+    assert second.version == "2" and read_metadata(second.path).release == "1.1.0"
+
+
+def test_tampered_files_are_refused_before_loading(exported, tmp_path):
+    copy = tmp_path / "v"
+    shutil.copytree(exported.path, copy)
+    verify_files(copy, read_metadata(copy))
+    variables = next((copy / "saved_model" / "variables").glob("variables.data*"))
+    blob = bytearray(variables.read_bytes())
+    blob[-1] ^= 0xFF
+    variables.write_bytes(bytes(blob))
+    with pytest.raises(IntegrityError, match="variables.data.*manifest says"):
+        LoadedModel.load(copy)
+
+
+def test_calibrator_from_another_model_is_refused(exported, tmp_path):
+    from serving.calibration import dump_calibrator, load_calibrator
+    from serving.digest import sha256_file
+
+    copy = tmp_path / "mixed"
+    shutil.copytree(exported.path, copy)
+    meta = read_metadata(copy)
+    mine = load_calibrator(copy / "calibrator.pkl", meta.files["calibrator.pkl"])
+    dump_calibrator(mine.bound_to("f" * 64), copy / "calibrator.pkl")
+    # The manifest is made to agree with the foreign calibrator: only the digest binding can catch it.
+    meta.files["calibrator.pkl"] = sha256_file(copy / "calibrator.pkl")
+    (copy / "metadata.json").write_text(meta.to_json())
+    with pytest.raises(IntegrityError, match="fitted for another SavedModel"):
+        LoadedModel.load(copy)
+
+
+def test_column_names_with_spaces_train_export_and_serve(tmp_path):
+    """CSV headers like scikit-learn's 'mean radius' must work end to end."""
+    import pandas as pd
+
+    from serving.schema import FeatureList, FeatureSpec, schema_from_dict
+
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame({"mean radius": rng.normal(10, 2, n), "tumour type": rng.choice(["a", "b"], n)})
+    frame["target"] = (rng.random(n) < 1 / (1 + np.exp(-(frame["mean radius"] - 10)))).astype(int)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    schema = schema_from_dict({"target": {"name": "target", "positive_label": "1"},
+                               "columns": [{"name": "mean radius", "type": "numeric"},
+                                           {"name": "tumour type", "type": "categorical", "categories": ["a", "b"]}]})
+    features = FeatureList(features=(FeatureSpec(name="mean radius", preprocessing="standardize"),
+                                     FeatureSpec(name="tumour type", preprocessing="one_hot")))
+    features.check_against(schema)
+    (tmp_path / "p.yaml").write_text(FAST_CONFIG)
+    settings = load_settings(tmp_path / "p.yaml", env={"PIPELINE_HOME": str(tmp_path / "home")},
+                             overrides={"training.cv_folds": 2, "training.epochs": 15, "export.golden_examples": 4})
+    ds = load_dataset(tmp_path / "d.csv", schema, min_rows=50)
+    result = train(ds, schema, features, settings)
+    cal = calibrate(result.oof_raw, ds.y, result.folds, "sigmoid", 10)
+    exported = export_model(result, cal, ds, schema, features, settings, "1.0.0")
+    model = LoadedModel.load(exported.path)
+    assert model.golden_max_error() <= 1e-6
+    raw, prob = model.score_rows([{"mean radius": 14.0, "tumour type": "b"}, {"mean radius": 6.0, "tumour type": "a"}])
+    assert raw[0] > raw[1]
