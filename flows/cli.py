@@ -14,6 +14,7 @@ from pathlib import Path
 
 EXIT_USER_ERROR = 2
 EXIT_GATE_FAILED = 3
+EXIT_CRITICAL_ALARM = 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,11 +51,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="registered version (default: the recorded previous one)")
     st = sub.add_parser("status", help="the registry's champion next to what each target serves")
     sp = sub.add_parser("stop", help="stop the server a target runs")
-    for p in (dep, rb, st, sp):
-        many = p is dep or p is st
+    mon = sub.add_parser("monitor", help="judge each target's live traffic against configs/monitoring.yaml; "
+                                         "send the alarms that changed (exit 5 while a critical alarm fires)")
+    mon.add_argument("--monitoring", type=Path, default=None,
+                     help="alarm thresholds (default configs/monitoring.yaml)")
+    for p in (dep, rb, st, sp, mon):
+        many = p is not rb and p is not sp
+        default = "every target in the inventory" if p is mon else "local"
         p.add_argument("--target", action="append" if many else "store", dest="targets" if many else "target",
                        metavar="NAME", default=None if many else "local",
-                       help="target name" + (" (repeatable; default: local)" if many else " (default: local)"))
+                       help="target name" + (f" (repeatable; default: {default})" if many else " (default: local)"))
         p.add_argument("--targets", dest="targets_file", type=Path, default=None,
                        help="target inventory (default configs/targets.yaml)")
         p.add_argument("--config", type=Path, default=None)
@@ -227,8 +233,28 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def cmd_monitor(args) -> int:
+    from flows.monitor import monitor_flow
+
+    result = monitor_flow(targets=args.targets, targets_file=_opt(args.targets_file), config=_opt(args.config),
+                          monitoring=_opt(args.monitoring))
+    _write_json(args.json_out, result)
+    for t in result["targets"]:
+        f = t["finding"]
+        print(f"target {f['target']}: serves {f['served'] or 'nothing'}; {f['finding']}")
+        for version, alarms in t["alarms"].items():
+            for a in alarms:
+                print(f"  {a['level'].upper():8} {a['rule']} (v{version}): {a['message']} — {a['action']}")
+    for c in result["transitions"]:
+        print(f"{c['state']}: {c['level']} {c['rule']} on {c['target']}; sent to {', '.join(c['sent_to']) or '-'}")
+    critical = any(a["level"] == "critical" for t in result["targets"] for found in t["alarms"].values()
+                   for a in found)
+    return EXIT_CRITICAL_ALARM if critical else 0
+
+
 COMMANDS = {"infer-schema": cmd_infer_schema, "release": cmd_release, "validate": cmd_validate,
-            "deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status, "stop": cmd_stop}
+            "deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status, "stop": cmd_stop,
+            "monitor": cmd_monitor}
 
 
 def _prefect_defaults(env: dict[str, str]) -> None:

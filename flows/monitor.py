@@ -1,47 +1,89 @@
-"""The hourly check of what was deployed (the ``monitor`` deployment).
+"""The monitor (the hourly ``monitor`` deployment, and ``python -m flows monitor``).
 
-For each target, ``tasks.monitoring.probe.check_target``: is the server up, does it serve the
-registry's champion, and does that champion still answer as trained? A served champion that
-fails the probe is a critical alarm — the rollback deployment answers it; a host that is down
-or serves another version is a warning for a person.
-
-Latency, volume, error-rate, drift (PSI) and calibration (ECE) checks belong here too; they
-come with the monitoring work.
+For each target (``tasks.monitoring.watch``): probe the server against the registry's champion,
+read what it recorded over the lookback, and judge every row of the guide's checklist — drift
+(PSI), the prediction distribution, calibration and ROC-AUC from labels, errors, latency, volume
+— against ``configs/monitoring.yaml``. Alarms keep their state between runs
+(``tasks.monitoring.alarms``): a new one fires once, a resolved one says so; each firing or
+resolution goes to its channels (critical: PagerDuty and Slack; warning: Slack) and is a Prefect
+event. Only a champion failing its golden check emits ``pipeline.alarm.critical``, the event the
+rollback deployment answers.
 """
 
 from __future__ import annotations
 
+import os
+import time
+
 from prefect import flow, get_run_logger
 
 from flows.notify import emit_alarm, publish
-from tasks.constants import CHAMPION
+from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_RESOLVED, ALARM_WARNING, CHAMPION
 from tasks.deploy.targets import load_targets, pick_targets
-from tasks.monitoring.probe import check_target
+from tasks.monitoring.alarms import FIRING, AlarmBook, PagerDutyEvents, SlackWebhook, Transition, deliver
+from tasks.monitoring.rules import CRITICAL
+from tasks.monitoring.watch import watch_target
 from tasks.registry import MlflowRegistry
-from tasks.settings import load_settings
+from tasks.release.reports import monitor_report
+from tasks.settings import load_monitoring, load_settings
+
+
+def _event(t: Transition) -> str:
+    if t.state != FIRING:
+        return ALARM_RESOLVED
+    if t.alarm["level"] == CRITICAL:
+        return ALARM_CRITICAL if t.alarm["rollback"] else ALARM_PAGE
+    return ALARM_WARNING
+
+
+def _channels(env: dict[str, str], pagerduty_url: str) -> dict:
+    """The alarm channels the environment configures (webhook URLs and routing keys are secrets)."""
+    channels = {}
+    if env.get("PIPELINE_SLACK_WEBHOOK_URL"):
+        channels["slack"] = SlackWebhook(env["PIPELINE_SLACK_WEBHOOK_URL"])
+    if env.get("PIPELINE_PAGERDUTY_ROUTING_KEY"):
+        channels["pagerduty"] = PagerDutyEvents(env.get("PIPELINE_PAGERDUTY_URL") or pagerduty_url,
+                                                env["PIPELINE_PAGERDUTY_ROUTING_KEY"])
+    return channels
 
 
 @flow(name="monitor", validate_parameters=False)
-def monitor_flow(targets: list[str] | None = None, targets_file: str | None = None,
-                 config: str | None = None) -> dict:
-    """Check every target against the registry's champion; emit alarms; publish the findings."""
+def monitor_flow(targets: list[str] | None = None, targets_file: str | None = None, config: str | None = None,
+                 monitoring: str | None = None, now: float | None = None) -> dict:
+    """Check every target against the champion and the guide's thresholds; send the alarms that changed.
+
+    ``now`` (epoch seconds) judges the traffic up to that moment (tests pass time in, never sleep)."""
     logger = get_run_logger()
     settings = load_settings(config)
+    cfg = load_monitoring(monitoring)
+    now = time.time() if now is None else now
     inventory = load_targets(targets_file, settings.pipeline_home)
     chosen = pick_targets(inventory, targets) if targets else list(inventory.values())
     registry = MlflowRegistry(settings)
     champion = registry.alias_version(CHAMPION)
     version = str(champion.version) if champion is not None else None
     metadata = registry.metadata_of(champion) if champion is not None else None
-    findings = [check_target(t, version, metadata).to_dict() for t in chosen]
-    for f in findings:
-        if f["alarm"]:
-            emit_alarm(f["alarm"], target=f["target"], model=registry.name, version=version, reason=f["finding"])
-        else:
-            logger.info("target %s: %s", f["target"], f["finding"])
-    rows = [f"| {f['target']} | {f['served'] or '–'} | {f['alarm'] or 'none'} | {f['finding']} |" for f in findings]
-    publish("monitor", registry.name,
-            f"# Monitor: {registry.name}, champion {version or 'none'}\n\n"
-            "| target | serves | alarm | finding |\n|---|---|---|---|\n" + "\n".join(rows) + "\n",
-            f"{sum(1 for f in findings if f['alarm'])} alarm(s) over {len(findings)} target(s)")
-    return {"model": registry.name, "champion": version, "findings": findings}
+    book = AlarmBook(settings.pipeline_home / "monitoring")
+    channels = _channels(dict(os.environ), cfg.pagerduty_url)
+    results, transitions = [], []
+    for target in chosen:
+        watched = watch_target(target, version, metadata, cfg, now)
+        transitions += book.update(target.name, registry.name, watched["alarms"], now)
+        found = {v: [a.to_dict() for a in alarms] for v, alarms in watched["alarms"].items()}
+        results.append({**watched, "alarms": found})
+        logger.info("target %s: %s; %d alarm(s)", target.name, watched["finding"]["finding"],
+                    sum(len(a) for a in watched["alarms"].values()))
+    deliveries = deliver(transitions, channels)
+    for t in transitions:
+        emit_alarm(_event(t), target=t.target, model=t.model, version=version, reason=t.alarm["message"],
+                   details={"rule": t.alarm["rule"], "level": t.alarm["level"], "state": t.state,
+                            "served_version": t.version, "action": t.alarm["action"]})
+    book.save(transitions, deliveries)
+    summary = {"model": registry.name, "champion": version, "checked_at": now,
+               "findings": [r["finding"] for r in results], "targets": results,
+               "transitions": [{**t.alarm, "target": t.target, "version": t.version, "state": t.state,
+                                "event": _event(t), "sent_to": deliveries.get(t.key, [])} for t in transitions],
+               "firing": sorted(book.firing)}
+    publish("monitor", registry.name, monitor_report(summary),
+            f"{len(book.firing)} alarm(s) firing over {len(results)} target(s); {len(transitions)} change(s)")
+    return summary

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import hmac
 import logging
+import math
 import re
 import time
 import uuid
@@ -26,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from serving.config import ServingSettings, available_cpus, settings_from_env
 from serving.errors import ServingError
 from serving.inputs import read_json_rows
+from serving.monitoring import Recorder
 from serving.observability import Metrics
 from serving.scorer import Scorer
 from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
@@ -33,6 +35,10 @@ from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
 log = logging.getLogger("serving")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SHADOW_ROWS_OBSERVED = 100
+# Requests carrying this header (the smoke test, the monitor's probe) are counted apart from user
+# traffic: they never enter the request, error, latency or prediction series.
+PROBE_HEADER = "x-pipeline-probe"
+EVENTS_KEPT = 50
 
 
 class HTTPProblem(Exception):
@@ -62,7 +68,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     load_lock = asyncio.Lock()
     shadow_log: collections.deque = collections.deque(maxlen=settings.shadow_log_size)
     started = time.time()
-    state: dict = {"scorer": None}
+    state: dict = {"scorer": None, "recorder": None}
+    events: collections.deque = collections.deque(maxlen=EVENTS_KEPT)
+
+    def event(kind: str, detail: str) -> None:
+        """A model event worth a person's eye (a refused load): kept for /health and /model_info."""
+        events.append({"at": round(time.time(), 3), "event": kind, "detail": detail})
+        metrics.model_events.labels(kind).inc()
 
     def warm(model) -> None:
         rows = [g.features for g in model.metadata.golden_examples]
@@ -82,9 +94,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             try:
                 model = await asyncio.to_thread(store.load, settings.model_root, model_dir, version, make_default,
                                                 warm)
-            except ServingError:
-                metrics.model_events.labels("load_failed").inc()
+            except ServingError as exc:
+                event("load_failed", f"load of version {version} refused: {exc}")
                 raise
+            if state["recorder"] is not None:
+                state["recorder"].register(version, model.metadata)
             metrics.model_events.labels("load").inc()
             if store.routing.default != before:
                 metrics.model_events.labels("swap").inc()
@@ -97,6 +111,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await asyncio.to_thread(configure_threads, settings)
         state["scorer"] = Scorer(metrics, settings.scorer_batch_rows)
+        state["recorder"] = Recorder(settings.monitor_window_s, settings.monitor_windows, settings.label_window_s,
+                                     settings.feedback_ttl_s, settings.feedback_max_rows)
         if settings.model_dir and settings.model_version:
             try:
                 await do_load(str(settings.model_dir), settings.model_version, True)
@@ -106,6 +122,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             log.warning("SERVING_MODEL_ROOT is /: models may be loaded from anywhere")
         yield
         state["scorer"].close()
+        state["recorder"].close()
 
     app = FastAPI(title="Tabular model server", version="1.0", lifespan=lifespan)
     app.state.store = store
@@ -116,19 +133,27 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def _problem(request: Request, exc: HTTPProblem):
         return _json({"detail": exc.detail, **exc.extra}, exc.status)
 
-    def authorize(request: Request, admin: bool) -> None:
+    def authorize(request: Request, admin: bool, token: str | None = None) -> None:
         if not admin and not settings.protect_reads:
             return
-        if not settings.admin_token:
+        token = token or settings.admin_token
+        if not token:
             raise HTTPProblem(401, "admin endpoints are disabled: the server has no SERVING_ADMIN_TOKEN")
         header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPProblem(401, "missing or wrong bearer token")
 
-    def record(endpoint: str, status: int, version: str, start: float) -> None:
+    def record(request: Request, endpoint: str, status: int, version: str, start: float,
+               rejected: tuple[str, ...] = ()) -> None:
+        if PROBE_HEADER in request.headers:
+            metrics.probe_requests.labels(endpoint, str(status)).inc()
+            return
+        seconds = time.perf_counter() - start
         metrics.requests.labels(endpoint, str(status), version).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        metrics.latency.labels(endpoint).observe(seconds)
+        if endpoint == "predict" and state["recorder"] is not None:
+            state["recorder"].request(version, status, seconds, rejected)
 
     # ------------------------------------------------------------ admin
     def admin_errors(exc: ServingError) -> HTTPProblem:
@@ -143,9 +168,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             body = await do_load(model_dir, version, default)
         except ServingError as exc:
             problem = admin_errors(exc)
-            record("load", problem.status, version, start)
+            record(request, "load", problem.status, version, start)
             raise problem from None
-        record("load", 200, version, start)
+        record(request, "load", 200, version, start)
         return _json(body)
 
     def apply_admin(change, event: str) -> None:
@@ -184,6 +209,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     # ------------------------------------------------------------ reads
     def health_body() -> tuple[dict, int]:
+        """Healthy means "can serve": a default version is loaded and the scorer runs. What a person
+        should still see (a refused load, a long queue) is a warning, not unhealthiness: a refused
+        /load leaves the previous version serving, and no rollback would fix it."""
         routing = store.routing
         scorer = state["scorer"]
         depth = scorer.depth() if scorer else 0
@@ -192,22 +220,23 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             reasons.append("no model loaded")
         if scorer is None or not scorer.alive:
             reasons.append("scorer thread not running")
-        degraded = []
+        warnings = []
         if store.last_error:
-            degraded.append(store.last_error)
+            warnings.append(store.last_error)
         if depth > settings.degraded_queue_depth:
-            degraded.append(f"{depth} requests waiting for the model")
-        status = "unhealthy" if reasons else "degraded" if degraded else "healthy"
+            warnings.append(f"{depth} requests waiting for the model")
+        status = "unhealthy" if reasons else "healthy"
         body = {"status": status, "model_loaded": routing.default is not None, "default_version": routing.default,
                 "loaded_versions": sorted(routing.models, key=int), "queue_depth": depth,
-                "uptime_seconds": round(time.time() - started, 1), "reasons": reasons + degraded}
+                "uptime_seconds": round(time.time() - started, 1), "reasons": reasons, "warnings": warnings,
+                "recent_events": list(events)[-5:]}
         return body, 200 if status == "healthy" else 503
 
     @app.get("/health")
     async def health(request: Request):
         start = time.perf_counter()
         body, status = health_body()
-        record("health", status, body["default_version"] or "none", start)
+        record(request, "health", status, body["default_version"] or "none", start)
         return _json(body, status)
 
     @app.get("/model_info")
@@ -229,6 +258,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             default = meta
         return _json({"default_version": routing.default, "metadata": default, "versions": versions,
                       "traffic_split": routing.weights(), "shadow": routing.shadow,
+                      "last_load_error": store.last_error, "events": list(events),
                       "policy": {"unknown_category": settings.unknown_category,
                                  "out_of_range": settings.out_of_range, "max_batch_rows": settings.max_batch_rows}})
 
@@ -242,6 +272,35 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         authorize(request, admin=False)
         metrics.queue_depth.set(state["scorer"].depth() if state["scorer"] else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------ monitoring
+    @app.get("/monitoring/window")
+    async def monitoring_window(request: Request, since: float | None = None, until: float | None = None):
+        """Counts (never raw feature values) recorded since ``since`` (epoch seconds; default: an hour ago)."""
+        authorize(request, admin=False)
+        now = time.time()
+        since = now - 3600 if since is None else since
+        if not (math.isfinite(since) and (until is None or math.isfinite(until))):
+            raise HTTPProblem(422, "since and until are epoch seconds")
+        return _json(await asyncio.to_thread(state["recorder"].window, since, until))
+
+    @app.post("/feedback")
+    async def feedback(request: Request):
+        """Labels for scored rows: {"labels": [{"request_id": ID, "label": 0|1, "row": N (default 0)}, ...]}."""
+        authorize(request, admin=True, token=settings.feedback_token)
+        try:
+            items = orjson.loads(await request.body()).get("labels")
+        except (orjson.JSONDecodeError, AttributeError):
+            items = None
+        if not isinstance(items, list):
+            raise HTTPProblem(422, 'expected {"labels": [{"request_id": ID, "label": 0 or 1, "row": N}, ...]}')
+        if len(items) > settings.max_feedback_items:
+            raise HTTPProblem(413, f"{len(items)} labels; at most {settings.max_feedback_items} per request")
+        result = await asyncio.to_thread(state["recorder"].feedback, items)
+        for outcome in ("accepted", "unchanged", "replaced", "unknown", "invalid"):
+            if result[outcome]:
+                metrics.feedback_labels.labels(outcome).inc(result[outcome])
+        return _json(result)
 
     # ------------------------------------------------------------ predict
     def record_shadow(request_id: str, served: str, shadow_version: str, served_prob, fut) -> None:
@@ -303,21 +362,24 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 fut = state["scorer"].submit(shadow_model, columns, len(rows))
                 fut.add_done_callback(lambda f: record_shadow(request_id, version, shadow_version, prob, f))
         except HTTPProblem as exc:
-            record("predict", exc.status, version, start)
+            rejected = tuple(e["column"] or "" for e in exc.extra.get("errors", ()))
+            record(request, "predict", exc.status, version, start, rejected)
             return _json({"detail": exc.detail, **exc.extra, "request_id": request_id}, exc.status,
                          {"x-request-id": request_id})
         except Exception:
             log.exception("predict failed (request %s)", request_id)
-            record("predict", 500, version, start)
+            record(request, "predict", 500, version, start)
             return _json({"detail": "internal error; see the server log", "request_id": request_id}, 500,
                          {"x-request-id": request_id})
-        metrics.rows.labels(version).inc(len(rows))
-        hist = metrics.probability.labels(version)
-        for p in prob[:SHADOW_ROWS_OBSERVED].tolist():
-            hist.observe(p)
         predictions = [{"probability": p, "raw_score": r, "version": version}
                        for p, r in zip(prob.tolist(), raw.tolist())]
-        record("predict", 200, version, start)
+        if PROBE_HEADER not in request.headers:
+            metrics.rows.labels(version).inc(len(rows))
+            hist = metrics.probability.labels(version)
+            for p in prob[:SHADOW_ROWS_OBSERVED].tolist():
+                hist.observe(p)
+            state["recorder"].scored(version, request_id, columns, prob)
+        record(request, "predict", 200, version, start)
         return _json({"request_id": request_id, "model_version": version, "predictions": predictions},
                      headers={"x-request-id": request_id})
 

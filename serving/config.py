@@ -33,6 +33,14 @@ class ServingSettings(BaseModel):
     inter_op_threads: int | None = Field(None, ge=1)
     degraded_queue_depth: int = Field(256, ge=1)
     shadow_log_size: int = Field(1000, ge=0)
+    # monitoring (serving/monitoring.py)
+    monitor_window_s: int = Field(60, ge=1, le=86400)
+    monitor_windows: int = Field(1440, ge=1, le=100_000)
+    label_window_s: int = Field(3600, ge=60, le=86400)
+    feedback_ttl_s: int = Field(7 * 86400, ge=60)
+    feedback_max_rows: int = Field(1_000_000, ge=1)
+    feedback_token: str | None = Field(default=None, repr=False)   # unset: the admin token
+    max_feedback_items: int = Field(100_000, ge=1)
 
     @property
     def policy(self) -> frozenset[str]:
@@ -51,7 +59,10 @@ ENV = {
     "SERVING_UNKNOWN_CATEGORY": "unknown_category", "SERVING_OUT_OF_RANGE": "out_of_range",
     "SERVING_PROTECT_READS": "protect_reads", "SERVING_INTRA_OP_THREADS": "intra_op_threads",
     "SERVING_INTER_OP_THREADS": "inter_op_threads", "SERVING_DEGRADED_QUEUE_DEPTH": "degraded_queue_depth",
-    "SERVING_SHADOW_LOG_SIZE": "shadow_log_size",
+    "SERVING_SHADOW_LOG_SIZE": "shadow_log_size", "SERVING_MONITOR_WINDOW_S": "monitor_window_s",
+    "SERVING_MONITOR_WINDOWS": "monitor_windows", "SERVING_LABEL_WINDOW_S": "label_window_s",
+    "SERVING_FEEDBACK_TTL_S": "feedback_ttl_s", "SERVING_FEEDBACK_MAX_ROWS": "feedback_max_rows",
+    "SERVING_FEEDBACK_TOKEN": "feedback_token", "SERVING_MAX_FEEDBACK_ITEMS": "max_feedback_items",
 }
 
 

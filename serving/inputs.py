@@ -162,10 +162,11 @@ def read_json_rows(specs: dict[str, ColumnSpec], rows: list[dict], policy: froze
             if col.null.any() else None
         if absent is not None and absent.any():
             problems.append(column_problem(name, "missing feature", "every row needs this feature (null if unknown)",
-                                     absent, np.full(absent.shape, "<absent>", dtype=object), 0))
+                                           absent, np.full(absent.shape, "<absent>", dtype=object), 0))
         skip = col.invalid if absent is None else (col.invalid | absent)
         if col.invalid.any():
-            problems.append(column_problem(name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid, raw, 0))
+            problems.append(column_problem(name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid,
+                                           raw, 0))
         found = check_column(spec, col.values, col.null, shown=raw, row_base=0, skip=skip)
         problems += [p for p in found if p.issue not in policy]
         columns[name] = col.values
@@ -178,8 +179,8 @@ def check_typed(spec: ColumnSpec, raw: Sequence[object], row_base: int = 1) -> t
     shown = np.asarray(list(raw), dtype=object)
     problems = []
     if col.invalid.any():
-        problems.append(column_problem(spec.name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid, shown,
-                                 row_base))
+        problems.append(column_problem(spec.name, "wrong type", f"expected {EXPECTED[spec.type]}", col.invalid,
+                                       shown, row_base))
     # Values of the wrong type are reported once, above, not again as out of range or unknown.
     problems += check_column(spec, col.values, col.null, shown=shown, row_base=row_base, skip=col.invalid)
     return col, problems

@@ -33,5 +33,10 @@ class Metrics:
         self.queue_depth = Gauge("serving_scorer_queue_depth", "Jobs waiting for the model", registry=r)
         self.shadow_rows = Counter("serving_shadow_rows", "Rows scored by the shadow version", ["version"],
                                    registry=r)
+        self.probe_requests = Counter("serving_probe_requests", "Requests marked X-Pipeline-Probe (smoke tests, "
+                                      "the monitor): kept out of every other series", ["endpoint", "status"],
+                                      registry=r)
+        self.feedback_labels = Counter("serving_feedback_labels", "Labels received through /feedback, by outcome",
+                                       ["outcome"], registry=r)
         self.shadow_divergence = Histogram("serving_shadow_abs_divergence", "|p(shadow) - p(served)| per row",
                                            ["version"], buckets=DIVERGENCE_BUCKETS, registry=r)

@@ -11,9 +11,9 @@ from pathlib import Path
 from serving.constants import GOLDEN_TOLERANCE, MODEL_TYPE
 from serving.host import MANIFEST
 
-__all__ = ["ALARM_CRITICAL", "ALARM_WARNING", "CHALLENGER", "CHAMPION", "CONFIGS", "GOLDEN_TOLERANCE",
-           "HIGHER_IS_BETTER", "HOST_SCRIPT", "MANIFEST", "METRICS", "MODEL_TYPE", "ROLLED_BACK", "ROOT",
-           "SERVING_DIR"]
+__all__ = ["ALARM_CRITICAL", "ALARM_PAGE", "ALARM_RESOLVED", "ALARM_WARNING", "CHALLENGER", "CHAMPION", "CONFIGS",
+           "GOLDEN_TOLERANCE", "HIGHER_IS_BETTER", "HOST_SCRIPT", "MANIFEST", "METRICS", "MODEL_TYPE", "ROLLED_BACK",
+           "ROOT", "SERVING_DIR"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -25,10 +25,14 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 ROLLED_BACK = "rolled_back_from_to"
 
-# Alarms are Prefect events: a critical one triggers the rollback deployment (prefect.yaml);
-# a warning is for a person.
+# Alarms are Prefect events. Only ALARM_CRITICAL triggers the rollback deployment (prefect.yaml): it
+# is sent for what another model version fixes (the served champion fails its golden check). A
+# critical alarm no rollback would fix (a server down, drift, latency) pages a person; a warning
+# is for a person; a resolution says an alarm stopped.
 ALARM_CRITICAL = "pipeline.alarm.critical"
+ALARM_PAGE = "pipeline.alarm.page"
 ALARM_WARNING = "pipeline.alarm.warning"
+ALARM_RESOLVED = "pipeline.alarm.resolved"
 
 # The release metrics and which way is better.
 METRICS = ("roc_auc", "pr_auc", "brier", "ece", "ece_equal_mass")

@@ -17,6 +17,7 @@ from tasks.constants import CONFIGS
 from tasks.errors import ConfigError
 
 DEFAULT_CONFIG = CONFIGS / "pipeline.yaml"
+DEFAULT_MONITORING = CONFIGS / "monitoring.yaml"
 
 
 class _Section(BaseModel):
@@ -114,18 +115,9 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     Raises:
         ConfigError: the file is unreadable or a key has an impossible value (the key is named).
     """
-    import yaml
-
     env = dict(os.environ) if env is None else env
     path = Path(path or env.get("PIPELINE_CONFIG") or DEFAULT_CONFIG)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = _read_yaml(path, "config")
     if env.get("PIPELINE_HOME"):
         data["pipeline_home"] = env["PIPELINE_HOME"]
     if env.get("MLFLOW_TRACKING_URI"):
@@ -139,8 +131,108 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
                 target[part] = {}
             target = target[part]
         target[leaf] = value
+    return _validated(Settings, data, path)
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    import yaml
+
     try:
-        return Settings.model_validate(data)
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _validated(model: type[BaseModel], data: dict, path: Path):
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(f"{path}: " + "; ".join(parts)) from None
+
+
+# ---------------------------------------------------------------- monitoring thresholds
+
+class LevelThresholds(_Section):
+    warning: float = Field(gt=0)
+    critical: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LevelThresholds:
+        if self.critical < self.warning:
+            raise ValueError(f"critical ({self.critical}) is below warning ({self.warning})")
+        return self
+
+
+class EceThresholds(LevelThresholds):
+    critical_hours: int = Field(2, ge=1)
+
+
+class PsiThresholds(LevelThresholds):
+    many_features: int = Field(3, ge=1)
+
+
+class PredictionThresholds(_Section):
+    mean_shift: float = Field(0.10, gt=0)
+    variance_increase: float = Field(0.50, gt=0)
+    extreme_share: float = Field(0.20, gt=0, le=1)
+
+
+class LatencyThresholds(_Section):
+    p95_warning: float = Field(100, gt=0)
+    p95_critical: float = Field(200, gt=0)
+    p95_minutes: int = Field(5, ge=1)
+    p99_critical: float = Field(500, gt=0)
+    p99_minutes: int = Field(2, ge=1)
+
+
+class ErrorThresholds(LevelThresholds):
+    minutes: int = Field(5, ge=1)
+    server_errors: float = Field(0.001, gt=0)
+    server_minutes: int = Field(10, ge=1)
+
+
+class PerformanceThresholds(_Section):
+    roc_auc_drop: float = Field(0.05, gt=0)
+    precision_drop: float = Field(0.10, gt=0)
+
+
+class VolumeThresholds(_Section):
+    drop: float = Field(0.50, gt=0, lt=1)
+    spike: float = Field(2.00, gt=0)
+    min_requests: int = Field(100, ge=1)
+
+
+class MonitoringSettings(_Section):
+    """``configs/monitoring.yaml``: the guide's checklist thresholds."""
+
+    lookback_minutes: int = Field(60, ge=1, le=24 * 60)
+    min_rows_for_drift: int = Field(200, ge=1)
+    min_labels: int = Field(200, ge=1)
+    ece: EceThresholds = EceThresholds(warning=0.05, critical=0.10)
+    psi: PsiThresholds = PsiThresholds(warning=0.15, critical=0.25)
+    prediction: PredictionThresholds = PredictionThresholds()
+    latency_ms: LatencyThresholds = LatencyThresholds()
+    error_rate: ErrorThresholds = ErrorThresholds(warning=0.005, critical=0.01)
+    performance: PerformanceThresholds = PerformanceThresholds()
+    volume: VolumeThresholds = VolumeThresholds()
+    host_attempts: int = Field(3, ge=1, le=10)          # before a host is called down
+    host_retry_wait_s: float = Field(2.0, ge=0, le=60)
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"   # the routing key: $PIPELINE_PAGERDUTY_ROUTING_KEY
+
+
+def load_monitoring(path: str | Path | None = None, env: dict[str, str] | None = None) -> MonitoringSettings:
+    """Read ``path`` (else ``$PIPELINE_MONITORING``, else configs/monitoring.yaml) and validate it.
+
+    Raises:
+        ConfigError: unreadable, or a key has an impossible value (the key is named).
+    """
+    env = dict(os.environ) if env is None else env
+    path = Path(path or env.get("PIPELINE_MONITORING") or DEFAULT_MONITORING)
+    return _validated(MonitoringSettings, _read_yaml(path, "monitoring thresholds"), path)
+

@@ -40,7 +40,8 @@ def smoke_test(target: str, url: str, metadata: ModelMetadata, timeout: float = 
     failures: list[str] = []
     golden_diff = p50 = pmax = None
     version = metadata.version
-    with httpx.Client(base_url=url, timeout=timeout) as http:
+    # The probe header keeps these requests out of the server's user traffic, errors and predictions.
+    with httpx.Client(base_url=url, timeout=timeout, headers={"X-Pipeline-Probe": "smoke"}) as http:
         try:
             health = http.get("/health")
             if health.status_code != 200 or health.json().get("status") != "healthy":

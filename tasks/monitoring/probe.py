@@ -2,9 +2,9 @@
 
 Is the server up, does it serve the champion, and does that champion still answer as trained
 (the smoke test's checks: health, file hashes, golden predictions, a malformed request
-refused)? A served champion that fails the probe is critical: another version (a rollback)
-fixes it. A host that is down or serves another version is a warning for a person, since
-another model version would not fix it.
+refused)? A served champion that fails the probe is critical and another version (a rollback)
+fixes it. A host that is down is critical too, but pages a person: no model version brings a
+server back. A host that serves another version is a warning.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from serving.metadata import ModelMetadata
-from tasks.constants import ALARM_CRITICAL, ALARM_WARNING
+from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_WARNING
 from tasks.deploy.smoke import smoke_test
 from tasks.deploy.targets import Target, url_of
 from tasks.deploy.transports import transport_for
@@ -21,7 +21,7 @@ from tasks.deploy.transports import transport_for
 @dataclass(frozen=True)
 class Finding:
     target: str
-    alarm: str | None          # None, ALARM_WARNING or ALARM_CRITICAL
+    alarm: str | None          # None, ALARM_WARNING, ALARM_PAGE (down) or ALARM_CRITICAL (rollback)
     finding: str
     served: str | None         # the export version the host serves by default
 
@@ -35,10 +35,10 @@ def check_target(target: Target, champion_version: str | None, metadata: ModelMe
     try:
         state = transport_for(target).host("status")
     except Exception as exc:  # an unreachable host is a finding, not a crash of the monitor
-        return Finding(target.name, ALARM_WARNING, f"host unreachable: {exc}", None)
+        return Finding(target.name, ALARM_PAGE, f"host unreachable: {exc}", None)
     served = state.get("default_version")
     if not state.get("running"):
-        return Finding(target.name, ALARM_WARNING, "no server running", None)
+        return Finding(target.name, ALARM_PAGE, "no server running", None)
     if expected is None:
         return Finding(target.name, None, "no champion in the registry", served)
     if served != expected:

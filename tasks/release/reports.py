@@ -132,3 +132,35 @@ def rollback_report(result: dict) -> str:
     if result.get("error"):
         lines += ["", "Nothing was moved in the registry.", "", *_code_block(result["error"])]
     return "\n".join(lines) + "\n"
+
+
+def monitor_report(summary: dict) -> str:
+    """The monitor's run: each target's probe, the checklist's numbers, what fired and what resolved."""
+    lines = [f"# Monitor: {summary['model']}, champion {summary['champion'] or 'none'}", "",
+             "| target | serves | probe | alarms now |", "|---|---|---|---|"]
+    for t in summary["targets"]:
+        f = t["finding"]
+        now = "; ".join(f"{a['level']} {a['rule']}" for found in t["alarms"].values() for a in found) or "none"
+        lines.append(f"| {f['target']} | {f['served'] or '–'} | {f['finding']} | {now} |")
+    for t in summary["targets"]:
+        for version, a in t["assessment"].items():
+            traffic, labels, pred = a["traffic"], a["labels"], a["prediction"]
+            lat = traffic["latency_ms"]
+            lines += ["", f"## {t['target']}, version {version}", "",
+                      "| metric | value |", "|---|---|",
+                      f"| requests (per minute) | {traffic['requests']} ({_fmt(traffic['requests_per_minute'])}) |",
+                      f"| latency p50 / p95 / p99 ms | {_fmt(lat['p50'])} / {_fmt(lat['p95'])} / {_fmt(lat['p99'])} |",
+                      f"| errors 4xx / 5xx | {traffic['rate_4xx']:.2%} / {traffic['rate_5xx']:.2%} |",
+                      f"| mean prediction | {_fmt(pred.get('mean'))} ({pred['status']}) |",
+                      f"| labelled rows | {labels.get('n', 0)} |",
+                      f"| ECE / ROC-AUC | {_fmt(labels.get('ece'))} / {_fmt(labels.get('roc_auc'))} |"]
+            psis = {n: f for n, f in a["features"].items()}
+            if psis:
+                lines += ["", "| feature | PSI | rows |", "|---|---|---|",
+                          *(f"| {n} | {_fmt(f['psi']) if f['psi'] is not None else f['status']} | {f['rows']} |"
+                            for n, f in sorted(psis.items()))]
+    lines += ["", "## Changes this run", ""]
+    lines += [f"- **{c['state']}** {c['level']} `{c['rule']}` on {c['target']} (v{c['version']}): {c['message']} — "
+              f"{c['action']} (sent to: {', '.join(c['sent_to']) or 'no channel'})"
+              for c in summary["transitions"]] or ["- none"]
+    return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.constants import ALARM_CRITICAL, ALARM_WARNING
+from tasks.constants import ALARM_CRITICAL, ALARM_PAGE
 from tasks.errors import ReleaseError
 from tests.conftest import ROOT, mlflow_client
 from tests.flows.conftest import Steps, host_status, scenario_home, wait_for_event
@@ -238,10 +238,13 @@ def test_a_champion_failing_its_probe_is_a_critical_alarm_on_the_server(promotio
     assert event["resource"]["prefect.resource.id"] == "pipeline.target.t1" and "injected" in event["payload"]["reason"]
 
 
-def test_a_server_that_is_down_is_a_warning_for_a_person(promotions):
-    """Not a rollback: another model version would not bring the server back."""
+def test_a_server_that_is_down_pages_a_person_and_does_not_roll_back(promotions):
+    """Critical, as the guide's "Health Status" row says, but not a rollback: another model version
+    would not bring the server back."""
     down = promotions.at("monitor_down")
-    assert [f["alarm"] for f in down["findings"]] == [ALARM_WARNING]
+    assert [f["alarm"] for f in down["findings"]] == [ALARM_PAGE]
+    assert [(c["rule"], c["level"], c["event"]) for c in down["transitions"] if c["state"] == "firing"] == \
+        [("health", "critical", ALARM_PAGE)]
     assert "no server running" in down["findings"][0]["finding"]
     assert len(promotions.new_artifacts("monitor")) == 3
 

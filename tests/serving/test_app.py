@@ -198,13 +198,20 @@ def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(client, serv
         fh.write(b"\x00")
     r = client.post("/load", params={"model_dir": str(bad_root), "version": "2"}, headers=AUTH)
     assert r.status_code == 422 and "calibrator.pkl" in r.json()["detail"]
-    health = client.get("/health").json()
-    assert health["status"] == "degraded" and health["default_version"] == "1"
-    assert any("refused" in reason for reason in health["reasons"])
+    # The previous version keeps serving, so the server is healthy (a rollback would fix nothing);
+    # the refusal is a warning in /health, in /model_info and a model event.
+    r = client.get("/health")
+    health = r.json()
+    assert r.status_code == 200 and health["status"] == "healthy" and health["default_version"] == "1"
+    assert health["reasons"] == [] and any("refused" in w for w in health["warnings"])
+    assert health["recent_events"][-1]["event"] == "load_failed"
+    info = client.get("/model_info").json()
+    assert "calibrator.pkl" in info["last_load_error"] and info["events"][-1]["event"] == "load_failed"
+    assert 'serving_model_events_total{event="load_failed"} 1.0' in client.get("/metrics").text
     row = _row(served_models)
     assert client.post("/predict", json={"features": [row]}).json()["model_version"] == "1"
-    assert _load(client, served_models, "2").status_code == 200          # a good load clears it
-    assert client.get("/health").json()["status"] == "healthy"
+    assert _load(client, served_models, "2").status_code == 200          # a good load clears the warning
+    assert client.get("/health").json()["warnings"] == []
     shutil.rmtree(bad_root)
 
 

@@ -17,3 +17,20 @@ def test_settings_overrides_and_errors_name_the_key(tmp_path):
         load_settings(path, env={})
     env = {"PIPELINE_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
     assert load_settings(None, env=env).tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_monitoring_thresholds_default_to_the_guide_and_errors_name_the_key(tmp_path):
+    from tasks.settings import load_monitoring
+
+    shipped = load_monitoring()
+    assert (shipped.ece.warning, shipped.ece.critical, shipped.psi.warning, shipped.psi.critical) == \
+        (0.05, 0.10, 0.15, 0.25)
+    assert (shipped.latency_ms.p95_warning, shipped.latency_ms.p95_critical, shipped.error_rate.critical) == \
+        (100, 200, 0.01)
+    bad = tmp_path / "monitoring.yaml"
+    bad.write_text("psi: {warning: 0.3, critical: 0.25}\n")
+    with pytest.raises(ConfigError, match="psi: .*critical .* is below warning"):
+        load_monitoring(bad, env={})
+    bad.write_text("lookback_minutes: 0\n")
+    with pytest.raises(ConfigError, match="lookback_minutes"):
+        load_monitoring(bad, env={})

@@ -1,0 +1,85 @@
+"""One monitor pass over one target: probe it, read what its server recorded, judge it.
+
+    probe     is the server up, serving the champion as trained? (``probe.check_target``, with
+              retries before a host is called down)
+    window    ``GET /monitoring/window`` for the lookback, and the span before it for the volume
+              rule; counts only (``serving.monitoring``)
+    judge     ``assess.assess`` then ``rules.evaluate`` per served version
+
+The probe's finding becomes an alarm too: a champion failing its golden check is the one
+critical alarm a rollback fixes; a server that is down or unreachable is critical but pages a
+person; a host serving another version than the champion is a warning.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from serving.metadata import ModelMetadata
+from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_WARNING
+from tasks.deploy.targets import Target, url_of
+from tasks.monitoring.assess import assess
+from tasks.monitoring.probe import Finding, check_target
+from tasks.monitoring.rules import CRITICAL, WARNING, Alarm, evaluate
+from tasks.settings import MonitoringSettings
+
+PROBE_ALARMS = {
+    ALARM_CRITICAL: ("probe", CRITICAL, "Roll back: the served champion is not the model that was trained", True),
+    ALARM_PAGE: ("health", CRITICAL, "Immediate response: bring the server back (a rollback would not)", False),
+    ALARM_WARNING: ("served_version", WARNING, "Deploy the champion to this target, or roll the registry back", False),
+}
+
+
+def probe_alarm(finding: Finding) -> Alarm | None:
+    if finding.alarm is None:
+        return None
+    rule, level, action, rollback = PROBE_ALARMS[finding.alarm]
+    return Alarm(rule, level, None, 0.0, finding.finding, action, rollback)
+
+
+def fetch_window(target: Target, since: float, until: float, timeout_s: float = 30) -> dict:
+    """What the target's server recorded in [since, until) (probe-marked, so it counts as no traffic)."""
+    with httpx.Client(base_url=url_of(target), timeout=timeout_s, headers={"X-Pipeline-Probe": "monitor"}) as http:
+        resp = http.get("/monitoring/window", params={"since": since, "until": until})
+        resp.raise_for_status()
+        return resp.json()
+
+
+def watch_target(target: Target, champion_version: str | None, metadata: ModelMetadata | None,
+                 cfg: MonitoringSettings, now: float | None = None) -> dict:
+    """Probe, read and judge one target. Returns the finding, the assessment per served version and
+    the alarms per served version (the probe's under the champion's export version)."""
+    now = time.time() if now is None else now
+    finding = None
+    for attempt in range(cfg.host_attempts):
+        finding = check_target(target, champion_version, metadata)
+        if finding.alarm != ALARM_PAGE:
+            break
+        if attempt + 1 < cfg.host_attempts:
+            time.sleep(cfg.host_retry_wait_s)      # a host is called down only after every attempt failed
+    alarms: dict[str, list[Alarm]] = {}
+    out = {"target": target.name, "finding": finding.to_dict(), "assessment": {}, "alarms": alarms}
+    first = probe_alarm(finding)
+    if first is not None:
+        alarms.setdefault(finding.served or (metadata.version if metadata else "none"), []).append(first)
+    if finding.served is None:          # no server: nothing recorded to read
+        return out
+    lookback = cfg.lookback_minutes * 60
+    try:
+        window = fetch_window(target, now - lookback, now)
+        before = fetch_window(target, now - 4 * lookback, now - lookback)
+    except (httpx.HTTPError, ValueError) as exc:
+        out["window_error"] = f"{url_of(target)}/monitoring/window: {type(exc).__name__}: {exc}"
+        return out
+    known = {metadata.version: metadata} if metadata is not None else {}
+    assessment = assess(window, known, cfg.lookback_minutes, cfg.min_rows_for_drift)
+    out["assessment"] = assessment
+    for version, a in assessment.items():
+        prev = (before.get("versions") or {}).get(version, {}).get("requests", 0)
+        previous_rpm = prev / (3 * cfg.lookback_minutes) if prev else None
+        found = evaluate(a, cfg, now, window["window_seconds"], previous_rpm)
+        if found:
+            alarms.setdefault(version, []).extend(found)
+    return out
