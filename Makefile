@@ -32,12 +32,15 @@ stop: $(STAMP)
 	$(PY) -m flows stop --target local
 
 # System packages the tests use: a real OpenSSH server for the ssh transport, curl for the guide,
-# PostgreSQL for the team setup (Prefect server and MLflow tracking server on it). One apt-get update
-# at most, and none when everything is already there.
+# PostgreSQL for the team setup (Prefect server and MLflow tracking server on it), Chromium for the
+# dashboard, promtool (Debian's prometheus) for the alert rules. One apt-get update at most, and none
+# when everything is already there.
 system-deps:
 	@pkgs=""; \
 	{ test -x /usr/sbin/sshd && command -v curl >/dev/null; } || pkgs="openssh-server curl"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || pkgs="$$pkgs postgresql"; \
+	command -v chromium >/dev/null || pkgs="$$pkgs chromium"; \
+	command -v promtool >/dev/null || pkgs="$$pkgs prometheus"; \
 	test -z "$$pkgs" || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; }
 

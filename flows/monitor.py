@@ -21,6 +21,7 @@ from flows.notify import emit_alarm, publish
 from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_RESOLVED, ALARM_WARNING, CHAMPION
 from tasks.deploy.targets import load_targets, pick_targets
 from tasks.monitoring.alarms import FIRING, AlarmBook, PagerDutyEvents, SlackWebhook, Transition, deliver
+from tasks.monitoring.liveness import in_scope
 from tasks.monitoring.rules import CRITICAL
 from tasks.monitoring.watch import watch_target
 from tasks.registry import MlflowRegistry
@@ -36,7 +37,7 @@ def _event(t: Transition) -> str:
     return ALARM_WARNING
 
 
-def _channels(env: dict[str, str], pagerduty_url: str) -> dict:
+def channels_from(env: dict[str, str], pagerduty_url: str) -> dict:
     """The alarm channels the environment configures (webhook URLs and routing keys are secrets)."""
     channels = {}
     if env.get("PIPELINE_SLACK_WEBHOOK_URL"):
@@ -45,6 +46,16 @@ def _channels(env: dict[str, str], pagerduty_url: str) -> dict:
         channels["pagerduty"] = PagerDutyEvents(env.get("PIPELINE_PAGERDUTY_URL") or pagerduty_url,
                                                 env["PIPELINE_PAGERDUTY_ROUTING_KEY"])
     return channels
+
+
+def send(transitions: list[Transition], channels: dict, version: str | None) -> dict[str, list[str]]:
+    """Deliver each change to its channels and emit it as a Prefect event; returns where each went."""
+    deliveries = deliver(transitions, channels)
+    for t in transitions:
+        emit_alarm(_event(t), target=t.target, model=t.model, version=version or t.version, reason=t.alarm["message"],
+                   details={"rule": t.alarm["rule"], "level": t.alarm["level"], "state": t.state,
+                            "served_version": t.version, "action": t.alarm["action"]})
+    return deliveries
 
 
 @flow(name="monitor", validate_parameters=False)
@@ -63,22 +74,18 @@ def monitor_flow(targets: list[str] | None = None, targets_file: str | None = No
     champion = registry.alias_version(CHAMPION)
     version = str(champion.version) if champion is not None else None
     metadata = registry.metadata_of(champion) if champion is not None else None
-    book = AlarmBook(settings.pipeline_home / "monitoring")
-    channels = _channels(dict(os.environ), cfg.pagerduty_url)
+    watched_targets = [watch_target(target, version, metadata, cfg, now) for target in chosen]
     results, transitions = [], []
-    for target in chosen:
-        watched = watch_target(target, version, metadata, cfg, now)
-        transitions += book.update(target.name, registry.name, watched["alarms"], now)
-        found = {v: [a.to_dict() for a in alarms] for v, alarms in watched["alarms"].items()}
-        results.append({**watched, "alarms": found})
-        logger.info("target %s: %s; %d alarm(s)", target.name, watched["finding"]["finding"],
-                    sum(len(a) for a in watched["alarms"].values()))
-    deliveries = deliver(transitions, channels)
-    for t in transitions:
-        emit_alarm(_event(t), target=t.target, model=t.model, version=version, reason=t.alarm["message"],
-                   details={"rule": t.alarm["rule"], "level": t.alarm["level"], "state": t.state,
-                            "served_version": t.version, "action": t.alarm["action"]})
-    book.save(transitions, deliveries)
+    with AlarmBook.locked(settings.pipeline_home / "monitoring") as book:
+        for watched in watched_targets:
+            transitions += book.update(watched["target"], registry.name, watched["alarms"], now,
+                                       scope=lambda rule: not in_scope(rule))
+            found = {v: [a.to_dict() for a in alarms] for v, alarms in watched["alarms"].items()}
+            results.append({**watched, "alarms": found})
+            logger.info("target %s: %s; %d alarm(s)", watched["target"], watched["finding"]["finding"],
+                        sum(len(a) for a in watched["alarms"].values()))
+        deliveries = send(transitions, channels_from(dict(os.environ), cfg.pagerduty_url), version)
+        book.save(transitions, deliveries)
     summary = {"model": registry.name, "champion": version, "checked_at": now,
                "findings": [r["finding"] for r in results], "targets": results,
                "transitions": [{**t.alarm, "target": t.target, "version": t.version, "state": t.state,

@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.config import ServingSettings, available_cpus, settings_from_env
+from serving.dashboard import PAGE, summary
 from serving.errors import ServingError
 from serving.inputs import read_json_rows
 from serving.monitoring import Recorder
@@ -267,10 +268,34 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         authorize(request, admin=False)
         return _json({"shadow": store.routing.shadow, "recent": list(shadow_log)[-max(0, limit):]})
 
+    def publish_monitoring(minutes: float = 60) -> None:
+        """The last hour's drift and calibration as gauges (cleared first: a feature under the minimum
+        sample has no PSI, not a stale one)."""
+        health, _status = health_body()
+        metrics.healthy.set(1 if health["status"] == "healthy" else 0)
+        window = state["recorder"].window(time.time() - minutes * 60, None)
+        references = {v: m.metadata.reference or {} for v, m in store.routing.models.items()}
+        numbers = summary(window, health, references, minutes, settings.drift_min_rows)
+        for gauge in (metrics.feature_psi, metrics.prediction_mean, metrics.prediction_baseline_mean, metrics.ece,
+                      metrics.labelled_rows):
+            gauge.clear()
+        for version, v in numbers["versions"].items():
+            for feature, value in v["psi"].items():
+                metrics.feature_psi.labels(version, feature).set(value)
+            if v["mean_prediction"] is not None:
+                metrics.prediction_mean.labels(version).set(v["mean_prediction"])
+            if v["labels"].get("n"):
+                metrics.ece.labels(version).set(v["labels"]["ece"])
+                metrics.labelled_rows.labels(version).set(v["labels"]["n"])
+        for version, reference in references.items():
+            if (reference.get("prediction") or {}).get("mean") is not None:
+                metrics.prediction_baseline_mean.labels(version).set(reference["prediction"]["mean"])
+
     @app.get("/metrics")
     async def prometheus(request: Request):
         authorize(request, admin=False)
         metrics.queue_depth.set(state["scorer"].depth() if state["scorer"] else 0)
+        await asyncio.to_thread(publish_monitoring)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------ monitoring
@@ -283,6 +308,21 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if not (math.isfinite(since) and (until is None or math.isfinite(until))):
             raise HTTPProblem(422, "since and until are epoch seconds")
         return _json(await asyncio.to_thread(state["recorder"].window, since, until))
+
+    @app.get("/monitoring/summary")
+    async def monitoring_summary(request: Request, minutes: float = 60):
+        """The dashboard's numbers over the last ``minutes``: the guide's panels, PSI and ECE included."""
+        authorize(request, admin=False)
+        if not (math.isfinite(minutes) and 0 < minutes <= 24 * 60):
+            raise HTTPProblem(422, "minutes must be between 0 and 1440")
+        window = await asyncio.to_thread(state["recorder"].window, time.time() - minutes * 60, None)
+        references = {v: m.metadata.reference or {} for v, m in store.routing.models.items()}
+        return _json(summary(window, health_body()[0], references, minutes, settings.drift_min_rows))
+
+    @app.get("/dashboard")
+    async def dashboard(request: Request):
+        """The guide's monitoring dashboard: one self-contained page (no CDN), refreshing every 30 s."""
+        return Response(PAGE, media_type="text/html; charset=utf-8")
 
     @app.post("/feedback")
     async def feedback(request: Request):

@@ -41,6 +41,7 @@ class ServingSettings(BaseModel):
     feedback_max_rows: int = Field(1_000_000, ge=1)
     feedback_token: str | None = Field(default=None, repr=False)   # unset: the admin token
     max_feedback_items: int = Field(100_000, ge=1)
+    drift_min_rows: int = Field(200, ge=1)     # the dashboard's PSI says "not enough data" below this
 
     @property
     def policy(self) -> frozenset[str]:
@@ -63,6 +64,7 @@ ENV = {
     "SERVING_MONITOR_WINDOWS": "monitor_windows", "SERVING_LABEL_WINDOW_S": "label_window_s",
     "SERVING_FEEDBACK_TTL_S": "feedback_ttl_s", "SERVING_FEEDBACK_MAX_ROWS": "feedback_max_rows",
     "SERVING_FEEDBACK_TOKEN": "feedback_token", "SERVING_MAX_FEEDBACK_ITEMS": "max_feedback_items",
+    "SERVING_DRIFT_MIN_ROWS": "drift_min_rows",
 }
 
 

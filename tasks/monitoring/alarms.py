@@ -13,9 +13,12 @@ recorded in the history; it never stops the monitor.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -55,8 +58,23 @@ class AlarmBook:
         self.history = Path(directory) / "alarm-history.jsonl"
         self.firing: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def update(self, target: str, model: str, found: dict[str, list[Alarm]], now: float) -> list[Transition]:
-        """``found``: the alarms of each version checked on ``target`` now. Returns what changed."""
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls, directory: Path) -> Iterator[AlarmBook]:
+        """The book, read and (by the caller's ``save``) written under an exclusive lock: the hourly
+        monitor and the 30-second health check may run at the same moment."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with open(Path(directory) / "alarms.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield cls(directory)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def update(self, target: str, model: str, found: dict[str, list[Alarm]], now: float,
+               scope: Callable[[str], bool] = lambda rule: True) -> list[Transition]:
+        """``found``: the alarms of each version checked on ``target`` now; ``scope``: the rules this check
+        judges (only those can resolve). Returns what changed."""
         changes = []
         current = {f"{target}|{version}|{a.rule}": (version, a) for version, alarms in found.items() for a in alarms}
         for key, (version, alarm) in current.items():
@@ -67,7 +85,8 @@ class AlarmBook:
                 changes.append(Transition(key, target, model, version, FIRING, alarm.to_dict(), now))
             else:
                 before["alarm"] = alarm.to_dict()     # still firing: the latest value, not sent again
-        for key in [k for k, v in self.firing.items() if v["target"] == target and k not in current]:
+        for key in [k for k, v in self.firing.items()
+                    if v["target"] == target and k not in current and scope(v["alarm"]["rule"])]:
             gone = self.firing.pop(key)
             changes.append(Transition(key, target, gone["model"], gone["version"], RESOLVED, gone["alarm"], now))
         return changes

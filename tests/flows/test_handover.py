@@ -54,8 +54,9 @@ def test_every_curl_command_in_the_guide_runs(deployed):
     text = GUIDE.read_text()
     commands = curl_commands(text)
     assert {"/load", "/health", "/model_info", "/predict", "/metrics", "/default", "/feedback",
-            "/monitoring/window"} <= {p for c in commands for p in re.findall(
-                r"/(?:load|health|model_info|predict|metrics|default|feedback|monitoring/window)", c)}
+            "/monitoring/window", "/monitoring/summary"} <= {p for c in commands for p in re.findall(
+                r"/(?:load|health|model_info|predict|metrics|default|feedback|monitoring/window|monitoring/summary)",
+                c)}
     # The guide's own setup lines, run from the checkout; only the port (8000 may be taken here) and the
     # model's name (the tests train "test-model") differ from what `make run` gives.
     setup = [line.replace("127.0.0.1:8000", f"127.0.0.1:{deployed.port}").replace("/credit-risk", "/test-model")

@@ -176,3 +176,34 @@ def test_alarms_resolve_once_when_the_condition_is_gone(watching):
     pd_resolves = [b for p, b in later["new"] if p == "/pagerduty"]
     assert pd_resolves and all(b["event_action"] == "resolve" for b in pd_resolves)
     assert sum(1 for p, b in later["new"] if p == "/slack" and "[RESOLVED]" in b["text"]) == len(resolved)
+
+
+def test_the_30_second_health_check_pages_once_when_down_and_resolves(prefect_server, target_env, served_models,
+                                                                      tmp_path, monkeypatch):
+    from flows.health import health_flow
+    from tasks.deploy.deploy import deploy_to
+    from tasks.deploy.package import package_version
+    from tasks.deploy.targets import load_targets
+    from tasks.deploy.transports import transport_for
+
+    monitoring = tmp_path / "monitoring.yaml"
+    monitoring.write_text("host_attempts: 2\nhost_retry_wait_s: 0.1\n")
+    target = load_targets(target_env["targets"], target_env["home"])["t1"]
+    bundle, meta = package_version(served_models["model_dir"] / "1", tmp_path / "bundles")
+    deploy_to(target, bundle, meta)
+    with Receiver() as rx:
+        monkeypatch.setenv("PIPELINE_PAGERDUTY_ROUTING_KEY", "k")
+        monkeypatch.setenv("PIPELINE_PAGERDUTY_URL", rx.url + "/pagerduty")
+
+        def check():
+            return health_flow(targets_file=target_env["targets"], monitoring=str(monitoring))
+
+        assert check()["targets"]["t1"] == {"status": "healthy", "alarm": None}
+        transport_for(target).host("stop")
+        down = check()
+        assert "unreachable" in down["targets"]["t1"]["alarm"] and "2 attempt(s)" in down["targets"]["t1"]["alarm"]
+        assert check()["transitions"] == []                     # still down: not paged again
+        deploy_to(target, bundle, meta)
+        up = check()
+        assert [(t["rule"], t["state"]) for t in up["transitions"]] == [("liveness", "resolved")]
+        assert [b["event_action"] for b in rx.on("/pagerduty")] == ["trigger", "resolve"]

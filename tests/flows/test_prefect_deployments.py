@@ -161,12 +161,14 @@ class Api:
 
 def test_deployments_register_with_schedules_and_trigger(stack):
     api = Api(stack["api"])
-    names = {"release/retrain", "deploy/deploy", "promote/promote", "rollback/rollback", "monitor/monitor"}
+    names = {"release/retrain", "deploy/deploy", "promote/promote", "rollback/rollback", "monitor/monitor",
+             "health/health"}
     deployments = {n: api.deployment(n) for n in names}
     assert all(d["work_pool_name"] == "release-pool" for d in deployments.values())
     retrain = deployments["release/retrain"]["schedules"]
     assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in retrain] == [("0 3 * * 1", "UTC")]
     assert [s["schedule"]["cron"] for s in deployments["monitor/monitor"]["schedules"]] == ["0 * * * *"]
+    assert [s["schedule"]["interval"] for s in deployments["health/health"]["schedules"]] == [30.0]
     automations = api.http.post("/automations/filter", json={}).json()
     (rollback_trigger,) = [a for a in automations
                            if any(act.get("deployment_id") == deployments["rollback/rollback"]["id"]

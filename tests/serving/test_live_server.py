@@ -114,3 +114,52 @@ def test_python_dash_m_serving_help():
     out = subprocess.run([sys.executable, "-m", "serving", "--help"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "--model-root" in out.stdout and "SERVING_ADMIN_TOKEN" in out.stdout
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=15000", "--window-size=1280,900")
+
+
+def _chromium(tmp_path, url: str, *args: str) -> subprocess.CompletedProcess:
+    import shutil
+
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("chromium is not installed; `make test` installs Debian's chromium")
+    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", *args, url],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_dashboard_shows_live_numbers_in_chromium(live_server, served_models, tmp_path):
+    port = live_server
+    golden = json.loads((served_models["model_dir"] / "1" / "metadata.json").read_text())["golden_examples"]
+    rows = [g["features"] for g in golden]
+    ids = []
+    for _ in range(20):                                   # 240 rows: enough for PSI
+        status, body = _call(port, "POST", "/predict", {"features": rows})
+        assert status == 200
+        ids.append(body["request_id"])
+    assert _call(port, "POST", "/predict", {"features": [{"nope": 1}]})[0] == 422
+    labels = [{"request_id": rid, "row": i, "label": i % 2} for rid in ids for i in range(len(rows))]
+    assert _call(port, "POST", "/feedback", {"labels": labels},
+                 {"Authorization": f"Bearer {TOKEN}"})[1]["accepted"] == len(labels)
+    summary = _call(port, "GET", "/monitoring/summary")[1]
+    current = summary["current"]
+    assert current["requests"] == 21 and current["labels"]["n"] == len(labels) and current["psi_max"] is not None
+
+    url = f"http://127.0.0.1:{port}/dashboard"
+    dom = _chromium(tmp_path, url, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert 'data-loaded="yes"' in html, html[-3000:]
+    assert "✓ Healthy" in html and "Loaded: version 1" in html
+    assert current["requests_per_minute"] == pytest.approx(21 / 5)      # the last five minutes
+    assert f"Current: {current['requests_per_minute']:.1f} req/min" in html
+    assert f"P95 {current['latency_ms']['p95']:.1f}" in html
+    assert f"{current['labels']['ece']:.3f}" in html and f"{current['psi_max']:.3f}" in html
+    assert "<polyline" in html                             # the charts were drawn
+    shot = tmp_path / "dashboard.png"
+    taken = _chromium(tmp_path, url, f"--screenshot={shot}")
+    assert taken.returncode == 0 and shot.stat().st_size > 20_000, taken.stderr[-2000:]
+    print(f"dashboard screenshot: {shot}")

@@ -169,3 +169,20 @@ def test_feedback_needs_its_token_and_labels_what_was_served(client, served_mode
     (hour,) = client.get("/monitoring/window").json()["versions"]["1"]["labels"]
     p = [x["probability"] for x in served["predictions"]]
     assert hour["n"] == 2 and sum(hour["probability_sum"]) == pytest.approx(sum(p), abs=1e-6)
+
+
+def test_the_dashboard_page_is_self_contained_and_the_summary_has_the_guides_panels(client, served_models):
+    page = client.get("/dashboard")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "http://" not in page.text and "https://" not in page.text       # no CDN: hosts may be offline
+    assert "setInterval(refresh, REFRESH)" in page.text and "const REFRESH = 30 * 1000" in page.text
+    rows = _golden_rows(served_models)
+    client.post("/predict", json={"features": rows})
+    s = client.get("/monitoring/summary", params={"minutes": 10}).json()
+    assert s["health"]["status"] == "healthy" and s["default_version"] == "1"
+    c = s["current"]
+    assert set(c) >= {"requests_per_minute", "latency_ms", "rate_4xx", "rate_5xx", "mean_prediction", "psi_max",
+                      "labels", "series"}
+    assert c["requests"] == 1 and len(c["series"]) in (10, 11) and sum(p["requests"] for p in c["series"]) == 1
+    assert c["psi_status"] == "not enough data"        # 12 rows < 200
+    assert client.get("/monitoring/summary", params={"minutes": 0}).status_code == 422

@@ -1,0 +1,40 @@
+"""The guide's 30-second health check: is each target's server answering "healthy"?
+
+Cheaper than the hourly probe (no registry, no golden examples): one ``GET /health`` per target,
+tried ``host_attempts`` times before it counts as down. Down is critical and pages a person (the
+rule ``liveness``); it resolves as soon as the server answers healthy again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tasks.deploy.targets import Target, url_of
+from tasks.monitoring.rules import CRITICAL, Alarm
+from tasks.settings import MonitoringSettings
+
+RULE = "liveness"
+
+
+def in_scope(rule: str) -> bool:
+    return rule == RULE
+
+
+def check_health(target: Target, cfg: MonitoringSettings, timeout_s: float = 5) -> tuple[dict, Alarm | None]:
+    """(what ``/health`` said, the alarm when it was not healthy on every attempt)."""
+    problem = ""
+    for attempt in range(cfg.host_attempts):
+        try:
+            resp = httpx.get(f"{url_of(target)}/health", timeout=timeout_s, headers={"X-Pipeline-Probe": "health"})
+            body = resp.json()
+            if resp.status_code == 200 and body.get("status") == "healthy":
+                return body, None
+            problem = f"/health answered {resp.status_code} {body.get('status')}: {'; '.join(body.get('reasons', []))}"
+        except (httpx.HTTPError, ValueError) as exc:
+            body, problem = {}, f"/health unreachable: {type(exc).__name__}: {exc}"
+        if attempt + 1 < cfg.host_attempts:
+            time.sleep(cfg.host_retry_wait_s)
+    return body, Alarm(RULE, CRITICAL, None, 0.0, f"{problem} ({cfg.host_attempts} attempt(s))",
+                       "Immediate response: bring the server back (a rollback would not)")
