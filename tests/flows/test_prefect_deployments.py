@@ -112,11 +112,28 @@ def stack(tmp_path_factory, demo_frame):
     assert _user_prefect_home() == user_home_before, "the test touched ~/.prefect"
 
 
+class _Retry503(httpx.BaseTransport):
+    def __init__(self, inner: httpx.BaseTransport, attempts: int = 6) -> None:
+        self.inner, self.attempts = inner, attempts
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(self.attempts):
+            response = self.inner.handle_request(request)
+            if response.status_code != 503 or attempt + 1 == self.attempts:
+                return response
+            response.close()
+            time.sleep(0.5 * 2**attempt)      # 0.5 s, 1 s, 2 s, … like Prefect's client backoff
+        return response
+
+
 class Api:
-    """The server's REST API, as the UI and any client use it."""
+    """The server's REST API, as the UI and any client use it.
+
+    Like Prefect's own client, it retries a 503: the SQLite-backed server answers 503 while its
+    database is locked, which a loaded machine makes likelier."""
 
     def __init__(self, api: str) -> None:
-        self.http = httpx.Client(base_url=api, timeout=30)
+        self.http = httpx.Client(base_url=api, timeout=30, transport=_Retry503(httpx.HTTPTransport()))
 
     def deployment(self, name: str) -> dict:
         resp = self.http.get(f"/deployments/name/{name}")
