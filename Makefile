@@ -57,6 +57,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_serving.py
+	$(PY) bench/bench_monitoring.py    # add --evidently-python V/bin/python for the Evidently column (bench/README.md)
 
 serve: $(STAMP)
 	SERVING_MODEL_ROOT=$(PIPELINE_HOME)/models $(PY) -m serving --port 8000

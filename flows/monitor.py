@@ -74,7 +74,9 @@ def monitor_flow(targets: list[str] | None = None, targets_file: str | None = No
     champion = registry.alias_version(CHAMPION)
     version = str(champion.version) if champion is not None else None
     metadata = registry.metadata_of(champion) if champion is not None else None
-    watched_targets = [watch_target(target, version, metadata, cfg, now) for target in chosen]
+    previous = champion.tags.get("previous_champion") if champion is not None else None
+    previous_export = registry.get_version(previous).tags.get("export_version") if previous else None
+    watched_targets = [watch_target(target, version, metadata, cfg, now, previous_export) for target in chosen]
     results, transitions = [], []
     with AlarmBook.locked(settings.pipeline_home / "monitoring") as book:
         for watched in watched_targets:

@@ -112,8 +112,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await asyncio.to_thread(configure_threads, settings)
         state["scorer"] = Scorer(metrics, settings.scorer_batch_rows)
-        state["recorder"] = Recorder(settings.monitor_window_s, settings.monitor_windows, settings.label_window_s,
-                                     settings.feedback_ttl_s, settings.feedback_max_rows)
+        if settings.monitoring:
+            state["recorder"] = Recorder(settings.monitor_window_s, settings.monitor_windows,
+                                         settings.label_window_s, settings.feedback_ttl_s, settings.feedback_max_rows)
         if settings.model_dir and settings.model_version:
             try:
                 await do_load(str(settings.model_dir), settings.model_version, True)
@@ -123,7 +124,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             log.warning("SERVING_MODEL_ROOT is /: models may be loaded from anywhere")
         yield
         state["scorer"].close()
-        state["recorder"].close()
+        if state["recorder"] is not None:
+            state["recorder"].close()
 
     app = FastAPI(title="Tabular model server", version="1.0", lifespan=lifespan)
     app.state.store = store
@@ -153,8 +155,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         seconds = time.perf_counter() - start
         metrics.requests.labels(endpoint, str(status), version).inc()
         metrics.latency.labels(endpoint).observe(seconds)
-        if endpoint == "predict" and state["recorder"] is not None:
-            state["recorder"].request(version, status, seconds, rejected)
+        if endpoint == "predict" and status != 200 and state["recorder"] is not None:
+            state["recorder"].request(version, status, seconds, rejected)   # answered ones come with their rows
 
     # ------------------------------------------------------------ admin
     def admin_errors(exc: ServingError) -> HTTPProblem:
@@ -273,6 +275,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         sample has no PSI, not a stale one)."""
         health, _status = health_body()
         metrics.healthy.set(1 if health["status"] == "healthy" else 0)
+        if state["recorder"] is None:
+            return
         window = state["recorder"].window(time.time() - minutes * 60, None)
         references = {v: m.metadata.reference or {} for v, m in store.routing.models.items()}
         numbers = summary(window, health, references, minutes, settings.drift_min_rows)
@@ -299,6 +303,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------ monitoring
+    def recorder() -> Recorder:
+        if state["recorder"] is None:
+            raise HTTPProblem(503, "monitoring is off on this server (SERVING_MONITORING=false)")
+        return state["recorder"]
+
     @app.get("/monitoring/window")
     async def monitoring_window(request: Request, since: float | None = None, until: float | None = None):
         """Counts (never raw feature values) recorded since ``since`` (epoch seconds; default: an hour ago)."""
@@ -307,7 +316,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         since = now - 3600 if since is None else since
         if not (math.isfinite(since) and (until is None or math.isfinite(until))):
             raise HTTPProblem(422, "since and until are epoch seconds")
-        return _json(await asyncio.to_thread(state["recorder"].window, since, until))
+        return _json(await asyncio.to_thread(recorder().window, since, until))
 
     @app.get("/monitoring/summary")
     async def monitoring_summary(request: Request, minutes: float = 60):
@@ -315,7 +324,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         authorize(request, admin=False)
         if not (math.isfinite(minutes) and 0 < minutes <= 24 * 60):
             raise HTTPProblem(422, "minutes must be between 0 and 1440")
-        window = await asyncio.to_thread(state["recorder"].window, time.time() - minutes * 60, None)
+        window = await asyncio.to_thread(recorder().window, time.time() - minutes * 60, None)
         references = {v: m.metadata.reference or {} for v, m in store.routing.models.items()}
         return _json(summary(window, health_body()[0], references, minutes, settings.drift_min_rows))
 
@@ -336,7 +345,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             raise HTTPProblem(422, 'expected {"labels": [{"request_id": ID, "label": 0 or 1, "row": N}, ...]}')
         if len(items) > settings.max_feedback_items:
             raise HTTPProblem(413, f"{len(items)} labels; at most {settings.max_feedback_items} per request")
-        result = await asyncio.to_thread(state["recorder"].feedback, items)
+        result = await asyncio.to_thread(recorder().feedback, items)
         for outcome in ("accepted", "unchanged", "replaced", "unknown", "invalid"):
             if result[outcome]:
                 metrics.feedback_labels.labels(outcome).inc(result[outcome])
@@ -418,7 +427,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             hist = metrics.probability.labels(version)
             for p in prob[:SHADOW_ROWS_OBSERVED].tolist():
                 hist.observe(p)
-            state["recorder"].scored(version, request_id, columns, prob)
+            if state["recorder"] is not None:
+                state["recorder"].scored(version, request_id, columns, prob, time.perf_counter() - start)
         record(request, "predict", 200, version, start)
         return _json({"request_id": request_id, "model_version": version, "predictions": predictions},
                      headers={"x-request-id": request_id})

@@ -33,7 +33,8 @@ class ServingSettings(BaseModel):
     inter_op_threads: int | None = Field(None, ge=1)
     degraded_queue_depth: int = Field(256, ge=1)
     shadow_log_size: int = Field(1000, ge=0)
-    # monitoring (serving/monitoring.py)
+    # monitoring (serving/monitoring.py); off: nothing is recorded, /monitoring/* and /feedback answer 503
+    monitoring: bool = True
     monitor_window_s: int = Field(60, ge=1, le=86400)
     monitor_windows: int = Field(1440, ge=1, le=100_000)
     label_window_s: int = Field(3600, ge=60, le=86400)
@@ -64,7 +65,7 @@ ENV = {
     "SERVING_MONITOR_WINDOWS": "monitor_windows", "SERVING_LABEL_WINDOW_S": "label_window_s",
     "SERVING_FEEDBACK_TTL_S": "feedback_ttl_s", "SERVING_FEEDBACK_MAX_ROWS": "feedback_max_rows",
     "SERVING_FEEDBACK_TOKEN": "feedback_token", "SERVING_MAX_FEEDBACK_ITEMS": "max_feedback_items",
-    "SERVING_DRIFT_MIN_ROWS": "drift_min_rows",
+    "SERVING_DRIFT_MIN_ROWS": "drift_min_rows", "SERVING_MONITORING": "monitoring",
 }
 
 

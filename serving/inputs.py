@@ -58,7 +58,7 @@ def _to_bool(value: object, strict: bool = False) -> float | None:
         return float(value)
     if isinstance(value, int | float | np.integer | np.floating):
         return float(value)
-    if isinstance(value, str) and not strict:
+    if isinstance(value, str):     # every spelling training accepts, JSON included ("yes", "no", …)
         token = value.strip().lower()
         if token in TRUE_TOKENS:
             return 1.0

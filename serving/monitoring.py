@@ -2,7 +2,8 @@
 
     per (window, version), windows of SERVING_MONITOR_WINDOW_S (60 s), the last
     SERVING_MONITOR_WINDOWS (1,440: a day of minutes) kept:
-        requests and scored rows; responses by status; rejected inputs by feature
+        requests and scored rows; responses by status; rejected inputs by feature; values outside
+        soft schema bounds by feature (scored, counted as drift)
         latency histogram (log-spaced buckets) -> p50 / p95 / p99
         every model input counted on the export's frozen reference bins: numeric on the
         quantile edges (open at both ends) plus a null bucket; categorical and boolean on the
@@ -34,10 +35,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serving.inputs import MISSING_CATEGORY
+from serving.schema import schema_from_dict
 
 log = logging.getLogger(__name__)
 
 EXTREME_LOW, EXTREME_HIGH = 0.05, 0.95
+LINGER_S = 0.1              # how long the thread lets events gather into one batch
+MAX_BATCH_EVENTS = 20_000
 LABEL_BINS = 200
 # Latency buckets from 0.1 ms to 60 s, each ~12 % wider than the one before: a quantile read off
 # them is the bucket's upper edge, at most 12 % above the true value.
@@ -118,22 +122,33 @@ class Aggregate:
     rejected: dict[str, int] = field(default_factory=dict)          # feature -> input problems
     latency: np.ndarray = field(default_factory=lambda: np.zeros(LATENCY_EDGES.size + 1, dtype=np.int64))
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    outside: dict[str, int] = field(default_factory=dict)          # feature -> values outside soft bounds
     prediction: np.ndarray | None = None
     p_sum: float = 0.0
     p_sumsq: float = 0.0
     extremes: int = 0
 
-    def add_request(self, status: int, seconds: float, rejected: tuple[str, ...]) -> None:
-        self.requests += 1
-        key = str(status)
-        self.status[key] = self.status.get(key, 0) + 1
+    def add_requests(self, statuses: list[int], seconds: np.ndarray, rejected: list[str]) -> None:
+        self.requests += len(statuses)
+        for status in statuses:
+            key = str(status)
+            self.status[key] = self.status.get(key, 0) + 1
         for feature in rejected:
             self.rejected[feature] = self.rejected.get(feature, 0) + 1
-        self.latency[int(np.searchsorted(LATENCY_EDGES, seconds, side="left"))] += 1
+        self.latency += np.bincount(np.searchsorted(LATENCY_EDGES, seconds, side="left"),
+                                    minlength=self.latency.size)
 
     def add_scored(self, bins: dict[str, FeatureBins], pred_edges: np.ndarray, columns: dict[str, np.ndarray],
-                   prob: np.ndarray) -> None:
+                   prob: np.ndarray, soft: tuple = ()) -> None:
         self.rows += int(prob.size)
+        for spec in soft:
+            if spec.name in columns:
+                values = columns[spec.name]
+                null = (values == MISSING_CATEGORY) if spec.type == "categorical" else np.isnan(
+                    values.astype(np.float64, copy=False))
+                n = spec.outside_soft_bounds(values, null)
+                if n:
+                    self.outside[spec.name] = self.outside.get(spec.name, 0) + n
         for name, fb in bins.items():
             if name in columns:
                 counts = fb.count(columns[name])
@@ -147,7 +162,7 @@ class Aggregate:
     def merge(self, other: Aggregate) -> None:
         self.requests += other.requests
         self.rows += other.rows
-        for src, dst in ((other.status, self.status), (other.rejected, self.rejected)):
+        for src, dst in ((other.status, self.status), (other.rejected, self.rejected), (other.outside, self.outside)):
             for k, v in src.items():
                 dst[k] = dst.get(k, 0) + v
         self.latency = self.latency + other.latency
@@ -170,6 +185,7 @@ class Aggregate:
 
     def to_dict(self, bins: dict[str, FeatureBins], pred_edges: np.ndarray) -> dict:
         return {**self.summary(), "status": dict(self.status), "rejected_by_feature": dict(self.rejected),
+                "outside_soft_bounds": dict(self.outside),
                 "latency_buckets_s": {"edges": LATENCY_EDGES.round(6).tolist(), "counts": self.latency.tolist()},
                 "features": {name: {**fb.describe(), "counts": self.features[name].tolist()}
                              for name, fb in bins.items() if name in self.features},
@@ -207,7 +223,7 @@ class ScoredRows:
     version: str
     at: float
     probabilities: np.ndarray
-    labels: np.ndarray      # -1 until a label arrives
+    labels: np.ndarray | None = None      # allocated with the first label; -1 where none came yet
 
 
 class Recorder:
@@ -220,7 +236,9 @@ class Recorder:
         self.clock = clock
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._draining = threading.Lock()
         self._bins: dict[str, tuple[dict[str, FeatureBins], np.ndarray]] = {}
+        self._soft: dict[str, tuple] = {}
         self._windows: dict[tuple[int, str], Aggregate] = {}
         self._labels: dict[tuple[int, str], LabelHist] = {}
         self._scored: OrderedDict[str, ScoredRows] = OrderedDict()
@@ -234,59 +252,84 @@ class Recorder:
     def register(self, version: str, metadata) -> None:
         """Count a version's inputs on its export's reference bins (called when it is loaded)."""
         edges = (metadata.reference or {}).get("prediction", {}).get("edges") or [0.1 * i for i in range(1, 10)]
+        soft = ()
+        if getattr(metadata, "schema_", None):
+            inputs = {i.name for i in metadata.inputs}
+            soft = tuple(c for c in schema_from_dict(metadata.schema_).columns
+                         if c.bounds == "soft" and c.name in inputs)
         with self._lock:
             self._bins[version] = (feature_bins(metadata), np.asarray(edges, dtype=np.float64))
+            self._soft[version] = soft
 
     def request(self, version: str, status: int, seconds: float, rejected: tuple[str, ...] = ()) -> None:
         self._events.put(("request", self.clock(), version, status, seconds, rejected))
 
-    def scored(self, version: str, request_id: str, columns: dict[str, np.ndarray], prob: np.ndarray) -> None:
-        self._events.put(("scored", self.clock(), version, request_id, columns, prob))
+    def scored(self, version: str, request_id: str, columns: dict[str, np.ndarray], prob: np.ndarray,
+               seconds: float | None = None) -> None:
+        """Rows scored for a request; with ``seconds``, also the request itself (answered 200)."""
+        self._events.put(("scored", self.clock(), version, request_id, columns, prob, seconds))
 
     # ------------------------------------------------------------ the aggregating thread
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                event = self._events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self._apply(event)
+        # Every LINGER_S, everything queued is recorded in one batch: one count per feature for all the
+        # requests of that time instead of one per request keeps the thread's share of the GIL small.
+        while not self._stop.wait(LINGER_S):
+            self.flush()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def _drain(self) -> list[tuple]:
+        events = []
+        while len(events) < MAX_BATCH_EVENTS:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        return events
+
     def flush(self) -> None:
         """Apply every queued event now (a reader sees each request answered before it)."""
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                return
-            self._apply(event)
+        with self._draining:      # a batch the thread took is applied before a reader's flush returns
+            while events := self._drain():
+                self._apply(events)
 
     def _window(self, at: float) -> int:
         return int(at // self.window_s) * self.window_s
 
-    def _apply(self, event: tuple) -> None:
-        kind, at = event[0], event[1]
+    def _apply(self, events: list[tuple]) -> None:
+        """Record a batch of events: requests and scored rows grouped by (window, version)."""
+        requests: dict[tuple[int, str], list[tuple]] = {}
+        scored: dict[tuple[int, str], list[tuple]] = {}
+        for event in events:
+            kind, at, version = event[0], event[1], event[2]
+            (requests if kind == "request" else scored).setdefault((self._window(at), version), []).append(event)
         try:
             with self._lock:
-                if kind == "request":
-                    _, _, version, status, seconds, rejected = event
-                    self._aggregate(at, version).add_request(status, seconds, rejected)
-                else:
-                    _, _, version, request_id, columns, prob = event
+                for (start, version), group in requests.items():
+                    self._aggregate(start, version).add_requests(
+                        [e[3] for e in group], np.fromiter((e[4] for e in group), np.float64, len(group)),
+                        [f for e in group for f in e[5]])
+                for (start, version), group in scored.items():
+                    answered = [e[6] for e in group if e[6] is not None]
+                    if answered:
+                        self._aggregate(start, version).add_requests([200] * len(answered),
+                                                                     np.asarray(answered, dtype=np.float64), [])
                     bins, pred_edges = self._bins.get(version, ({}, np.asarray([0.5])))
-                    self._aggregate(at, version).add_scored(bins, pred_edges, columns, prob)
-                    self._keep_scored(request_id, ScoredRows(version, at, prob.astype(np.float32),
-                                                             np.full(prob.size, -1, dtype=np.int8)))
-                self._prune(at)
-        except Exception:   # monitoring never takes serving down; the event is lost and logged
-            log.exception("monitoring: could not record a %s event", kind)
+                    columns = {name: np.concatenate([e[4][name] for e in group]) for name in group[0][4]}
+                    prob = np.concatenate([e[5] for e in group])
+                    self._aggregate(start, version).add_scored(bins, pred_edges, columns, prob,
+                                                               self._soft.get(version, ()))
+                    for event in group:
+                        self._keep_scored(event[3], ScoredRows(version, event[1], event[5].astype(np.float32)))
+                if events:
+                    self._prune(max(e[1] for e in events))
+        except Exception:   # monitoring never takes serving down; the events are lost and logged
+            log.exception("monitoring: could not record %d event(s)", len(events))
 
-    def _aggregate(self, at: float, version: str) -> Aggregate:
-        key = (self._window(at), version)
+    def _aggregate(self, start: int, version: str) -> Aggregate:
+        key = (start, version)
         agg = self._windows.get(key)
         if agg is None:
             agg = self._windows[key] = Aggregate()
@@ -332,12 +375,14 @@ class Recorder:
                     invalid.append(i)
                     continue
                 rows = self._scored.get(rid)
-                if rows is None or not 0 <= row < rows.labels.size:
+                if rows is None or not 0 <= row < rows.probabilities.size:
                     counts["unknown"] += 1
                     unknown.append(rid if rows is None else f"{rid}#{row}")
                     continue
                 key = (int(rows.at // self.label_window_s) * self.label_window_s, rows.version)
                 hist = self._labels.setdefault(key, LabelHist())
+                if rows.labels is None:
+                    rows.labels = np.full(rows.probabilities.size, -1, dtype=np.int8)
                 before = int(rows.labels[row])
                 p = float(rows.probabilities[row])
                 if before == label:

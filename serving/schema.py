@@ -46,14 +46,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Fields added after the first contracts: left out of the canonical form while at their default,
+# so the schema and feature-schema hashes of an unchanged contract do not change.
+_LATER_DEFAULTS = {"bounds": "hard", "hard_min": None, "hard_max": None}
+
+
 class ColumnSpec(_Strict):
+    """One column of the contract.
+
+    ``min``/``max`` and ``categories`` are hard by default: a value outside them is refused (422 at
+    serving, a data error in training). With ``bounds: soft`` they describe the training data
+    instead: a value outside is scored (an unknown category takes the model's out-of-vocabulary
+    path) and counted as drift. ``hard_min``/``hard_max`` are always hard (``age >= 0``).
+    """
+
     name: str = Field(min_length=1)
     type: ColumnType
     nullable: bool = False
     min: float | None = None
     max: float | None = None
     categories: tuple[str, ...] | None = None
+    bounds: Literal["hard", "soft"] = "hard"
+    hard_min: float | None = None
+    hard_max: float | None = None
     description: str | None = None
+
+    def contract(self) -> dict:
+        """The canonical JSON form: what the schema and feature-schema hashes digest."""
+        data = self.model_dump(mode="json")
+        for key, default in _LATER_DEFAULTS.items():
+            if data.get(key) == default:
+                data.pop(key)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> ColumnSpec:
@@ -66,11 +90,36 @@ class ColumnSpec(_Strict):
                 raise ValueError(f"column '{self.name}': a category may not be empty (empty means missing)")
         elif self.categories is not None:
             raise ValueError(f"column '{self.name}' is {self.type}; only categorical columns take 'categories'")
-        if self.type not in NUMERIC_TYPES and (self.min is not None or self.max is not None):
+        bounds = (self.min, self.max, self.hard_min, self.hard_max)
+        if self.type not in NUMERIC_TYPES and any(b is not None for b in bounds):
             raise ValueError(f"column '{self.name}' is {self.type}; only numeric and integer columns take min/max")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"column '{self.name}': min {self.min} is above max {self.max}")
+        for lo, hi, what in ((self.min, self.max, "min"), (self.hard_min, self.hard_max, "hard_min")):
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"column '{self.name}': {what} {lo} is above {what.replace('min', 'max')} {hi}")
         return self
+
+    def hard_range(self) -> tuple[float, float] | None:
+        """The range outside which a value is refused (None: no numeric bound is hard)."""
+        lows = [b for b in (self.hard_min, self.min if self.bounds == "hard" else None) if b is not None]
+        highs = [b for b in (self.hard_max, self.max if self.bounds == "hard" else None) if b is not None]
+        if not lows and not highs:
+            return None
+        return max(lows, default=-np.inf), min(highs, default=np.inf)
+
+    def outside_soft_bounds(self, values: np.ndarray, null: np.ndarray) -> int:
+        """How many present values lie outside soft bounds (0 for hard ones: those are refused)."""
+        if self.bounds != "soft":
+            return 0
+        present = ~null
+        if self.type == "categorical":
+            return int((present & ~np.isin(values, np.asarray(self.categories, dtype=object))).sum())
+        if self.min is None and self.max is None:
+            return 0
+        vals = values.astype(np.float64, copy=False)
+        lo = -np.inf if self.min is None else self.min
+        hi = np.inf if self.max is None else self.max
+        with np.errstate(invalid="ignore"):
+            return int((present & ((vals < lo) | (vals > hi))).sum())
 
 
 class TargetSpec(_Strict):
@@ -105,7 +154,7 @@ class Schema(_Strict):
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON form: equal schemas hash equal, whatever the YAML layout."""
-        return canonical_digest(self.model_dump(mode="json"))
+        return canonical_digest({**self.model_dump(mode="json"), "columns": [c.contract() for c in self.columns]})
 
 
 class FeatureSpec(_Strict):
@@ -172,7 +221,7 @@ def feature_schema_hash(schema: Schema, features: FeatureList) -> str:
     """Digest of what a client must send: each model input's name and contract, in order.
 
     A change of it is a MAJOR release."""
-    return canonical_digest([schema.column(n).model_dump(mode="json", exclude={"description"})
+    return canonical_digest([{k: v for k, v in schema.column(n).contract().items() if k != "description"}
                              for n in features.names])
 
 
@@ -208,13 +257,15 @@ def dump_schema(schema: Schema, path: str | Path) -> None:
     import yaml
 
     data = schema.model_dump(mode="json", exclude_none=True)
+    data["columns"] = [{k: v for k, v in c.contract().items() if v is not None} for c in schema.columns]
     for col in data["columns"]:
-        for key in ("min", "max"):
+        for key in ("min", "max", "hard_min", "hard_max"):
             if isinstance(col.get(key), float) and col[key].is_integer():
                 col[key] = int(col[key])
     Path(path).write_text(
         "# Data contract: every column of the training CSV, its type and what values are allowed.\n"
-        "# Edit the ranges and category lists; the pipeline rejects data that breaks them.\n"
+        "# Edit the ranges and category lists. Hard bounds (the default, and hard_min/hard_max) are refused;\n"
+        "# with `bounds: soft` a value outside min/max/categories is scored and counted as drift.\n"
         + yaml.safe_dump(data, sort_keys=False)
     )
 
@@ -326,13 +377,15 @@ def check_column(spec: ColumnSpec, values: np.ndarray, null: np.ndarray,
             if notbool.any():
                 problems.append(column_problem(spec.name, "wrong type", "expected true/false", notbool,
                                                shown, row_base))
-        lo = -np.inf if spec.min is None else spec.min
-        hi = np.inf if spec.max is None else spec.max
-        if spec.min is not None or spec.max is not None:
+        refused = spec.hard_range()
+        if refused is not None:
+            lo, hi = refused
             out = ok & ((vals < lo) | (vals > hi))
             if out.any():
                 problems.append(column_problem(spec.name, "out of range",
-                                         f"allowed range is [{_fmt(lo)}, {_fmt(hi)}]", out, shown, row_base))
+                                               f"allowed range is [{_fmt(lo)}, {_fmt(hi)}]", out, shown, row_base))
+    elif spec.bounds == "soft":
+        pass            # unknown categories are scored (the out-of-vocabulary path) and counted as drift
     else:
         known = np.isin(values, np.asarray(spec.categories, dtype=object))
         unknown = present & ~known

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from serving.drift import THRESHOLD
 from serving.metrics import ece
 
 
 def binary_metrics(y_true, p, n_bins: int = 10) -> dict[str, float]:
-    """ROC-AUC, average precision (PR-AUC), Brier, and ECE over equal-width and equal-mass bins.
+    """ROC-AUC, average precision (PR-AUC), Brier, ECE over equal-width and equal-mass bins, and the
+    precision and recall of ``p >= 0.5``.
 
     Raises:
         ValueError: the labels hold one class only (ROC-AUC is undefined).
@@ -23,10 +25,14 @@ def binary_metrics(y_true, p, n_bins: int = 10) -> dict[str, float]:
     s = np.asarray(p, dtype=np.float64).ravel()
     if np.unique(y).size < 2:
         raise ValueError("ROC-AUC needs both classes")
+    predicted = s >= THRESHOLD
     return {
         "roc_auc": float(roc_auc_score(y, s)),
         "pr_auc": float(average_precision_score(y, s)),
         "brier": float(brier_score_loss(y, s)),
         "ece": ece(y, s, n_bins, "width"),
         "ece_equal_mass": ece(y, s, n_bins, "mass"),
+        # At p >= 0.5, the monitor's baseline for the guide's "precision drops > 10 points".
+        "precision": float(y[predicted].mean()) if predicted.any() else 0.0,
+        "recall": float(predicted[y == 1].mean()),
     }

@@ -171,6 +171,12 @@ class LevelThresholds(_Section):
 
 class EceThresholds(LevelThresholds):
     critical_hours: int = Field(2, ge=1)
+    # "ECE increasing trend over 24 hours": a least-squares line through the hourly ECE values of
+    # the last day (hours with at least trend_min_labels labels, at least trend_min_points of them)
+    # rising by trend_rise or more is a warning.
+    trend_rise: float = Field(0.02, gt=0)
+    trend_min_points: int = Field(4, ge=2)
+    trend_min_labels: int = Field(50, ge=1)
 
 
 class PsiThresholds(LevelThresholds):

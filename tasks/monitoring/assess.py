@@ -25,6 +25,7 @@ def traffic(window: dict, minutes: float) -> dict:
             "rate_4xx": round(e4 / requests, 6) if requests else 0.0,
             "rate_5xx": round(e5 / requests, 6) if requests else 0.0,
             "rejected_by_feature": window.get("rejected_by_feature", {}),
+            "outside_soft_bounds": window.get("outside_soft_bounds", {}),
             "latency_ms": {q: window.get(f"{q}_ms") for q in ("p50", "p95", "p99")}}
 
 

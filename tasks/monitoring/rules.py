@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from tasks.settings import MonitoringSettings
 
 WARNING, CRITICAL = "warning", "critical"
@@ -82,11 +84,27 @@ def prediction_alarms(a: dict, cfg: MonitoringSettings) -> list[Alarm]:
     return out
 
 
+def ece_trend(hours: list[dict], cfg: MonitoringSettings) -> Alarm | None:
+    """A warning when the hourly ECE of the last day rises (a least-squares line through it)."""
+    points = [(h["start"] / 3600, h["ece"]) for h in hours if h.get("n", 0) >= cfg.ece.trend_min_labels]
+    if len(points) < cfg.ece.trend_min_points:
+        return None
+    x, y = np.array(points).T
+    slope = float(np.polyfit(x, y, 1)[0])
+    rise = slope * float(x.max() - x.min())
+    if rise < cfg.ece.trend_rise:
+        return None
+    return Alarm("ece_trend", WARNING, round(rise, 6), cfg.ece.trend_rise,
+                 f"ECE rising over the last day: +{rise:.3f} across {len(points)} hours "
+                 f"({y[0]:.3f} -> {y[-1]:.3f})", "Recalibrate or retrain")
+
+
 def label_alarms(a: dict, cfg: MonitoringSettings) -> list[Alarm]:
     labels, training = a["labels"], a["training"]
+    trend = ece_trend(a.get("labels_per_hour_24h") or [], cfg)
+    out = [trend] if trend is not None else []
     if labels.get("n", 0) < cfg.min_labels:
-        return []
-    out = []
+        return out
     action = "Recalibrate or retrain"
     hours = [h for h in a["labels_per_hour"] if h.get("n")]
     last = hours[-cfg.ece.critical_hours:]

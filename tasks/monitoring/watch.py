@@ -2,8 +2,8 @@
 
     probe     is the server up, serving the champion as trained? (``probe.check_target``, with
               retries before a host is called down)
-    window    ``GET /monitoring/window`` for the lookback, and the span before it for the volume
-              rule; counts only (``serving.monitoring``)
+    window    ``GET /monitoring/window`` for the lookback, and the day before it for the volume
+              baseline and the ECE trend; counts only (``serving.monitoring``)
     judge     ``assess.assess`` then ``rules.evaluate`` per served version
 
 The probe's finding becomes an alarm too: a champion failing its golden check is the one
@@ -14,9 +14,11 @@ person; a host serving another version than the champion is a warning.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import httpx
 
+from serving.drift import label_metrics
 from serving.metadata import ModelMetadata
 from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_WARNING
 from tasks.deploy.targets import Target, url_of
@@ -25,6 +27,7 @@ from tasks.monitoring.probe import Finding, check_target
 from tasks.monitoring.rules import CRITICAL, WARNING, Alarm, evaluate
 from tasks.settings import MonitoringSettings
 
+DAY = 24 * 3600
 PROBE_ALARMS = {
     ALARM_CRITICAL: ("probe", CRITICAL, "Roll back: the served champion is not the model that was trained", True),
     ALARM_PAGE: ("health", CRITICAL, "Immediate response: bring the server back (a rollback would not)", False),
@@ -47,10 +50,42 @@ def fetch_window(target: Target, since: float, until: float, timeout_s: float = 
         return resp.json()
 
 
+def previous_rate(earlier: dict, until: float) -> float | None:
+    """Requests per minute before the lookback, over the span the server has counted (at most a day)."""
+    series = earlier.get("series") or []
+    if not series:
+        return None
+    minutes = (until - min(w["start"] for w in series)) / 60
+    return earlier.get("requests", 0) / minutes if minutes > 0 else None
+
+
+SERVING_RULES = {"latency_p95": "p95_ms", "latency_p99": "p99_ms", "error_rate": "error_rate",
+                 "server_errors": "rate_5xx"}
+
+
+def began_with(alarm: Alarm, before: dict | None, min_requests: int) -> str | None:
+    """Why a critical latency or error alarm is the new version's doing: the version served before it,
+    on the same host within the last day, had traffic and stayed under the same threshold. None when
+    that cannot be shown (then a rollback is not assumed to help)."""
+    key = SERVING_RULES.get(alarm.rule)
+    if key is None or alarm.level != CRITICAL or not before or before.get("requests", 0) < min_requests:
+        return None
+    requests = before["requests"]
+    value = {"p95_ms": before.get("p95_ms"), "p99_ms": before.get("p99_ms"),
+             "error_rate": (before.get("errors_4xx", 0) + before.get("errors_5xx", 0)) / requests,
+             "rate_5xx": before.get("errors_5xx", 0) / requests}[key]
+    if value is None or value > alarm.threshold:
+        return None
+    return f"{key} was {value:.4g} on the version served before (threshold {alarm.threshold:g})"
+
+
 def watch_target(target: Target, champion_version: str | None, metadata: ModelMetadata | None,
-                 cfg: MonitoringSettings, now: float | None = None) -> dict:
+                 cfg: MonitoringSettings, now: float | None = None, previous_export: str | None = None) -> dict:
     """Probe, read and judge one target. Returns the finding, the assessment per served version and
-    the alarms per served version (the probe's under the champion's export version)."""
+    the alarms per served version (the probe's under the champion's export version).
+
+    ``previous_export``: the export version of the champion before this one; a critical latency or
+    error alarm on the champion that it did not show on this host becomes a rollback alarm."""
     now = time.time() if now is None else now
     finding = None
     for attempt in range(cfg.host_attempts):
@@ -69,7 +104,7 @@ def watch_target(target: Target, champion_version: str | None, metadata: ModelMe
     lookback = cfg.lookback_minutes * 60
     try:
         window = fetch_window(target, now - lookback, now)
-        before = fetch_window(target, now - 4 * lookback, now - lookback)
+        before = fetch_window(target, now - DAY, now - lookback)    # the volume baseline, the ECE trend
     except (httpx.HTTPError, ValueError) as exc:
         out["window_error"] = f"{url_of(target)}/monitoring/window: {type(exc).__name__}: {exc}"
         return out
@@ -77,9 +112,15 @@ def watch_target(target: Target, champion_version: str | None, metadata: ModelMe
     assessment = assess(window, known, cfg.lookback_minutes, cfg.min_rows_for_drift)
     out["assessment"] = assessment
     for version, a in assessment.items():
-        prev = (before.get("versions") or {}).get(version, {}).get("requests", 0)
-        previous_rpm = prev / (3 * cfg.lookback_minutes) if prev else None
-        found = evaluate(a, cfg, now, window["window_seconds"], previous_rpm)
+        earlier = (before.get("versions") or {}).get(version, {})
+        a["labels_per_hour_24h"] = [{"start": h["start"], **label_metrics([h])} for h in earlier.get("labels") or []] \
+            + a["labels_per_hour"]
+        found = evaluate(a, cfg, now, window["window_seconds"], previous_rate(earlier, now - lookback))
+        if metadata is not None and version == metadata.version and previous_export:
+            prior = (before.get("versions") or {}).get(previous_export)
+            found = [replace(alarm, rollback=True, action=f"Roll back: it began with version {version}",
+                             message=f"{alarm.message}; {why}")
+                     if (why := began_with(alarm, prior, cfg.volume.min_requests)) else alarm for alarm in found]
         if found:
             alarms.setdefault(version, []).extend(found)
     return out

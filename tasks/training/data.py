@@ -140,17 +140,21 @@ def _infer_column(name: str, text: np.ndarray) -> tuple[ColumnSpec, FeatureSpec 
     if np.isfinite(numbers).all():
         is_int = bool(np.all(np.floor(numbers) == numbers))
         lo, hi = float(numbers.min()), float(numbers.max())
+        # The observed range is soft (a value outside it is drift, not an error); a quantity never seen
+        # negative gets a hard floor of 0, a proposal the user may drop.
         spec = ColumnSpec(name=name, type="integer" if is_int else "numeric", nullable=nullable,
-                          min=lo, max=hi)
+                          min=lo, max=hi, bounds="soft", hard_min=0.0 if lo >= 0 else None)
         skew = float(pd.Series(numbers).skew()) if numbers.size > 2 else 0.0
         prep = "log_standardize" if lo >= 0 and skew > 1.0 else "standardize"
         return spec, FeatureSpec(name=name, preprocessing=prep, imputation="median" if nullable else "none"), None
     categories = sorted({str(v).strip() for v in present})
     if len(categories) > MAX_CATEGORIES:
-        spec = ColumnSpec(name=name, type="categorical", nullable=nullable, categories=tuple(categories))
+        spec = ColumnSpec(name=name, type="categorical", nullable=nullable, categories=tuple(categories),
+                          bounds="soft")
         return spec, None, (f"'{name}' has {len(categories)} distinct values (an identifier?); "
                             "kept in the schema, left out of the features")
-    spec = ColumnSpec(name=name, type="categorical", nullable=nullable, categories=tuple(categories))
+    spec = ColumnSpec(name=name, type="categorical", nullable=nullable, categories=tuple(categories),
+                      bounds="soft")
     prep = "one_hot" if len(categories) <= ONE_HOT_MAX else "embedding"
     return spec, FeatureSpec(name=name, preprocessing=prep,
                              imputation="missing_category" if nullable else "none"), None

@@ -72,7 +72,7 @@ def _row(served_models):
     (lambda r: r.update(debt_ratio=-1), "debt_ratio", "out of range"),
     (lambda r: r.update(region="atlantis"), "region", "unknown category"),
     (lambda r: r.update(region=3), "region", "wrong type"),
-    (lambda r: r.update(has_mortgage="yes"), "has_mortgage", "wrong type"),
+    (lambda r: r.update(has_mortgage="maybe"), "has_mortgage", "wrong type"),
 ])
 def test_bad_rows_get_422_naming_row_and_feature(client, served_models, mutate, feature, issue):
     _load(client, served_models)
@@ -83,6 +83,19 @@ def test_bad_rows_get_422_naming_row_and_feature(client, served_models, mutate, 
     assert r.status_code == 422, r.text
     errors = r.json()["errors"]
     assert [(e["column"], e["issue"], e["rows"]) for e in errors] == [(feature, issue, [1])]
+
+
+def test_booleans_take_every_spelling_training_takes(client, served_models):
+    """The same CSV row sent as JSON scores the same: "yes"/"no", "true"/"false", "1"/"0"."""
+    _load(client, served_models)
+    row = _row(served_models)
+    expected = {}
+    for value in (True, False):
+        expected[value] = client.post("/predict", json={"features": [row | {"has_mortgage": value}]}).json()
+    for spelling, value in (("yes", True), ("no", False), ("TRUE", True), ("f", False), ("1", True), ("0", False)):
+        r = client.post("/predict", json={"features": [row | {"has_mortgage": spelling}]})
+        assert r.status_code == 200, (spelling, r.text)
+        assert r.json()["predictions"] == expected[value]["predictions"], spelling
 
 
 @pytest.mark.parametrize("body, status", [

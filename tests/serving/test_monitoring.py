@@ -186,3 +186,22 @@ def test_the_dashboard_page_is_self_contained_and_the_summary_has_the_guides_pan
     assert c["requests"] == 1 and len(c["series"]) in (10, 11) and sum(p["requests"] for p in c["series"]) == 1
     assert c["psi_status"] == "not enough data"        # 12 rows < 200
     assert client.get("/monitoring/summary", params={"minutes": 0}).status_code == 422
+
+
+def test_an_inferred_contract_scores_values_outside_the_training_range_and_counts_them(tmp_path):
+    """The issue's case: the training data's oldest applicant was 68; one aged 70 is scored, not refused."""
+    from serving.inputs import read_json_rows
+    from tasks.training.data import infer_contract
+
+    csv = tmp_path / "data.csv"
+    csv.write_text("age,region,y\n" + "\n".join(f"{20 + i % 49},{'north' if i % 2 else 'south'},{i % 2}"
+                                                 for i in range(200)) + "\n")
+    schema, _features, _notes = infer_contract(csv, "y", "1")
+    age, region = schema.column("age"), schema.column("region")
+    assert (age.min, age.max, age.bounds, age.hard_min) == (20, 68, "soft", 0)
+    specs = {"age": age, "region": region}
+    columns, problems = read_json_rows(specs, [{"age": 70, "region": "east"}, {"age": -3, "region": "north"}])
+    assert [(p.column, p.issue, p.rows) for p in problems] == [("age", "out of range", (1,))]   # only age < 0
+    null = np.zeros(2, dtype=bool)
+    assert age.outside_soft_bounds(columns["age"], null) == 2
+    assert region.outside_soft_bounds(columns["region"], null) == 1

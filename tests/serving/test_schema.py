@@ -102,3 +102,52 @@ def test_features_that_collide_as_tensor_names_are_refused():
                                FeatureSpec(name="a_b", preprocessing="standardize")))
     with pytest.raises(ContractError, match="both map to the model input 'a_b'"):
         fl.check_against(schema)
+
+
+def _soft(**extra):
+    from serving.schema import ColumnSpec
+
+    return ColumnSpec(name="age", type="integer", min=20, max=68, bounds="soft", hard_min=0, **extra)
+
+
+def test_soft_bounds_describe_hard_bounds_refuse():
+    import numpy as np
+
+    from serving.schema import check_column
+
+    spec = _soft()
+    values = np.array([70.0, 19.0, 40.0, -1.0])
+    null = np.zeros(4, dtype=bool)
+    problems = check_column(spec, values, null)
+    assert [(p.issue, p.rows) for p in problems] == [("out of range", (4,))]       # only age < 0
+    assert "[0, inf]" in problems[0].detail
+    assert spec.outside_soft_bounds(values, null) == 3                             # 70, 19 and -1 are drift
+
+
+def test_soft_categories_let_unknown_values_through_and_count_them():
+    import numpy as np
+
+    from serving.schema import ColumnSpec, check_column
+
+    spec = ColumnSpec(name="region", type="categorical", categories=("north", "south"), bounds="soft", nullable=True)
+    values = np.array(["north", "mars", ""], dtype=object)
+    null = np.array([False, False, True])
+    assert check_column(spec, values, null) == []
+    assert spec.outside_soft_bounds(values, null) == 1
+
+
+def test_contracts_written_before_soft_bounds_keep_their_hashes():
+    """A schema that does not use the new fields digests exactly as before they existed."""
+    from serving.schema import ColumnSpec, FeatureList, FeatureSpec, Schema, canonical_digest, feature_schema_hash
+
+    col = ColumnSpec(name="age", type="integer", min=18, max=100)
+    schema = Schema(target={"name": "y", "positive_label": "1"}, columns=(col,))
+    old_columns = [{"name": "age", "type": "integer", "nullable": False, "min": 18.0, "max": 100.0,
+                    "categories": None, "description": None}]
+    assert schema.digest() == canonical_digest({"version": 1, "target": {"name": "y", "positive_label": "1"},
+                                                "columns": old_columns})
+    features = FeatureList(features=(FeatureSpec(name="age", preprocessing="standardize"),))
+    assert feature_schema_hash(schema, features) == canonical_digest(
+        [{k: v for k, v in old_columns[0].items() if k != "description"}])
+    soft = Schema(target=schema.target, columns=(col.model_copy(update={"bounds": "soft"}),))
+    assert feature_schema_hash(soft, features) != feature_schema_hash(schema, features)

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss, precision_score, recall_score, roc_auc_score
 
 from serving.metrics import ece
 from tasks.metrics import binary_metrics
@@ -20,7 +20,8 @@ def test_release_metrics_are_scikit_learns_and_the_shared_ece(seed):
     m = binary_metrics(y, p)
     assert m == {"roc_auc": roc_auc_score(y, p), "pr_auc": average_precision_score(y, p),
                  "brier": brier_score_loss(y, p), "ece": ece(y, p, 10, "width"),
-                 "ece_equal_mass": ece(y, p, 10, "mass")}
+                 "ece_equal_mass": ece(y, p, 10, "mass"), "precision": precision_score(y, p >= 0.5),
+                 "recall": recall_score(y, p >= 0.5)}
 
 
 def test_one_class_is_refused():

@@ -102,3 +102,32 @@ def test_volume_drop_and_spike_against_the_previous_rate(cfg):
     steady = evaluate(_assessment(traffic={**base, "requests_per_minute": 9.0}), cfg, NOW, 60, previous_rpm=10.0)
     assert _levels(drop) == {"volume_drop": WARNING} and _levels(spike) == {"volume_spike": WARNING}
     assert steady == []
+
+
+def test_a_rising_ece_over_the_day_is_a_warning(cfg):
+    rising = [{"start": h * 3600, "n": 100, "ece": 0.01 + 0.002 * h} for h in range(24)]
+    flat = [{"start": h * 3600, "n": 100, "ece": 0.02 + (0.004 if h % 2 else 0)} for h in range(24)]
+    sparse = [{"start": h * 3600, "n": 10, "ece": 0.01 + 0.01 * h} for h in range(24)]
+    assert _levels(evaluate({**_assessment(), "labels_per_hour_24h": rising}, cfg, NOW, 60)) == {"ece_trend": WARNING}
+    assert evaluate({**_assessment(), "labels_per_hour_24h": flat}, cfg, NOW, 60) == []
+    assert evaluate({**_assessment(), "labels_per_hour_24h": sparse}, cfg, NOW, 60) == []     # too few labels
+
+
+def test_precision_drop_against_training(cfg):
+    alarms = evaluate(_assessment(labels={"n": 500, "ece": 0.01, "roc_auc": 0.8, "precision": 0.40},
+                                  training={"roc_auc": 0.8, "precision": 0.55}), cfg, NOW, 60)
+    assert _levels(alarms) == {"precision": WARNING}
+
+
+def test_a_critical_latency_that_began_with_the_new_version_is_a_rollback_alarm():
+    from tasks.monitoring.rules import Alarm
+    from tasks.monitoring.watch import began_with
+
+    slow = Alarm("latency_p95", CRITICAL, 250.0, 200.0, "p95 above 200 ms for 5 minutes", "Scale or optimize")
+    fine_before = {"requests": 5000, "p95_ms": 40.0, "p99_ms": 90.0, "errors_4xx": 3, "errors_5xx": 0}
+    assert "p95_ms was 40" in began_with(slow, fine_before, 100)
+    assert began_with(slow, {**fine_before, "p95_ms": 260.0}, 100) is None      # slow before too: scale, not roll back
+    assert began_with(slow, {**fine_before, "requests": 20}, 100) is None       # too little traffic to tell
+    assert began_with(slow, None, 100) is None
+    drift = Alarm("psi:age", CRITICAL, 0.3, 0.25, "age drifted", "Investigate data drift")
+    assert began_with(drift, fine_before, 100) is None                          # drift is never a rollback
