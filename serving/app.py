@@ -40,6 +40,8 @@ SHADOW_ROWS_OBSERVED = 100
 # traffic: they never enter the request, error, latency or prediction series.
 PROBE_HEADER = "x-pipeline-probe"
 EVENTS_KEPT = 50
+RETRY_AFTER_S = 5
+MAX_WEIGHT = 1e6       # split weights are relative; larger ones are typos (or 1e308, which routes by overflow)
 
 
 class HTTPProblem(Exception):
@@ -158,6 +160,20 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if endpoint == "predict" and status != 200 and state["recorder"] is not None:
             state["recorder"].request(version, status, seconds, rejected)   # answered ones come with their rows
 
+    async def read_body(request: Request) -> bytes:
+        """The request body, refused with 413 once it passes SERVING_MAX_BODY_BYTES (before it is all read)."""
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPProblem(413, f"body of {declared} bytes; at most {limit} (SERVING_MAX_BODY_BYTES)")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPProblem(413, f"body over {limit} bytes (SERVING_MAX_BODY_BYTES)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     # ------------------------------------------------------------ admin
     def admin_errors(exc: ServingError) -> HTTPProblem:
         status = {LoadRefused: 400, NotLoaded: 404, Conflict: 409}.get(type(exc), 422)
@@ -199,14 +215,21 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @app.post("/split")
     async def split(request: Request):
         authorize(request, admin=True)
+        expected = 'expected {"weights": {"VERSION": WEIGHT, ...}, "shadow": VERSION or null}'
         try:
-            body = orjson.loads(await request.body() or b"{}")
-            weights = {str(k): float(v) for k, v in (body.get("weights") or {}).items()}
+            body = orjson.loads(await read_body(request) or b"{}")
+            weights = {str(k): v for k, v in (body.get("weights") or {}).items()}
             shadow = body.get("shadow")
-            shadow = None if shadow is None else str(shadow)
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            raise HTTPProblem(422, 'expected {"weights": {"VERSION": WEIGHT, ...}, "shadow": VERSION or null}') \
-                from None
+            raise HTTPProblem(422, expected) from None
+        if shadow is not None and (type(shadow) not in (str, int) or not str(shadow).isdigit()):
+            raise HTTPProblem(422, f"{expected}: shadow must be a version number")
+        bad = [k for k, v in weights.items() if type(v) not in (int, float) or not 0 <= v <= MAX_WEIGHT]
+        if bad:
+            raise HTTPProblem(422, f"{expected}: weights must be finite numbers between 0 and {MAX_WEIGHT:g} "
+                                   f"(not: {', '.join(sorted(bad))[:200]})")
+        weights = {k: float(v) for k, v in weights.items()}
+        shadow = None if shadow is None else str(shadow)
         apply_admin(lambda: store.set_split(weights, shadow), "split")
         return _json({"status": "ok", "weights": store.routing.weights(), "shadow": store.routing.shadow})
 
@@ -228,6 +251,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             warnings.append(store.last_error)
         if depth > settings.degraded_queue_depth:
             warnings.append(f"{depth} requests waiting for the model")
+        if state.get("shadow_error"):
+            warnings.append(state["shadow_error"])
         status = "unhealthy" if reasons else "healthy"
         body = {"status": status, "model_loaded": routing.default is not None, "default_version": routing.default,
                 "loaded_versions": sorted(routing.models, key=int), "queue_depth": depth,
@@ -338,7 +363,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         """Labels for scored rows: {"labels": [{"request_id": ID, "label": 0|1, "row": N (default 0)}, ...]}."""
         authorize(request, admin=True, token=settings.feedback_token)
         try:
-            items = orjson.loads(await request.body()).get("labels")
+            items = orjson.loads(await read_body(request)).get("labels")
         except (orjson.JSONDecodeError, AttributeError):
             items = None
         if not isinstance(items, list):
@@ -353,8 +378,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     # ------------------------------------------------------------ predict
     def record_shadow(request_id: str, served: str, shadow_version: str, served_prob, fut) -> None:
-        if fut.exception() is not None:
+        if fut.exception() is not None:     # the answer was already sent: a warning, never an error
+            state["shadow_error"] = f"shadow version {shadow_version} failed to score: {fut.exception()}"
+            event("shadow_failed", state["shadow_error"])
             return
+        state["shadow_error"] = None
         _raw, prob = fut.result()
         diff = abs(prob - served_prob)
         metrics.shadow_rows.labels(shadow_version).inc(prob.size)
@@ -376,7 +404,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             authorize(request, admin=False)
             routing = store.routing
             try:
-                body = orjson.loads(await request.body())
+                body = orjson.loads(await read_body(request))
             except orjson.JSONDecodeError as exc:
                 raise HTTPProblem(422, f"body is not valid JSON (NaN and Infinity are not JSON): {exc}") from None
             rows = body.get("features") if isinstance(body, dict) else None
@@ -404,7 +432,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                     metrics.input_problems.labels(p.column or "", p.issue).inc()
                 raise HTTPProblem(422, f"{len(problems)} problem(s) with the input; rows are 0-based",
                                   errors=[p.to_dict() for p in problems])
-            raw, prob = await asyncio.wrap_future(state["scorer"].submit(model, columns, len(rows)))
+            try:
+                raw, prob = await asyncio.wait_for(asyncio.wrap_future(state["scorer"].submit(model, columns,
+                                                                                              len(rows))),
+                                                   settings.score_timeout_s)
+            except TimeoutError:      # the job is cancelled too: the scorer skips it
+                raise HTTPProblem(503, f"the model did not answer within {settings.score_timeout_s:g} s; "
+                                       "retry later", retry_after=RETRY_AFTER_S) from None
             shadow_version = routing.shadow
             if shadow_version and shadow_version != version and shadow_version in routing.models:
                 shadow_model = routing.models[shadow_version]
@@ -413,8 +447,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         except HTTPProblem as exc:
             rejected = tuple(e["column"] or "" for e in exc.extra.get("errors", ()))
             record(request, "predict", exc.status, version, start, rejected)
-            return _json({"detail": exc.detail, **exc.extra, "request_id": request_id}, exc.status,
-                         {"x-request-id": request_id})
+            headers = {"x-request-id": request_id}
+            if exc.status == 503:
+                headers["retry-after"] = str(RETRY_AFTER_S)
+            return _json({"detail": exc.detail, **exc.extra, "request_id": request_id}, exc.status, headers)
         except Exception:
             log.exception("predict failed (request %s)", request_id)
             record(request, "predict", 500, version, start)

@@ -25,6 +25,8 @@ class ServingSettings(BaseModel):
     model_version: str | None = None
     admin_token: str | None = Field(default=None, repr=False)
     max_batch_rows: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(16 << 20, ge=1024)   # larger bodies get 413 before they are read whole
+    score_timeout_s: float = Field(30, gt=0)         # a request waits at most this for the model: then 503
     scorer_batch_rows: int = Field(20_000, ge=1)
     unknown_category: str = Field("reject", pattern="^(reject|allow)$")
     out_of_range: str = Field("reject", pattern="^(reject|allow)$")
@@ -57,7 +59,8 @@ class ServingSettings(BaseModel):
 ENV = {
     "SERVING_MODEL_ROOT": "model_root", "SERVING_MODEL_DIR": "model_dir",
     "SERVING_MODEL_VERSION": "model_version", "SERVING_ADMIN_TOKEN": "admin_token",
-    "SERVING_MAX_BATCH_ROWS": "max_batch_rows", "SERVING_SCORER_BATCH_ROWS": "scorer_batch_rows",
+    "SERVING_MAX_BATCH_ROWS": "max_batch_rows", "SERVING_MAX_BODY_BYTES": "max_body_bytes",
+    "SERVING_SCORER_BATCH_ROWS": "scorer_batch_rows", "SERVING_SCORE_TIMEOUT_S": "score_timeout_s",
     "SERVING_UNKNOWN_CATEGORY": "unknown_category", "SERVING_OUT_OF_RANGE": "out_of_range",
     "SERVING_PROTECT_READS": "protect_reads", "SERVING_INTRA_OP_THREADS": "intra_op_threads",
     "SERVING_INTER_OP_THREADS": "inter_op_threads", "SERVING_DEGRADED_QUEUE_DEPTH": "degraded_queue_depth",

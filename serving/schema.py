@@ -248,6 +248,8 @@ def load_schema(path: str | Path) -> Schema:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ContractError(f"{path}: cannot read schema: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ContractError(f"{path}: not a text file (a schema is YAML)") from None
     except yaml.YAMLError as exc:
         raise ContractError(f"{path}: not valid YAML: {exc}") from None
     return schema_from_dict(data, str(path))
@@ -299,6 +301,8 @@ def load_feature_list(path: str | Path) -> FeatureList:
                     raise ContractError(f"{path}, row {lineno - 1}: {_pydantic_message(exc)}") from None
     except OSError as exc:
         raise ContractError(f"{path}: cannot read feature list: {exc.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ContractError(f"{path}: not a readable CSV feature list ({type(exc).__name__})") from None
     try:
         return FeatureList(features=tuple(specs))
     except ValidationError as exc:
@@ -329,10 +333,20 @@ def column_problem(column: str, issue: str, detail: str, mask: np.ndarray, shown
                    rows=tuple(int(i) + row_base for i in idx[:MAX_ROWS]), examples=tuple(examples))
 
 
+MAX_EXAMPLE_CHARS = 60
+
+
 def _fmt(value: object) -> str:
+    """A short quotation of an input value for an error message: never recursive, never long (a
+    value nested a thousand levels deep or ten megabytes long must not become the answer)."""
     if isinstance(value, float | np.floating):
         return f"{value:g}"
-    return repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, list | tuple | dict):
+        return f"<{type(value).__name__} of {len(value)}>"
+    text = repr(value) if isinstance(value, str) else str(value)
+    if len(text) > MAX_EXAMPLE_CHARS:
+        return f"{text[:MAX_EXAMPLE_CHARS]}… ({len(text)} characters)"
+    return text
 
 
 def check_column(spec: ColumnSpec, values: np.ndarray, null: np.ndarray,

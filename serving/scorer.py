@@ -55,29 +55,41 @@ class Scorer:
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            groups: dict[int, list[Job]] = {id(job.model): [job]}
-            rows = job.n_rows
-            stop = False
-            while rows < self.max_batch_rows:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                groups.setdefault(id(nxt.model), []).append(nxt)
-                rows += nxt.n_rows
-            self.metrics.queue_depth.set(self._queue.qsize())
-            for batch in groups.values():
-                self._score(batch)
-            if stop:
-                return
+            try:
+                if self._step():
+                    return
+            except Exception:   # never let one bad batch end the only scorer thread
+                log.exception("scorer: a batch failed outside the model call")
+
+    def _step(self) -> bool:
+        """Score what is queued, requests for one model in one call; True when asked to stop."""
+        job = self._queue.get()
+        if job is None:
+            return True
+        groups: dict[int, list[Job]] = {id(job.model): [job]}
+        rows = job.n_rows
+        stop = False
+        while rows < self.max_batch_rows:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                stop = True
+                break
+            groups.setdefault(id(nxt.model), []).append(nxt)
+            rows += nxt.n_rows
+        self.metrics.queue_depth.set(self._queue.qsize())
+        for batch in groups.values():
+            self._score(batch)
+        return stop
 
     def _score(self, batch: list[Job]) -> None:
+        # A request whose client went away has its future cancelled: leave it out (setting a result on
+        # a cancelled future raises, and that used to end this, the only scorer thread).
+        batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         model = batch[0].model
         try:
             if len(batch) == 1:

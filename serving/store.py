@@ -69,11 +69,17 @@ def resolve_inside(root: Path, model_dir: str, version: str) -> Path:
     """The version directory, refused unless it lies inside ``root`` once symlinks are resolved."""
     if not VERSION_RE.match(version or ""):
         raise LoadRefused(f"version must be a number, got {version!r}")
+    if "\x00" in model_dir or any(len(part.encode()) > 255 for part in Path(model_dir).parts):
+        raise LoadRefused(f"model_dir {model_dir[:80]!r}: not a usable path (a NUL byte or a component over "
+                          "255 bytes)")
     root_real = Path(os.path.realpath(root))
     candidate = Path(model_dir)
     if not candidate.is_absolute():
         candidate = root_real / candidate
-    target = Path(os.path.realpath(candidate / version))
+    try:
+        target = Path(os.path.realpath(candidate / version))
+    except (OSError, ValueError) as exc:
+        raise LoadRefused(f"model_dir {model_dir[:80]!r}: {exc}") from None
     if target != root_real and root_real not in target.parents:
         raise LoadRefused(f"{model_dir}/{version} is outside the model root {root_real}")
     if not target.is_dir():

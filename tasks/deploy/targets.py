@@ -55,6 +55,10 @@ def load_targets(path: str | Path | None, pipeline_home: Path) -> dict[str, Targ
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read targets: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (the target inventory is YAML)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     targets = {}
     for name, spec in (data.get("targets") or {}).items():
         try:

@@ -47,6 +47,11 @@ def read_csv_text(path: str | Path):
         return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
         raise DataValidationError([Problem(None, "file not found", str(path))], str(path)) from None
+    except IsADirectoryError:
+        raise DataValidationError([Problem(None, "not a file", f"{path} is a directory; name a CSV file")],
+                                  str(path)) from None
+    except OSError as exc:
+        raise DataValidationError([Problem(None, "unreadable file", exc.strerror or str(exc))], str(path)) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataValidationError([Problem(None, "unreadable CSV", str(exc).strip())], str(path)) from None
 

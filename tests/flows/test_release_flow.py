@@ -204,3 +204,21 @@ def test_infer_schema_cli(tmp_path, demo_csv, home):
     check = _cli(["validate", "--data", str(demo_csv), "--schema", str(out / "schema.yaml"), "--feature-list",
                   str(out / "feature_list.csv")], home)
     assert check.returncode == 0 and "conforms" in check.stdout
+
+
+@pytest.mark.parametrize("broken", ["config", "schema", "feature_list", "data_is_a_directory"])
+def test_unreadable_inputs_exit_2_naming_the_file(tmp_path, demo_csv, schema_path, feature_list_path, home, broken):
+    binary = tmp_path / f"{broken}.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    args = {"--data": str(demo_csv), "--schema": str(schema_path), "--feature-list": str(feature_list_path),
+            "--config": None}
+    named = {"config": "--config", "schema": "--schema", "feature_list": "--feature-list"}
+    if broken == "data_is_a_directory":
+        args["--data"] = str(tmp_path)
+        culprit = str(tmp_path)
+    else:
+        args[named[broken]] = str(binary)
+        culprit = str(binary)
+    result = _cli(["validate", *[x for k, v in args.items() if v is not None for x in (k, v)]], home)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and culprit in result.stderr

@@ -202,6 +202,30 @@ def test_shadow_scores_without_answering(client, served_models):
     assert "serving_shadow_rows_total" in client.get("/metrics").text
 
 
+def test_a_failing_shadow_is_a_warning_and_an_event_not_an_error(client, served_models, monkeypatch):
+    import time
+
+    _load(client, served_models, "1")
+    _load(client, served_models, "2", default="false")
+    client.post("/split", json={"weights": {}, "shadow": "2"}, headers=AUTH)
+    shadow = client.app.state.store.routing.models["2"]
+
+    def broken(columns):
+        raise RuntimeError("injected shadow failure")
+
+    monkeypatch.setattr(shadow, "score_columns", broken)
+    row = _row(served_models)
+    assert client.post("/predict", json={"features": [row]}).status_code == 200      # the answer is unaffected
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not client.get("/health").json()["warnings"]:
+        time.sleep(0.05)
+    r = client.get("/health")
+    assert r.status_code == 200 and r.json()["status"] == "healthy"
+    assert any("injected shadow failure" in w for w in r.json()["warnings"])
+    assert client.get("/model_info").json()["events"][-1]["event"] == "shadow_failed"
+    assert 'serving_model_events_total{event="shadow_failed"} 1.0' in client.get("/metrics").text
+
+
 def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(client, served_models, tmp_path):
     _load(client, served_models, "1")
     bad_root = served_models["root"] / "corrupt-test"
@@ -258,3 +282,69 @@ def test_prometheus_metrics(client, served_models):
     assert 'serving_model_events_total{event="load"} 1.0' in text
     assert "serving_request_latency_seconds_bucket" in text and "serving_prediction_probability_bucket" in text
     assert 'serving_default_version{version="1"} 1.0' in text
+
+
+# ---------------------------------------------------------------- hostile and careless input (issue 14)
+
+def test_deeply_nested_values_get_a_4xx_not_a_500(client, served_models):
+    _load(client, served_models)
+    deep = 1
+    for _ in range(900):
+        deep = [deep]
+    row = _row(served_models) | {"age": deep}
+    r = client.post("/predict", json={"features": [row]})
+    assert r.status_code == 422 and "<list of 1>" in r.text
+    nested_shadow = {"weights": {}, "shadow": deep}
+    assert client.post("/split", json=nested_shadow, headers=AUTH).status_code == 422
+
+
+def test_a_huge_value_is_not_echoed_back_whole(client, served_models):
+    _load(client, served_models)
+    row = _row(served_models) | {"region": "x" * 1_000_000}
+    r = client.post("/predict", json={"features": [row]})
+    assert r.status_code == 422 and len(r.content) < 5_000 and "(1000002 characters)" in r.text
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(served_models):
+    settings = ServingSettings(model_root=served_models["root"], admin_token=TOKEN, max_body_bytes=4096)
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/predict", content=b'{"features": [' + b" " * 10_000 + b"]}",
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "SERVING_MAX_BODY_BYTES" in r.text
+
+
+@pytest.mark.parametrize("model_dir", ["/tmp/a\x00b", "/tmp/" + "x" * 300])
+def test_unusable_load_paths_get_400(client, model_dir):
+    r = client.post("/load", params={"model_dir": model_dir, "version": "1"}, headers=AUTH)
+    assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize("weights", [{"1": 1e308, "2": 1e308}, {"1": "inf"}, {"1": -1}, {"1": [1]}])
+def test_split_weights_must_be_finite_and_sane(client, served_models, weights):
+    _load(client, served_models, "1")
+    _load(client, served_models, "2", default="false")
+    r = client.post("/split", json={"weights": weights}, headers=AUTH)
+    assert r.status_code == 422 and "weights must be finite" in r.text
+    assert client.get("/model_info").json()["traffic_split"] == {}
+
+
+def test_a_request_waits_for_the_model_a_bounded_time(served_models, monkeypatch):
+    import threading
+
+    settings = ServingSettings(model_root=served_models["root"], admin_token=TOKEN, score_timeout_s=0.3)
+    with TestClient(create_app(settings)) as c:
+        _load(c, served_models)
+        model = c.app.state.store.routing.models["1"]
+        release = threading.Event()
+        real = model.score_columns
+
+        def stuck(columns):
+            release.wait(10)
+            return real(columns)
+
+        monkeypatch.setattr(model, "score_columns", stuck)
+        r = c.post("/predict", json={"features": [_row(served_models)]})
+        assert r.status_code == 503 and r.headers["retry-after"] == "5" and "did not answer" in r.text
+        release.set()
+        monkeypatch.setattr(model, "score_columns", real)
+        assert c.post("/predict", json={"features": [_row(served_models)]}).status_code == 200
