@@ -29,14 +29,20 @@ from tasks.release.reports import deploy_failed_report, deploy_report, rollback_
 from tasks.settings import load_settings
 
 
+def _version(value: str | int | None) -> str | None:
+    """A registry version as the UI, the CLI (`--param version=3` sends a number) or an event gives it."""
+    return None if value is None or value == "" else str(value)
+
+
 @flow(name="deploy", validate_parameters=False)
-def deploy_flow(version: str | None = None, targets: list[str] | None = None, targets_file: str | None = None,
+def deploy_flow(version: str | int | None = None, targets: list[str] | None = None, targets_file: str | None = None,
                 config: str | None = None, reason: str = "deploy", approval: dict | None = None) -> dict:
     """Deploy a registered version (default: the challenger) to targets, then promote it to champion.
 
     ``approval`` (approver, reason), given by the promote flow, is recorded on the version's tags."""
     logger = get_run_logger()
     started = time.perf_counter()
+    version = _version(version)
     settings = load_settings(config)
     chosen = pick_targets(load_targets(targets_file, settings.pipeline_home), targets or ["local"],
                           targets_file or "configs/targets.yaml")
@@ -76,8 +82,9 @@ def deploy_flow(version: str | None = None, targets: list[str] | None = None, ta
 
 
 @flow(name="rollback", validate_parameters=False)
-def rollback_flow(target: str = "local", version: str | None = None, targets_file: str | None = None,
-                  config: str | None = None, reason: str = "rollback", failing_version: str | None = None) -> dict:
+def rollback_flow(target: str = "local", version: str | int | None = None, targets_file: str | None = None,
+                  config: str | None = None, reason: str = "rollback",
+                  failing_version: str | int | None = None) -> dict:
     """Serve the previous champion (or ``version``) on the target, smoke-test it, then move the alias.
 
     ``failing_version`` (from an alarm): roll back only while that version is still the champion.
@@ -86,6 +93,7 @@ def rollback_flow(target: str = "local", version: str | None = None, targets_fil
     version; so a burst of alarms about one bad version rolls the registry back once and every
     alarmed target with it."""
     logger = get_run_logger()
+    version, failing_version = _version(version), _version(failing_version)
     settings = load_settings(config)
     (chosen,) = pick_targets(load_targets(targets_file, settings.pipeline_home), [target])
     registry = MlflowRegistry(settings)

@@ -25,15 +25,15 @@ from tasks.settings import load_settings
 class Approval(RunInput):
     """The form the Prefect UI shows on "Resume"."""
 
-    approve: bool = Field(default=False, description="Tick to deploy and promote the candidate; leave "
-                                                     "unticked to reject (nothing changes).")
+    approve: bool = Field(description="Required: true deploys and promotes the candidate; false rejects it "
+                                      "(nothing changes).")
     approver: str = Field(min_length=1, max_length=200, description="Who decides (name or e-mail); "
                                                                      "recorded on the MLflow version.")
     reason: str = Field(min_length=3, max_length=2000, description="Why; recorded on the MLflow version.")
 
 
 @flow(name="promote", validate_parameters=False)
-def promote_flow(version: str | None = None, targets: list[str] | None = None, targets_file: str | None = None,
+def promote_flow(version: str | int | None = None, targets: list[str] | None = None, targets_file: str | None = None,
                  config: str | None = None, approval_timeout_s: int = 24 * 3600, poll_interval_s: int = 5) -> dict:
     """Compare a registered version (default: the latest blessed one) with the champion, wait for an
     approval, then deploy it to ``targets`` and promote it."""

@@ -45,6 +45,11 @@ class Routing:
     default: str | None = None
     split: tuple[tuple[str, float], ...] = ()   # (version, cumulative weight in (0, 1])
     shadow: str | None = None
+    previous: str | None = None                  # the default before the current one (instant rollback)
+
+    def pinned(self) -> set[str]:
+        """The versions kept loaded: the default, the previous default, and any in the split or shadow."""
+        return {v for v in (self.default, self.previous, self.shadow, *dict(self.split)) if v is not None}
 
     def pick(self, key: str | None) -> str | None:
         """The version for a request: the weighted split (sticky by key), else the default."""
@@ -127,7 +132,17 @@ class ModelStore:
             models = dict(current.models)
             models[version] = model
             default = version if make_default or current.default is None else current.default
-            self.routing = replace(current, models=MappingProxyType(models), default=default)
+            previous = current.default if default != current.default else current.previous
+            routing = replace(current, models=MappingProxyType(models), default=default, previous=previous)
+            # Every weekly release used to stay loaded for good: keep what routing can reach or an
+            # instant rollback needs, and the version just loaded; the rest is unloaded.
+            keep = routing.pinned() | {version}
+            dropped = sorted(set(models) - keep, key=int)
+            if dropped:
+                routing = replace(routing, models=MappingProxyType({k: v for k, v in models.items() if k in keep}))
+                log.info("unloaded version(s) %s: not the default, the previous default, in the split or the shadow",
+                         ", ".join(dropped))
+            self.routing = routing
             self.last_error = None
         log.info("loaded version %s from %s (golden max |Δp| %.1e)%s", version, model.version_dir, error,
                  " and made it the default" if default == version else "")
@@ -150,7 +165,9 @@ class ModelStore:
         with self._write:
             if version not in self.routing.models:
                 raise NotLoaded(f"version {version} is not loaded")
-            self.routing = replace(self.routing, default=version)
+            current = self.routing
+            previous = current.default if version != current.default else current.previous
+            self.routing = replace(current, default=version, previous=previous)
 
     def set_split(self, weights: dict[str, float], shadow: str | None) -> None:
         with self._write:

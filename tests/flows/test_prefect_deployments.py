@@ -186,6 +186,11 @@ def test_deployments_register_with_schedules_and_trigger(stack):
     assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in retrain] == [("0 3 * * 1", "UTC")]
     assert [s["schedule"]["cron"] for s in deployments["monitor/monitor"]["schedules"]] == ["0 * * * *"]
     assert [s["schedule"]["interval"] for s in deployments["health/health"]["schedules"]] == [30.0]
+    # `prefect deployment run promote/promote --param version=3` sends a number: every version parameter takes one.
+    for name, param in (("deploy/deploy", "version"), ("promote/promote", "version"), ("rollback/rollback", "version"),
+                        ("rollback/rollback", "failing_version")):
+        prop = deployments[name]["parameter_openapi_schema"]["properties"][param]
+        assert {"integer", "string"} <= {t.get("type") for t in prop.get("anyOf", [prop])}, (name, prop)
     automations = api.http.post("/automations/filter", json={}).json()
     (rollback_trigger,) = [a for a in automations
                            if any(act.get("deployment_id") == deployments["rollback/rollback"]["id"]

@@ -259,3 +259,12 @@ def test_promote_refuses_a_version_that_failed_the_gate(prefect_server, target_e
     assert not failed["gate"]["passed"]
     with pytest.raises(ReleaseError, match="version 1 of 'test-model' did not pass the quality gate"):
         promote_flow(version="1", targets=["t1"], targets_file=target_env["targets"], config=str(strict))
+
+
+def test_the_approval_form_requires_a_decision():
+    """The UI labelled the decision "Approve (Optional)": it is a required field now."""
+    from flows.promote import Approval
+
+    schema = Approval.model_json_schema()
+    assert {"approve", "approver", "reason"} <= set(schema["required"])
+
