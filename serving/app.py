@@ -269,7 +269,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.get("/model_info")
     async def model_info(request: Request, full: bool = False):
-        authorize(request, admin=False)
+        # The full metadata holds raw training rows (the golden examples): only with the admin token.
+        authorize(request, admin=full)
         routing = store.routing
         versions = {}
         for version, model in sorted(routing.models.items(), key=lambda kv: int(kv[0])):

@@ -24,6 +24,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from urllib.parse import urlencode
 
 MANIFEST = "MANIFEST"
 
@@ -173,6 +174,16 @@ def _port_free(port: int) -> bool:
             return False
 
 
+ENV_KEPT = frozenset({"PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "LOGNAME"})
+ENV_KEPT_PREFIXES = ("SERVING_", "TF_", "OMP_", "MKL_", "OPENBLAS_", "LC_")
+
+
+def server_env(environ) -> dict[str, str]:
+    """The environment a model server starts with: an allow-list. The pipeline's own (AWS, MLflow and
+    Prefect credentials, PIPELINE_*) never reaches the serving process."""
+    return {k: v for k, v in environ.items() if k in ENV_KEPT or k.startswith(ENV_KEPT_PREFIXES)}
+
+
 def start(base: Path, version: str, host: str, port: int, python: str | None, timeout: float) -> dict:
     """Hot-load ``version`` into the running server, or start one detached and wait for /health.
 
@@ -184,7 +195,7 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     if pid is not None:
         _status, health = _http(port, "GET", "/health", timeout=10)
         previous = health.get("default_version")
-        status, body = _http(port, "POST", f"/load?model_dir={model_dir}&version={version}", token)
+        status, body = _http(port, "POST", "/load?" + urlencode({"model_dir": model_dir, "version": version}), token)
         if status != 200:
             raise HostError(f"/load of version {version} refused ({status}): {body.get('detail')}")
         return {"action": "hot-load", "pid": pid, "previous_version": previous, "default_version": version}
@@ -193,7 +204,7 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     if python is None:
         python = ensure_venv(base, version, timeout=max(timeout, 1800))["python"]
     run = _run_dir(base)
-    env = {**os.environ, "SERVING_ADMIN_TOKEN": token, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**server_env(os.environ), "SERVING_ADMIN_TOKEN": token, "TF_CPP_MIN_LOG_LEVEL": "3"}
     release = base / "releases" / version
     log = open(run / "server.log", "ab")
     proc = subprocess.Popen([python, "-m", "serving", "--host", host, "--port", str(port),
@@ -223,9 +234,10 @@ def activate(base: Path, version: str, port: int) -> dict:
     token = _token(base)
     _status, health = _http(port, "GET", "/health", timeout=10)
     if version in (health.get("loaded_versions") or []):
-        status, body = _http(port, "POST", f"/default?version={version}", token)
+        status, body = _http(port, "POST", "/default?" + urlencode({"version": version}), token)
     else:
-        status, body = _http(port, "POST", f"/load?model_dir={_model_dir(base, version)}&version={version}", token)
+        status, body = _http(port, "POST", "/load?" + urlencode({"model_dir": _model_dir(base, version),
+                                                                 "version": version}), token)
     if status != 200:
         raise HostError(f"could not make version {version} the default ({status}): {body.get('detail')}")
     return {"action": "activate", "default_version": version}

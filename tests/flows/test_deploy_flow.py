@@ -317,3 +317,26 @@ def test_host_venv_is_created_once_and_reused_while_requirements_are_unchanged(t
     changed = ensure()
     assert changed["created"] and changed["python"] != first["python"]
     assert not list((base / "venvs").glob(".*.building"))
+
+
+def test_paths_with_spaces_and_no_pipeline_secrets_on_the_host(served_models, tmp_path, monkeypatch):
+    """The host's /load query is URL-encoded (a path with a space used to break it), and the server it
+    starts does not inherit the pipeline's credentials."""
+    from tasks.deploy.deploy import deploy_to
+    from tasks.deploy.package import package_version
+    from tasks.deploy.targets import Target
+    from tasks.deploy.transports import transport_for
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
+    target = Target(name="spaced", base_dir=tmp_path / "a host dir", port=free_port())
+    try:
+        for version in ("1", "2"):
+            bundle, meta = package_version(served_models["model_dir"] / version, tmp_path / "bundles")
+            done = deploy_to(target, bundle, meta)
+        assert done.action == "hot-load" and done.version == "2"
+        pid = (target.base_dir / "run" / "server.pid").read_text().strip()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert not any(e.startswith(b"AWS_SECRET_ACCESS_KEY=") for e in environ)
+        assert any(e.startswith(b"SERVING_ADMIN_TOKEN=") for e in environ)
+    finally:
+        transport_for(target).host("stop")

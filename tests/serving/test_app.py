@@ -348,3 +348,21 @@ def test_a_request_waits_for_the_model_a_bounded_time(served_models, monkeypatch
         release.set()
         monkeypatch.setattr(model, "score_columns", real)
         assert c.post("/predict", json={"features": [_row(served_models)]}).status_code == 200
+
+
+def test_full_model_info_holds_training_rows_and_needs_the_token(client, served_models):
+    _load(client, served_models)
+    assert "golden_examples" not in client.get("/model_info").json()["metadata"]
+    assert client.get("/model_info", params={"full": "true"}).status_code == 401
+    full = client.get("/model_info", params={"full": "true"}, headers=AUTH).json()
+    assert full["metadata"]["golden_examples"]
+
+
+def test_the_server_starts_with_an_allow_listed_environment():
+    from serving.host import server_env
+
+    env = {"PATH": "/usr/bin", "HOME": "/h", "LC_ALL": "C", "SERVING_MAX_BATCH_ROWS": "5", "TF_NUM_THREADS": "1",
+           "AWS_SECRET_ACCESS_KEY": "x", "MLFLOW_TRACKING_PASSWORD": "y", "PREFECT_API_KEY": "z",
+           "PIPELINE_HOME": "/p", "DATABASE_URL": "postgres://u:p@h/db"}
+    assert server_env(env) == {"PATH": "/usr/bin", "HOME": "/h", "LC_ALL": "C", "SERVING_MAX_BATCH_ROWS": "5",
+                               "TF_NUM_THREADS": "1"}
