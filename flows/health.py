@@ -31,10 +31,10 @@ def health_flow(targets: list[str] | None = None, targets_file: str | None = Non
     chosen = pick_targets(inventory, targets) if targets else list(inventory.values())
     now = time.time()
     results = {}
+    checked = [(target, *check_health(target, cfg)) for target in chosen]     # retries: outside the lock
+    transitions = []
     with AlarmBook.locked(settings.pipeline_home / "monitoring") as book:
-        transitions = []
-        for target in chosen:
-            body, alarm = check_health(target, cfg)
+        for target, body, alarm in checked:
             results[target.name] = {"status": body.get("status", "unreachable"),
                                     "alarm": alarm.message if alarm else None}
             served = body.get("default_version") or "none"
@@ -42,6 +42,7 @@ def health_flow(targets: list[str] | None = None, targets_file: str | None = Non
                                        scope=in_scope)
             if alarm:
                 logger.error("target %s: %s", target.name, alarm.message)
-        deliveries = send(transitions, channels_from(dict(os.environ), cfg.pagerduty_url), version=None)
-        book.save(transitions, deliveries)
+        book.save_state()
+    deliveries = send(transitions, channels_from(dict(os.environ), cfg.pagerduty_url), version=None)
+    book.log(transitions, deliveries)
     return {"targets": results, "transitions": [{**t.alarm, "target": t.target, "state": t.state} for t in transitions]}

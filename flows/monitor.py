@@ -86,8 +86,10 @@ def monitor_flow(targets: list[str] | None = None, targets_file: str | None = No
             results.append({**watched, "alarms": found})
             logger.info("target %s: %s; %d alarm(s)", watched["target"], watched["finding"]["finding"],
                         sum(len(a) for a in watched["alarms"].values()))
-        deliveries = send(transitions, channels_from(dict(os.environ), cfg.pagerduty_url), version)
-        book.save(transitions, deliveries)
+        book.save_state()
+    # Sent outside the lock: a slow webhook must not hold up the 30-second health check.
+    deliveries = send(transitions, channels_from(dict(os.environ), cfg.pagerduty_url), version)
+    book.log(transitions, deliveries)
     summary = {"model": registry.name, "champion": version, "checked_at": now,
                "findings": [r["finding"] for r in results], "targets": results,
                "transitions": [{**t.alarm, "target": t.target, "version": t.version, "state": t.state,

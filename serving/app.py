@@ -296,16 +296,26 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         authorize(request, admin=False)
         return _json({"shadow": store.routing.shadow, "recent": list(shadow_log)[-max(0, limit):]})
 
+    def recorder() -> Recorder:
+        if state["recorder"] is None:
+            raise HTTPProblem(503, "monitoring is off on this server (SERVING_MONITORING=false)")
+        return state["recorder"]
+
+    def references() -> dict[str, dict]:
+        return {v: m.metadata.reference or {} for v, m in store.routing.models.items()}
+
+    def recent_summary(minutes: float) -> dict:
+        """The dashboard's numbers over the last ``minutes``, from what the recorder holds."""
+        window = recorder().window(time.time() - minutes * 60, None)
+        return summary(window, health_body()[0], references(), minutes, settings.drift_min_rows)
+
     def publish_monitoring(minutes: float = 60) -> None:
         """The last hour's drift and calibration as gauges (cleared first: a feature under the minimum
         sample has no PSI, not a stale one)."""
-        health, _status = health_body()
-        metrics.healthy.set(1 if health["status"] == "healthy" else 0)
+        metrics.healthy.set(1 if health_body()[0]["status"] == "healthy" else 0)
         if state["recorder"] is None:
             return
-        window = state["recorder"].window(time.time() - minutes * 60, None)
-        references = {v: m.metadata.reference or {} for v, m in store.routing.models.items()}
-        numbers = summary(window, health, references, minutes, settings.drift_min_rows)
+        numbers = recent_summary(minutes)
         for gauge in (metrics.feature_psi, metrics.prediction_mean, metrics.prediction_baseline_mean, metrics.ece,
                       metrics.labelled_rows):
             gauge.clear()
@@ -317,7 +327,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             if v["labels"].get("n"):
                 metrics.ece.labels(version).set(v["labels"]["ece"])
                 metrics.labelled_rows.labels(version).set(v["labels"]["n"])
-        for version, reference in references.items():
+        for version, reference in references().items():
             if (reference.get("prediction") or {}).get("mean") is not None:
                 metrics.prediction_baseline_mean.labels(version).set(reference["prediction"]["mean"])
 
@@ -329,11 +339,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------ monitoring
-    def recorder() -> Recorder:
-        if state["recorder"] is None:
-            raise HTTPProblem(503, "monitoring is off on this server (SERVING_MONITORING=false)")
-        return state["recorder"]
-
     @app.get("/monitoring/window")
     async def monitoring_window(request: Request, since: float | None = None, until: float | None = None):
         """Counts (never raw feature values) recorded since ``since`` (epoch seconds; default: an hour ago)."""
@@ -350,9 +355,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         authorize(request, admin=False)
         if not (math.isfinite(minutes) and 0 < minutes <= 24 * 60):
             raise HTTPProblem(422, "minutes must be between 0 and 1440")
-        window = await asyncio.to_thread(recorder().window, time.time() - minutes * 60, None)
-        references = {v: m.metadata.reference or {} for v, m in store.routing.models.items()}
-        return _json(summary(window, health_body()[0], references, minutes, settings.drift_min_rows))
+        return _json(await asyncio.to_thread(recent_summary, minutes))
 
     @app.get("/dashboard")
     async def dashboard(request: Request):

@@ -208,11 +208,6 @@ class LabelHist:
         (self.positive if label else self.negative)[b] += sign
         self.p_sum[b] += sign * p
 
-    def merge(self, other: LabelHist) -> None:
-        self.positive += other.positive
-        self.negative += other.negative
-        self.p_sum += other.p_sum
-
     def to_dict(self) -> dict:
         return {"bins": LABEL_BINS, "positive": self.positive.tolist(), "negative": self.negative.tolist(),
                 "probability_sum": self.p_sum.round(9).tolist(), "n": int(self.positive.sum() + self.negative.sum())}

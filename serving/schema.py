@@ -240,19 +240,24 @@ def schema_from_dict(data: object, source: str = "schema") -> Schema:
         raise ContractError(f"{source}: {_pydantic_message(exc)}") from None
 
 
-def load_schema(path: str | Path) -> Schema:
+def read_yaml(path: Path, what: str, error: type[Exception] = ContractError) -> object:
+    """Parse a YAML file; a file that cannot be read, is not text or is not YAML raises ``error``
+    naming the file (the pipeline passes its ConfigError)."""
     import yaml
 
-    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise ContractError(f"{path}: cannot read schema: {exc.strerror}") from None
+        raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ContractError(f"{path}: not a text file (a schema is YAML)") from None
+        raise error(f"{path}: not a text file (the {what} is YAML)") from None
     except yaml.YAMLError as exc:
-        raise ContractError(f"{path}: not valid YAML: {exc}") from None
-    return schema_from_dict(data, str(path))
+        raise error(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_schema(path: str | Path) -> Schema:
+    path = Path(path)
+    return schema_from_dict(read_yaml(path, "schema"), str(path))
 
 
 def dump_schema(schema: Schema, path: str | Path) -> None:

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from serving.config import available_cpus
+from serving.schema import read_yaml
 from tasks.constants import CONFIGS
 from tasks.errors import ConfigError
 
@@ -117,7 +118,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     """
     env = dict(os.environ) if env is None else env
     path = Path(path or env.get("PIPELINE_CONFIG") or DEFAULT_CONFIG)
-    data = _read_yaml(path, "config")
+    data = read_config(path, "config")
     if env.get("PIPELINE_HOME"):
         data["pipeline_home"] = env["PIPELINE_HOME"]
     if env.get("MLFLOW_TRACKING_URI"):
@@ -134,17 +135,9 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     return _validated(Settings, data, path)
 
 
-def _read_yaml(path: Path, what: str) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (the {what} is YAML)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+def read_config(path: Path, what: str) -> dict:
+    """A YAML mapping from ``path``; anything else is a ConfigError naming the file."""
+    data = read_yaml(path, what, ConfigError) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -242,5 +235,5 @@ def load_monitoring(path: str | Path | None = None, env: dict[str, str] | None =
     """
     env = dict(os.environ) if env is None else env
     path = Path(path or env.get("PIPELINE_MONITORING") or DEFAULT_MONITORING)
-    return _validated(MonitoringSettings, _read_yaml(path, "monitoring thresholds"), path)
+    return _validated(MonitoringSettings, read_config(path, "monitoring config"), path)
 

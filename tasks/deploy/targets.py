@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.constants import CONFIGS
 from tasks.errors import ConfigError
+from tasks.settings import read_config
 
 DEFAULT_TARGETS = CONFIGS / "targets.yaml"
 
@@ -48,17 +49,8 @@ class Target(BaseModel):
 def load_targets(path: str | Path | None, pipeline_home: Path) -> dict[str, Target]:
     """Read the inventory (``path``, else ``$PIPELINE_TARGETS``, else configs/targets.yaml); relative base
     directories live under the pipeline home."""
-    import yaml
-
     path = Path(path or os.environ.get("PIPELINE_TARGETS") or DEFAULT_TARGETS)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read targets: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (the target inventory is YAML)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_config(path, "target inventory")
     targets = {}
     for name, spec in (data.get("targets") or {}).items():
         try:

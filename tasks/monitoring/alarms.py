@@ -91,14 +91,23 @@ class AlarmBook:
             changes.append(Transition(key, target, gone["model"], gone["version"], RESOLVED, gone["alarm"], now))
         return changes
 
-    def save(self, transitions: list[Transition], deliveries: dict[str, list[str]]) -> None:
+    def save_state(self) -> None:
+        """Write the alarms firing now (atomically; under ``locked``)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.firing, indent=1, sort_keys=True))
         os.replace(tmp, self.path)
+
+    def log(self, transitions: list[Transition], deliveries: dict[str, list[str]]) -> None:
+        """Append the changes and where each went to the history (once they were sent, outside the lock)."""
+        self.history.parent.mkdir(parents=True, exist_ok=True)
         with self.history.open("a") as fh:
             for t in transitions:
                 fh.write(json.dumps({**asdict(t), "sent_to": deliveries.get(t.key, [])}) + "\n")
+
+    def save(self, transitions: list[Transition], deliveries: dict[str, list[str]]) -> None:
+        self.save_state()
+        self.log(transitions, deliveries)
 
 
 # ---------------------------------------------------------------- channels

@@ -16,14 +16,22 @@ from serving.drift import feature_drift, label_metrics, prediction_drift
 
 # ---------------------------------------------------------------- traffic
 
+def error_rates(window: dict) -> dict[str, float | None]:
+    """Shares of requests answered 4xx or 5xx, 4xx, and 5xx (None without requests), of a window or
+    of one point of its series."""
+    requests = window.get("requests", 0)
+    if not requests:
+        return {"error_rate": None, "rate_4xx": None, "rate_5xx": None}
+    e4, e5 = window.get("errors_4xx", 0), window.get("errors_5xx", 0)
+    return {"error_rate": (e4 + e5) / requests, "rate_4xx": e4 / requests, "rate_5xx": e5 / requests}
+
+
 def traffic(window: dict, minutes: float) -> dict:
     requests = window.get("requests", 0)
-    e4, e5 = window.get("errors_4xx", 0), window.get("errors_5xx", 0)
+    rates = {k: round(v, 6) if v is not None else 0.0 for k, v in error_rates(window).items()}
     return {"requests": requests, "rows": window.get("rows", 0),
             "requests_per_minute": round(requests / minutes, 3) if minutes else None,
-            "error_rate": round((e4 + e5) / requests, 6) if requests else 0.0,
-            "rate_4xx": round(e4 / requests, 6) if requests else 0.0,
-            "rate_5xx": round(e5 / requests, 6) if requests else 0.0,
+            **rates,
             "rejected_by_feature": window.get("rejected_by_feature", {}),
             "outside_soft_bounds": window.get("outside_soft_bounds", {}),
             "latency_ms": {q: window.get(f"{q}_ms") for q in ("p50", "p95", "p99")}}

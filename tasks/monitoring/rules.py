@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tasks.monitoring.assess import error_rates
 from tasks.settings import MonitoringSettings
 
 WARNING, CRITICAL = "warning", "critical"
@@ -38,13 +39,6 @@ def sustained(series: list[dict], key: str, threshold: float, minutes: int, now:
     recent = [w for w in series if w["start"] >= now - span * window_s - window_s and w["start"] < now]
     recent = recent[-span:]
     return len(recent) == span and all(w.get(key) is not None and w[key] > threshold for w in recent)
-
-
-def _rate(w: dict, kind: str) -> float | None:
-    if not w.get("requests"):
-        return None
-    errors = w["errors_5xx"] if kind == "5xx" else w["errors_4xx"] + w["errors_5xx"]
-    return errors / w["requests"]
 
 
 def drift_alarms(a: dict, cfg: MonitoringSettings) -> list[Alarm]:
@@ -129,11 +123,10 @@ def label_alarms(a: dict, cfg: MonitoringSettings) -> list[Alarm]:
 
 def traffic_alarms(a: dict, cfg: MonitoringSettings, now: float, window_s: int,
                    previous_rpm: float | None = None) -> list[Alarm]:
-    t, series = a["traffic"], a["series"]
+    t = a["traffic"]
+    series = [{**w, **error_rates(w)} for w in a["series"]]     # per-minute rates, for the sustained rules
     lat, err, vol = cfg.latency_ms, cfg.error_rate, cfg.volume
     out = []
-    for w in series:
-        w["error_rate"], w["rate_5xx"] = _rate(w, "all"), _rate(w, "5xx")
     p95 = t["latency_ms"]["p95"]
     if sustained(series, "p95_ms", lat.p95_critical, lat.p95_minutes, now, window_s):
         out.append(Alarm("latency_p95", CRITICAL, p95, lat.p95_critical,

@@ -22,7 +22,7 @@ from serving.drift import label_metrics
 from serving.metadata import ModelMetadata
 from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_WARNING
 from tasks.deploy.targets import Target, url_of
-from tasks.monitoring.assess import assess
+from tasks.monitoring.assess import assess, error_rates
 from tasks.monitoring.probe import Finding, check_target
 from tasks.monitoring.rules import CRITICAL, WARNING, Alarm, evaluate
 from tasks.settings import MonitoringSettings
@@ -70,10 +70,7 @@ def began_with(alarm: Alarm, before: dict | None, min_requests: int) -> str | No
     key = SERVING_RULES.get(alarm.rule)
     if key is None or alarm.level != CRITICAL or not before or before.get("requests", 0) < min_requests:
         return None
-    requests = before["requests"]
-    value = {"p95_ms": before.get("p95_ms"), "p99_ms": before.get("p99_ms"),
-             "error_rate": (before.get("errors_4xx", 0) + before.get("errors_5xx", 0)) / requests,
-             "rate_5xx": before.get("errors_5xx", 0) / requests}[key]
+    value = {**before, **error_rates(before)}.get(key)
     if value is None or value > alarm.threshold:
         return None
     return f"{key} was {value:.4g} on the version served before (threshold {alarm.threshold:g})"
