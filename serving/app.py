@@ -13,6 +13,7 @@ import collections
 import hmac
 import logging
 import math
+import os
 import re
 import time
 import uuid
@@ -42,6 +43,17 @@ PROBE_HEADER = "x-pipeline-probe"
 EVENTS_KEPT = 50
 RETRY_AFTER_S = 5
 MAX_WEIGHT = 1e6       # split weights are relative; larger ones are typos (or 1e308, which routes by overflow)
+
+
+def save_state(path: Path, snapshot: dict) -> None:
+    """Write the state file atomically: a reader sees the old file or the new one, never half of one."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(part, "wb") as fh:
+        fh.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(part, path)
 
 
 class HTTPProblem(Exception):
@@ -85,18 +97,48 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             model.score_rows(rows[:n])
 
     def publish_gauges() -> None:
+        """After every change of what is served: the gauges, and the state file a restarted server reads."""
         routing = store.routing
         metrics.loaded.set(len(routing.models))
         metrics.default.clear()
         if routing.default:
             metrics.default.labels(routing.default).set(1)
+        if settings.state_file is not None:
+            try:
+                save_state(settings.state_file, store.snapshot())
+            except OSError as exc:
+                event("state_not_saved", f"{settings.state_file}: {exc}; a restarted server would not serve this")
 
-    async def do_load(model_dir: str, version: str, make_default: bool) -> dict:
+    async def restore_state() -> bool:
+        """Serve what the state file says (this process replaces one that died); False: nothing to restore."""
+        path = settings.state_file
+        if path is None or not path.exists():
+            return False
+        try:
+            snapshot = orjson.loads(path.read_bytes())
+            if not isinstance(snapshot, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            event("restore_failed", f"{path}: unreadable ({exc}); starting from the configured version")
+            return False
+        async with load_lock:
+            problems = await asyncio.to_thread(store.restore, settings.model_root, snapshot, warm)
+            for version, model in store.routing.models.items():
+                if state["recorder"] is not None:
+                    state["recorder"].register(version, model.metadata)
+            for problem in problems:
+                event("restore_failed", problem)
+            publish_gauges()
+        log.info("restored from %s: default %s, loaded %s%s", path, store.routing.default,
+                 sorted(store.routing.models, key=int), f" ({len(problems)} problem(s))" if problems else "")
+        return store.routing.default is not None
+
+    async def do_load(model_dir: str, version: str, make_default: bool, metadata_sha256: str | None = None) -> dict:
         async with load_lock:
             before = store.routing.default
             try:
                 model = await asyncio.to_thread(store.load, settings.model_root, model_dir, version, make_default,
-                                                warm)
+                                                warm, metadata_sha256)
             except ServingError as exc:
                 event("load_failed", f"load of version {version} refused: {exc}")
                 raise
@@ -117,7 +159,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if settings.monitoring:
             state["recorder"] = Recorder(settings.monitor_window_s, settings.monitor_windows,
                                          settings.label_window_s, settings.feedback_ttl_s, settings.feedback_max_rows)
-        if settings.model_dir and settings.model_version:
+        restored = await restore_state()
+        if not restored and settings.model_dir and settings.model_version:
             try:
                 await do_load(str(settings.model_dir), settings.model_version, True)
             except ServingError as exc:
@@ -180,11 +223,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         return HTTPProblem(status, str(exc))
 
     @app.post("/load")
-    async def load(request: Request, model_dir: str, version: str, default: bool = True):
+    async def load(request: Request, model_dir: str, version: str, default: bool = True,
+                   metadata_sha256: str | None = None):
         start = time.perf_counter()
         authorize(request, admin=True)
         try:
-            body = await do_load(model_dir, version, default)
+            body = await do_load(model_dir, version, default, metadata_sha256)
         except ServingError as exc:
             problem = admin_errors(exc)
             record(request, "load", problem.status, version, start)

@@ -23,6 +23,9 @@ class ServingSettings(BaseModel):
     model_root: Path = Field(default_factory=Path.cwd)
     model_dir: Path | None = None
     model_version: str | None = None
+    # What the server serves (versions, default, split, shadow), rewritten after every admin change; a
+    # restarted server (its supervisor replaced it) serves that again instead of model_dir/model_version.
+    state_file: Path | None = None
     admin_token: str | None = Field(default=None, repr=False)
     max_batch_rows: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(16 << 20, ge=1024)   # larger bodies get 413 before they are read whole
@@ -58,7 +61,7 @@ class ServingSettings(BaseModel):
 
 ENV = {
     "SERVING_MODEL_ROOT": "model_root", "SERVING_MODEL_DIR": "model_dir",
-    "SERVING_MODEL_VERSION": "model_version", "SERVING_ADMIN_TOKEN": "admin_token",
+    "SERVING_MODEL_VERSION": "model_version", "SERVING_STATE_FILE": "state_file", "SERVING_ADMIN_TOKEN": "admin_token",
     "SERVING_MAX_BATCH_ROWS": "max_batch_rows", "SERVING_MAX_BODY_BYTES": "max_body_bytes",
     "SERVING_SCORER_BATCH_ROWS": "scorer_batch_rows", "SERVING_SCORE_TIMEOUT_S": "score_timeout_s",
     "SERVING_UNKNOWN_CATEGORY": "unknown_category", "SERVING_OUT_OF_RANGE": "out_of_range",

@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.constants import MODEL_TYPE
 from serving.digest import sha256_file
-from serving.errors import IntegrityError
-from serving.schema import canonical_digest
+from serving.errors import ContractError, IntegrityError
+from serving.schema import FeatureList, canonical_digest, feature_schema_hash, schema_from_dict
 
 METADATA_FILE = "metadata.json"
+BUNDLE_MANIFEST = "MANIFEST"   # a release bundle's "<sha256>  <path>" list (tasks/deploy/package.py)
 CALIBRATOR_FILE = "calibrator.pkl"
 SAVED_MODEL_DIR = "saved_model"
 SERVING_SIGNATURE = "serving_default"
@@ -107,3 +108,55 @@ def verify_files(version_dir: str | Path, metadata: ModelMetadata) -> None:
         raise IntegrityError(f"{version_dir}: files do not match metadata.json: " + "; ".join(problems))
     if saved_model_digest(actual) != metadata.model_digest:
         raise IntegrityError(f"{version_dir}: SavedModel digest does not match metadata.json")
+
+
+def _manifest_entry(version_dir: Path) -> tuple[Path, str, str | None] | None:
+    """The release bundle MANIFEST above an unpacked version (releases/<v>/model/<name>/<v>/), if any:
+    (manifest path, this metadata.json's path in it, the SHA-256 it records or None)."""
+    for parent in version_dir.parents[:3]:
+        manifest = parent / BUNDLE_MANIFEST
+        if manifest.is_file():
+            rel = (version_dir / METADATA_FILE).relative_to(parent).as_posix()
+            for line in manifest.read_text(errors="replace").splitlines():
+                digest, _, name = line.partition("  ")
+                if name == rel:
+                    return manifest, rel, digest
+            return manifest, rel, None
+    return None
+
+
+def verify_metadata(version_dir: str | Path, metadata: ModelMetadata, expected_sha256: str | None = None) -> None:
+    """Raise IntegrityError unless metadata.json is the one recorded at registration and agrees with itself.
+
+    metadata.json lists every other file's hash, so it is the anchor: its own SHA-256 is checked
+    against ``expected_sha256`` (the registry's ``metadata_sha256`` tag, passed by the deploy) and
+    against the release bundle's MANIFEST when the version was unpacked from one; the schema and
+    the model's input contract must match the hashes recorded beside them.
+    """
+    version_dir = Path(version_dir)
+    path = version_dir / METADATA_FILE
+    actual = sha256_file(path)
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise IntegrityError(f"{path}: SHA-256 {actual[:12]}…, the registry recorded {expected_sha256[:12]}… "
+                             "(edited after registration)")
+    entry = _manifest_entry(version_dir)
+    if entry is not None:
+        manifest, rel, recorded = entry
+        if recorded is None:
+            raise IntegrityError(f"{manifest} does not list {rel}")
+        if recorded != actual:
+            raise IntegrityError(f"{path}: SHA-256 {actual[:12]}…, {manifest} says {recorded[:12]}… "
+                                 "(edited after unpacking)")
+    try:
+        schema = schema_from_dict(metadata.schema_, str(path))
+        features = FeatureList.model_validate({"features": metadata.feature_list})
+    except (ContractError, ValueError) as exc:
+        raise IntegrityError(f"{path}: schema or feature list unreadable: {exc}") from None
+    if schema.digest() != metadata.schema_hash:
+        raise IntegrityError(f"{path}: the schema hashes to {schema.digest()[:12]}…, schema_hash says "
+                             f"{metadata.schema_hash[:12]}… (the schema was edited)")
+    if feature_schema_hash(schema, features) != metadata.feature_schema_hash:
+        raise IntegrityError(f"{path}: the model inputs' contract does not match feature_schema_hash")
+    if [i.name for i in metadata.inputs] != features.names:
+        raise IntegrityError(f"{path}: inputs {[i.name for i in metadata.inputs]} are not the feature list "
+                             f"{features.names}")

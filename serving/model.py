@@ -1,7 +1,8 @@
 """Loading one exported version and scoring rows with it.
 
-Order matters for safety: metadata.json is parsed (JSON only), every file's
-SHA-256 is checked against it, the calibrator is unpickled through an allow-list
+Order matters for safety: metadata.json is parsed (JSON only) and checked against
+the hash the registry or the release bundle recorded for it and against its own schema
+hashes, every file's SHA-256 is checked against it, the calibrator is unpickled through an allow-list
 and must name the same SavedModel digest, and only then is TensorFlow asked to
 load the graph.
 """
@@ -14,16 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from serving.calibration import Calibrator, load_calibrator
+from serving.digest import sha256_file
 from serving.errors import IntegrityError
 from serving.inputs import coerce_column
 from serving.metadata import (
     CALIBRATOR_FILE,
+    METADATA_FILE,
     PACKED_SIGNATURE,
     SAVED_MODEL_DIR,
     SERVING_SIGNATURE,
     ModelMetadata,
     read_metadata,
     verify_files,
+    verify_metadata,
 )
 from serving.schema import ColumnSpec, schema_from_dict, tensor_name
 
@@ -34,6 +38,7 @@ class LoadedModel:
     def __init__(self, version_dir: Path, metadata: ModelMetadata, calibrator: Calibrator, loaded) -> None:
         self.version_dir = version_dir
         self.metadata = metadata
+        self.metadata_sha256 = sha256_file(version_dir / METADATA_FILE)
         self.calibrator = calibrator
         self._loaded = loaded  # owns the variables the signature functions read
         self._named_fn = loaded.signatures[SERVING_SIGNATURE]
@@ -44,9 +49,11 @@ class LoadedModel:
         self.specs: dict[str, ColumnSpec] = {i.name: schema.column(i.name) for i in metadata.inputs}
 
     @classmethod
-    def load(cls, version_dir: str | Path) -> LoadedModel:
+    def load(cls, version_dir: str | Path, metadata_sha256: str | None = None) -> LoadedModel:
+        """Verify and load a version; ``metadata_sha256``: what the registry recorded for its metadata.json."""
         version_dir = Path(version_dir)
         metadata = read_metadata(version_dir)
+        verify_metadata(version_dir, metadata, metadata_sha256)
         verify_files(version_dir, metadata)
         calibrator = load_calibrator(version_dir / CALIBRATOR_FILE, metadata.files[CALIBRATOR_FILE])
         if calibrator.model_digest != metadata.model_digest:

@@ -25,6 +25,7 @@ from serving.model import LoadedModel
 log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^[0-9]{1,9}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class LoadRefused(ServingError):
@@ -104,23 +105,14 @@ class ModelStore:
 
     # ------------------------------------------------------------ loading
     def load(self, root: Path, model_dir: str, version: str, make_default: bool = True,
-             warm=None) -> LoadedModel:
+             warm=None, metadata_sha256: str | None = None) -> LoadedModel:
         """Verify, load, warm and golden-check a version; only then publish it.
 
         Raises:
             LoadRefused, IntegrityError: nothing was changed.
         """
         try:
-            path = resolve_inside(root, model_dir, version)
-            model = LoadedModel.load(path)
-            if model.metadata.version != version:
-                raise IntegrityError(f"{path}: metadata.json says version {model.metadata.version}, not {version}")
-            if warm is not None:
-                warm(model)
-            error = model.golden_max_error()
-            if not error <= GOLDEN_TOLERANCE:
-                raise IntegrityError(f"{path}: predictions differ from the golden examples by {error:.2e} "
-                                     f"(tolerance {GOLDEN_TOLERANCE:.0e})")
+            model, error = self._verified(root, model_dir, version, warm, metadata_sha256)
         except ServingError as exc:
             self.last_error = f"load of version {version} refused: {exc}"
             raise
@@ -147,6 +139,65 @@ class ModelStore:
         log.info("loaded version %s from %s (golden max |Δp| %.1e)%s", version, model.version_dir, error,
                  " and made it the default" if default == version else "")
         return model
+
+    @staticmethod
+    def _verified(root: Path, model_dir: str, version: str, warm, metadata_sha256: str | None
+                  ) -> tuple[LoadedModel, float]:
+        if metadata_sha256 is not None and not SHA256_RE.match(metadata_sha256):
+            raise LoadRefused(f"metadata_sha256 must be 64 lowercase hex digits, got {metadata_sha256[:80]!r}")
+        path = resolve_inside(root, model_dir, version)
+        model = LoadedModel.load(path, metadata_sha256)
+        if model.metadata.version != version:
+            raise IntegrityError(f"{path}: metadata.json says version {model.metadata.version}, not {version}")
+        if warm is not None:
+            warm(model)
+        error = model.golden_max_error()
+        if not error <= GOLDEN_TOLERANCE:
+            raise IntegrityError(f"{path}: predictions differ from the golden examples by {error:.2e} "
+                                 f"(tolerance {GOLDEN_TOLERANCE:.0e})")
+        return model, error
+
+    # ------------------------------------------------------------ state kept across restarts
+    def snapshot(self) -> dict:
+        """What a restarted server needs to serve exactly this again (JSON-ready; paths and hashes only)."""
+        routing = self.routing
+        return {"format": 1, "default": routing.default, "previous": routing.previous, "shadow": routing.shadow,
+                "weights": routing.weights(),
+                "models": {v: {"model_dir": str(m.version_dir.parent), "metadata_sha256": m.metadata_sha256}
+                           for v, m in sorted(routing.models.items(), key=lambda kv: int(kv[0]))}}
+
+    def restore(self, root: Path, snapshot: dict, warm=None) -> list[str]:
+        """Load a snapshot's versions (each verified against the metadata hash it was served with) and
+        route as it says, in one step. A version that no longer verifies is left out, and routing that
+        needs it falls back: the default to the previous default, a split or shadow to none.
+
+        Returns:
+            the problems met, one line each (empty when everything came back).
+        """
+        problems, models = [], {}
+        for version, entry in (snapshot.get("models") or {}).items():
+            try:
+                models[version], _error = self._verified(root, entry["model_dir"], version, warm,
+                                                         entry.get("metadata_sha256"))
+            except (ServingError, KeyError, TypeError) as exc:
+                problems.append(f"version {version} not restored: {exc}")
+        default = snapshot.get("default")
+        previous = snapshot.get("previous")
+        if default not in models:
+            default, previous = (previous, None) if previous in models else (None, None)
+        if previous not in models:
+            previous = None
+        weights = {v: float(w) for v, w in (snapshot.get("weights") or {}).items()}
+        shadow = snapshot.get("shadow")
+        if any(v not in models for v in weights) or (shadow is not None and shadow not in models):
+            problems.append("traffic split and shadow not restored: a version in them was not restored")
+            weights, shadow = {}, None
+        with self._write:
+            self.routing = Routing(models=MappingProxyType(models), default=default, previous=previous)
+        if weights or shadow:
+            self.set_split(weights, shadow)
+        self.last_error = "; ".join(problems) or None
+        return problems
 
     # ------------------------------------------------------------ admin
     def unload(self, version: str) -> None:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from serving.errors import IntegrityError
-from serving.metadata import ModelMetadata, read_metadata, verify_files
+from serving.metadata import ModelMetadata, read_metadata, verify_files, verify_metadata
 from tasks.errors import ArtifactIntegrityError, RegistryError
 from tasks.registry.links import safe_uri, tracking_uri
 from tasks.settings import Settings
@@ -37,6 +37,7 @@ def export_dir(settings: Settings, mv, cache_dir: Path) -> Path:
     """
     local = local_export(mv)
     if local is not None:
+        _check_export(settings, mv, local, "its export")
         return local
     name, where = settings.model_name, safe_uri(settings.tracking_uri)
     dest = Path(cache_dir) / name / f"registry-{mv.version}"
@@ -61,14 +62,22 @@ def export_dir(settings: Settings, mv, cache_dir: Path) -> Path:
         raise RegistryError(f"MLflow at {where}: version {mv.version} of '{name}': the registered model holds "
                             f"{len(found)} exports under artifacts/ (expected one)")
     export = found[0].parent
-    try:
-        verify_files(export, read_metadata(export))
-    except IntegrityError as exc:
-        raise ArtifactIntegrityError(f"version {mv.version} of '{name}' from the registry: {exc}; nothing was "
-                                     f"deployed (if the registry's copy is sound, delete {dest} to fetch it again)"
-                                     ) from None
+    _check_export(settings, mv, export, "the registry's copy",
+                  f" (if the registry's copy is sound, delete {dest} to fetch it again)")
     log.info("version %s of %s: export taken from the registry into %s", mv.version, name, export)
     return export
+
+
+def _check_export(settings: Settings, mv, export: Path, what: str, hint: str = "") -> None:
+    """metadata.json must be the one registered (the version's ``metadata_sha256`` tag), agree with its own
+    schema hashes, and list every file's SHA-256 correctly."""
+    try:
+        metadata = read_metadata(export)
+        verify_metadata(export, metadata, mv.tags.get("metadata_sha256"))
+        verify_files(export, metadata)
+    except IntegrityError as exc:
+        raise ArtifactIntegrityError(f"version {mv.version} of '{settings.model_name}', {what}: {exc}; nothing "
+                                     f"was deployed{hint}") from None
 
 
 def metadata_of(client, settings: Settings, mv) -> ModelMetadata:

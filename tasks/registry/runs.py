@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.digest import sha256_file
+from serving.metadata import METADATA_FILE
 from tasks.constants import SERVING_DIR
 from tasks.errors import RegistryError
 from tasks.registry.links import safe_uri, tracking_uri
@@ -120,6 +122,7 @@ def log_and_register(client, settings: Settings, *, exported, calibration, train
             tags = {"release": metadata.release, "export_version": metadata.version,
                     "model_dir": str(exported.path), "schema_hash": metadata.schema_hash,
                     "feature_schema_hash": metadata.feature_schema_hash, "model_digest": metadata.model_digest,
+                    "metadata_sha256": sha256_file(exported.path / METADATA_FILE),
                     "data_sha256": metadata.lineage.get("data_sha256", ""),
                     "cv_metrics": json.dumps(metadata.cv_metrics), "mlflow_run_id": run.info.run_id,
                     "calibrator_method": metadata.calibrator_method, **extra_tags}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import socket
 import zipfile
 from datetime import UTC, datetime
@@ -225,6 +227,14 @@ def test_a_worker_elsewhere_takes_the_export_from_the_registry_checked(history):
     assert fetched.is_relative_to(cache) and (fetched / "calibrator.pkl").exists()
     (fetched / "calibrator.pkl").write_bytes(b"tampered")
     with pytest.raises(ArtifactIntegrityError, match="calibrator.pkl has SHA-256"):
+        registry.export_dir(registry.get_version("1"), cache)
+    # metadata.json lists the other files' hashes, so it is checked against what the registry recorded:
+    # an edit that keeps it self-consistent (another release number) is refused too.
+    shutil.rmtree(cache)
+    fetched = registry.export_dir(registry.get_version("1"), cache)
+    meta = json.loads((fetched / "metadata.json").read_text())
+    (fetched / "metadata.json").write_text(json.dumps({**meta, "release": "9.9.9"}))
+    with pytest.raises(ArtifactIntegrityError, match="metadata.json: SHA-256 .* the registry recorded"):
         registry.export_dir(registry.get_version("1"), cache)
 
 

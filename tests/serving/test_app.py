@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,6 +253,65 @@ def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(client, serv
     shutil.rmtree(bad_root)
 
 
+def _edited_copy(served_models, name: str, edit) -> Path:
+    root = served_models["root"] / name
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(served_models["model_dir"] / "2", root / "2")
+    meta_path = root / "2" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta)
+    meta_path.write_text(json.dumps(meta))
+    return root
+
+
+def _widen(meta) -> None:
+    col = next(c for c in meta["schema"]["columns"] if c["type"] in ("numeric", "integer") and "max" in c)
+    col["max"] = col["max"] * 1000
+
+
+@pytest.mark.parametrize("edit, why", [
+    (_widen, "the schema was edited"),
+    (lambda m: m.update(schema_hash="0" * 64), "the schema was edited"),
+    (lambda m: m["feature_list"].reverse(), "feature_schema_hash"),
+])
+def test_an_edited_metadata_json_is_refused(client, served_models, edit, why):
+    """metadata.json is outside its own file hashes: its schema is checked against schema_hash and the
+    inputs' contract against feature_schema_hash, so widened ranges never reach scoring."""
+    _load(client, served_models, "1")
+    root = _edited_copy(served_models, "edited-test", edit)
+    try:
+        r = client.post("/load", params={"model_dir": str(root), "version": "2"}, headers=AUTH)
+        assert r.status_code == 422 and why in r.json()["detail"], r.json()
+        assert client.get("/health").json()["default_version"] == "1"
+    finally:
+        shutil.rmtree(root)
+
+
+def test_metadata_json_must_match_the_registry_and_the_release_manifest(client, served_models):
+    from serving.digest import sha256_file
+
+    good = sha256_file(served_models["model_dir"] / "2" / "metadata.json")
+    # A consistent edit (schema and both hashes rewritten) passes the self-checks; only an anchor outside
+    # the file catches it: the hash the registry recorded, passed with /load, or the bundle's MANIFEST.
+    root = _edited_copy(served_models, "edited-anchor", lambda m: m.update(release="9.9.9"))
+    try:
+        params = {"model_dir": str(root), "version": "2"}
+        r = client.post("/load", params={**params, "metadata_sha256": good}, headers=AUTH)
+        assert r.status_code == 422 and "the registry recorded" in r.json()["detail"]
+        r = client.post("/load", params={**params, "metadata_sha256": "not-a-digest"}, headers=AUTH)
+        assert r.status_code == 400
+        (root / "MANIFEST").write_text(f"{good}  2/metadata.json\n")          # releases/<v>/MANIFEST's layout
+        r = client.post("/load", params=params, headers=AUTH)
+        assert r.status_code == 422 and "edited after unpacking" in r.json()["detail"]
+        (root / "MANIFEST").write_text(f"{sha256_file(root / '2' / 'metadata.json')}  2/metadata.json\n")
+        assert client.post("/load", params=params, headers=AUTH).status_code == 200
+        untouched = {**params, "model_dir": str(served_models["model_dir"])}
+        r = client.post("/load", params={**untouched, "metadata_sha256": good}, headers=AUTH)
+        assert r.status_code == 409      # version 2 is loaded from the edited copy; the check itself passed
+    finally:
+        shutil.rmtree(root)
+
+
 def test_paths_outside_the_root_are_refused(client, served_models, tmp_path):
     for model_dir in ("../../etc", "/etc", str(served_models["model_dir"]) + "/../../.."):
         r = client.post("/load", params={"model_dir": model_dir, "version": "1"}, headers=AUTH)
@@ -366,3 +426,49 @@ def test_the_server_starts_with_an_allow_listed_environment():
            "PIPELINE_HOME": "/p", "DATABASE_URL": "postgres://u:p@h/db"}
     assert server_env(env) == {"PATH": "/usr/bin", "HOME": "/h", "LC_ALL": "C", "SERVING_MAX_BATCH_ROWS": "5",
                                "TF_NUM_THREADS": "1"}
+
+
+def test_a_restarted_server_serves_what_the_state_file_says(served_models, tmp_path):
+    """A supervisor that replaces a dead server process must not bring back the version it was first
+    started with: every admin change rewrites the state file, and a new process serves that."""
+    state = tmp_path / "run" / "serving-state.json"
+    settings = ServingSettings(model_root=served_models["root"], admin_token=TOKEN, state_file=state,
+                               model_dir=served_models["model_dir"], model_version="1")
+    with TestClient(create_app(settings)) as first:
+        assert first.get("/health").json()["default_version"] == "1"
+        assert _load(first, served_models, "2").status_code == 200
+        assert first.post("/split", json={"weights": {"1": 1, "2": 3}, "shadow": "1"}, headers=AUTH).status_code == 200
+        saved = json.loads(state.read_text())
+    assert saved["default"] == "2" and saved["previous"] == "1" and set(saved["models"]) == {"1", "2"}
+    assert list(state.parent.iterdir()) == [state]                 # written through a rename: no leftovers
+
+    with TestClient(create_app(settings)) as second:             # configured with version 1; the state wins
+        info = second.get("/model_info").json()
+        assert info["default_version"] == "2" and set(info["versions"]) == {"1", "2"}
+        assert info["traffic_split"] == {"1": 0.25, "2": 0.75} and info["shadow"] == "1"
+        assert second.post("/default", params={"version": "1"}, headers=AUTH).status_code == 200   # instant rollback
+    assert json.loads(state.read_text())["default"] == "1"
+
+    # A version whose files changed since it was served is not brought back; the rest is.
+    copy = served_models["root"] / "restore-test"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(served_models["model_dir"] / "1", copy / "1")
+    shutil.copytree(served_models["model_dir"] / "2", copy / "2")
+    moved = {v: {**m, "model_dir": str(copy)} for v, m in saved["models"].items()}
+    state.write_text(json.dumps({**saved, "models": moved}))
+    meta = json.loads((copy / "2" / "metadata.json").read_text())
+    (copy / "2" / "metadata.json").write_text(json.dumps({**meta, "release": "9.9.9"}))
+    try:
+        with TestClient(create_app(settings)) as third:
+            health = third.get("/health").json()
+            assert health["status"] == "healthy" and health["default_version"] == "1"      # the previous default
+            assert health["loaded_versions"] == ["1"]
+            assert any("version 2 not restored" in w for w in health["warnings"])
+            assert third.get("/model_info").json()["traffic_split"] == {}
+    finally:
+        shutil.rmtree(copy)
+
+    state.write_bytes(b"\x00garbage")                               # unreadable: the configured version
+    with TestClient(create_app(settings)) as fourth:
+        health = fourth.get("/health").json()
+        assert health["default_version"] == "1" and health["recent_events"][0]["event"] == "restore_failed"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
 def store(monkeypatch, tmp_path):
     # The seam: what the loader returns (the real loader is tested in test_app and test_model).
     monkeypatch.setattr(store_mod, "resolve_inside", lambda root, model_dir, version: tmp_path / version)
-    monkeypatch.setattr(store_mod.LoadedModel, "load", staticmethod(lambda path: SimpleNamespace(
+    monkeypatch.setattr(store_mod.LoadedModel, "load", staticmethod(lambda path, metadata_sha256=None: SimpleNamespace(
         metadata=SimpleNamespace(version=Path(path).name), version_dir=Path(path), golden_max_error=lambda: 0.0)))
     return ModelStore()
 
