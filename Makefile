@@ -33,7 +33,7 @@ stop: $(STAMP)
 
 # System packages the tests use: a real OpenSSH server for the ssh transport, curl for the guide,
 # PostgreSQL for the team setup (Prefect server and MLflow tracking server on it), Chromium for the
-# dashboard, promtool (Debian's prometheus) for the alert rules. One apt-get update at most, and none
+# dashboard, promtool (Debian's prometheus) for the alert rules, systemd-analyze for the server's unit. One apt-get update at most, and none
 # when everything is already there.
 system-deps:
 	@pkgs=""; \
@@ -41,6 +41,7 @@ system-deps:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || pkgs="$$pkgs postgresql"; \
 	command -v chromium >/dev/null || pkgs="$$pkgs chromium"; \
 	command -v promtool >/dev/null || pkgs="$$pkgs prometheus"; \
+	command -v systemd-analyze >/dev/null || pkgs="$$pkgs systemd"; \
 	test -z "$$pkgs" || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; }
 

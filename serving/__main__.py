@@ -1,4 +1,5 @@
-"""``python -m serving``: start the model server (the same as ``uvicorn serving.app:app``)."""
+"""``python -m serving``: start the model server, supervised (gunicorn's master restarts a dead worker;
+serving/supervise.py), or with ``--supervisor none`` as one plain process (``uvicorn serving.app:app``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intra-op-threads", type=int, help="TensorFlow intra-op threads (default: CPUs)")
     parser.add_argument("--inter-op-threads", type=int, help="TensorFlow inter-op threads (default: 1)")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--supervisor", choices=["gunicorn", "none"], default="gunicorn",
+                        help="gunicorn (default): a master process replaces the server process if it dies, and the "
+                             "new one serves what the old one did (SERVING_STATE_FILE); none: one plain process")
     args = parser.parse_args(argv)
     for flag, env in (("model_root", "SERVING_MODEL_ROOT"), ("model_dir", "SERVING_MODEL_DIR"),
                       ("version", "SERVING_MODEL_VERSION"), ("intra_op_threads", "SERVING_INTRA_OP_THREADS"),
@@ -26,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) is not None:
             os.environ[env] = str(getattr(args, flag))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.supervisor == "gunicorn":
+        from serving.supervise import run
+
+        run(args.host, args.port, args.log_level)
+        return 0
     import uvicorn
 
     uvicorn.run("serving.app:app", host=args.host, port=args.port, log_level=args.log_level, access_log=False)

@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.unit
 
 ALLOWED = {"serving", "numpy", "pydantic", "yaml", "fastapi", "uvicorn", "orjson", "prometheus_client",
-           "tensorflow"}
+           "tensorflow", "gunicorn", "uvicorn_worker"}
 
 
 def test_serving_imports_only_its_own_requirements():
@@ -31,7 +31,7 @@ def test_serving_requirements_cover_its_imports():
     lines = (ROOT / "serving" / "requirements.txt").read_text().splitlines()
     reqs = "\n".join(ln for ln in lines if not ln.startswith("#"))
     for package in ("tensorflow-cpu", "numpy", "pydantic", "pyyaml", "fastapi", "uvicorn", "orjson",
-                    "prometheus-client"):
+                    "prometheus-client", "gunicorn", "uvicorn-worker"):
         assert f"{package}==" in reqs
     for banned in ("prefect", "mlflow", "pandas", "scikit-learn"):
         assert banned not in reqs

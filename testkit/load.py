@@ -1,0 +1,82 @@
+"""Bounded load for fault tests and benchmarks: N keep-alive clients on 127.0.0.1, every outcome kept.
+
+Each client stops at ``max_requests`` or ``max_seconds``, whichever comes first, or when told to.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Outcome:
+    started: float          # time.monotonic() when the request was sent
+    seconds: float
+    status: int             # 0: no HTTP answer (refused, reset, timed out)
+    version: str            # the model_version answered, or the error
+
+
+@dataclass
+class Load:
+    port: int
+    body: bytes | list[bytes]
+    clients: int = 8
+    max_requests: int = 20_000
+    max_seconds: float = 120
+    timeout: float = 30
+    path: str = "/predict"
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(self.clients)]
+
+    def _client(self, index: int) -> None:
+        bodies = self.body if isinstance(self.body, list) else [self.body]
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        deadline = time.monotonic() + self.max_seconds
+        for n in range(self.max_requests):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                break
+            t0 = time.monotonic()
+            try:
+                conn.request("POST", self.path, body=bodies[(index + n) % len(bodies)],
+                             headers={"content-type": "application/json"})
+                resp = conn.getresponse()
+                raw = resp.read()
+                version = json.loads(raw).get("model_version", "") if resp.status == 200 else ""
+                self.outcomes.append(Outcome(t0, time.monotonic() - t0, resp.status, version))
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                self.outcomes.append(Outcome(t0, time.monotonic() - t0, 0, type(exc).__name__))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        conn.close()
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def count(self) -> int:
+        """Requests answered so far (clients append as they go; list.append is atomic)."""
+        return len(self.outcomes)
+
+    def stop(self) -> list[Outcome]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.timeout + 5)
+        return sorted(self.outcomes, key=lambda o: o.started)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]

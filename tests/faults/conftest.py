@@ -1,0 +1,97 @@
+"""The fault-injection suite (``pytest -m faults``): each test breaks something on purpose, checks what
+users would see, and records what it measured with ``figure(...)``. The figures of a run are written
+to ``artifacts/reliability/figures.json``; docs/RELIABILITY.md quotes one run of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from testkit.net import free_port
+from tests.conftest import ROOT
+
+FIGURES = ROOT / "artifacts" / "reliability" / "figures.json"
+TOKEN = "fault-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def _figures():
+    found: dict[str, dict] = {}
+    yield found
+    if found:
+        FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        kept = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+        FIGURES.write_text(json.dumps({**kept, **found}, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.fixture
+def figure(_figures, request):
+    """``figure(name, value, unit, note="")``: one measured figure of this test, kept for the run's record."""
+    def record(name: str, value: float | int, unit: str, note: str = "") -> None:
+        _figures[f"{request.node.name}:{name}"] = {"value": value, "unit": unit, "note": note,
+                                                    "measured": datetime.now(UTC).isoformat(timespec="seconds")}
+        print(f"FIGURE {name} = {value} {unit} {note}")
+    return record
+
+
+def worker_pids(master: int) -> list[int]:
+    """The server processes gunicorn's master runs (its children)."""
+    try:
+        text = Path(f"/proc/{master}/task/{master}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def supervised_server(served_models, tmp_path):
+    """``python -m serving`` as hosts run it (gunicorn master + one worker), serving version 1."""
+    from tests.serving.test_live_server import _call
+
+    port = free_port()
+    state = tmp_path / "run" / "serving-state.json"
+    env = {**os.environ, "SERVING_MODEL_ROOT": str(served_models["root"]),
+           "SERVING_MODEL_DIR": str(served_models["model_dir"]), "SERVING_MODEL_VERSION": "1",
+           "SERVING_ADMIN_TOKEN": TOKEN, "SERVING_STATE_FILE": str(state), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def healthy():
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            return _call(port, "GET", "/health", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, 120, "the supervised server to become healthy", interval=0.2)
+        yield {"port": port, "master": proc.pid, "state": state, "log": log_path, "proc": proc}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
