@@ -33,8 +33,8 @@ stop: $(STAMP)
 
 # System packages the tests use: a real OpenSSH server for the ssh transport, curl for the guide,
 # PostgreSQL for the team setup (Prefect server and MLflow tracking server on it), Chromium for the
-# dashboard, promtool (Debian's prometheus) for the alert rules, systemd-analyze for the server's unit. One apt-get update at most, and none
-# when everything is already there.
+# dashboard, promtool (Debian's prometheus) for the alert rules, systemd-analyze for the server's
+# unit. One apt-get update at most, and none when everything is already there.
 system-deps:
 	@pkgs=""; \
 	{ test -x /usr/sbin/sshd && command -v curl >/dev/null; } || pkgs="openssh-server curl"; \
