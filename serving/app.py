@@ -24,6 +24,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 
 from serving.config import ServingSettings, available_cpus, settings_from_env
 from serving.dashboard import PAGE, summary
@@ -42,6 +43,7 @@ SHADOW_ROWS_OBSERVED = 100
 PROBE_HEADER = "x-pipeline-probe"
 EVENTS_KEPT = 50
 RETRY_AFTER_S = 5
+CLIENT_CLOSED = 499    # nginx's status for a request whose client hung up before the answer
 MAX_WEIGHT = 1e6       # split weights are relative; larger ones are typos (or 1e308, which routes by overflow)
 
 
@@ -210,11 +212,15 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise HTTPProblem(413, f"body of {declared} bytes; at most {limit} (SERVING_MAX_BODY_BYTES)")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPProblem(413, f"body over {limit} bytes (SERVING_MAX_BODY_BYTES)")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPProblem(413, f"body over {limit} bytes (SERVING_MAX_BODY_BYTES)")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # Nobody is left to answer; counted as nginx's 499, never logged as a server error.
+            raise HTTPProblem(CLIENT_CLOSED, "the client closed the connection before the body was sent") from None
         return b"".join(chunks)
 
     # ------------------------------------------------------------ admin

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,16 +63,17 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-@pytest.fixture
-def supervised_server(served_models, tmp_path):
-    """``python -m serving`` as hosts run it (gunicorn master + one worker), serving version 1."""
+@contextmanager
+def supervised(models: dict, tmp_path: Path, **env_extra: str):
+    """``python -m serving`` as hosts run it (gunicorn master + one worker), serving version 1 of ``models``."""
     from tests.serving.test_live_server import _call
 
     port = free_port()
     state = tmp_path / "run" / "serving-state.json"
-    env = {**os.environ, "SERVING_MODEL_ROOT": str(served_models["root"]),
-           "SERVING_MODEL_DIR": str(served_models["model_dir"]), "SERVING_MODEL_VERSION": "1",
-           "SERVING_ADMIN_TOKEN": TOKEN, "SERVING_STATE_FILE": str(state), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "SERVING_MODEL_ROOT": str(models["root"]),
+           "SERVING_MODEL_DIR": str(models["model_dir"]), "SERVING_MODEL_VERSION": "1",
+           "SERVING_ADMIN_TOKEN": TOKEN, "SERVING_STATE_FILE": str(state), "TF_CPP_MIN_LOG_LEVEL": "3",
+           **env_extra}
     log_path = tmp_path / "server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],
@@ -95,3 +97,31 @@ def supervised_server(served_models, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def supervised_server(served_models, tmp_path):
+    with supervised(served_models, tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def three_models(tmp_path_factory, demo_frame):
+    """Three exported versions (seeds 7, 8, 9) under a model root: root/models/test-model/{1,2,3}."""
+    from tests.conftest import train_and_export
+
+    root = tmp_path_factory.mktemp("three")
+    train_and_export(root, demo_frame, seeds=(7, 8, 9))
+    return {"root": root / "models", "model_dir": root / "models" / "test-model"}
+
+
+def golden_request(models: dict, version: str = "1") -> bytes:
+    golden = json.loads((models["model_dir"] / version / "metadata.json").read_text())["golden_examples"]
+    return json.dumps({"features": [golden[0]["features"]]}).encode()
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
