@@ -61,7 +61,8 @@ class ServingSettings(BaseModel):
 
 ENV = {
     "SERVING_MODEL_ROOT": "model_root", "SERVING_MODEL_DIR": "model_dir",
-    "SERVING_MODEL_VERSION": "model_version", "SERVING_STATE_FILE": "state_file", "SERVING_ADMIN_TOKEN": "admin_token",
+    "SERVING_MODEL_VERSION": "model_version", "SERVING_STATE_FILE": "state_file",
+    "SERVING_ADMIN_TOKEN": "admin_token",
     "SERVING_MAX_BATCH_ROWS": "max_batch_rows", "SERVING_MAX_BODY_BYTES": "max_body_bytes",
     "SERVING_SCORER_BATCH_ROWS": "scorer_batch_rows", "SERVING_SCORE_TIMEOUT_S": "score_timeout_s",
     "SERVING_UNKNOWN_CATEGORY": "unknown_category", "SERVING_OUT_OF_RANGE": "out_of_range",
@@ -76,8 +77,16 @@ ENV = {
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> ServingSettings:
+    """Settings from SERVING_* variables; SERVING_ADMIN_TOKEN_FILE names a file holding the admin token
+    (a systemd unit or a host keeps it out of the environment and the process table)."""
     env = dict(os.environ) if env is None else env
     data = {field: env[key] for key, field in ENV.items() if env.get(key)}
+    token_file = env.get("SERVING_ADMIN_TOKEN_FILE")
+    if token_file and "admin_token" not in data:
+        try:
+            data["admin_token"] = Path(token_file).read_text().strip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ContractError(f"serving configuration: SERVING_ADMIN_TOKEN_FILE {token_file}: {exc}") from None
     try:
         return ServingSettings.model_validate(data)
     except ValidationError as exc:
