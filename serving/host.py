@@ -10,6 +10,7 @@ package only, and prints one JSON object. Layout under the base directory:
 
 run/server.json records the server's pid with its start time (/proc/<pid>/stat field 22):
 a pid file whose process has another start time is a reused pid, and is never signalled.
+``fetch`` reads its URL from stdin: a presigned URL is a credential, and ``ps`` shows arguments.
 """
 
 from __future__ import annotations
