@@ -6,6 +6,11 @@ package only, and prints one JSON object. Layout under the base directory:
     incoming/<release>.zip        bundles as transferred
     releases/<version>/           unpacked bundles (MANIFEST-checked)
     run/server.pid, run/server.log, run/admin_token (0600), run/server.json
+    venvs/<digest>/               the servers' environments (requirements + constraints)
+
+run/server.json records the server's pid with its start time (/proc/<pid>/stat field 22):
+a pid file whose process has another start time is a reused pid, and is never signalled.
+``fetch`` reads its URL from stdin: a presigned URL is a credential, and ``ps`` shows arguments.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 MANIFEST = "MANIFEST"
+VENV_TIMEOUT_S = 1800   # a first environment build (pip install of TensorFlow) on a fresh host
 
 
 class HostError(Exception):
@@ -66,14 +72,121 @@ def _http(port: int, method: str, path: str, token: str | None = None, body: byt
         conn.close()
 
 
-def _pid(base: Path) -> int | None:
-    path = _run_dir(base) / "server.pid"
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on — index 0 is field 3 — or None without such a process."""
     try:
-        pid = int(path.read_text())
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()   # the command name (field 2) may hold spaces and parentheses
+
+
+def _started_at(pid: int) -> str | None:
+    """The process's start time in clock ticks after boot (field 22): with the pid, it names one process."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (exited, not yet reaped) does not."""
+    fields = _proc_stat(pid)
+    if fields is not None:
+        return fields[0] != "Z"
+    if Path("/proc/self/stat").exists():
+        return False
+    try:   # no /proc: the signal test is all there is
         os.kill(pid, 0)
-        return pid
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies aside)."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields and fields[2] == str(pgid) and fields[0] != "Z":
+                return True
+    return False
+
+
+def _terminate_group(pgid: int, timeout: float) -> None:
+    """SIGTERM a process group, then SIGKILL whatever of it is left after ``timeout``."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _record_server(run: Path, pid: int, host: str, port: int, version: str) -> None:
+    """Remember the server just started: server.json (pid and start time) first, then the pid file."""
+    record = {"pid": pid, "started_at": _started_at(pid), "port": port, "host": host, "started_from": version}
+    (run / "server.json").write_text(json.dumps(record))
+    (run / "server.pid").write_text(str(pid))
+
+
+def _forget_server(run: Path) -> None:
+    (run / "server.pid").unlink(missing_ok=True)
+    (run / "server.json").unlink(missing_ok=True)
+
+
+def _not_our_server(base: Path, pid: int) -> str | None:
+    """Why the process ``pid`` is not the server this host started (None: it is)."""
+    if not _alive(pid):
+        return f"process {pid} is not running"
+    try:
+        record = json.loads((_run_dir(base) / "server.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    if record.get("pid") == pid and "started_at" in record:
+        if record["started_at"] == _started_at(pid):
+            return None
+        return (f"process {pid} started at tick {_started_at(pid)}, the server recorded in run/server.json at "
+                f"tick {record['started_at']}: the pid was reused by another process")
+    # Recorded by an older host.py (no start time): recognise its server by the command line.
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        argv = []
+    if "--model-root" in argv and str(base / "releases") in argv:
+        return None
+    return f"process {pid} is not a model server started from {base} (no matching run/server.json)"
+
+
+def _pid(base: Path) -> int | None:
+    """The running server's pid: the pid file's process, if it is the server recorded in run/server.json."""
+    try:
+        pid = int((_run_dir(base) / "server.pid").read_text())
     except (OSError, ValueError):
         return None
+    return None if _not_our_server(base, pid) else pid
+
+
+def _abandon(run: Path, proc: subprocess.Popen) -> None:
+    """A start that failed leaves nothing behind: the server's process group ends, the pid file goes."""
+    _terminate_group(proc.pid, timeout=10)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    _forget_server(run)
 
 
 def unpack(base: Path, bundle: Path, version: str) -> dict:
@@ -104,9 +217,16 @@ def unpack(base: Path, bundle: Path, version: str) -> dict:
 
 
 def fetch(base: Path, url: str, sha256: str, name: str, timeout: float) -> dict:
-    """Download a bundle (e.g. a presigned S3 URL) into incoming/, keeping it only if the SHA-256 matches."""
+    """Download a bundle (e.g. a presigned S3 URL) into incoming/, keeping it only if the SHA-256 matches.
+
+    The command line reads the URL from stdin (``main``): a presigned URL is a credential, and
+    arguments are visible to every user of the host (``ps``).
+    """
     import urllib.request
 
+    if not url:
+        raise HostError("fetch reads the bundle's URL from its standard input (never from the command line); "
+                        "none was given")
     incoming = base / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     final = incoming / Path(name).name
@@ -124,16 +244,54 @@ def fetch(base: Path, url: str, sha256: str, name: str, timeout: float) -> dict:
     return {"path": str(final), "bytes": final.stat().st_size}
 
 
+def _run_bounded(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group; past ``timeout`` the whole group (pip's builds too) is killed.
+
+    Raises:
+        subprocess.CalledProcessError: it failed.
+        subprocess.TimeoutExpired: it ran past ``timeout``.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, out, err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _env_digest(requirements: Path, constraints: Path | None) -> str:
+    """What names an environment: the requirements, and the constraints (pins) they are installed with."""
+    digest = hashlib.sha256(requirements.read_bytes())
+    if constraints is not None:
+        digest.update(b"\0constraints.txt\0" + constraints.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def ensure_venv(base: Path, version: str, timeout: float) -> dict:
     """The virtual environment for a release's requirements: created once, reused while they are unchanged.
 
-    Environments live in venvs/<first 16 hex of the requirements' SHA-256>/ and appear atomically
+    ``pip install -r requirements.txt -c constraints.txt``: the bundle's constraints pin every
+    package the requirements pull in (a bundle without them installs the requirements alone).
+    Environments live in venvs/<first 16 hex of the SHA-256 of both files>/ and appear atomically
     (built beside, then renamed; ``python -m …`` keeps working after the rename).
+
+    Raises:
+        HostError: pip failed or ran past ``timeout`` seconds (nothing half-built is left).
     """
     import fcntl
 
-    requirements = base / "releases" / version / "requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    release = base / "releases" / version
+    requirements = release / "requirements.txt"
+    constraints = release / "constraints.txt" if (release / "constraints.txt").exists() else None
+    digest = _env_digest(requirements, constraints)
     venvs = base / "venvs"
     venvs.mkdir(parents=True, exist_ok=True)
     venv = venvs / digest
@@ -143,15 +301,22 @@ def ensure_venv(base: Path, version: str, timeout: float) -> dict:
             return {"python": str(venv / "bin" / "python"), "created": False, "requirements_sha256": digest}
         building = venvs / f".{digest}.building"
         shutil.rmtree(building, ignore_errors=True)
+        deadline = time.monotonic() + timeout
         try:
             subprocess.run([sys.executable, "-m", "venv", str(building)], check=True, capture_output=True,
                            timeout=timeout)
-            subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r",
-                            str(requirements)], check=True, capture_output=True, timeout=timeout)
+            _run_bounded([str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r",
+                          str(requirements), *(["-c", str(constraints)] if constraints else [])],
+                         timeout=max(deadline - time.monotonic(), 1))
         except subprocess.CalledProcessError as exc:
             shutil.rmtree(building, ignore_errors=True)
             raise HostError(f"creating the environment for {requirements} failed: "
                             f"{(exc.stderr or b'').decode(errors='replace')[-800:]}") from None
+        except subprocess.TimeoutExpired:
+            shutil.rmtree(building, ignore_errors=True)
+            raise HostError(f"creating the environment for {requirements} took longer than {timeout:.0f}s "
+                            "(pip install timed out; the half-built environment was removed); retry, or raise "
+                            "the target's venv_timeout_s on a slow host") from None
         (building / ".ready").write_text(digest)
         os.replace(building, venv)
     return {"python": str(venv / "bin" / "python"), "created": True, "requirements_sha256": digest}
@@ -202,7 +367,7 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     if not _port_free(port):
         raise HostError(f"port {port} is in use by another process; the server cannot start")
     if python is None:
-        python = ensure_venv(base, version, timeout=max(timeout, 1800))["python"]
+        python = ensure_venv(base, version, timeout=max(timeout, VENV_TIMEOUT_S))["python"]
     run = _run_dir(base)
     env = {**server_env(os.environ), "SERVING_ADMIN_TOKEN": token, "TF_CPP_MIN_LOG_LEVEL": "3"}
     release = base / "releases" / version
@@ -211,12 +376,11 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
                              "--model-root", str(base / "releases"), "--model-dir", str(model_dir),
                              "--version", version], cwd=release, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
-    (run / "server.pid").write_text(str(proc.pid))
-    (run / "server.json").write_text(json.dumps({"port": port, "host": host, "started_from": version}))
+    _record_server(run, proc.pid, host, port, version)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            (run / "server.pid").unlink(missing_ok=True)
+            _abandon(run, proc)
             tail = (run / "server.log").read_text(errors="replace")[-1500:]
             raise HostError(f"server exited with {proc.returncode} during start-up:\n{tail}")
         try:
@@ -226,7 +390,8 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
         except OSError:
             pass
         time.sleep(0.3)
-    raise HostError(f"server did not become healthy within {timeout:.0f}s; see {run / 'server.log'}")
+    _abandon(run, proc)
+    raise HostError(f"server did not become healthy within {timeout:.0f}s (stopped it); see {run / 'server.log'}")
 
 
 def activate(base: Path, version: str, port: int) -> dict:
@@ -244,17 +409,21 @@ def activate(base: Path, version: str, port: int) -> dict:
 
 
 def stop(base: Path, timeout: float = 30) -> dict:
-    pid = _pid(base)
-    if pid is None:
-        (_run_dir(base) / "server.pid").unlink(missing_ok=True)
-        return {"action": "stop", "was_running": False}
-    os.killpg(os.getpgid(pid), signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid(base) is not None:
-        time.sleep(0.2)
-    if _pid(base) is not None:
-        os.killpg(os.getpgid(pid), signal.SIGKILL)
-    (_run_dir(base) / "server.pid").unlink(missing_ok=True)
+    """Stop the server this host started (its process group); a stale pid file is removed, nothing signalled."""
+    run = _run_dir(base)
+    try:
+        pid = int((run / "server.pid").read_text())
+    except (OSError, ValueError):
+        pid = None
+    reason = _not_our_server(base, pid) if pid is not None else None
+    if pid is None or reason is not None:
+        _forget_server(run)
+        out = {"action": "stop", "was_running": False}
+        if reason is not None:
+            out["note"] = f"stale run/server.pid ignored and removed, nothing signalled: {reason}"
+        return out
+    _terminate_group(os.getpgid(pid), timeout)
+    _forget_server(run)
     return {"action": "stop", "was_running": True, "pid": pid}
 
 
@@ -278,7 +447,6 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["fetch", "unpack", "ensure-venv", "start", "activate", "stop",
                                             "status"])
-    parser.add_argument("--url")
     parser.add_argument("--sha256")
     parser.add_argument("--name")
     parser.add_argument("--base-dir", required=True, type=Path)
@@ -292,9 +460,11 @@ def main(argv: list[str] | None = None) -> int:
     base = args.base_dir.resolve()
     try:
         if args.command == "fetch":
-            result = fetch(base, args.url, args.sha256, args.name, args.timeout)
+            result = fetch(base, sys.stdin.readline().strip(), args.sha256, args.name, args.timeout)
         elif args.command == "unpack":
             result = unpack(base, args.bundle, args.version)
+        elif args.command == "ensure-venv" and args.python:
+            result = {"python": args.python, "created": False, "note": "--python given: no environment needed"}
         elif args.command == "ensure-venv":
             result = ensure_venv(base, args.version, args.timeout)
         elif args.command == "start":

@@ -13,16 +13,18 @@ from testkit.net import free_port, wait_for_port
 SSHD = "/usr/sbin/sshd"
 
 
-def start_sshd(d: Path) -> tuple[subprocess.Popen, dict]:
-    """Generate host and user keys under ``d``, start sshd on a free port, write known_hosts files."""
+def start_sshd(d: Path, port: int | None = None, host_key: str = "host_key") -> tuple[subprocess.Popen, dict]:
+    """Generate host and user keys under ``d`` (once), start sshd on ``port`` (default: a free one) with
+    the host key ``host_key`` (``other_host_key``: a server whose key changed), write known_hosts files."""
     for name in ("host_key", "user_key", "other_key", "other_host_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+        if not (d / name).exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
     shutil.copy(d / "user_key.pub", d / "authorized_keys")
     os.chmod(d / "authorized_keys", 0o600)
-    port = free_port()
+    port = port or free_port()
     (d / "sshd_config").write_text(f"""Port {port}
 ListenAddress 127.0.0.1
-HostKey {d / 'host_key'}
+HostKey {d / host_key}
 PidFile {d / 'sshd.pid'}
 AuthorizedKeysFile {d / 'authorized_keys'}
 PasswordAuthentication no
@@ -37,7 +39,7 @@ LogLevel ERROR
     os.makedirs("/run/sshd", exist_ok=True)
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
     wait_for_port(port, proc, d / "sshd.log", timeout=30)
-    host_pub = (d / "host_key.pub").read_text().split()
+    host_pub = (d / f"{host_key}.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     other_pub = (d / "other_host_key.pub").read_text().split()
     (d / "known_hosts_changed").write_text(f"[127.0.0.1]:{port} {other_pub[0]} {other_pub[1]}\n")

@@ -10,7 +10,7 @@ from serving.metadata import ModelMetadata, read_metadata
 from tasks.deploy.package import Bundle, package_version
 from tasks.deploy.smoke import SmokeReport, smoke_test
 from tasks.deploy.targets import Target, url_of
-from tasks.deploy.transports import TransferReceipt, transport_for
+from tasks.deploy.transports import TransferReceipt, Transport, transport_for
 from tasks.errors import ReleaseError, SmokeTestFailed
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def deploy_to(target: Target, bundle: Bundle, metadata: ModelMetadata) -> Deploy
     transport = transport_for(target)
     receipt = transport.put(bundle)
     transport.host("unpack", "--bundle", receipt.remote_path, "--version", metadata.version)
-    started = transport.host("start", "--version", metadata.version)
+    started = _start(transport, metadata.version)
     return _smoke_or_restore(target, metadata, started.get("previous_version"), started["action"], receipt)
 
 
@@ -60,8 +60,20 @@ def activate_on(target: Target, model_dir: Path, bundles_dir: Path) -> Deploymen
         transport.host("activate", "--version", metadata.version)
         action, previous = "activate", status.get("default_version")
     else:
-        action, previous = transport.host("start", "--version", metadata.version)["action"], None
+        action, previous = _start(transport, metadata.version)["action"], None
     return _smoke_or_restore(target, metadata, previous, action, receipt)
+
+
+def _start(transport: Transport, version: str) -> dict:
+    """Start or hot-load ``version``; its environment is built first, as a step of its own.
+
+    A first build (pip) on a fresh host takes far longer than a start: ``ensure-venv`` runs under the
+    target's ``venv_timeout_s``, ``start`` under the usual timeout. A host that runs the server with a
+    given interpreter (the target's ``python``) answers ``ensure-venv`` at once; an environment that
+    cannot be built fails the deploy before the running server is touched.
+    """
+    transport.host("ensure-venv", "--version", version)
+    return transport.host("start", "--version", version)
 
 
 def _smoke_or_restore(target: Target, metadata: ModelMetadata, previous: str | None, action: str,

@@ -5,6 +5,7 @@
     ├── configs/schema.yaml, configs/feature_list.csv
     ├── serving/…                   the server's source (what runs on the host)
     ├── requirements.txt            serving/requirements.txt: what the host installs
+    ├── constraints.txt             the project's constraints.txt: the pins of all it pulls in
     └── MANIFEST                    "<sha256>  <path>" for every other file, sorted
 
 Entries are sorted, timestamped 1980-01-01 and stored with fixed permissions, so the
@@ -23,7 +24,7 @@ from pathlib import Path
 from serving.digest import sha256_bytes, sha256_file
 from serving.metadata import ModelMetadata, read_metadata
 from serving.schema import FeatureList, FeatureSpec, dump_feature_list, dump_schema, schema_from_dict
-from tasks.constants import MANIFEST, SERVING_DIR
+from tasks.constants import CONSTRAINTS, MANIFEST, SERVING_DIR
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -49,6 +50,9 @@ def _entries(model_dir: Path, model_name: str, version: str, schema: Path, featu
     for path in sorted(SERVING_DIR.glob("*.py")) + [SERVING_DIR / "requirements.txt"]:
         entries[f"serving/{path.name}"] = path
     entries["requirements.txt"] = SERVING_DIR / "requirements.txt"
+    # pip install -r requirements.txt -c constraints.txt on the host: the whole file, as pins of packages
+    # the server does not install are ignored (and a subset computed here could miss a host's platform).
+    entries["constraints.txt"] = CONSTRAINTS
     return dict(sorted(entries.items()))
 
 

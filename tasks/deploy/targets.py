@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.constants import CONFIGS
+from tasks.constants import CONFIGS, VENV_TIMEOUT_S
 from tasks.errors import ConfigError
 from tasks.settings import read_config
 
@@ -29,6 +29,7 @@ class Target(BaseModel):
     port: int = Field(8000, ge=1, le=65535)
     python: str | None = None            # the server's interpreter; unset: a venv from the bundle (local: this one)
     start_timeout_s: float = Field(180, gt=0)
+    venv_timeout_s: float = Field(VENV_TIMEOUT_S, gt=0)   # the host's first environment build (pip), python unset
     # ssh
     user: str | None = None
     ssh_port: int = Field(22, ge=1, le=65535)

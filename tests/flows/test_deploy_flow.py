@@ -303,7 +303,8 @@ def test_cli_status_flags_a_difference(target_env, served_models, tmp_path):
 
 
 def test_host_venv_is_created_once_and_reused_while_requirements_are_unchanged(tmp_path):
-    """serving/host.py ensure-venv, for real (an empty requirements file keeps pip off the network)."""
+    """serving/host.py ensure-venv, for real (empty requirements keep pip off the network); the environment
+    is named after the requirements and the constraints."""
     import json
     import subprocess
     import sys
@@ -326,6 +327,9 @@ def test_host_venv_is_created_once_and_reused_while_requirements_are_unchanged(t
     (release / "requirements.txt").write_text("# changed\n")
     changed = ensure()
     assert changed["created"] and changed["python"] != first["python"]
+    (release / "constraints.txt").write_text("# the bundle's pins (pip install -c)\n")
+    pinned = ensure()
+    assert pinned["created"] and pinned["python"] != changed["python"]
     assert not list((base / "venvs").glob(".*.building"))
 
 

@@ -36,8 +36,11 @@ class Transport(Protocol):
         """
         ...
 
-    def host(self, *args: str) -> dict:
+    def host(self, *args: str, stdin: str | None = None) -> dict:
         """Run ``serving/host.py *args`` on the host and return its JSON answer.
+
+        ``stdin`` is written to the command's standard input: secrets (a presigned URL) go there,
+        never on the command line, which every user of the host can read (``ps``).
 
         Raises:
             TransferError: the host could not be reached or answered ``ok: false``.
@@ -45,14 +48,27 @@ class Transport(Protocol):
         ...
 
 
+VENV_STEP = "ensure-venv"
+MARGIN_S = 60   # what a transport waits beyond the host command's own timeout
+
+
 def host_command(target: Target, script: str, runner: str, server_python: str | None, *args: str) -> list[str]:
     """The command line of one host operation (``serving/host.py`` is standard library only).
 
     ``server_python`` None lets the host run the server in the release's own virtual environment.
+    The environment's build (``ensure-venv``) gets the target's ``venv_timeout_s``, the other
+    operations its ``start_timeout_s``.
     """
+    timeout = target.venv_timeout_s if args[0] == VENV_STEP else target.start_timeout_s
     return [runner, script, *args, "--base-dir", str(target.base_dir), "--host", target.host,
             "--port", str(target.port), *(["--python", server_python] if server_python else []),
-            "--timeout", str(target.start_timeout_s)]
+            "--timeout", str(timeout)]
+
+
+def wait_timeout(target: Target, command: str, usual: float) -> float:
+    """How long a transport waits for one host command: ``usual``, or longer for the environment's build
+    (a first ``pip install`` on a fresh host takes far longer than any other operation)."""
+    return max(usual, target.venv_timeout_s + MARGIN_S) if command == VENV_STEP else usual
 
 
 def parse_host_output(target: Target, step: str, stdout: str, stderr: str) -> dict:

@@ -11,7 +11,7 @@ from serving.digest import sha256_file
 from tasks.constants import HOST_SCRIPT, ROOT
 from tasks.deploy.package import Bundle
 from tasks.deploy.targets import Target
-from tasks.deploy.transports.base import TransferReceipt, host_command, parse_host_output
+from tasks.deploy.transports.base import MARGIN_S, TransferReceipt, host_command, parse_host_output, wait_timeout
 from tasks.errors import TransferError
 
 
@@ -36,10 +36,10 @@ class LocalTransport:
             raise TransferError(f"target {self.target.name} ({self.target.base_dir}): transfer: {exc}") from None
         return TransferReceipt(self.target.name, str(dest), digest, dest.stat().st_size)
 
-    def host(self, *args: str) -> dict:
+    def host(self, *args: str, stdin: str | None = None) -> dict:
         # The local target defaults to the pipeline's own interpreter: it has the serving requirements.
         python = self.target.python or sys.executable
         cmd = host_command(self.target, str(HOST_SCRIPT), python, python, *args)
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                              timeout=self.target.start_timeout_s + 60)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, input=stdin or "",
+                              timeout=wait_timeout(self.target, args[0], self.target.start_timeout_s + MARGIN_S))
         return parse_host_output(self.target, args[0], proc.stdout, proc.stderr)

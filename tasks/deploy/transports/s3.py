@@ -2,7 +2,8 @@
 
 Upload is multipart above 8 MiB with an S3 SHA-256 checksum; the object also carries the
 bundle's SHA-256 as metadata. The host downloads it through a presigned URL that expires
-after 15 minutes (so the host needs no credentials) and keeps it only if the SHA-256 matches.
+after 15 minutes (so the host needs no credentials; the URL reaches it on stdin, not on its
+command line) and keeps it only if the SHA-256 matches.
 ``endpoint_url`` makes any S3-compatible store work.
 """
 
@@ -66,9 +67,10 @@ class S3Transport:
                 "get_object", Params={"Bucket": self.target.bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS)
         except (BotoCoreError, ClientError) as exc:
             raise TransferError(f"{self.where}: presign: {exc}") from None
-        fetched = self._host.host("fetch", "--url", url, "--sha256", bundle.sha256, "--name", bundle.path.name)
+        # The URL is a credential for 15 minutes: on stdin, never on the host's command line (ps).
+        fetched = self._host.host("fetch", "--sha256", bundle.sha256, "--name", bundle.path.name, stdin=url + "\n")
         log.info("%s: s3://%s/%s fetched by the host to %s", self.where, self.target.bucket, key, fetched["path"])
         return TransferReceipt(self.target.name, fetched["path"], bundle.sha256, fetched["bytes"])
 
-    def host(self, *args: str) -> dict:
-        return self._host.host(*args)
+    def host(self, *args: str, stdin: str | None = None) -> dict:
+        return self._host.host(*args, stdin=stdin)

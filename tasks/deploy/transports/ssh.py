@@ -1,8 +1,9 @@
 """The ssh transport (paramiko): SFTP upload, checked on the host, then host commands.
 
 - Host keys are checked against the target's ``known_hosts``; an unknown or changed key is
-  refused. ``auto_add_host_key: true`` is an explicit opt-in that trusts a new key once and
-  logs a warning.
+  refused. ``auto_add_host_key: true`` is an explicit opt-in that trusts a new key on first use,
+  logs a warning and saves it to ``known_hosts`` (created 0600): from then on that key, and only
+  it, is accepted.
 - Key authentication only. Every operation has a hard timeout; the session sends keepalives.
 - The bundle goes to ``incoming/<release>.zip.part`` with pipelined writes; an interrupted
   upload resumes from the bytes already there. The host computes the SHA-256, and only a
@@ -12,13 +13,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from tasks.constants import HOST_SCRIPT
 from tasks.deploy.package import Bundle
 from tasks.deploy.targets import Target
-from tasks.deploy.transports.base import TransferReceipt, host_command, parse_host_output
+from tasks.deploy.transports.base import TransferReceipt, host_command, parse_host_output, wait_timeout
 from tasks.errors import TransferError
 
 log = logging.getLogger(__name__)
@@ -27,14 +29,33 @@ KEEPALIVE_S = 15
 
 
 class _WarnAndAdd:
-    """paramiko policy for the explicit opt-in: accept a new host key and say so loudly."""
+    """paramiko policy for the explicit opt-in: trust a host's first key, say so loudly, save it.
+
+    A host that already has a key of another type in ``known_hosts`` is refused as a changed key.
+    """
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
 
     def missing_host_key(self, client, hostname, key):
         import paramiko
 
-        log.warning("ssh: trusting the unknown host key of %s (%s %s) because auto_add_host_key is set",
-                    hostname, key.get_name(), key.get_fingerprint().hex())
-        paramiko.AutoAddPolicy().missing_host_key(client, hostname, key)
+        known = client.get_host_keys().lookup(hostname)
+        if known:
+            raise paramiko.BadHostKeyException(hostname, key, next(iter(known.values())))
+        log.warning("ssh: trusting the unknown host key of %s (%s %s) because auto_add_host_key is set; "
+                    "saved to %s", hostname, key.get_name(), key.get_fingerprint().hex(), self.known_hosts)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        client.save_host_keys(str(self.known_hosts))
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` (and its directory) readable by its owner only, unless it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 class SSHTransport:
@@ -46,21 +67,33 @@ class SSHTransport:
         import paramiko
 
         t = self.target
+        known_hosts = t.known_hosts.expanduser() if t.known_hosts is not None else None
         client = paramiko.SSHClient()
-        if t.known_hosts is not None and t.known_hosts.exists():
-            client.load_host_keys(str(t.known_hosts))
-        elif not t.auto_add_host_key:
+        if t.auto_add_host_key:
+            if known_hosts is None:
+                raise TransferError(f"{self.where}: connect: auto_add_host_key needs a known_hosts path to save "
+                                    "the trusted key to; set the target's known_hosts")
+            try:
+                _private_file(known_hosts)
+            except OSError as exc:
+                raise TransferError(f"{self.where}: connect: cannot create known_hosts {known_hosts}: {exc}") \
+                    from None
+        if known_hosts is not None and known_hosts.exists():
+            client.load_host_keys(str(known_hosts))
+        else:
             raise TransferError(f"{self.where}: connect: no known_hosts file ({t.known_hosts}); host keys are "
                                 "always checked")
-        client.set_missing_host_key_policy(_WarnAndAdd() if t.auto_add_host_key else paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(_WarnAndAdd(known_hosts) if t.auto_add_host_key
+                                           else paramiko.RejectPolicy())
         try:
             client.connect(t.host, port=t.ssh_port, username=t.user,
                            key_filename=str(t.key_file) if t.key_file else None, timeout=t.connect_timeout_s,
                            banner_timeout=t.connect_timeout_s, auth_timeout=t.connect_timeout_s,
                            allow_agent=False, look_for_keys=False)
         except paramiko.BadHostKeyException as exc:
-            raise TransferError(f"{self.where}: connect: the host key CHANGED ({exc.key.get_name()}); refusing "
-                                "to connect — check the host before updating known_hosts") from None
+            raise TransferError(f"{self.where}: connect: the host key CHANGED ({exc.key.get_name()}, not the key "
+                                f"{known_hosts} holds for this host); refusing to connect — check the host "
+                                "before updating known_hosts") from None
         except paramiko.AuthenticationException:
             raise TransferError(f"{self.where}: connect: authentication failed with key {t.key_file}") from None
         except paramiko.SSHException as exc:
@@ -73,9 +106,13 @@ class SSHTransport:
         client.get_transport().set_keepalive(KEEPALIVE_S)
         return client
 
-    def _exec(self, client, command: str, step: str) -> tuple[str, str, int]:
+    def _exec(self, client, command: str, step: str, timeout: float | None = None,
+              stdin: str | None = None) -> tuple[str, str, int]:
         try:
-            _stdin, stdout, stderr = client.exec_command(command, timeout=self.target.command_timeout_s)
+            channel_in, stdout, stderr = client.exec_command(command, timeout=timeout or self.target.command_timeout_s)
+            if stdin is not None:
+                channel_in.write(stdin)
+            channel_in.close()     # end of input: a command that reads stdin does not wait for more
             out = stdout.read().decode(errors="replace")
             err = stderr.read().decode(errors="replace")
             return out, err, stdout.channel.recv_exit_status()
@@ -141,14 +178,15 @@ class SSHTransport:
         log.info("%s: %s uploaded (%d bytes resumed from offset %d)", self.where, final, sent, offset)
         return TransferReceipt(self.target.name, str(final), bundle.sha256, size, resumed_from=offset)
 
-    def host(self, *args: str) -> dict:
+    def host(self, *args: str, stdin: str | None = None) -> dict:
         script = str(PurePosixPath(str(self.target.base_dir)) / "bin" / "host.py")
         runner = self.target.python or "python3"
         command = " ".join(shlex.quote(a) for a in host_command(self.target, script, runner, self.target.python,
                                                                  *args))
         client = self._connect()
         try:
-            out, err, _code = self._exec(client, command, args[0])
+            out, err, _code = self._exec(client, command, args[0], stdin=stdin,
+                                         timeout=wait_timeout(self.target, args[0], self.target.command_timeout_s))
         finally:
             client.close()
         return parse_host_output(self.target, args[0], out, err)

@@ -30,13 +30,25 @@ def bundle(served_models, tmp_path_factory):
     return package_version(served_models["model_dir"] / "1", tmp_path_factory.mktemp("bundles"))
 
 
-def test_deploy_through_s3(target, bundle, s3_endpoint):
+def test_deploy_through_s3(target, bundle, s3_endpoint, monkeypatch):
+    """…and the presigned URL (a credential) never appears on a host command line, where ps shows it."""
     from tasks.deploy.deploy import deploy_to
+    from tasks.deploy.transports import local
 
+    commands = []
+    run = local.subprocess.run
+
+    def recording(cmd, *args, **kwargs):
+        commands.append(cmd)
+        return run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(local.subprocess, "run", recording)
     b, meta = bundle
     try:
         deployment = deploy_to(target, b, meta)
         assert deployment.smoke.passed and deployment.action == "start"
+        assert "fetch" in [c[2] for c in commands]
+        assert not [a for c in commands for a in c if "http" in a or "Signature" in a or "Credential" in a]
         head = boto3.client("s3", endpoint_url=s3_endpoint).head_object(Bucket=target.bucket,
                                                                          Key=f"models/credit/{b.path.name}")
         assert head["Metadata"]["sha256"] == b.sha256 and head["ContentLength"] == b.path.stat().st_size

@@ -94,6 +94,59 @@ def test_auto_add_is_an_explicit_opt_in_that_warns(sshd, tmp_path, bundle, caplo
         transport_for(_target(sshd, tmp_path, known_hosts=tmp_path / "missing")).put(bundle[0])
 
 
+def _small_bundle(tmp_path):
+    from serving.digest import sha256_file
+    from tasks.deploy.package import Bundle
+
+    path = tmp_path / "0.0.1.zip"
+    path.write_bytes(b"a small upload")
+    return Bundle(path=path, sha256=sha256_file(path), release="0.0.1", model_name="m", version="1", files={})
+
+
+def test_auto_add_saves_the_first_key_and_refuses_a_changed_one(sshd, tmp_path, caplog):
+    """Trust on first use means first use only: the key is saved (0600, the file and its directory
+    created), and a server on the same host and port with another key is refused, by name."""
+    import os
+    import stat
+
+    from testkit.sshd import start_sshd
+
+    keys = tmp_path / "sshd"
+    keys.mkdir()
+    server, info = start_sshd(keys)
+    known = tmp_path / "ssh" / "known_hosts"
+    target = _target(info, tmp_path, known_hosts=known, auto_add_host_key=True)
+    small = _small_bundle(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tasks.deploy.transports.ssh"):
+            transport_for(target).put(small)
+        assert any("trusting the unknown host key" in r.message for r in caplog.records)
+        assert stat.S_IMODE(os.stat(known).st_mode) == 0o600
+        saved = known.read_text()
+        assert saved.split() == (keys / "known_hosts").read_text().split()     # [127.0.0.1]:port ssh-ed25519 …
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tasks.deploy.transports.ssh"):
+            transport_for(target).put(small)
+        assert not caplog.records
+
+        server.terminate()
+        server.wait(timeout=10)
+        server, _ = start_sshd(keys, port=info["port"], host_key="other_host_key")
+        with pytest.raises(TransferError, match=f"target edge \\(.*@127.0.0.1:{info['port']}\\): connect: the host "
+                                                f"key CHANGED .* not the key {known} holds"):
+            transport_for(target).put(small)
+        assert known.read_text() == saved
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_auto_add_without_a_known_hosts_path_is_refused(sshd, tmp_path):
+    target = _target(sshd, tmp_path, known_hosts=None, auto_add_host_key=True)
+    with pytest.raises(TransferError, match="auto_add_host_key needs a known_hosts path"):
+        transport_for(target).put(_small_bundle(tmp_path))
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A 32 KiB tmpfs: smaller than any bundle."""
