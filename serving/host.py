@@ -5,7 +5,8 @@ package only, and prints one JSON object. Layout under the base directory:
 
     incoming/<release>.zip        bundles as transferred
     releases/<version>/           unpacked bundles (MANIFEST-checked)
-    run/server.pid, run/server.log, run/admin_token (0600), run/server.json
+    run/server.pid, run/server.log, run/admin_token (0600), run/server.json,
+    run/serving-state.json        what the server serves (rewritten by it after every admin change)
     venvs/<digest>/               the servers' environments (requirements + constraints)
 
 run/server.json records the server's pid with its start time (/proc/<pid>/stat field 22):
@@ -32,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 MANIFEST = "MANIFEST"
+STATE_FILE = "serving-state.json"   # what the server serves; a replaced server process serves it again
 VENV_TIMEOUT_S = 1800   # a first environment build (pip install of TensorFlow) on a fresh host
 
 
@@ -349,18 +351,38 @@ def server_env(environ) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k in ENV_KEPT or k.startswith(ENV_KEPT_PREFIXES)}
 
 
-def start(base: Path, version: str, host: str, port: int, python: str | None, timeout: float) -> dict:
+def _load_query(model_dir: Path, version: str, metadata_sha256: str | None) -> str:
+    query = {"model_dir": model_dir, "version": version}
+    if metadata_sha256:
+        query["metadata_sha256"] = metadata_sha256     # the server checks metadata.json against it
+    return "/load?" + urlencode(query)
+
+
+def _serving_on(port: int) -> bool:
+    """Whether a model server (ours, started by systemd rather than by this script) answers on ``port``."""
+    try:
+        _status, health = _http(port, "GET", "/health", timeout=3)
+    except OSError:
+        return False
+    return isinstance(health, dict) and "loaded_versions" in health
+
+
+def start(base: Path, version: str, host: str, port: int, python: str | None, timeout: float,
+          metadata_sha256: str | None = None) -> dict:
     """Hot-load ``version`` into the running server, or start one detached and wait for /health.
 
-    Without ``python`` the server runs in the release's virtual environment (``ensure_venv``).
+    The running server is the one this script started (run/server.pid), or one its supervisor runs
+    (the ml-pipeline-api systemd unit, reading this host's run/admin_token). A server started here
+    runs under gunicorn's master, which replaces a dead worker; run/serving-state.json tells the new
+    worker what to serve. Without ``python`` it runs in the release's virtual environment.
     """
     token = _token(base)
     model_dir = _model_dir(base, version)
     pid = _pid(base)
-    if pid is not None:
+    if pid is not None or (not _port_free(port) and _serving_on(port)):
         _status, health = _http(port, "GET", "/health", timeout=10)
         previous = health.get("default_version")
-        status, body = _http(port, "POST", "/load?" + urlencode({"model_dir": model_dir, "version": version}), token)
+        status, body = _http(port, "POST", _load_query(model_dir, version, metadata_sha256), token)
         if status != 200:
             raise HostError(f"/load of version {version} refused ({status}): {body.get('detail')}")
         return {"action": "hot-load", "pid": pid, "previous_version": previous, "default_version": version}
@@ -369,7 +391,10 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     if python is None:
         python = ensure_venv(base, version, timeout=max(timeout, VENV_TIMEOUT_S))["python"]
     run = _run_dir(base)
-    env = {**server_env(os.environ), "SERVING_ADMIN_TOKEN": token, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # A fresh start serves the version asked for, not what a server that died long ago last served.
+    (run / STATE_FILE).unlink(missing_ok=True)
+    env = {**server_env(os.environ), "SERVING_ADMIN_TOKEN_FILE": str(run / "admin_token"),
+           "SERVING_STATE_FILE": str(run / STATE_FILE), "TF_CPP_MIN_LOG_LEVEL": "3"}
     release = base / "releases" / version
     log = open(run / "server.log", "ab")
     proc = subprocess.Popen([python, "-m", "serving", "--host", host, "--port", str(port),
@@ -394,15 +419,14 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     raise HostError(f"server did not become healthy within {timeout:.0f}s (stopped it); see {run / 'server.log'}")
 
 
-def activate(base: Path, version: str, port: int) -> dict:
+def activate(base: Path, version: str, port: int, metadata_sha256: str | None = None) -> dict:
     """Make ``version`` the default: switch if loaded, otherwise load it from releases/<version>/."""
     token = _token(base)
     _status, health = _http(port, "GET", "/health", timeout=10)
     if version in (health.get("loaded_versions") or []):
         status, body = _http(port, "POST", "/default?" + urlencode({"version": version}), token)
     else:
-        status, body = _http(port, "POST", "/load?" + urlencode({"model_dir": _model_dir(base, version),
-                                                                 "version": version}), token)
+        status, body = _http(port, "POST", _load_query(_model_dir(base, version), version, metadata_sha256), token)
     if status != 200:
         raise HostError(f"could not make version {version} the default ({status}): {body.get('detail')}")
     return {"action": "activate", "default_version": version}
@@ -456,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--python", default=None, help="interpreter for the server (default: the release's venv)")
     parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--metadata-sha256", default=None,
+                        help="what the registry recorded for the version's metadata.json (the server checks it)")
     args = parser.parse_args(argv)
     base = args.base_dir.resolve()
     try:
@@ -468,9 +494,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "ensure-venv":
             result = ensure_venv(base, args.version, args.timeout)
         elif args.command == "start":
-            result = start(base, args.version, args.host, args.port, args.python, args.timeout)
+            result = start(base, args.version, args.host, args.port, args.python, args.timeout,
+                           args.metadata_sha256)
         elif args.command == "activate":
-            result = activate(base, args.version, args.port)
+            result = activate(base, args.version, args.port, args.metadata_sha256)
         elif args.command == "stop":
             result = stop(base)
         else:

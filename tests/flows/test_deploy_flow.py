@@ -351,6 +351,8 @@ def test_paths_with_spaces_and_no_pipeline_secrets_on_the_host(served_models, tm
         pid = (target.base_dir / "run" / "server.pid").read_text().strip()
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert not any(e.startswith(b"AWS_SECRET_ACCESS_KEY=") for e in environ)
-        assert any(e.startswith(b"SERVING_ADMIN_TOKEN=") for e in environ)
+        # The admin token is read from the host's 0600 file, never put in the server's environment.
+        assert not any(e.startswith(b"SERVING_ADMIN_TOKEN=") for e in environ)
+        assert f"SERVING_ADMIN_TOKEN_FILE={target.base_dir / 'run' / 'admin_token'}".encode() in environ
     finally:
         transport_for(target).host("stop")
