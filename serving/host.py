@@ -7,6 +7,8 @@ package only, and prints one JSON object. Layout under the base directory:
     releases/<version>/           unpacked bundles (MANIFEST-checked)
     run/server.pid, run/server.log, run/admin_token (0600), run/server.json,
     run/serving-state.json        what the server serves (rewritten by it after every admin change)
+    current -> releases/<v>, venv -> venvs/<digest>   the release last started or loaded, and its
+                                  environment: what the ml-pipeline-api systemd unit runs
     venvs/<digest>/               the servers' environments (requirements + constraints)
 
 run/server.json records the server's pid with its start time (/proc/<pid>/stat field 22):
@@ -324,6 +326,30 @@ def ensure_venv(base: Path, version: str, timeout: float) -> dict:
     return {"python": str(venv / "bin" / "python"), "created": True, "requirements_sha256": digest}
 
 
+def _release_venv(base: Path, version: str) -> Path | None:
+    """The built environment for a release's requirements, if there is one."""
+    release = base / "releases" / version
+    if not (release / "requirements.txt").exists():
+        return None
+    constraints = release / "constraints.txt" if (release / "constraints.txt").exists() else None
+    venv = base / "venvs" / _env_digest(release / "requirements.txt", constraints)
+    return venv if (venv / ".ready").exists() else None
+
+
+def _link_current(base: Path, version: str) -> None:
+    """Point ``current`` at the release now served and ``venv`` at its environment (relative links,
+    replaced atomically): the stable paths the ml-pipeline-api systemd unit starts the server from."""
+    links = {"current": Path("releases") / version}
+    venv = _release_venv(base, version)
+    if venv is not None:
+        links["venv"] = Path("venvs") / venv.name
+    for name, target in links.items():
+        part = base / f".{name}.{os.getpid()}.link"
+        part.unlink(missing_ok=True)
+        part.symlink_to(target)
+        os.replace(part, base / name)
+
+
 def _model_dir(base: Path, version: str) -> Path:
     models = base / "releases" / version / "model"
     names = [p for p in models.iterdir() if p.is_dir()] if models.exists() else []
@@ -385,6 +411,7 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
         status, body = _http(port, "POST", _load_query(model_dir, version, metadata_sha256), token)
         if status != 200:
             raise HostError(f"/load of version {version} refused ({status}): {body.get('detail')}")
+        _link_current(base, version)
         return {"action": "hot-load", "pid": pid, "previous_version": previous, "default_version": version}
     if not _port_free(port):
         raise HostError(f"port {port} is in use by another process; the server cannot start")
@@ -411,6 +438,7 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
         try:
             status, health = _http(port, "GET", "/health", timeout=2)
             if status == 200:
+                _link_current(base, version)
                 return {"action": "start", "pid": proc.pid, "previous_version": None, "default_version": version}
         except OSError:
             pass
@@ -429,6 +457,7 @@ def activate(base: Path, version: str, port: int, metadata_sha256: str | None = 
         status, body = _http(port, "POST", _load_query(_model_dir(base, version), version, metadata_sha256), token)
     if status != 200:
         raise HostError(f"could not make version {version} the default ({status}): {body.get('detail')}")
+    _link_current(base, version)
     return {"action": "activate", "default_version": version}
 
 

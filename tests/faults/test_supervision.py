@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -58,12 +59,84 @@ def test_a_killed_server_process_is_replaced_and_serves_the_same_version(supervi
     assert back < 60
 
 
+def _unit() -> dict:
+    """The unit's [Service] settings: Environment= lines gathered into a dict."""
+    service, env = {}, {}
+    for line in UNIT.read_text().splitlines():
+        if "=" not in line or line.startswith("#"):
+            continue
+        key, value = line.split("=", 1)
+        if key == "Environment":
+            name, _, val = value.partition("=")
+            env[name] = val
+        else:
+            service[key] = value
+    return {**service, "env": env}
+
+
+def _start_as_the_unit_says(base: Path, port: int, log: Path) -> subprocess.Popen:
+    """What systemd runs for ml-pipeline-api, with /opt/ml_pipeline standing at ``base`` and port 8000 at ``port``."""
+    unit = _unit()
+    here = lambda text: text.replace("/opt/ml_pipeline", str(base))       # noqa: E731
+    env = {"PATH": os.environ["PATH"], "HOME": str(base), **{k: here(v) for k, v in unit["env"].items()}}
+    argv = here(unit["ExecStart"]).replace("--port 8000", f"--port {port}").replace("0.0.0.0", "127.0.0.1").split()
+    return subprocess.Popen(argv, cwd=here(unit["WorkingDirectory"]), env=env, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_a_server_run_by_the_systemd_unit_takes_releases_and_comes_back_serving_them(served_models, tmp_path,
+                                                                                    figure):
+    from tasks.deploy.deploy import deploy_to
+    from tasks.deploy.package import package_version
+    from tasks.deploy.targets import Target
+    from tasks.deploy.transports import transport_for
+    from testkit.net import free_port
+
+    base = tmp_path / "opt" / "ml_pipeline"
+    target = Target(name="unit-host", base_dir=base, port=free_port())
+    bundles = {v: package_version(served_models["model_dir"] / v, tmp_path / "bundles") for v in ("1", "2")}
+    # The first deploy starts the pipeline's own server and lays out current/, run/; the host's venv
+    # (built by ensure-venv on a real host, then linked as venv/) is this test's environment.
+    base.mkdir(parents=True)
+    (base / "venv").symlink_to(Path(sys.prefix))
+    assert deploy_to(target, *bundles["1"]).action == "start"
+    transport_for(target).host("stop")
+    assert os.readlink(base / "current") == "releases/1"
+
+    log = tmp_path / "unit.log"
+    proc = _start_as_the_unit_says(base, target.port, log)
+    try:
+        wait_until(lambda: _health(target.port).get("default_version") == "1", 120, "the unit's server")
+        done = deploy_to(target, *bundles["2"])                      # the pipeline hot-loads into it
+        assert done.action == "hot-load" and done.smoke.passed and os.readlink(base / "current") == "releases/2"
+        os.killpg(proc.pid, signal.SIGKILL)                         # the whole server dies …
+        proc.wait()
+        killed_at = time.monotonic()
+        proc = _start_as_the_unit_says(base, target.port, log)      # … and systemd (Restart=always) starts it
+        wait_until(lambda: _health(target.port).get("status") == "healthy", 120, "the restarted server")
+        figure("seconds_to_serving_again", round(time.monotonic() - killed_at, 2), "s",
+               "master and worker killed; started again as the unit says (RestartSec=1 not included)")
+        health = _health(target.port)
+        assert health["default_version"] == "2" and health["loaded_versions"] == ["1", "2"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=40)
+
+
+def _health(port: int) -> dict:
+    try:
+        return _call(port, "GET", "/health", timeout=2)[1] or {}
+    except OSError:
+        return {}
+
+
 def test_the_systemd_unit_verifies_and_restarts_always(tmp_path):
     """The guide's ml-pipeline-api unit: Restart=always, a non-root user, checked by systemd-analyze."""
     text = UNIT.read_text()
     directives = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
     assert directives["Restart"] == "always" and directives["User"] not in ("root", "0")
-    assert "SERVING_STATE_FILE" in text and "-m serving" in directives["ExecStart"]
+    assert "SERVING_STATE_FILE" in text and "SERVING_ADMIN_TOKEN_FILE" in text
+    assert "-m serving" in directives["ExecStart"]
     if shutil.which("systemd-analyze") is None:
         pytest.fail("systemd-analyze is missing; `make test` installs systemd")
     # Verify it as installed on a host: the paths it names exist (this venv stands in for the host's).
@@ -71,6 +144,7 @@ def test_the_systemd_unit_verifies_and_restarts_always(tmp_path):
     (opt / "venv" / "bin").mkdir(parents=True)
     (opt / "venv" / "bin" / "python").symlink_to(Path(os.path.realpath(ROOT / ".venv" / "bin" / "python")))
     (opt / "current").mkdir()
+    (opt / "run").mkdir()
     unit = tmp_path / "ml-pipeline-api.service"
     unit.write_text(text.replace("/opt/ml_pipeline", str(opt)))
     out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
