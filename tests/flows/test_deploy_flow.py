@@ -160,12 +160,14 @@ def test_second_release_hot_loads_beside_the_first(history):
     assert second["status"]["default_version"] == "2" and second["status"]["loaded_versions"] == ["1", "2"]
 
 
+@pytest.mark.faults
 def test_a_failing_second_target_rolls_the_first_back(history):
     busy = history.at("busy_target")
     assert re.search("target busy: start: port .* is in use", str(busy["error"]))
     assert busy["served"] == "2" and busy["champion"] == "2"
 
 
+@pytest.mark.faults
 def test_a_failed_smoke_test_restores_the_host_and_leaves_the_registry(history):
     failed = history.at("failed_smoke")
     assert "injected" in str(failed["error"])
@@ -215,6 +217,7 @@ def test_versions_rolled_back_from_are_no_longer_default_candidates(history):
     assert str(registry.latest_blessed().version) == "3"
 
 
+@pytest.mark.faults
 def test_a_worker_elsewhere_takes_the_export_from_the_registry_checked(history):
     """A worker on another machine has no export directory: it takes the export from the registry,
     checked file by file against metadata.json before anything uses it."""
@@ -238,6 +241,7 @@ def test_a_worker_elsewhere_takes_the_export_from_the_registry_checked(history):
         registry.export_dir(registry.get_version("1"), cache)
 
 
+@pytest.mark.faults
 def test_bundles_are_deterministic_and_checked_on_the_host(served_models, tmp_path):
     from tasks.deploy.package import package_version
     from tasks.deploy.targets import Target
@@ -266,6 +270,7 @@ def test_bundles_are_deterministic_and_checked_on_the_host(served_models, tmp_pa
     assert host.host("unpack", "--bundle", str(a.path), "--version", "1")["reused"] is True
 
 
+@pytest.mark.faults
 def test_port_in_use_is_a_clear_error(served_models, tmp_path):
     from tasks.deploy.deploy import deploy_to
     from tasks.deploy.package import package_version

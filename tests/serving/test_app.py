@@ -227,6 +227,7 @@ def test_a_failing_shadow_is_a_warning_and_an_event_not_an_error(client, served_
     assert 'serving_model_events_total{event="shadow_failed"} 1.0' in client.get("/metrics").text
 
 
+@pytest.mark.faults
 def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(client, served_models, tmp_path):
     _load(client, served_models, "1")
     bad_root = served_models["root"] / "corrupt-test"
@@ -269,6 +270,7 @@ def _widen(meta) -> None:
     col["max"] = col["max"] * 1000
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("edit, why", [
     (_widen, "the schema was edited"),
     (lambda m: m.update(schema_hash="0" * 64), "the schema was edited"),
@@ -287,6 +289,7 @@ def test_an_edited_metadata_json_is_refused(client, served_models, edit, why):
         shutil.rmtree(root)
 
 
+@pytest.mark.faults
 def test_metadata_json_must_match_the_registry_and_the_release_manifest(client, served_models):
     from serving.digest import sha256_file
 
@@ -346,6 +349,7 @@ def test_prometheus_metrics(client, served_models):
 
 # ---------------------------------------------------------------- hostile and careless input (issue 14)
 
+@pytest.mark.faults
 def test_deeply_nested_values_get_a_4xx_not_a_500(client, served_models):
     _load(client, served_models)
     deep = 1
@@ -388,6 +392,7 @@ def test_split_weights_must_be_finite_and_sane(client, served_models, weights):
     assert client.get("/model_info").json()["traffic_split"] == {}
 
 
+@pytest.mark.faults
 def test_a_request_waits_for_the_model_a_bounded_time(served_models, monkeypatch):
     import threading
 

@@ -48,6 +48,7 @@ def session():
         proc.wait()
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("record", ["none", "reused"])
 def test_stop_never_signals_a_process_that_took_a_stale_pid(tmp_path, session, record):
     """The pid file names a process that is not the server (a reused pid): stop leaves it alone."""
@@ -98,6 +99,7 @@ def _release(base: Path, version: str = "1") -> Path:
     return release
 
 
+@pytest.mark.faults
 def test_a_start_that_times_out_leaves_nothing_running(tmp_path):
     """The server never answers /health: after the HostError its whole process group is gone."""
     _release(tmp_path)
@@ -130,6 +132,7 @@ def _stub_venv(monkeypatch, stub: str) -> None:
     monkeypatch.setattr(host.subprocess, "run", run)
 
 
+@pytest.mark.faults
 def test_a_pip_timeout_is_a_host_error_and_leaves_no_half_built_venv(tmp_path, monkeypatch):
     release = _release(tmp_path)
     _stub_venv(monkeypatch, "#!/bin/sh\nexec sleep 300\n")

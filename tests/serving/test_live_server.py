@@ -60,6 +60,7 @@ def live_server(served_models, tmp_path):
     log.close()
 
 
+@pytest.mark.faults
 def test_hot_swaps_under_load_drop_no_request(live_server, served_models):
     port = live_server
     golden = json.loads((served_models["model_dir"] / "1" / "metadata.json").read_text())["golden_examples"]

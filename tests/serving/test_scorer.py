@@ -19,6 +19,7 @@ class Model:
         return x, x / 10
 
 
+@pytest.mark.faults
 def test_a_cancelled_request_is_skipped_and_the_thread_keeps_scoring():
     scorer = Scorer(Metrics())
     try:

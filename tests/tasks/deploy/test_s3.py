@@ -57,6 +57,7 @@ def test_deploy_through_s3(target, bundle, s3_endpoint, monkeypatch):
         transport_for(target).host("stop")
 
 
+@pytest.mark.faults
 def test_a_tampered_object_is_refused_by_the_host(target, bundle, s3_endpoint, monkeypatch):
     b, _ = bundle
     transport = transport_for(target)

@@ -48,6 +48,7 @@ def test_deploy_over_ssh_starts_and_smoke_tests(sshd, tmp_path, bundle):
         transport_for(target).host("stop")
 
 
+@pytest.mark.faults
 def test_interrupted_upload_resumes(sshd, tmp_path, bundle):
     b, _ = bundle
     transport = transport_for(_target(sshd, tmp_path))
@@ -60,6 +61,7 @@ def test_interrupted_upload_resumes(sshd, tmp_path, bundle):
     assert sha256_file(receipt.remote_path) == b.sha256
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("over, message", [
     ({"known_hosts_key": "known_hosts_empty"}, "unknown host key"),
     ({"known_hosts_key": "known_hosts_changed"}, "the host key CHANGED"),
@@ -160,6 +162,7 @@ def full_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("transport", ["ssh", "local"])
 def test_a_full_disk_on_the_host_is_a_clear_error(sshd, tmp_path, bundle, full_disk, transport):
     target = _target(sshd, tmp_path, base_dir=full_disk / "remote", transport=transport)
