@@ -31,6 +31,7 @@ from serving.errors import ServingError
 from serving.inputs import read_json_rows
 from serving.monitoring import Recorder
 from serving.observability import Metrics
+from serving.openapi import feedback_extra, predict_extra, split_extra
 from serving.scorer import Scorer
 from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
 
@@ -256,7 +257,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         apply_admin(lambda: store.set_default(version), "swap")
         return _json({"status": "ok", "default_version": version})
 
-    @app.post("/split")
+    @app.post("/split", openapi_extra=split_extra())
     async def split(request: Request):
         authorize(request, admin=True)
         expected = 'expected {"weights": {"VERSION": WEIGHT, ...}, "shadow": VERSION or null}'
@@ -406,7 +407,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         """The guide's monitoring dashboard: one self-contained page (no CDN), refreshing every 30 s."""
         return Response(PAGE, media_type="text/html; charset=utf-8")
 
-    @app.post("/feedback")
+    @app.post("/feedback", openapi_extra=feedback_extra(settings))
     async def feedback(request: Request):
         """Labels for scored rows: {"labels": [{"request_id": ID, "label": 0|1, "row": N (default 0)}, ...]}."""
         authorize(request, admin=True, token=settings.feedback_token)
@@ -442,7 +443,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                            "max_abs_divergence": float(diff.max()), "shadow_probabilities": prob[:10].tolist(),
                            "served_probabilities": served_prob[:10].tolist(), "at": time.time()})
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=predict_extra(settings))
     async def predict(request: Request):
         start = time.perf_counter()
         rid = request.headers.get("x-request-id", "")

@@ -116,6 +116,30 @@ def test_malformed_requests_never_500(client, served_models, body, status):
     assert "request_id" in r.json()
 
 
+def _body_schema(spec: dict, path: str) -> dict:
+    return spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+def test_the_openapi_spec_describes_the_bodies_read_without_pydantic(client, served_models):
+    from jsonschema import Draft202012Validator
+
+    spec = client.get("/openapi.json").json()
+    predict, split, feedback = (Draft202012Validator(_body_schema(spec, p)) for p in ("/predict", "/split",
+                                                                                      "/feedback"))
+    assert spec["paths"]["/predict"]["post"]["requestBody"]["required"] is True
+    golden = [g["features"] for g in _golden(served_models["model_dir"] / "1")]
+    assert predict.is_valid({"features": golden, "key": "customer-7"})
+    for bad in ({}, {"features": []}, {"features": [1]}, {"features": [{"age": [1]}]}, {"features": golden * 5}):
+        assert not predict.is_valid(bad), bad        # (the client's max_batch_rows is 50)
+    assert {p["name"] for p in spec["paths"]["/predict"]["post"]["parameters"]} == {"version", "X-Request-ID",
+                                                                                    "X-Request-Key"}
+    assert split.is_valid({"weights": {"1": 3, "2": 1}, "shadow": None}) and split.is_valid({"shadow": 2})
+    for bad in ({"weights": {"1": -1}}, {"weights": {"1": 2e6}}, {"weights": {"x": 1}}, {"shadow": "v2"}):
+        assert not split.is_valid(bad), bad
+    assert feedback.is_valid({"labels": [{"request_id": "r1", "label": 1, "row": 3}]})
+    assert not feedback.is_valid({"labels": [{"request_id": "r1", "label": 2}]})
+
+
 def test_policy_can_let_unknown_categories_through(served_models):
     settings = ServingSettings(model_root=served_models["root"], admin_token=TOKEN, unknown_category="allow")
     with TestClient(create_app(settings)) as c:
