@@ -43,6 +43,7 @@ SHADOW_ROWS_OBSERVED = 100
 PROBE_HEADER = "x-pipeline-probe"
 EVENTS_KEPT = 50
 RETRY_AFTER_S = 5
+JSON_KINDS = {dict: "an object", list: "an array", bool: "true or false"}
 MAX_WEIGHT = 1e6       # split weights are relative; larger ones are typos (or 1e308, which routes by overflow)
 
 
@@ -471,6 +472,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 version = wanted
             else:
                 key = request.headers.get("x-request-key") or body.get("key")
+                if key is not None and type(key) not in (str, int, float):
+                    # str() of a value nested a thousand levels deep recurses past Python's limit
+                    raise HTTPProblem(422, '"key" (the sticky routing key) must be a string or a number, not '
+                                           + JSON_KINDS.get(type(key), type(key).__name__))
                 version = routing.pick(None if key is None else str(key))
                 if version is None:
                     raise HTTPProblem(503, "no model loaded")

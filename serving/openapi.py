@@ -34,8 +34,8 @@ def predict_extra(settings: ServingSettings) -> dict:
            "description": "one row: every input column of the model (keys it does not use are ignored)"}
     body = {"type": "object", "required": ["features"], "additionalProperties": True, "properties": {
         "features": {"type": "array", "minItems": 1, "maxItems": settings.max_batch_rows, "items": row},
-        "key": {"type": ["string", "integer"], "description": "sticky routing key for a traffic split "
-                                                                "(the X-Request-Key header wins)"}}}
+        "key": {"type": ["string", "number"], "description": "sticky routing key for a traffic split "
+                                                               "(the X-Request-Key header wins)"}}}
     prediction = {"type": "object", "required": ["probability", "raw_score", "version"], "properties": {
         "probability": {"type": "number"}, "raw_score": {"type": "number"}, "version": {"type": "string"}}}
     answer = {"type": "object", "required": ["request_id", "model_version", "predictions"], "properties": {

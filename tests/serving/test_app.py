@@ -129,7 +129,8 @@ def test_the_openapi_spec_describes_the_bodies_read_without_pydantic(client, ser
     assert spec["paths"]["/predict"]["post"]["requestBody"]["required"] is True
     golden = [g["features"] for g in _golden(served_models["model_dir"] / "1")]
     assert predict.is_valid({"features": golden, "key": "customer-7"})
-    for bad in ({}, {"features": []}, {"features": [1]}, {"features": [{"age": [1]}]}, {"features": golden * 5}):
+    for bad in ({}, {"features": []}, {"features": [1]}, {"features": [{"age": [1]}]}, {"features": golden * 5},
+                {"features": golden, "key": [1]}):
         assert not predict.is_valid(bad), bad        # (the client's max_batch_rows is 50)
     assert {p["name"] for p in spec["paths"]["/predict"]["post"]["parameters"]} == {"version", "X-Request-ID",
                                                                                     "X-Request-Key"}
@@ -380,6 +381,18 @@ def test_deeply_nested_values_get_a_4xx_not_a_500(client, served_models):
     assert r.status_code == 422 and "<list of 1>" in r.text
     nested_shadow = {"weights": {}, "shadow": deep}
     assert client.post("/split", json=nested_shadow, headers=AUTH).status_code == 422
+
+
+@pytest.mark.parametrize("key", [b"[[1]]", b'{"a": 1}', b"[" * 1_000 + b"1" + b"]" * 1_000])
+def test_a_routing_key_that_is_not_a_scalar_gets_422(client, served_models, key):
+    # Found by tests/faults/test_fuzz.py: a key nested 1,000 levels deep became a string for the hash,
+    # which recursed past Python's limit and answered 500.
+    _load(client, served_models)
+    row = json.dumps(_row(served_models)).encode()
+    r = client.post("/predict", content=b'{"features": [' + row + b'], "key": ' + key + b"}")
+    assert r.status_code == 422 and "key" in r.json()["detail"], r.text
+    for scalar in ("customer-7", 7, 7.5, None):
+        assert client.post("/predict", json={"features": [_row(served_models)], "key": scalar}).status_code == 200
 
 
 def test_a_huge_value_is_not_echoed_back_whole(client, served_models):
