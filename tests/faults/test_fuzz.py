@@ -228,8 +228,8 @@ def rows(draw, golden: list[dict], value_strategy=values) -> bytes:
 
 @st.composite
 def predict_requests(draw, golden: list[dict]) -> tuple[bytes, dict, dict]:
-    """A /predict request (body, headers, query): mostly rows near the golden ones, else a routing key of
-    any shape, too many rows, the wrong top-level shape, or raw bytes."""
+    """A /predict request (body, headers, query): mostly rows near the golden ones, else golden rows routed
+    by a key nested to any depth, too many rows, the wrong top-level shape, or raw bytes."""
     kind = draw(st.sampled_from(["rows", "rows", "rows", "key", "many rows", "top level", "bytes"]))
     headers = {"content-type": "application/json"}
     if kind != "key" and draw(st.booleans()):
