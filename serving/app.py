@@ -32,6 +32,7 @@ from serving.errors import ServingError
 from serving.inputs import read_json_rows
 from serving.monitoring import Recorder
 from serving.observability import Metrics
+from serving.openapi import feedback_extra, predict_extra, split_extra
 from serving.scorer import Scorer
 from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
 
@@ -44,6 +45,7 @@ PROBE_HEADER = "x-pipeline-probe"
 EVENTS_KEPT = 50
 RETRY_AFTER_S = 5
 CLIENT_CLOSED = 499    # nginx's status for a request whose client hung up before the answer
+JSON_KINDS = {dict: "an object", list: "an array", bool: "true or false"}
 MAX_WEIGHT = 1e6       # split weights are relative; larger ones are typos (or 1e308, which routes by overflow)
 
 
@@ -262,7 +264,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         apply_admin(lambda: store.set_default(version), "swap")
         return _json({"status": "ok", "default_version": version})
 
-    @app.post("/split")
+    @app.post("/split", openapi_extra=split_extra())
     async def split(request: Request):
         authorize(request, admin=True)
         expected = 'expected {"weights": {"VERSION": WEIGHT, ...}, "shadow": VERSION or null}'
@@ -412,7 +414,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         """The guide's monitoring dashboard: one self-contained page (no CDN), refreshing every 30 s."""
         return Response(PAGE, media_type="text/html; charset=utf-8")
 
-    @app.post("/feedback")
+    @app.post("/feedback", openapi_extra=feedback_extra(settings))
     async def feedback(request: Request):
         """Labels for scored rows: {"labels": [{"request_id": ID, "label": 0|1, "row": N (default 0)}, ...]}."""
         authorize(request, admin=True, token=settings.feedback_token)
@@ -448,7 +450,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                            "max_abs_divergence": float(diff.max()), "shadow_probabilities": prob[:10].tolist(),
                            "served_probabilities": served_prob[:10].tolist(), "at": time.time()})
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=predict_extra(settings))
     async def predict(request: Request):
         start = time.perf_counter()
         rid = request.headers.get("x-request-id", "")
@@ -476,6 +478,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 version = wanted
             else:
                 key = request.headers.get("x-request-key") or body.get("key")
+                if key is not None and type(key) not in (str, int, float):
+                    # str() of a value nested a thousand levels deep recurses past Python's limit
+                    raise HTTPProblem(422, '"key" (the sticky routing key) must be a string or a number, not '
+                                           + JSON_KINDS.get(type(key), type(key).__name__))
                 version = routing.pick(None if key is None else str(key))
                 if version is None:
                     raise HTTPProblem(503, "no model loaded")

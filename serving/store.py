@@ -87,9 +87,12 @@ def resolve_inside(root: Path, model_dir: str, version: str) -> Path:
     except (OSError, ValueError) as exc:
         raise LoadRefused(f"model_dir {model_dir[:80]!r}: {exc}") from None
     if target != root_real and root_real not in target.parents:
-        raise LoadRefused(f"{model_dir}/{version} is outside the model root {root_real}")
-    if not target.is_dir():
-        raise LoadRefused(f"{target} is not a directory")
+        raise LoadRefused(f"{model_dir[:200]}/{version} is outside the model root {root_real}")
+    try:
+        if not target.is_dir():
+            raise LoadRefused(f"{target} is not a directory")
+    except OSError as exc:      # a path longer than the OS takes (ENAMETOOLONG), or one it may not read
+        raise LoadRefused(f"model_dir {model_dir[:80]!r}: not a usable path ({exc.strerror})") from None
     for dirpath, dirs, files in os.walk(target):
         for name in dirs + files:
             if os.path.islink(os.path.join(dirpath, name)):

@@ -116,6 +116,31 @@ def test_malformed_requests_never_500(client, served_models, body, status):
     assert "request_id" in r.json()
 
 
+def _body_schema(spec: dict, path: str) -> dict:
+    return spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+def test_the_openapi_spec_describes_the_bodies_read_without_pydantic(client, served_models):
+    from jsonschema import Draft202012Validator
+
+    spec = client.get("/openapi.json").json()
+    predict, split, feedback = (Draft202012Validator(_body_schema(spec, p)) for p in ("/predict", "/split",
+                                                                                      "/feedback"))
+    assert spec["paths"]["/predict"]["post"]["requestBody"]["required"] is True
+    golden = [g["features"] for g in _golden(served_models["model_dir"] / "1")]
+    assert predict.is_valid({"features": golden, "key": "customer-7"})
+    for bad in ({}, {"features": []}, {"features": [1]}, {"features": [{"age": [1]}]}, {"features": golden * 5},
+                {"features": golden, "key": [1]}):
+        assert not predict.is_valid(bad), bad        # (the client's max_batch_rows is 50)
+    assert {p["name"] for p in spec["paths"]["/predict"]["post"]["parameters"]} == {"version", "X-Request-ID",
+                                                                                    "X-Request-Key"}
+    assert split.is_valid({"weights": {"1": 3, "2": 1}, "shadow": None}) and split.is_valid({"shadow": 2})
+    for bad in ({"weights": {"1": -1}}, {"weights": {"1": 2e6}}, {"weights": {"x": 1}}, {"shadow": "v2"}):
+        assert not split.is_valid(bad), bad
+    assert feedback.is_valid({"labels": [{"request_id": "r1", "label": 1, "row": 3}]})
+    assert not feedback.is_valid({"labels": [{"request_id": "r1", "label": 2}]})
+
+
 def test_policy_can_let_unknown_categories_through(served_models):
     settings = ServingSettings(model_root=served_models["root"], admin_token=TOKEN, unknown_category="allow")
     with TestClient(create_app(settings)) as c:
@@ -362,6 +387,18 @@ def test_deeply_nested_values_get_a_4xx_not_a_500(client, served_models):
     assert client.post("/split", json=nested_shadow, headers=AUTH).status_code == 422
 
 
+@pytest.mark.parametrize("key", [b"[[1]]", b'{"a": 1}', b"[" * 1_000 + b"1" + b"]" * 1_000])
+def test_a_routing_key_that_is_not_a_scalar_gets_422(client, served_models, key):
+    # Found by tests/faults/test_fuzz.py: a key nested 1,000 levels deep became a string for the hash,
+    # which recursed past Python's limit and answered 500.
+    _load(client, served_models)
+    row = json.dumps(_row(served_models)).encode()
+    r = client.post("/predict", content=b'{"features": [' + row + b'], "key": ' + key + b"}")
+    assert r.status_code == 422 and "key" in r.json()["detail"], r.text
+    for scalar in ("customer-7", 7, 7.5, None):
+        assert client.post("/predict", json={"features": [_row(served_models)], "key": scalar}).status_code == 200
+
+
 def test_a_huge_value_is_not_echoed_back_whole(client, served_models):
     _load(client, served_models)
     row = _row(served_models) | {"region": "x" * 1_000_000}
@@ -377,7 +414,8 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(served_models):
         assert r.status_code == 413 and "SERVING_MAX_BODY_BYTES" in r.text
 
 
-@pytest.mark.parametrize("model_dir", ["/tmp/a\x00b", "/tmp/" + "x" * 300])
+# The last one lies inside the root but is longer than the OS takes (found by tests/faults/test_fuzz.py: 500).
+@pytest.mark.parametrize("model_dir", ["/tmp/a\x00b", "/tmp/" + "x" * 300, "a/" * 2_100])
 def test_unusable_load_paths_get_400(client, model_dir):
     r = client.post("/load", params={"model_dir": model_dir, "version": "1"}, headers=AUTH)
     assert r.status_code == 400, r.text
