@@ -127,6 +127,8 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
                                                 config=config, reason=f"release {release}: gate passed, smoke-tested")
         except Exception as exc:
             summary["deploy_error"] = str(exc)
+            summary["deploy_restores"] = getattr(exc, "restores", None)   # what deploy_flow found afterwards
+            summary["deploy_champion"] = getattr(exc, "champion", None)
             if isinstance(exc, PostPromotionCheckFailed):   # the champion did move
                 summary["post_promotion_failed"] = True
                 summary["registry"]["alias"] = CHAMPION

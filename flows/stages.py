@@ -18,7 +18,7 @@ from prefect.transactions import get_transaction
 from serving.metadata import ModelMetadata
 from serving.schema import FeatureList, Schema
 from tasks.constants import MODEL_TYPE
-from tasks.deploy.deploy import Deployment, deploy_to, restore
+from tasks.deploy.deploy import Deployment, Restore, deploy_to, restore
 from tasks.deploy.package import Bundle, package_version
 from tasks.deploy.targets import Target
 from tasks.registry import MlflowRegistry, RegisteredVersion
@@ -111,8 +111,20 @@ def deploy_task(target: Target, bundle: Bundle, metadata: ModelMetadata) -> Depl
 
 @deploy_task.on_rollback
 def _undo_deploy(txn) -> None:
-    """A later step of the run failed (another target, the promotion): put this host back."""
-    restore(txn.get("target"), txn.get("deployment"))
+    """A later step of the run failed (another target, the promotion): put this host back, and keep what
+    that did on the transaction for the flow's report (``restores``)."""
+    target = txn.get("target", None)
+    if target is None:   # this target's own deploy failed: deploy_to put it back itself (SmokeTestFailed.restore)
+        return
+    txn.set("restore", restore(target, txn.get("deployment")))
+
+
+def restores(txn, error: BaseException) -> list[Restore]:
+    """What was done to put each host of a failed deploy back: the rollback hooks' outcomes on the
+    transaction's task transactions, and the failing target's own (a failed smoke test)."""
+    found = [child.get("restore", None) for child in (txn.children if txn is not None else [])]
+    own = getattr(error, "restore", None)
+    return [r for r in [*found, own] if isinstance(r, Restore)]
 
 
 @task(name="promote", cache_policy=NO_CACHE)

@@ -15,7 +15,7 @@ from pathlib import Path
 from serving.errors import IntegrityError
 from serving.metadata import ModelMetadata, read_metadata, verify_files
 from tasks.errors import ArtifactIntegrityError, RegistryError
-from tasks.registry.links import safe_uri, tracking_uri
+from tasks.registry.links import redact, safe_uri, tracking_uri
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ def export_dir(settings: Settings, mv, cache_dir: Path) -> Path:
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise RegistryError(f"MLflow at {where}: version {mv.version} of '{name}': its export is not on this "
-                                f"machine ({mv.tags.get('model_dir')}) and could not be downloaded: {exc}") from None
+                                f"machine ({mv.tags.get('model_dir')}) and could not be downloaded: "
+                                f"{redact(str(exc))}") from None
         shutil.rmtree(dest, ignore_errors=True)
         staging.rename(dest)
         found = sorted(dest.glob("artifacts/*/metadata.json"))
@@ -82,5 +83,5 @@ def metadata_of(client, settings: Settings, mv) -> ModelMetadata:
         except Exception as exc:
             raise RegistryError(f"MLflow at {safe_uri(settings.tracking_uri)}: version {mv.version} of "
                                 f"'{settings.model_name}': no metadata.json at {mv.tags.get('model_dir')} nor in "
-                                f"run {mv.run_id}: {exc}") from None
+                                f"run {mv.run_id}: {redact(str(exc))}") from None
         return read_metadata(Path(tmp) / "export")

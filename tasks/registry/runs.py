@@ -16,7 +16,7 @@ import numpy as np
 
 from tasks.constants import SERVING_DIR
 from tasks.errors import RegistryError
-from tasks.registry.links import safe_uri, tracking_uri
+from tasks.registry.links import redact, safe_uri, tracking_uri
 from tasks.settings import Settings
 
 PYFUNC_FILE = Path(__file__).resolve().with_name("pyfunc_model.py")
@@ -132,6 +132,6 @@ def log_and_register(client, settings: Settings, *, exported, calibration, train
     except Exception as exc:
         if type(exc).__module__.startswith("mlflow"):
             raise RegistryError(f"MLflow at {safe_uri(settings.tracking_uri)}: registering '{name}' failed: "
-                                f"{exc}") from exc
+                                f"{redact(str(exc))}") from None
         raise
     return RegisteredVersion(name, version, run.info.run_id, info.model_uri)
