@@ -3,8 +3,13 @@
 ``champion`` moves only after the smoke test passed on every target of the run; if any
 target fails, the targets already switched are put back on their previous version and the
 registry is not touched. What putting them back did (restored, stopped, or FAILED with the
-error) is what the log, the report and the error say. After the promotion every target is checked once more; a failure
-there emits ``pipeline.alarm.critical``, which the ``rollback`` deployment answers.
+error) is what the log, the report and the error say. After the promotion every target is
+checked once more; a failure there emits ``pipeline.alarm.critical``, which the ``rollback``
+deployment answers.
+
+A deploy and a rollback of one model hold its ``serving`` lock for their whole run
+(``flows/locks.py``), however they were started: the CLI's rollback waits for the rollback
+deployment's runs (one at a time, prefect.yaml) and for a deploy in progress, and they for it.
 
 Every run publishes its report as a keyed artifact, failed and skipped runs included.
 """
@@ -17,6 +22,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
+from flows.locks import exclusive
 from flows.notify import emit_alarm, publish
 from flows.stages import deploy_task, package_task, promote_task, restores
 from tasks.constants import ALARM_CRITICAL, CHAMPION
@@ -47,6 +53,12 @@ def deploy_flow(version: str | int | None = None, targets: list[str] | None = No
     settings = load_settings(config)
     chosen = pick_targets(load_targets(targets_file, settings.pipeline_home), targets or ["local"],
                           targets_file or "configs/targets.yaml")
+    with exclusive(settings, "serving", f"deploy of version {version or '(the challenger)'}"):
+        return _deploy(logger, started, settings, chosen, version, reason, approval)
+
+
+def _deploy(logger, started: float, settings, chosen: list, version: str | None, reason: str,
+            approval: dict | None) -> dict:
     registry = MlflowRegistry(settings)
     mv = registry.resolve(version)
     version = str(mv.version)
@@ -138,32 +150,39 @@ def rollback_flow(target: str = "local", version: str | int | None = None, targe
     bundles = settings.pipeline_home / "bundles"
     result = {"model": registry.name, "target": target, "reason": reason, "failing_version": failing_version}
     try:
-        champion = registry.alias_version(CHAMPION)
-        now = str(champion.version) if champion is not None else None
-        if failing_version and now != str(failing_version):
-            result |= {"champion_before": now, "champion_after": now}
-            failing = registry.get_version(failing_version)
-            served = transport_for(chosen).host("status")
-            if champion is None or not served.get("running") or \
-                    served.get("default_version") != failing.tags.get("export_version"):
-                logger.warning("alarm about version %s, but the champion is %s and %s does not serve it: nothing "
-                               "to do", failing_version, now or "none", target)
-                result |= {"action": "skipped"}
-                return result
-            deployment = activate_on(chosen, registry.export_dir(champion, cache), bundles)
-            logger.info("champion already back on %s; %s switched from version %s to it", now, target,
-                        failing_version)
-            result |= {"action": "aligned", "deployment": deployment.to_dict()}
-            return result
-        current, goal = registry.rollback_version(version, expected_champion=failing_version)
-        deployment = activate_on(chosen, registry.export_dir(registry.get_version(goal), cache), bundles)
-        result |= registry.record_rollback(current, goal, reason, flow_run.get_id())
-        result |= {"action": "rolled back", "deployment": deployment.to_dict()}
-        logger.info("rolled back %s on %s: champion %s -> %s", registry.name, target, current, goal)
-        return result
+        with exclusive(settings, "serving", f"rollback on {target} ({reason})"):
+            return _rollback(logger, registry, chosen, version, failing_version, reason, result, cache, bundles)
     except Exception as exc:
         result |= {"action": "FAILED", "error": str(exc)}
         raise
     finally:
         publish("rollback-report", registry.name, rollback_report(result),
                 f"{registry.name} on {target}: {result.get('action')}")
+
+
+def _rollback(logger, registry: MlflowRegistry, chosen, version: str | None, failing_version: str | None,
+              reason: str, result: dict, cache, bundles) -> dict:
+    target = chosen.name
+    champion = registry.alias_version(CHAMPION)
+    now = str(champion.version) if champion is not None else None
+    if failing_version and now != str(failing_version):
+        result |= {"champion_before": now, "champion_after": now}
+        failing = registry.get_version(failing_version)
+        served = transport_for(chosen).host("status")
+        if champion is None or not served.get("running") or \
+                served.get("default_version") != failing.tags.get("export_version"):
+            logger.warning("alarm about version %s, but the champion is %s and %s does not serve it: nothing "
+                           "to do", failing_version, now or "none", target)
+            result |= {"action": "skipped"}
+            return result
+        deployment = activate_on(chosen, registry.export_dir(champion, cache), bundles)
+        logger.info("champion already back on %s; %s switched from version %s to it", now, target,
+                    failing_version)
+        result |= {"action": "aligned", "deployment": deployment.to_dict()}
+        return result
+    current, goal = registry.rollback_version(version, expected_champion=failing_version)
+    deployment = activate_on(chosen, registry.export_dir(registry.get_version(goal), cache), bundles)
+    result |= registry.record_rollback(current, goal, reason, flow_run.get_id())
+    result |= {"action": "rolled back", "deployment": deployment.to_dict()}
+    logger.info("rolled back %s on %s: champion %s -> %s", registry.name, target, current, goal)
+    return result

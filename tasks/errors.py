@@ -6,6 +6,7 @@
     ├── TrainingError        the model could not be fitted or exported faithfully
     ├── ArtifactIntegrityError  an artifact the pipeline fetched does not match its recorded SHA-256
     ├── RegistryError        MLflow refused or is unreachable
+    ├── LockTimeout          another run of the same model held what this one needs for too long (names it)
     ├── TransferError        a bundle could not reach a target or the host refused it (names host, step)
     ├── SmokeTestFailed      the served model is not the trained one (lists every check that failed)
     ├── RestoreFailed        a deploy failed and a host could NOT be put back (names it; check it by hand)
@@ -50,6 +51,10 @@ class ArtifactIntegrityError(ReleaseError):
 
 
 class RegistryError(ReleaseError):
+    pass
+
+
+class LockTimeout(ReleaseError):
     pass
 
 

@@ -35,10 +35,16 @@ def export_dir(settings: Settings, mv, cache_dir: Path) -> Path:
         RegistryError: not here and not downloadable, or the registered model is malformed.
         ArtifactIntegrityError: the downloaded files do not match metadata.json (nothing was deployed).
     """
+    name, where = settings.model_name, safe_uri(settings.tracking_uri)
+    status = mv.tags.get("release_status")
+    if status in ("reserved", "failed"):
+        why = f" ({mv.tags.get('release_error')})" if mv.tags.get("release_error") else ""
+        raise RegistryError(f"MLflow at {where}: version {mv.version} of '{name}' was reserved by a release that "
+                            f"{'failed' if status == 'failed' else 'has not finished'}{why}; it has no model to "
+                            "deploy")
     local = local_export(mv)
     if local is not None:
         return local
-    name, where = settings.model_name, safe_uri(settings.tracking_uri)
     dest = Path(cache_dir) / name / f"registry-{mv.version}"
     found = sorted(dest.glob("artifacts/*/metadata.json")) if dest.exists() else []
     if not found:

@@ -9,6 +9,8 @@ has to be remembered.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,10 @@ from tasks.constants import CHALLENGER, CHAMPION, ROLLED_BACK
 from tasks.errors import RegistryError
 from tasks.registry import cache, runs
 from tasks.registry.links import redact, run_link, safe_uri
-from tasks.registry.runs import RegisteredVersion
+from tasks.registry.runs import RegisteredVersion, Reservation
 from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def _is_mlflow_failure(exc: BaseException) -> bool:
@@ -95,7 +99,8 @@ class MlflowRegistry:
         return run_link(self.client, self.settings.tracking_uri, run_id)
 
     def prior_release(self) -> PriorRelease | None:
-        """The latest registered version's release and feature-schema hash."""
+        """The latest version's release and feature-schema hash (reserved, registered or failed alike: a
+        release number, once taken, is never given again)."""
         tagged = [v for v in self._versions() if v.tags.get("release") and v.tags.get("feature_schema_hash")]
         if not tagged:
             return None
@@ -143,12 +148,32 @@ class MlflowRegistry:
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
 
     # ------------------------------------------------------------ registering and exports
-    def log_and_register(self, *, exported, calibration, train, input_example, params: dict,
-                         extra_tags: dict[str, str]) -> RegisteredVersion:
-        """One MLflow run, then a new registered version (``runs.log_and_register``)."""
-        return runs.log_and_register(self.client, self.settings, exported=exported, calibration=calibration,
-                                     train=train, input_example=input_example, params=params,
-                                     extra_tags=extra_tags)
+    def reserve(self, feature_schema_hash: str, release_of: Callable[[PriorRelease | None], str]) -> Reservation:
+        """The next version and its release number (``release_of(prior release)``), taken together.
+
+        Call it holding the model's release lock (``tasks.locks``): the release number is read from the
+        versions before this one, so another run's reservation must not come in between.
+        """
+        prior = self.prior_release()
+        release = release_of(prior)
+        with self._step("reserving a new version"):
+            return runs.reserve(self.client, self.settings, release, {
+                "feature_schema_hash": feature_schema_hash, "previous_release": prior.release if prior else ""})
+
+    def abandon(self, reservation: Reservation, stage: str, error: BaseException) -> None:
+        """Mark a reserved version whose release failed at ``stage`` (best effort: the flow raises ``error``)."""
+        try:
+            with self._step(f"marking version {reservation.version} failed"):
+                runs.abandon(self.client, reservation, f"{stage}: {type(error).__name__}: {redact(str(error))}")
+        except RegistryError as exc:
+            log.error("%s", exc)
+
+    def log_and_register(self, reservation: Reservation, *, exported, calibration, train, input_example,
+                         params: dict, extra_tags: dict[str, str]) -> RegisteredVersion:
+        """The run's record and the model, into the reserved version (``runs.log_and_register``)."""
+        return runs.log_and_register(self.client, self.settings, reservation, exported=exported,
+                                     calibration=calibration, train=train, input_example=input_example,
+                                     params=params, extra_tags=extra_tags)
 
     def export_dir(self, mv, cache_dir: Path) -> Path:
         """The version's export on this machine, SHA-256 checked (``cache.export_dir``)."""

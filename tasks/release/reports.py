@@ -78,10 +78,15 @@ def release_report(summary: dict, run_link: str) -> str:
 
 
 def failed_release_report(model: str, data: str, stage: str, timings: dict, error: BaseException,
-                          version: str | None) -> str:
+                          version: str | None, registered: bool = True) -> str:
     """A release that failed before its quality gate ran: where, why, and what was left behind."""
-    left = (f"registered as version {version} (no gate verdict; not deployed)" if version else
-            "nothing was registered, deployed or promoted")
+    if version and registered:
+        left = f"registered as version {version} (no gate verdict; not deployed)"
+    elif version:
+        left = (f"version {version} had been reserved; it is marked `release_status=failed` with the error, and "
+                "its number and release number are not given again; nothing was deployed or promoted")
+    else:
+        left = "nothing was registered, deployed or promoted"
     lines = [f"# Release of {model} FAILED at {stage}", "", f"- data: `{data}`", f"- {left}", "",
              *_code_block(f"{type(error).__name__}: {error}"), ""]
     if timings:

@@ -141,11 +141,11 @@ def test_first_release_starts_the_server_and_promotes(history):
     (dep,) = d["deployments"]
     assert dep["action"] == "start" and dep["version"] == "1" and dep["smoke"]["passed"]
     assert dep["smoke"]["golden_max_abs_diff"] <= 1e-6 and dep["smoke"]["latency_ms_p50"] > 0
-    assert (history.env["home"] / "bundles" / "1.0.0.zip").exists()
+    assert (history.env["home"] / "bundles" / "test-model-1.zip").exists()
     client = history.client
     v1 = client.get_model_version("test-model", "1")
     assert v1.tags["promoted_reason"].startswith("release 1.0.0") and v1.tags["bundle_sha256"] == d["bundle"]["sha256"]
-    assert {a.path for a in client.list_artifacts(v1.run_id, "bundle")} == {"bundle/1.0.0.zip"}
+    assert {a.path for a in client.list_artifacts(v1.run_id, "bundle")} == {"bundle/test-model-1.zip"}
 
 
 def test_second_release_hot_loads_beside_the_first(history):
