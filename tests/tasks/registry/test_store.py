@@ -89,3 +89,47 @@ def test_a_missing_alias_in_a_real_sqlite_store_reads_as_none(sqlite_registry, t
         registry.get_version("x")
     registry.client.set_registered_model_alias(registry.name, "champion", "1")
     assert str(registry.alias_version("champion").version) == "1"
+
+
+def test_reservations_at_once_get_distinct_versions_and_release_numbers(sqlite_registry, tmp_path):
+    """Reading the latest release and reserving the next version, under the model's release lock, from
+    several threads released together: every version and release number is taken once, and each version
+    carries its release and feature-schema hash from the moment it exists."""
+    import threading
+
+    from tasks.locks import held
+    from tasks.release.versioning import next_release
+
+    registry, start, got = sqlite_registry, threading.Barrier(4), []
+
+    def release():
+        start.wait(timeout=60)
+        with held(tmp_path, registry.name, "release", "reserving", timeout_s=120):
+            got.append(registry.reserve("h1", lambda prior: next_release(prior, "h1")))
+
+    threads = [threading.Thread(target=release) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(int(r.version) for r in got) == [1, 2, 3, 4]
+    assert sorted(r.release for r in got) == ["1.0.0", "1.1.0", "1.2.0", "1.3.0"]
+    for r in got:
+        mv = registry.get_version(r.version)
+        assert mv.tags["release"] == r.release and mv.tags["feature_schema_hash"] == "h1"
+        assert mv.tags["release_status"] == "reserved" and mv.run_id == r.run_id
+
+
+def test_a_failed_release_keeps_its_number_and_is_never_deployed(sqlite_registry):
+    from tasks.release.versioning import next_release
+
+    registry = sqlite_registry
+    first = registry.reserve("h1", lambda prior: next_release(prior, "h1"))
+    registry.abandon(first, "export", RuntimeError("disk full"))
+    mv = registry.get_version(first.version)
+    assert mv.tags["release_status"] == "failed" and mv.tags["release_error"] == "export: RuntimeError: disk full"
+    assert registry.client.get_run(first.run_id).info.status == "FAILED"
+    second = registry.reserve("h1", lambda prior: next_release(prior, "h1"))
+    assert (second.version, second.release) == ("2", "1.1.0")    # neither number is given again
+    with pytest.raises(RegistryError, match="reserved by a release that failed .*disk full.*no model to deploy"):
+        registry.export_dir(mv, registry.settings.pipeline_home / "registry-cache")
