@@ -5,7 +5,8 @@
     <home>/locks/<model>.serving.lock   deploy, promote, rollback: the aliases and the hosts serving them
 
 An ``fcntl`` lock: the kernel drops it when its holder exits, however it exits, so a crashed run
-never leaves one behind. The file says who holds it (host, pid, purpose, since), for the message of
+never leaves one behind. (``held_file`` also guards the creation of a SQLite MLflow store, which two
+processes must not migrate at once.) The file says who holds it (host, pid, purpose, since), for the message of
 whoever waits. Runs on other machines (a team setup) meet in the Prefect global concurrency limit
 of the same name instead (``flows/locks.py``).
 """
@@ -42,9 +43,8 @@ def _holder(fd: int) -> str:
             f"since {info.get('since')})")
 
 
-@contextlib.contextmanager
 def held(home: Path, model: str, what: str, purpose: str, timeout_s: float,
-         on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+         on_wait: Callable[[str], None] | None = None):
     """Hold ``<home>/locks/<model>.<what>.lock`` for the block; wait for it up to ``timeout_s``.
 
     Args:
@@ -54,7 +54,13 @@ def held(home: Path, model: str, what: str, purpose: str, timeout_s: float,
     Raises:
         LockTimeout: another run held it for longer than ``timeout_s`` (names that run).
     """
-    path = lock_path(home, model, what)
+    return held_file(lock_path(home, model, what), f"{model}: {purpose}", timeout_s, on_wait)
+
+
+@contextlib.contextmanager
+def held_file(path: Path, purpose: str, timeout_s: float,
+              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the lock file ``path`` for the block (``held``, for any path)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -67,10 +73,10 @@ def held(home: Path, model: str, what: str, purpose: str, timeout_s: float,
             except BlockingIOError:
                 holder = _holder(fd)
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(f"{model}: {purpose} waited {timeout_s:g} s for {path}, held by {holder}; "
+                    raise LockTimeout(f"{purpose} waited {timeout_s:g} s for {path}, held by {holder}; "
                                       "try again when that run has finished") from None
                 if not told and on_wait is not None:
-                    on_wait(f"{model}: {purpose} waits for {holder} ({path})")
+                    on_wait(f"{purpose} waits for {holder} ({path})")
                     told = True
                 time.sleep(POLL_S)
         me = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),

@@ -18,6 +18,7 @@ from pathlib import Path
 from serving.metadata import ModelMetadata
 from tasks.constants import CHALLENGER, CHAMPION, ROLLED_BACK
 from tasks.errors import RegistryError
+from tasks.locks import held_file
 from tasks.registry import cache, runs
 from tasks.registry.links import redact, run_link, safe_uri
 from tasks.registry.runs import RegisteredVersion, Reservation
@@ -66,9 +67,19 @@ class MlflowRegistry:
 
         self.settings = settings
         self.name = settings.model_name
-        if settings.tracking_uri.startswith("sqlite:///"):
-            Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        uri = settings.tracking_uri
+        if not uri.startswith("sqlite:///"):
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            return
+        # MLflow creates and migrates a new SQLite store's schema when a client first opens it; two
+        # processes doing that at once (releases started together on a fresh pipeline home) break each
+        # other's migration, so the first opening happens under a lock beside the database.
+        db = Path(uri.removeprefix("sqlite:///"))
+        with held_file(db.with_name(f".{db.name}.lock"), f"opening the MLflow store {db}",
+                       settings.lock_timeout_s), self._step("opening the store"):
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            self.client.search_experiments(max_results=1)           # the tracking store's tables
+            self.client.search_registered_models(max_results=1)     # the registry's
 
     # ------------------------------------------------------------ errors
     def _where(self) -> str:

@@ -133,3 +133,31 @@ def test_a_failed_release_keeps_its_number_and_is_never_deployed(sqlite_registry
     assert (second.version, second.release) == ("2", "1.1.0")    # neither number is given again
     with pytest.raises(RegistryError, match="reserved by a release that failed .*disk full.*no model to deploy"):
         registry.export_dir(mv, registry.settings.pipeline_home / "registry-cache")
+
+
+def _open_registry(home: str, go, results) -> None:
+    from tasks.registry import MlflowRegistry
+    from tasks.settings import load_settings
+
+    settings = load_settings(None, env={"PIPELINE_HOME": home})
+    go.wait(timeout=120)
+    try:
+        results.put(repr(MlflowRegistry(settings).alias_version("champion")))
+    except Exception as exc:  # reported to the test, which names it
+        results.put(f"{type(exc).__name__}: {exc}"[:500])
+
+
+@pytest.mark.integration
+def test_processes_opening_a_new_sqlite_store_at_once_do_not_break_its_creation(tmp_path):
+    """Releases started together on a fresh pipeline home all create its SQLite store on first touch;
+    MLflow's schema migrations must not run twice at once (one used to fail with an alembic error)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_registry, args=(str(tmp_path), go, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert sorted(results.get(timeout=10) for _ in procs) == ["None"] * 4
