@@ -54,13 +54,14 @@ def held(home: Path, model: str, what: str, purpose: str, timeout_s: float,
     Raises:
         LockTimeout: another run held it for longer than ``timeout_s`` (names that run).
     """
-    return held_file(lock_path(home, model, what), f"{model}: {purpose}", timeout_s, on_wait)
+    return held_file(lock_path(home, model, what), purpose, timeout_s, on_wait, subject=model)
 
 
 @contextlib.contextmanager
-def held_file(path: Path, purpose: str, timeout_s: float,
-              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the lock file ``path`` for the block (``held``, for any path)."""
+def held_file(path: Path, purpose: str, timeout_s: float, on_wait: Callable[[str], None] | None = None,
+              subject: str = "") -> Iterator[None]:
+    """Hold the lock file ``path`` for the block (``held``, for any path); ``subject`` begins the messages."""
+    me = f"{subject}: {purpose}" if subject else purpose
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -73,16 +74,16 @@ def held_file(path: Path, purpose: str, timeout_s: float,
             except BlockingIOError:
                 holder = _holder(fd)
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(f"{purpose} waited {timeout_s:g} s for {path}, held by {holder}; "
+                    raise LockTimeout(f"{me} waited {timeout_s:g} s for {path}, held by {holder}; "
                                       "try again when that run has finished") from None
                 if not told and on_wait is not None:
-                    on_wait(f"{purpose} waits for {holder} ({path})")
+                    on_wait(f"{me} waits for {holder} ({path})")
                     told = True
                 time.sleep(POLL_S)
-        me = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),
-              "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        record = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),
+                  "since": datetime.now(UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
         yield
     finally:
         os.close(fd)   # drops the lock
