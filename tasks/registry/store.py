@@ -69,7 +69,8 @@ class MlflowRegistry:
         self.name = settings.model_name
         uri = settings.tracking_uri
         if not uri.startswith("sqlite:///"):
-            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            with self._step("connecting"):   # a database store connects here
+                self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             return
         # MLflow creates and migrates a new SQLite store's schema when a client first opens it; two
         # processes doing that at once (releases started together on a fresh pipeline home) break each
