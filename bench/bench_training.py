@@ -221,7 +221,7 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
 
     t0 = time.perf_counter()
     try:
-        exported = export_model(tr, cal, ds, schema, features, settings, "1.0.0", {})
+        exported = export_model(tr, cal, ds, schema, features, settings, "1.0.0", {}, version="1")
         stages["export"] = time.perf_counter() - t0
         out["export"] = {"ok": True, "version": exported.version,
                          "fidelity_max_abs_diff": exported.fidelity_max_abs_diff,

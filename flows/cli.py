@@ -15,6 +15,7 @@ from pathlib import Path
 EXIT_USER_ERROR = 2
 EXIT_GATE_FAILED = 3
 EXIT_CRITICAL_ALARM = 5
+EXIT_BUSY = 6   # another run of the model held its lock (release numbering, deploy, rollback) too long
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -272,8 +273,13 @@ def _prefect_defaults(env: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _prefect_defaults(os.environ)
+    from tasks.errors import LockTimeout
+
     try:
         return COMMANDS[args.command](args)
+    except LockTimeout as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

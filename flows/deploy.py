@@ -2,8 +2,14 @@
 
 ``champion`` moves only after the smoke test passed on every target of the run; if any
 target fails, the targets already switched are put back on their previous version and the
-registry is not touched. After the promotion every target is checked once more; a failure
-there emits ``pipeline.alarm.critical``, which the ``rollback`` deployment answers.
+registry is not touched. What putting them back did (restored, stopped, or FAILED with the
+error) is what the log, the report and the error say. After the promotion every target is
+checked once more; a failure there emits ``pipeline.alarm.critical``, which the ``rollback``
+deployment answers.
+
+A deploy and a rollback of one model hold its ``serving`` lock for their whole run
+(``flows/locks.py``), however they were started: the CLI's rollback waits for the rollback
+deployment's runs (one at a time, prefect.yaml) and for a deploy in progress, and they for it.
 
 Every run publishes its report as a keyed artifact, failed and skipped runs included.
 """
@@ -16,14 +22,15 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
+from flows.locks import exclusive
 from flows.notify import emit_alarm, publish
-from flows.stages import deploy_task, package_task, promote_task
+from flows.stages import deploy_task, package_task, promote_task, restores
 from tasks.constants import ALARM_CRITICAL, CHAMPION
 from tasks.deploy.deploy import activate_on
 from tasks.deploy.smoke import smoke_test
 from tasks.deploy.targets import load_targets, pick_targets, url_of
 from tasks.deploy.transports import transport_for
-from tasks.errors import PostPromotionCheckFailed
+from tasks.errors import PostPromotionCheckFailed, RegistryError, RestoreFailed
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import deploy_failed_report, deploy_report, rollback_report
 from tasks.settings import load_settings
@@ -46,24 +53,33 @@ def deploy_flow(version: str | int | None = None, targets: list[str] | None = No
     settings = load_settings(config)
     chosen = pick_targets(load_targets(targets_file, settings.pipeline_home), targets or ["local"],
                           targets_file or "configs/targets.yaml")
+    with exclusive(settings, "serving", f"deploy of version {version or '(the challenger)'}"):
+        return _deploy(logger, started, settings, chosen, version, reason, approval)
+
+
+def _deploy(logger, started: float, settings, chosen: list, version: str | None, reason: str,
+            approval: dict | None) -> dict:
     registry = MlflowRegistry(settings)
     mv = registry.resolve(version)
     version = str(mv.version)
     names = ", ".join(t.name for t in chosen)
+    before = registry.alias_version(CHAMPION)
+    before = str(before.version) if before is not None else None
     # One transaction: if a later target or the promotion fails, every deploy-target task's
     # rollback hook puts its host back on the version it served before (flows/stages.py).
+    undo = None
     try:
         model_dir = registry.export_dir(mv, settings.pipeline_home / "registry-cache")
         bundle, metadata = package_task(model_dir, settings.pipeline_home / "bundles")
         registry.log_bundle(version, bundle)
-        with transaction():
+        with transaction() as undo:
             deployments = [deploy_task(target, bundle, metadata) for target in chosen]
             promotion = promote_task(registry, version, reason, flow_run.get_id(), approval)
     except Exception as exc:
-        logger.error("deploy of %s version %s failed; targets restored, champion unchanged", registry.name, version)
-        publish("deploy-report", registry.name, deploy_failed_report(registry.name, version, names, exc),
-                f"{registry.name} v{version} on {names}: FAILED, champion unchanged")
-        raise
+        error = _failed_deploy(logger, registry, version, names, before, restores(undo, exc), exc)
+        if error is exc:
+            raise
+        raise error from exc
     # The check after promotion: each target still serves the promoted version, healthy and faithful.
     checks = [smoke_test(t.name, url_of(t), metadata) for t in chosen]
     failed = [c for c in checks if not c.passed]
@@ -79,6 +95,39 @@ def deploy_flow(version: str | int | None = None, targets: list[str] | None = No
     if failed:
         raise PostPromotionCheckFailed(version, {c.target: c.failures for c in failed}, alarm_sent=all(sent))
     return result
+
+
+def _champion_after_failure(registry: MlflowRegistry, before: str | None) -> str:
+    """What became of the champion when a deploy failed, as read again from the registry."""
+    try:
+        now = registry.alias_version(CHAMPION)
+    except RegistryError as exc:
+        return f"the champion could not be read again (it was {before or 'none'}): {exc}"
+    now = str(now.version) if now is not None else None
+    if now == before:
+        return f"champion unchanged ({before or 'none'})"
+    return f"the champion MOVED from {before or 'none'} to {now or 'none'}"
+
+
+def _failed_deploy(logger, registry: MlflowRegistry, version: str, names: str, before: str | None,
+                   undone: list, exc: Exception) -> Exception:
+    """Log and report what a failed deploy left behind (each host put back or not, the champion); returns
+    the error to raise: ``exc``, or ``RestoreFailed`` when a host could not be put back."""
+    champion = _champion_after_failure(registry, before)
+    stuck = [r for r in undone if not r.ok]
+    hosts = "; ".join(str(r) for r in undone) or "no target had been switched"
+    logger.error("deploy of %s version %s failed: %s; %s", registry.name, version, hosts, champion)
+    publish("deploy-report", registry.name,
+            deploy_failed_report(registry.name, version, names, exc, [r.to_dict() for r in undone], champion),
+            f"{registry.name} v{version} on {names}: FAILED; "
+            + (f"{', '.join(r.target for r in stuck)} NOT put back; " if stuck else "") + champion)
+    error = exc
+    if stuck:
+        error = RestoreFailed(f"deploy of {registry.name} version {version} failed: {exc}\nand putting the hosts "
+                              f"back failed: " + "; ".join(str(r) for r in stuck) + f"\n{champion}; check each "
+                              "host with `python -m flows status --target NAME`")
+    error.restores, error.champion = [r.to_dict() for r in undone], champion   # for the release report
+    return error
 
 
 @flow(name="rollback", validate_parameters=False)
@@ -101,32 +150,39 @@ def rollback_flow(target: str = "local", version: str | int | None = None, targe
     bundles = settings.pipeline_home / "bundles"
     result = {"model": registry.name, "target": target, "reason": reason, "failing_version": failing_version}
     try:
-        champion = registry.alias_version(CHAMPION)
-        now = str(champion.version) if champion is not None else None
-        if failing_version and now != str(failing_version):
-            result |= {"champion_before": now, "champion_after": now}
-            failing = registry.get_version(failing_version)
-            served = transport_for(chosen).host("status")
-            if champion is None or not served.get("running") or \
-                    served.get("default_version") != failing.tags.get("export_version"):
-                logger.warning("alarm about version %s, but the champion is %s and %s does not serve it: nothing "
-                               "to do", failing_version, now or "none", target)
-                result |= {"action": "skipped"}
-                return result
-            deployment = activate_on(chosen, registry.export_dir(champion, cache), bundles)
-            logger.info("champion already back on %s; %s switched from version %s to it", now, target,
-                        failing_version)
-            result |= {"action": "aligned", "deployment": deployment.to_dict()}
-            return result
-        current, goal = registry.rollback_version(version, expected_champion=failing_version)
-        deployment = activate_on(chosen, registry.export_dir(registry.get_version(goal), cache), bundles)
-        result |= registry.record_rollback(current, goal, reason, flow_run.get_id())
-        result |= {"action": "rolled back", "deployment": deployment.to_dict()}
-        logger.info("rolled back %s on %s: champion %s -> %s", registry.name, target, current, goal)
-        return result
+        with exclusive(settings, "serving", f"rollback on {target} ({reason})"):
+            return _rollback(logger, registry, chosen, version, failing_version, reason, result, cache, bundles)
     except Exception as exc:
         result |= {"action": "FAILED", "error": str(exc)}
         raise
     finally:
         publish("rollback-report", registry.name, rollback_report(result),
                 f"{registry.name} on {target}: {result.get('action')}")
+
+
+def _rollback(logger, registry: MlflowRegistry, chosen, version: str | None, failing_version: str | None,
+              reason: str, result: dict, cache, bundles) -> dict:
+    target = chosen.name
+    champion = registry.alias_version(CHAMPION)
+    now = str(champion.version) if champion is not None else None
+    if failing_version and now != str(failing_version):
+        result |= {"champion_before": now, "champion_after": now}
+        failing = registry.get_version(failing_version)
+        served = transport_for(chosen).host("status")
+        if champion is None or not served.get("running") or \
+                served.get("default_version") != failing.tags.get("export_version"):
+            logger.warning("alarm about version %s, but the champion is %s and %s does not serve it: nothing "
+                           "to do", failing_version, now or "none", target)
+            result |= {"action": "skipped"}
+            return result
+        deployment = activate_on(chosen, registry.export_dir(champion, cache), bundles)
+        logger.info("champion already back on %s; %s switched from version %s to it", now, target,
+                    failing_version)
+        result |= {"action": "aligned", "deployment": deployment.to_dict()}
+        return result
+    current, goal = registry.rollback_version(version, expected_champion=failing_version)
+    deployment = activate_on(chosen, registry.export_dir(registry.get_version(goal), cache), bundles)
+    result |= registry.record_rollback(current, goal, reason, flow_run.get_id())
+    result |= {"action": "rolled back", "deployment": deployment.to_dict()}
+    logger.info("rolled back %s on %s: champion %s -> %s", registry.name, target, current, goal)
+    return result

@@ -1,4 +1,10 @@
-"""The release flow: validate → train → calibrate → export → register → gate."""
+"""The release flow: validate → train → calibrate → reserve → export → register → gate.
+
+The registry version is reserved before anything is written (under the model's release lock, with
+its release number): it names the export directory, the host's release and the bundle, so releases
+started at once get distinct versions and release numbers. A release that fails after its
+reservation marks that version failed; its number is not given again.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,20 @@ from prefect import flow, get_run_logger
 
 from flows.deploy import deploy_flow
 from flows.notify import publish
-from flows.stages import calibrate_task, export_task, gate_task, register_task, train_task, validate_data_task
+from flows.stages import (
+    calibrate_task,
+    export_task,
+    gate_task,
+    register_task,
+    reserve_task,
+    train_task,
+    validate_data_task,
+)
 from serving.schema import feature_schema_hash, load_feature_list, load_schema
 from tasks.constants import CHALLENGER, CHAMPION
 from tasks.errors import PostPromotionCheckFailed
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.reports import failed_release_report, release_report
-from tasks.release.versioning import next_release
 from tasks.settings import load_settings
 
 
@@ -44,7 +57,7 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     started = time.perf_counter()
     timings: dict[str, float] = {}
     settings = load_settings(config)
-    state = {"reported": False, "version": None}
+    state = {"reported": False, "version": None, "registered": False}
     try:
         return _release(logger, started, timings, state, settings, data, schema, feature_list, config, targets,
                         targets_file)
@@ -52,7 +65,8 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
         if not state["reported"]:   # the full report, once the gate ran, says what failed itself
             failed_at = getattr(exc, "release_stage", "release")
             publish("release-report", settings.model_name,
-                    failed_release_report(settings.model_name, data, failed_at, timings, exc, state["version"]),
+                    failed_release_report(settings.model_name, data, failed_at, timings, exc, state["version"],
+                                          state["registered"]),
                     f"{settings.model_name} release: FAILED at {failed_at}")
         raise
 
@@ -67,11 +81,9 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
     with _timed(timings, "validate"):
         ds = validate_data_task(data, contract, settings.training.min_rows, settings.training.min_class_rows)
     registry = MlflowRegistry(settings)
-    prior = registry.prior_release()
-    champion = registry.champion()
-    release = next_release(prior, feature_schema_hash(contract, features))
-    logger.info("candidate release %s (previous %s, champion %s)", release,
-                prior.release if prior else "none", champion.version if champion else "none")
+    with _timed(timings, "champion"):   # a registry that does not answer stops the run here, before training
+        champion = registry.champion()
+    logger.info("champion: %s", f"version {champion.version}" if champion else "none yet")
 
     with _timed(timings, "train"):
         trained = train_task(ds, contract, features, settings)
@@ -80,17 +92,23 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
     with _timed(timings, "calibrate"):
         cal = calibrate_task(trained.oof_raw, ds.y, trained.folds, settings.calibration.method,
                              settings.calibration.n_bins, report_dir / "reliability.png")
-    with _timed(timings, "export"):
-        exported = export_task(trained, cal, ds, contract, features, settings, release,
-                               {"schema_file": str(Path(schema).resolve()),
-                                "feature_list_file": str(Path(feature_list).resolve())})
-    with _timed(timings, "register"):
-        reg = register_task(registry, exported, cal, trained, input_example(exported.metadata),
-                            {"training": trained.params, "calibration": {"method": cal.method,
-                                                                         "n_bins": settings.calibration.n_bins},
-                             "data_rows": ds.n_rows, "release": release},
-                            {"previous_release": prior.release if prior else ""})
-        state["version"] = reg.version
+    with _timed(timings, "reserve"):
+        reservation = reserve_task(registry, settings, feature_schema_hash(contract, features))
+    state["version"], release = reservation.version, reservation.release
+    try:
+        with _timed(timings, "export"):
+            exported = export_task(trained, cal, ds, contract, features, settings, release,
+                                   {"schema_file": str(Path(schema).resolve()),
+                                    "feature_list_file": str(Path(feature_list).resolve())}, reservation.version)
+        with _timed(timings, "register"):
+            reg = register_task(registry, reservation, exported, cal, trained, input_example(exported.metadata),
+                                {"training": trained.params, "calibration": {"method": cal.method,
+                                                                             "n_bins": settings.calibration.n_bins},
+                                 "data_rows": ds.n_rows, "release": release}, {})
+    except Exception as exc:
+        registry.abandon(reservation, getattr(exc, "release_stage", "register"), exc)
+        raise
+    state["registered"] = True
     with _timed(timings, "gate"):
         gate = gate_task(exported.metadata.cv_metrics, settings.gate,
                          champion.metrics if champion else None, champion.version if champion else None)
@@ -127,6 +145,8 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
                                                 config=config, reason=f"release {release}: gate passed, smoke-tested")
         except Exception as exc:
             summary["deploy_error"] = str(exc)
+            summary["deploy_restores"] = getattr(exc, "restores", None)   # what deploy_flow found afterwards
+            summary["deploy_champion"] = getattr(exc, "champion", None)
             if isinstance(exc, PostPromotionCheckFailed):   # the champion did move
                 summary["post_promotion_failed"] = True
                 summary["registry"]["alias"] = CHAMPION

@@ -15,14 +15,16 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
+from flows.locks import exclusive
 from serving.metadata import ModelMetadata
 from serving.schema import FeatureList, Schema
 from tasks.constants import MODEL_TYPE
-from tasks.deploy.deploy import Deployment, deploy_to, restore
+from tasks.deploy.deploy import Deployment, Restore, deploy_to, restore
 from tasks.deploy.package import Bundle, package_version
 from tasks.deploy.targets import Target
-from tasks.registry import MlflowRegistry, RegisteredVersion
+from tasks.registry import MlflowRegistry, RegisteredVersion, Reservation
 from tasks.release.gate import GateResult, evaluate_gate
+from tasks.release.versioning import next_release
 from tasks.settings import GateSettings, Settings
 from tasks.training.calibrate import CalibrationResult, calibrate
 from tasks.training.data import Dataset, load_dataset
@@ -57,10 +59,21 @@ def calibrate_task(raw: np.ndarray, y: np.ndarray, folds: list, method: str, n_b
     return result
 
 
+@task(name="reserve-version", cache_policy=NO_CACHE)
+def reserve_task(registry: MlflowRegistry, settings: Settings, feature_schema_hash: str) -> Reservation:
+    """The next registry version and its release number, under the model's release lock: two releases
+    at once read the same latest release, so reading it and taking the version must not interleave."""
+    with exclusive(settings, "release", "reserving the next version"):
+        reservation = registry.reserve(feature_schema_hash, lambda prior: next_release(prior, feature_schema_hash))
+    get_run_logger().info("reserved %s version %s for release %s", reservation.name, reservation.version,
+                          reservation.release)
+    return reservation
+
+
 @task(name="export", cache_policy=NO_CACHE)
 def export_task(trained: TrainResult, cal: CalibrationResult, ds: Dataset, schema: Schema, features: FeatureList,
-                settings: Settings, release: str, lineage: dict) -> ExportedModel:
-    exported = export_model(trained, cal, ds, schema, features, settings, release, lineage)
+                settings: Settings, release: str, lineage: dict, version: str) -> ExportedModel:
+    exported = export_model(trained, cal, ds, schema, features, settings, release, lineage, version=version)
     get_run_logger().info("exported version %s (release %s) to %s; SavedModel fidelity %.1e, golden %.1e",
                           exported.version, release, exported.path, exported.fidelity_max_abs_diff,
                           exported.golden_max_abs_diff)
@@ -68,9 +81,10 @@ def export_task(trained: TrainResult, cal: CalibrationResult, ds: Dataset, schem
 
 
 @task(name="register", cache_policy=NO_CACHE)
-def register_task(registry: MlflowRegistry, exported: ExportedModel, calibration: CalibrationResult,
-                  trained: TrainResult, input_example, params: dict, extra_tags: dict[str, str]) -> RegisteredVersion:
-    reg = registry.log_and_register(exported=exported, calibration=calibration, train=trained,
+def register_task(registry: MlflowRegistry, reservation: Reservation, exported: ExportedModel,
+                  calibration: CalibrationResult, trained: TrainResult, input_example, params: dict,
+                  extra_tags: dict[str, str]) -> RegisteredVersion:
+    reg = registry.log_and_register(reservation, exported=exported, calibration=calibration, train=trained,
                                     input_example=input_example, params=params, extra_tags=extra_tags)
     get_run_logger().info("registered %s version %s (run %s)", reg.name, reg.version, reg.run_id)
     return reg
@@ -111,8 +125,20 @@ def deploy_task(target: Target, bundle: Bundle, metadata: ModelMetadata) -> Depl
 
 @deploy_task.on_rollback
 def _undo_deploy(txn) -> None:
-    """A later step of the run failed (another target, the promotion): put this host back."""
-    restore(txn.get("target"), txn.get("deployment"))
+    """A later step of the run failed (another target, the promotion): put this host back, and keep what
+    that did on the transaction for the flow's report (``restores``)."""
+    target = txn.get("target", None)
+    if target is None:   # this target's own deploy failed: deploy_to put it back itself (SmokeTestFailed.restore)
+        return
+    txn.set("restore", restore(target, txn.get("deployment")))
+
+
+def restores(txn, error: BaseException) -> list[Restore]:
+    """What was done to put each host of a failed deploy back: the rollback hooks' outcomes on the
+    transaction's task transactions, and the failing target's own (a failed smoke test)."""
+    found = [child.get("restore", None) for child in (txn.children if txn is not None else [])]
+    own = getattr(error, "restore", None)
+    return [r for r in [*found, own] if isinstance(r, Restore)]
 
 
 @task(name="promote", cache_policy=NO_CACHE)

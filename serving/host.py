@@ -3,7 +3,7 @@
 Runs on the target host (locally, or over SSH) with the standard library and this
 package only, and prints one JSON object. Layout under the base directory:
 
-    incoming/<release>.zip        bundles as transferred
+    incoming/<name>-<version>.zip bundles as transferred
     releases/<version>/           unpacked bundles (MANIFEST-checked)
     run/server.pid, run/server.log, run/admin_token (0600), run/server.json,
     run/serving-state.json        what the server serves (rewritten by it after every admin change)

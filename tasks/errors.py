@@ -6,8 +6,10 @@
     ├── TrainingError        the model could not be fitted or exported faithfully
     ├── ArtifactIntegrityError  an artifact the pipeline fetched does not match its recorded SHA-256
     ├── RegistryError        MLflow refused or is unreachable
+    ├── LockTimeout          another run of the same model held what this one needs for too long (names it)
     ├── TransferError        a bundle could not reach a target or the host refused it (names host, step)
     ├── SmokeTestFailed      the served model is not the trained one (lists every check that failed)
+    ├── RestoreFailed        a deploy failed and a host could NOT be put back (names it; check it by hand)
     └── PostPromotionCheckFailed  promoted, then a target failed the check after promotion (alarm emitted)
 
 A candidate that fails the quality gate is not an exception: it is registered with ``blessed=false``
@@ -52,15 +54,30 @@ class RegistryError(ReleaseError):
     pass
 
 
+class LockTimeout(ReleaseError):
+    pass
+
+
 class TransferError(ReleaseError):
     pass
 
 
 class SmokeTestFailed(ReleaseError):
-    def __init__(self, target: str, failures: list[str]) -> None:
+    """``restore``: what putting the host back did (``tasks.deploy.deploy.Restore``), if it was tried."""
+
+    def __init__(self, target: str, failures: list[str], restore=None) -> None:
         self.target = target
         self.failures = list(failures)
-        super().__init__(f"target {target}: smoke test failed:\n" + "\n".join(f"  - {f}" for f in failures))
+        self.restore = restore
+        super().__init__(f"target {target}: smoke test failed:\n" + "\n".join(f"  - {f}" for f in failures)
+                         + (f"\n{restore}" if restore is not None else ""))
+
+    def __reduce__(self):   # picklable (Prefect may persist a failed state's exception)
+        return type(self), (self.target, self.failures, self.restore)
+
+
+class RestoreFailed(ReleaseError):
+    """A deploy failed, and putting a host back failed too: that host may serve the new version, or nothing."""
 
 
 class PostPromotionCheckFailed(ReleaseError):

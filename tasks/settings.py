@@ -84,6 +84,9 @@ class Settings(_Section):
     export: ExportSettings = ExportSettings()
     mlflow: MlflowSettings = MlflowSettings()
     gate: GateSettings = GateSettings()
+    # How long a run waits for another run of the same model (its release numbering, a deploy or a
+    # rollback) before it gives up; tasks/locks.py.
+    lock_timeout_s: float = Field(3600, ge=0)
 
     @model_validator(mode="after")
     def _absolute_home(self) -> Settings:

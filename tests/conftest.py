@@ -137,7 +137,7 @@ def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG) -
                                  overrides={"seed": seed, "training.cv_folds": 2, "training.epochs": 8})
         result = train(ds, schema, features, settings)
         cal = calibrate(result.oof_raw, ds.y, result.folds, "isotonic", 10)
-        out.append(export_model(result, cal, ds, schema, features, settings, f"1.{i}.0"))
+        out.append(export_model(result, cal, ds, schema, features, settings, f"1.{i}.0", version=str(i + 1)))
     return out
 
 

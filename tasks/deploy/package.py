@@ -1,6 +1,7 @@
 """Stage 6: package a version as a deterministic release bundle (same inputs → same bytes).
 
-    <release>.zip
+    <name>-<version>.zip            named by the registry version (one model's releases, or two
+                                    models' "1.0.0", never share a name)
     ├── model/<name>/<version>/…    the export, unchanged
     ├── configs/schema.yaml, configs/feature_list.csv
     ├── serving/…                   the server's source (what runs on the host)
@@ -17,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +60,7 @@ def _entries(model_dir: Path, model_name: str, version: str, schema: Path, featu
 
 def build_bundle(model_dir: Path, model_name: str, version: str, release: str, schema: Path, feature_list: Path,
                  bundles_dir: Path) -> Bundle:
-    """Write ``bundles_dir/<release>.zip`` atomically; rebuilding the same inputs gives the same bytes."""
+    """Write ``bundles_dir/<name>-<version>.zip`` atomically; rebuilding the same inputs gives the same bytes."""
     entries = _entries(model_dir, model_name, version, schema, feature_list)
     files = {name: sha256_file(path) for name, path in entries.items()}
     manifest = "".join(f"{digest}  {name}\n" for name, digest in files.items()).encode()
@@ -72,8 +74,8 @@ def build_bundle(model_dir: Path, model_name: str, version: str, release: str, s
             zf.writestr(info, data, compresslevel=6)
     blob = buffer.getvalue()
     bundles_dir.mkdir(parents=True, exist_ok=True)
-    target = bundles_dir / f"{release}.zip"
-    part = target.with_suffix(".zip.part")
+    target = bundles_dir / f"{model_name}-{version}.zip"
+    part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")   # two packagers never share one
     part.write_bytes(blob)
     os.replace(part, target)
     return Bundle(path=target, sha256=sha256_bytes(blob), release=release, model_name=model_name,

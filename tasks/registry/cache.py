@@ -15,7 +15,7 @@ from pathlib import Path
 from serving.errors import IntegrityError
 from serving.metadata import ModelMetadata, read_metadata, verify_files, verify_metadata
 from tasks.errors import ArtifactIntegrityError, RegistryError
-from tasks.registry.links import safe_uri, tracking_uri
+from tasks.registry.links import redact, safe_uri, tracking_uri
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,17 @@ def export_dir(settings: Settings, mv, cache_dir: Path) -> Path:
         RegistryError: not here and not downloadable, or the registered model is malformed.
         ArtifactIntegrityError: the downloaded files do not match metadata.json (nothing was deployed).
     """
+    name, where = settings.model_name, safe_uri(settings.tracking_uri)
+    status = mv.tags.get("release_status")
+    if status in ("reserved", "failed"):
+        why = f" ({mv.tags.get('release_error')})" if mv.tags.get("release_error") else ""
+        raise RegistryError(f"MLflow at {where}: version {mv.version} of '{name}' was reserved by a release that "
+                            f"{'failed' if status == 'failed' else 'has not finished'}{why}; it has no model to "
+                            "deploy")
     local = local_export(mv)
     if local is not None:
         _check_export(settings, mv, local, "its export")
         return local
-    name, where = settings.model_name, safe_uri(settings.tracking_uri)
     dest = Path(cache_dir) / name / f"registry-{mv.version}"
     found = sorted(dest.glob("artifacts/*/metadata.json")) if dest.exists() else []
     if not found:
@@ -54,7 +60,8 @@ def export_dir(settings: Settings, mv, cache_dir: Path) -> Path:
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise RegistryError(f"MLflow at {where}: version {mv.version} of '{name}': its export is not on this "
-                                f"machine ({mv.tags.get('model_dir')}) and could not be downloaded: {exc}") from None
+                                f"machine ({mv.tags.get('model_dir')}) and could not be downloaded: "
+                                f"{redact(str(exc))}") from None
         shutil.rmtree(dest, ignore_errors=True)
         staging.rename(dest)
         found = sorted(dest.glob("artifacts/*/metadata.json"))
@@ -91,5 +98,5 @@ def metadata_of(client, settings: Settings, mv) -> ModelMetadata:
         except Exception as exc:
             raise RegistryError(f"MLflow at {safe_uri(settings.tracking_uri)}: version {mv.version} of "
                                 f"'{settings.model_name}': no metadata.json at {mv.tags.get('model_dir')} nor in "
-                                f"run {mv.run_id}: {exc}") from None
+                                f"run {mv.run_id}: {redact(str(exc))}") from None
         return read_metadata(Path(tmp) / "export")

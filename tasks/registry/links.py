@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
 def safe_uri(uri: str) -> str:
@@ -14,6 +17,12 @@ def safe_uri(uri: str) -> str:
     if "@" not in parts.netloc:
         return uri
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URI in it removed (MLflow's errors quote the
+    request URL, credentials included)."""
+    return _CREDENTIALS.sub(r"\g<scheme>", text)
 
 
 def run_link(client, tracking_uri: str, run_id: str) -> str:

@@ -1,8 +1,13 @@
-"""Record a training run in MLflow and register its export as a new model version.
+"""Reserve a model version in MLflow, then record the training run and the model into it.
 
-One run holds the params, metrics (per fold too), the reliability diagram and metadata.json;
-the registered model is a pyfunc ("models from code", ``pyfunc_model.py``) that scores through
-the server's own verified loader. Tags make each version self-describing.
+The version comes first (``reserve``): MLflow numbers versions atomically per model, so its number
+is the one identity of a release: the export directory ``models/<name>/<N>/``, the host's
+``releases/<N>/`` and the bundle ``<name>-<N>.zip`` are named by it, and two workers sharing one
+registry can never both write "3". The reservation holds an MLflow run and a logged model; once
+the export exists, ``log_and_register`` fills them: params, metrics (per fold too), the reliability
+diagram, metadata.json and the pyfunc ("models from code", ``pyfunc_model.py``) that scores through
+the server's own verified loader. Tags make each version self-describing; ``release_status`` says
+how far it got (reserved, registered, failed).
 """
 
 from __future__ import annotations
@@ -18,10 +23,24 @@ from serving.digest import sha256_file
 from serving.metadata import METADATA_FILE
 from tasks.constants import SERVING_DIR
 from tasks.errors import RegistryError
-from tasks.registry.links import safe_uri, tracking_uri
+from tasks.registry.links import redact, safe_uri, tracking_uri
 from tasks.settings import Settings
 
 PYFUNC_FILE = Path(__file__).resolve().with_name("pyfunc_model.py")
+
+
+RESERVED, REGISTERED, FAILED = "reserved", "registered", "failed"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A registry version taken before the export: its number, release, run and logged model."""
+
+    name: str
+    version: str
+    release: str
+    run_id: str
+    model_id: str
 
 
 @dataclass(frozen=True)
@@ -78,9 +97,50 @@ def _experiment_id(client, settings: Settings) -> str:
     return client.create_experiment(settings.mlflow.experiment, artifact_location=location)
 
 
-def log_and_register(client, settings: Settings, *, exported, calibration, train, input_example, params: dict,
-                     extra_tags: dict[str, str]) -> RegisteredVersion:
-    """One MLflow run with params, metrics, diagram and metadata; then a new registered version.
+def reserve(client, settings: Settings, release: str, tags: dict[str, str]) -> Reservation:
+    """A new version of the registered model (created if need be), numbered by MLflow, with its run and
+    logged model; tagged with ``release`` and ``tags`` in the same write, so no reader sees it untagged.
+
+    The caller holds the model's release lock (``tasks.locks``): the release number was read from the
+    versions before this one and must not interleave with another run's reservation.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    name = settings.model_name
+    # The SQL store resolves a models:/<id> source through the fluent API's tracking URI.
+    with tracking_uri(settings.tracking_uri):
+        experiment = _experiment_id(client, settings)
+        run = client.create_run(experiment, run_name=f"{name}-{release}", tags={"release": release})
+        model = client.create_logged_model(experiment, name="model", source_run_id=run.info.run_id)
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        mv = client.create_model_version(name, source=f"models:/{model.model_id}", run_id=run.info.run_id,
+                                         model_id=model.model_id,
+                                         tags={"release": release, "release_status": RESERVED, **tags})
+        version = str(mv.version)
+        client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+            [{"name": name, "version": version}])})
+        client.set_tag(run.info.run_id, "registered_version", version)
+    return Reservation(name, version, release, run.info.run_id, model.model_id)
+
+
+def abandon(client, reservation: Reservation, reason: str) -> None:
+    """A reserved version that will not be registered keeps its number (never reused) and says why."""
+    name, version = reservation.name, reservation.version
+    client.set_model_version_tag(name, version, "release_status", FAILED)
+    client.set_model_version_tag(name, version, "release_error", reason[:4000])
+    if client.get_run(reservation.run_id).info.status == "RUNNING":
+        client.set_terminated(reservation.run_id, "FAILED")
+    client.finalize_logged_model(reservation.model_id, "FAILED")
+
+
+def log_and_register(client, settings: Settings, reservation: Reservation, *, exported, calibration, train,
+                     input_example, params: dict, extra_tags: dict[str, str]) -> RegisteredVersion:
+    """Fill the reserved version: the run's params, metrics, diagram and metadata, the model, the tags.
 
     Raises:
         RegistryError: MLflow refused (names the tracking URI, without credentials).
@@ -99,8 +159,7 @@ def log_and_register(client, settings: Settings, *, exported, calibration, train
                 "final_epochs": train.final_epochs}
     metrics |= {k: v for k, v in train.timings.items()}
     try:
-        with tracking_uri(settings.tracking_uri), mlflow.start_run(experiment_id=_experiment_id(client, settings),
-                                                                    run_name=f"{name}-{metadata.release}") as run:
+        with tracking_uri(settings.tracking_uri), mlflow.start_run(run_id=reservation.run_id) as run:
             mlflow.log_params(_flatten("", params, {}))
             mlflow.log_metrics(metrics)
             for fold in train.fold_results:
@@ -116,16 +175,17 @@ def log_and_register(client, settings: Settings, *, exported, calibration, train
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=str(PYFUNC_FILE), artifacts={"model": str(exported.path)},
                     code_paths=[str(SERVING_DIR)], signature=signature, input_example=input_example,
-                    pip_requirements=serving_requirements(), registered_model_name=name,
+                    pip_requirements=serving_requirements(), model_id=reservation.model_id,
                 )
-            version = str(info.registered_model_version)
+            version = reservation.version
             tags = {"release": metadata.release, "export_version": metadata.version,
                     "model_dir": str(exported.path), "schema_hash": metadata.schema_hash,
                     "feature_schema_hash": metadata.feature_schema_hash, "model_digest": metadata.model_digest,
                     "metadata_sha256": sha256_file(exported.path / METADATA_FILE),
                     "data_sha256": metadata.lineage.get("data_sha256", ""),
                     "cv_metrics": json.dumps(metadata.cv_metrics), "mlflow_run_id": run.info.run_id,
-                    "calibrator_method": metadata.calibrator_method, **extra_tags}
+                    "calibrator_method": metadata.calibrator_method, **extra_tags,
+                    "release_status": REGISTERED}
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
             mlflow.set_tags({"release": metadata.release, "registered_version": version,
@@ -135,6 +195,6 @@ def log_and_register(client, settings: Settings, *, exported, calibration, train
     except Exception as exc:
         if type(exc).__module__.startswith("mlflow"):
             raise RegistryError(f"MLflow at {safe_uri(settings.tracking_uri)}: registering '{name}' failed: "
-                                f"{exc}") from exc
+                                f"{redact(str(exc))}") from None
         raise
     return RegisteredVersion(name, version, run.info.run_id, info.model_uri)

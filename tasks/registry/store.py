@@ -9,16 +9,41 @@ has to be remembered.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from serving.metadata import ModelMetadata
 from tasks.constants import CHALLENGER, CHAMPION, ROLLED_BACK
 from tasks.errors import RegistryError
+from tasks.locks import held_file
 from tasks.registry import cache, runs
-from tasks.registry.links import run_link, safe_uri
-from tasks.registry.runs import RegisteredVersion
+from tasks.registry.links import redact, run_link, safe_uri
+from tasks.registry.runs import RegisteredVersion, Reservation
 from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _is_mlflow_failure(exc: BaseException) -> bool:
+    """An error from MLflow or the layers under it (its REST client, its SQL store)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) or \
+        type(exc).__module__.split(".")[0] in ("mlflow", "sqlalchemy", "requests", "urllib3")
+
+
+def _not_there(exc: BaseException) -> bool:
+    """MLflow's answer for a name that is not set (an alias, a version, the model itself), as opposed
+    to a registry that failed to answer (network, authentication, server error).
+
+    A missing alias is INVALID_PARAMETER_VALUE "Registered model alias … not found." (SQL store and
+    tracking server alike, MLflow 3.17); a missing model or version is RESOURCE_DOES_NOT_EXIST.
+    """
+    code = getattr(exc, "error_code", None)
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc))
 
 
 @dataclass(frozen=True)
@@ -42,27 +67,52 @@ class MlflowRegistry:
 
         self.settings = settings
         self.name = settings.model_name
-        if settings.tracking_uri.startswith("sqlite:///"):
-            Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        uri = settings.tracking_uri
+        if not uri.startswith("sqlite:///"):
+            with self._step("connecting"):   # a database store connects here
+                self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            return
+        # MLflow creates and migrates a new SQLite store's schema when a client first opens it; two
+        # processes doing that at once (releases started together on a fresh pipeline home) break each
+        # other's migration, so the first opening happens under a lock beside the database.
+        db = Path(uri.removeprefix("sqlite:///"))
+        with held_file(db.with_name(f".{db.name}.lock"), f"opening the MLflow store {db}",
+                       settings.lock_timeout_s), self._step("opening the store"):
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            self.client.search_experiments(max_results=1)           # the tracking store's tables
+            self.client.search_registered_models(max_results=1)     # the registry's
+
+    # ------------------------------------------------------------ errors
+    def _where(self) -> str:
+        return safe_uri(self.settings.tracking_uri)
+
+    def _failed(self, step: str, exc: BaseException) -> RegistryError:
+        """The registry did not answer ``step``: say where (no credentials) and what, never "not there"."""
+        return RegistryError(f"MLflow at {self._where()}: {step} of '{self.name}' failed; the registry did not "
+                             f"answer, so nothing was decided from it (check that it is reachable and the "
+                             f"credentials, then run again): {redact(str(exc))}")
+
+    @contextmanager
+    def _step(self, step: str):
+        """Turn MLflow's failures during ``step`` into a ``RegistryError`` naming the registry and the step."""
+        try:
+            yield
+        except Exception as exc:
+            if _is_mlflow_failure(exc):
+                raise self._failed(step, exc) from None
+            raise
 
     # ------------------------------------------------------------ queries
     def _versions(self):
-        from mlflow.exceptions import MlflowException
-
-        try:
+        with self._step("listing the versions"):
             return self.client.search_model_versions(f"name = '{self.name}'")
-        except MlflowException as exc:
-            raise RegistryError(f"MLflow at {self._where()}: cannot list versions of '{self.name}': {exc}") from None
-
-    def _where(self) -> str:
-        return safe_uri(self.settings.tracking_uri)
 
     def run_link(self, run_id: str) -> str:
         return run_link(self.client, self.settings.tracking_uri, run_id)
 
     def prior_release(self) -> PriorRelease | None:
-        """The latest registered version's release and feature-schema hash."""
+        """The latest version's release and feature-schema hash (reserved, registered or failed alike: a
+        release number, once taken, is never given again)."""
         tagged = [v for v in self._versions() if v.tags.get("release") and v.tags.get("feature_schema_hash")]
         if not tagged:
             return None
@@ -70,12 +120,19 @@ class MlflowRegistry:
         return PriorRelease(latest.tags["release"], latest.tags["feature_schema_hash"])
 
     def alias_version(self, alias: str):
-        from mlflow.exceptions import MlflowException
+        """The version ``alias`` points at; None only when MLflow answers that the alias is not set.
 
+        Raises:
+            RegistryError: the registry did not answer (unreachable, refused): not the same as no alias.
+        """
         try:
             return self.client.get_model_version_by_alias(self.name, alias)
-        except MlflowException:
-            return None
+        except Exception as exc:
+            if not _is_mlflow_failure(exc):
+                raise
+            if _not_there(exc):
+                return None
+            raise self._failed(f"reading alias '{alias}'", exc) from None
 
     def champion(self) -> Champion | None:
         mv = self.alias_version(CHAMPION)
@@ -83,13 +140,18 @@ class MlflowRegistry:
             return None
         metrics = json.loads(mv.tags.get("cv_metrics", "{}"))
         if not metrics and mv.run_id:
-            run_metrics = self.client.get_run(mv.run_id).data.metrics
+            with self._step(f"reading the run of champion version {mv.version}"):
+                run_metrics = self.client.get_run(mv.run_id).data.metrics
             metrics = {k.removeprefix("cv_"): v for k, v in run_metrics.items() if k.startswith("cv_")}
         return Champion(version=str(mv.version), release=mv.tags.get("release"), metrics=metrics)
 
     # ------------------------------------------------------------ writes
     def record_gate(self, version: str, gate) -> None:
         """Tag the verdict on the version; a blessed version becomes the challenger."""
+        with self._step(f"recording the gate verdict on version {version}"):
+            self._record_gate(version, gate)
+
+    def _record_gate(self, version: str, gate) -> None:
         self.client.set_model_version_tag(self.name, version, "blessed", str(gate.passed).lower())
         self.client.set_model_version_tag(self.name, version, "gate_reasons", json.dumps(gate.reasons))
         if gate.champion_version:
@@ -98,12 +160,32 @@ class MlflowRegistry:
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
 
     # ------------------------------------------------------------ registering and exports
-    def log_and_register(self, *, exported, calibration, train, input_example, params: dict,
-                         extra_tags: dict[str, str]) -> RegisteredVersion:
-        """One MLflow run, then a new registered version (``runs.log_and_register``)."""
-        return runs.log_and_register(self.client, self.settings, exported=exported, calibration=calibration,
-                                     train=train, input_example=input_example, params=params,
-                                     extra_tags=extra_tags)
+    def reserve(self, feature_schema_hash: str, release_of: Callable[[PriorRelease | None], str]) -> Reservation:
+        """The next version and its release number (``release_of(prior release)``), taken together.
+
+        Call it holding the model's release lock (``tasks.locks``): the release number is read from the
+        versions before this one, so another run's reservation must not come in between.
+        """
+        prior = self.prior_release()
+        release = release_of(prior)
+        with self._step("reserving a new version"):
+            return runs.reserve(self.client, self.settings, release, {
+                "feature_schema_hash": feature_schema_hash, "previous_release": prior.release if prior else ""})
+
+    def abandon(self, reservation: Reservation, stage: str, error: BaseException) -> None:
+        """Mark a reserved version whose release failed at ``stage`` (best effort: the flow raises ``error``)."""
+        try:
+            with self._step(f"marking version {reservation.version} failed"):
+                runs.abandon(self.client, reservation, f"{stage}: {type(error).__name__}: {redact(str(error))}")
+        except RegistryError as exc:
+            log.error("%s", exc)
+
+    def log_and_register(self, reservation: Reservation, *, exported, calibration, train, input_example,
+                         params: dict, extra_tags: dict[str, str]) -> RegisteredVersion:
+        """The run's record and the model, into the reserved version (``runs.log_and_register``)."""
+        return runs.log_and_register(self.client, self.settings, reservation, exported=exported,
+                                     calibration=calibration, train=train, input_example=input_example,
+                                     params=params, extra_tags=extra_tags)
 
     def export_dir(self, mv, cache_dir: Path) -> Path:
         """The version's export on this machine, SHA-256 checked (``cache.export_dir``)."""
@@ -115,12 +197,15 @@ class MlflowRegistry:
 
     # ------------------------------------------------------------ versions
     def get_version(self, version: str):
-        from mlflow.exceptions import MlflowException
-
+        """Raises RegistryError: no such version, or the registry did not answer (said apart)."""
         try:
             return self.client.get_model_version(self.name, str(version))
-        except MlflowException:
-            raise RegistryError(f"MLflow at {self._where()}: '{self.name}' has no version {version}") from None
+        except Exception as exc:
+            if not _is_mlflow_failure(exc):
+                raise
+            if _not_there(exc) or getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":  # or not a number
+                raise RegistryError(f"MLflow at {self._where()}: '{self.name}' has no version {version}") from None
+            raise self._failed(f"reading version {version}", exc) from None
 
     def resolve(self, version: str | None):
         """The version to deploy: the one named, else the challenger, else the latest blessed one."""
@@ -143,9 +228,10 @@ class MlflowRegistry:
 
     def log_bundle(self, version: str, bundle) -> None:
         mv = self.get_version(version)
-        if mv.run_id:
-            self.client.log_artifact(mv.run_id, str(bundle.path), "bundle")
-        self.client.set_model_version_tag(self.name, str(version), "bundle_sha256", bundle.sha256)
+        with self._step(f"recording the bundle of version {version}"):
+            if mv.run_id:
+                self.client.log_artifact(mv.run_id, str(bundle.path), "bundle")
+            self.client.set_model_version_tag(self.name, str(version), "bundle_sha256", bundle.sha256)
 
     def _audit(self, version: str, prefix: str, reason: str, run_id: str | None) -> None:
         import getpass
@@ -161,6 +247,12 @@ class MlflowRegistry:
         and, for an approved promotion, the approver and their reason."""
         before = self.alias_version(CHAMPION)
         previous = str(before.version) if before is not None else None
+        with self._step(f"promoting version {version}"):
+            self._promote(version, previous, reason, run_id, approval)
+        return {"champion_before": previous, "champion_after": str(version)}
+
+    def _promote(self, version: str, previous: str | None, reason: str, run_id: str | None,
+                 approval: dict | None) -> None:
         if previous != str(version):
             self.client.set_model_version_tag(self.name, str(version), "previous_champion", previous or "")
         self._audit(version, "promoted", reason, run_id)
@@ -170,7 +262,6 @@ class MlflowRegistry:
         challenger = self.alias_version(CHALLENGER)
         if challenger is not None and str(challenger.version) == str(version):
             self.client.delete_registered_model_alias(self.name, CHALLENGER)
-        return {"champion_before": previous, "champion_after": str(version)}
 
     def rollback_version(self, to_version: str | None, expected_champion: str | None = None) -> tuple[str, str]:
         """(current champion, the version to roll back to): the recorded previous champion unless named.
@@ -189,7 +280,8 @@ class MlflowRegistry:
         return str(current.version), str(target)
 
     def record_rollback(self, from_version: str, to_version: str, reason: str, run_id: str | None) -> dict:
-        self._audit(to_version, "rolled_back_to", reason, run_id)
-        self.client.set_model_version_tag(self.name, from_version, ROLLED_BACK, to_version)
-        self.client.set_registered_model_alias(self.name, CHAMPION, to_version)
+        with self._step(f"moving the champion back from version {from_version} to {to_version}"):
+            self._audit(to_version, "rolled_back_to", reason, run_id)
+            self.client.set_model_version_tag(self.name, from_version, ROLLED_BACK, to_version)
+            self.client.set_registered_model_alias(self.name, CHAMPION, to_version)
         return {"champion_before": from_version, "champion_after": to_version}

@@ -65,8 +65,9 @@ def release_report(summary: dict, run_link: str) -> str:
                   "champion, then failed the check after promotion; a critical alarm asks for the rollback.", "",
                   *_code_block(summary["deploy_error"]), ""]
     elif summary.get("deploy_error"):
-        lines += ["## Deployment FAILED", "", "The targets were put back on what they served before; the champion "
-                  "is unchanged.", "", *_code_block(summary["deploy_error"]), ""]
+        lines += ["## Deployment FAILED", "", *_restore_lines(summary.get("deploy_restores"),
+                                                              summary.get("deploy_champion")),
+                  "", *_code_block(summary["deploy_error"]), ""]
     if deploy:
         lines += ["## Deployment and smoke tests", ""] + _smoke_rows(deploy["deployments"])
         lines += ["", f"Champion: {deploy['champion_before'] or 'none'} → {deploy['champion_after']}.", ""]
@@ -77,10 +78,15 @@ def release_report(summary: dict, run_link: str) -> str:
 
 
 def failed_release_report(model: str, data: str, stage: str, timings: dict, error: BaseException,
-                          version: str | None) -> str:
+                          version: str | None, registered: bool = True) -> str:
     """A release that failed before its quality gate ran: where, why, and what was left behind."""
-    left = (f"registered as version {version} (no gate verdict; not deployed)" if version else
-            "nothing was registered, deployed or promoted")
+    if version and registered:
+        left = f"registered as version {version} (no gate verdict; not deployed)"
+    elif version:
+        left = (f"version {version} had been reserved; it is marked `release_status=failed` with the error, and "
+                "its number and release number are not given again; nothing was deployed or promoted")
+    else:
+        left = "nothing was registered, deployed or promoted"
     lines = [f"# Release of {model} FAILED at {stage}", "", f"- data: `{data}`", f"- {left}", "",
              *_code_block(f"{type(error).__name__}: {error}"), ""]
     if timings:
@@ -106,10 +112,24 @@ def deploy_report(result: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def deploy_failed_report(model: str, version: str, targets: str, error: BaseException) -> str:
+def _restore_lines(restores: list[dict] | None, champion: str | None) -> list[str]:
+    """What a failed deploy left behind, as it was found: each host put back (or NOT), and the champion."""
+    if restores is None:
+        return ["- what became of the targets and the champion: see the deploy report"]
+    lines = [f"- {r['summary']}" for r in restores] or ["- no target had been switched by this run"]
+    if any(r["outcome"] == "FAILED" for r in restores):
+        lines.append("- **a target could NOT be put back**: it may serve the new version or nothing; check it with "
+                     "`python -m flows status --target NAME`")
+    return [*lines, f"- {champion or 'champion: not read again'}"]
+
+
+def deploy_failed_report(model: str, version: str, targets: str, error: BaseException,
+                         restores: list[dict] | None = None, champion: str | None = None) -> str:
+    """``restores``: ``Restore.to_dict()`` of each target the run had switched; ``champion``: what the
+    registry said afterwards."""
     return "\n".join([f"# Deploy of {model} version {version} FAILED", "", f"- targets: {targets}",
-                      "- the targets already switched were put back on what they served before; the champion "
-                      "is unchanged", "", *_code_block(f"{type(error).__name__}: {error}"), ""])
+                      *_restore_lines(restores, champion), "", *_code_block(f"{type(error).__name__}: {error}"),
+                      ""])
 
 
 def rollback_report(result: dict) -> str:

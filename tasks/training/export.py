@@ -4,15 +4,15 @@
     calibrator.pkl    the calibrator, bound to this SavedModel's digest
     metadata.json     metrics, contract, file manifest, golden examples, drift references
 
-The directory is assembled in a staging folder beside its final place, checked
-end to end through the serving loader, then renamed into place under a lock, so
-``N/`` either does not exist or is complete.
+``N`` is the registry version reserved for this release (``tasks.registry.runs.reserve``), never a
+count of this machine's directories: workers sharing one registry cannot both write "3". The
+directory is assembled in a staging folder beside its final place, checked end to end through the
+serving loader, then renamed into place, so ``N/`` either does not exist or is complete; an
+existing ``N/`` is never replaced.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import platform
@@ -158,21 +158,10 @@ def write_saved_model(model, stats, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-@contextlib.contextmanager
-def _locked(directory: Path):
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def next_version(models_dir: Path) -> str:
-    existing = [int(p.name) for p in models_dir.iterdir() if p.is_dir() and p.name.isdigit()] \
-        if models_dir.exists() else []
-    return str(max(existing, default=0) + 1)
+def _taken(final: Path) -> str:
+    return (f"export: {final} already exists; registry versions name export directories, so this pipeline home "
+            "holds an export its registry did not number (another registry's, or one from before versions were "
+            "reserved): move it away or use another PIPELINE_HOME")
 
 
 def _fsync_tree(root: Path) -> None:
@@ -188,17 +177,23 @@ def _fsync_tree(root: Path) -> None:
 
 
 def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema: Schema, features: FeatureList,
-                 settings: Settings, release: str, lineage: dict | None = None) -> ExportedModel:
-    """Write and verify a new version directory; returns where it is and what is in it.
+                 settings: Settings, release: str, lineage: dict | None = None, *, version: str) -> ExportedModel:
+    """Write and verify the version directory ``models/<name>/<version>/``; returns where it is and what is in it.
+
+    Args:
+        version: the registry version reserved for this release: the directory's name and the served version.
 
     Raises:
-        TrainingError: the SavedModel does not reproduce the Keras model, or the reloaded
-            version does not reproduce its own golden examples.
+        TrainingError: the SavedModel does not reproduce the Keras model, the reloaded version does
+            not reproduce its own golden examples, or ``<version>/`` already exists (left as it is).
     """
     import keras
     import tensorflow as tf
 
     models_dir = settings.models_dir
+    final = models_dir / version
+    if final.exists():
+        raise TrainingError(_taken(final))
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f".staging-{uuid.uuid4().hex}"
     try:
@@ -216,7 +211,7 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
 
         schema_dump = schema.model_dump(mode="json", exclude_none=True)
         metadata = ModelMetadata(
-            version="0", release=release, model_name=settings.model_name, model_type=train.model_type,
+            version=version, release=release, model_name=settings.model_name, model_type=train.model_type,
             calibrator_method=cal.method, training_date=datetime.now(UTC).isoformat(timespec="seconds"),
             cv_metrics=cal.metrics_after, calibration=cal.summary,
             schema=schema_dump, schema_hash=schema.digest(),
@@ -253,18 +248,16 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
         if golden_error > GOLDEN_TOLERANCE:
             raise TrainingError(f"export: the reloaded model misses its golden examples by {golden_error:.2e}")
 
-        with _locked(models_dir):
-            version = next_version(models_dir)
-            metadata = metadata.model_copy(update={"version": version})
-            (staging / METADATA_FILE).write_text(metadata.to_json())
-            _fsync_tree(staging)
-            final = models_dir / version
-            os.rename(staging, final)
-            fd = os.open(models_dir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _fsync_tree(staging)
+        try:
+            os.rename(staging, final)   # fails on a non-empty N/: never replaced
+        except OSError:
+            raise TrainingError(_taken(final)) from None
+        fd = os.open(models_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         log.info("exported %s release %s to %s", version, release, final)
         return ExportedModel(version=version, release=release, path=final, metadata=metadata,
                              fidelity_max_abs_diff=fidelity, golden_max_abs_diff=golden_error)

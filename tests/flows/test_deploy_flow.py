@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from tasks.constants import ALARM_CRITICAL
-from tasks.errors import ArtifactIntegrityError, PostPromotionCheckFailed, SmokeTestFailed, TransferError
+from tasks.errors import (
+    ArtifactIntegrityError,
+    LockTimeout,
+    PostPromotionCheckFailed,
+    RestoreFailed,
+    SmokeTestFailed,
+    TransferError,
+)
 from tasks.registry import MlflowRegistry
 from tasks.settings import load_settings
 from testkit.net import free_port
@@ -35,7 +42,7 @@ class History(Steps):
     """One model's release history on target t1 (see ``Steps``). Releases: 1 and 2 succeed, 3 fails
     its smoke test, 4 is promoted and then fails the check after promotion."""
 
-    STEPS = ("first", "second", "busy_target", "failed_smoke", "rollback", "post_promotion", "alarms")
+    STEPS = ("first", "second", "busy_target", "unrestorable", "failed_smoke", "rollback", "post_promotion", "alarms")
 
     def __init__(self, env: dict, data: Path, schema: Path, features: Path, config: Path) -> None:
         super().__init__()
@@ -70,7 +77,43 @@ class History(Steps):
                             f"targets/busy\n    port: {squatter.getsockname()[1]}\n")
             with pytest.raises(TransferError) as failure:
                 deploy_flow(version="1", targets=["t1", "busy"], targets_file=str(both), config=str(self.config))
-        return {"error": failure.value, "served": self.served(), "champion": self.champion()}
+        return {"error": failure.value, "served": self.served(), "champion": self.champion(),
+                "report": artifacts("deploy-report-test-model")[0]}
+
+    def _unrestorable(self, patch):
+        """The same failure, but t1's host refuses to be put back (its `activate` fails): the flow says so."""
+        from flows.deploy import deploy_flow
+        from tasks.deploy import deploy as deploy_mod
+        from tasks.deploy.targets import load_targets
+        from tasks.deploy.transports import transport_for
+
+        class Refusing:
+            def __init__(self, real):
+                self.real = real
+
+            def put(self, bundle):
+                return self.real.put(bundle)
+
+            def host(self, *args):
+                if args[0] == "activate":
+                    raise TransferError(f"target {self.real.target.name}: activate: host unreachable (injected)")
+                return self.real.host(*args)
+
+        patch.setattr(deploy_mod, "transport_for", lambda target: Refusing(transport_for(target)))
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            both = self.env["home"] / "two-targets.yaml"
+            both.write_text(open(self.env["targets"]).read() + "  busy:\n    transport: local\n    base_dir: "
+                            f"targets/busy\n    port: {squatter.getsockname()[1]}\n")
+            with pytest.raises(RestoreFailed) as failure:
+                deploy_flow(version="1", targets=["t1", "busy"], targets_file=str(both), config=str(self.config))
+        patch.undo()
+        out = {"error": failure.value, "served": self.served(), "champion": self.champion(),
+               "report": artifacts("deploy-report-test-model")[0]}
+        # Put t1 back by hand, as the message says, for the steps after this one.
+        transport_for(load_targets(self.env["targets"], self.env["home"])["t1"]).host("activate", "--version", "2")
+        return out
 
     def _failed_smoke(self, patch):
         """Release 3's smoke test fails (injected): the host goes back, the registry is left alone."""
@@ -143,11 +186,11 @@ def test_first_release_starts_the_server_and_promotes(history):
     (dep,) = d["deployments"]
     assert dep["action"] == "start" and dep["version"] == "1" and dep["smoke"]["passed"]
     assert dep["smoke"]["golden_max_abs_diff"] <= 1e-6 and dep["smoke"]["latency_ms_p50"] > 0
-    assert (history.env["home"] / "bundles" / "1.0.0.zip").exists()
+    assert (history.env["home"] / "bundles" / "test-model-1.zip").exists()
     client = history.client
     v1 = client.get_model_version("test-model", "1")
     assert v1.tags["promoted_reason"].startswith("release 1.0.0") and v1.tags["bundle_sha256"] == d["bundle"]["sha256"]
-    assert {a.path for a in client.list_artifacts(v1.run_id, "bundle")} == {"bundle/1.0.0.zip"}
+    assert {a.path for a in client.list_artifacts(v1.run_id, "bundle")} == {"bundle/test-model-1.zip"}
 
 
 def test_second_release_hot_loads_beside_the_first(history):
@@ -165,13 +208,30 @@ def test_a_failing_second_target_rolls_the_first_back(history):
     busy = history.at("busy_target")
     assert re.search("target busy: start: port .* is in use", str(busy["error"]))
     assert busy["served"] == "2" and busy["champion"] == "2"
+    assert "target t1 restored to version 2" in busy["report"].data
+    assert "champion unchanged (2)" in busy["report"].data and "could NOT" not in busy["report"].data
+    assert busy["report"].description == "test-model v1 on t1, busy: FAILED; champion unchanged (2)"
+
+
+def test_a_host_that_cannot_be_put_back_is_reported_as_such(history):
+    """Restoring t1 fails (its host refuses): the error, the report and its title say that t1 was NOT put back
+    (and what failed), not "targets restored"; the champion did not move."""
+    stuck = history.at("unrestorable")
+    text = str(stuck["error"])
+    assert "target t1 could NOT be put back on version 2" in text and "host unreachable (injected)" in text
+    assert re.search("target busy: start: port .* is in use", text) and "champion unchanged (2)" in text
+    assert "could NOT be put back on version 2" in stuck["report"].data
+    assert "flows status --target" in stuck["report"].data and "champion unchanged (2)" in stuck["report"].data
+    assert stuck["report"].description == "test-model v1 on t1, busy: FAILED; t1 NOT put back; champion unchanged (2)"
+    assert stuck["served"] == "1" and stuck["champion"] == "2"     # what the report said: t1 still serves 1
 
 
 @pytest.mark.faults
 def test_a_failed_smoke_test_restores_the_host_and_leaves_the_registry(history):
     failed = history.at("failed_smoke")
-    assert "injected" in str(failed["error"])
+    assert "injected" in str(failed["error"]) and "target t1 restored to version 2" in str(failed["error"])
     assert "## Deployment FAILED" in failed["report"] and "injected" in failed["report"]
+    assert "- target t1 restored to version 2" in failed["report"] and "- champion unchanged (2)" in failed["report"]
     assert "| train |" in failed["report"]
     assert failed["served"] == "2" and failed["champion"] == "2"
 
@@ -361,3 +421,57 @@ def test_paths_with_spaces_and_no_pipeline_secrets_on_the_host(served_models, tm
         assert f"SERVING_ADMIN_TOKEN_FILE={target.base_dir / 'run' / 'admin_token'}".encode() in environ
     finally:
         transport_for(target).host("stop")
+
+
+def _impatient_config(tmp_path) -> Path:
+    from tests.conftest import FAST_CONFIG
+
+    path = tmp_path / "impatient.yaml"
+    path.write_text(FAST_CONFIG + "lock_timeout_s: 0\n")
+    return path
+
+
+def test_the_cli_rollback_waits_for_the_models_serving_lock(prefect_server, target_env, tmp_path):
+    """`python -m flows rollback` does not go through the rollback deployment (one run at a time), so the flow
+    itself takes the model's serving lock, as every deploy and deployment rollback does: while another run
+    holds it, the CLI's rollback waits (here: not at all) and exits 6 naming that run; nothing moves."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.locks import held
+
+    env = {**os.environ, "PIPELINE_HOME": str(target_env["home"]), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "flows", "rollback", "--target", "t1", "--targets", target_env["targets"],
+           "--config", str(_impatient_config(tmp_path))]
+    with held(target_env["home"], "test-model", "serving", "deploy of version 9 (held by the test)", 0):
+        busy = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert busy.returncode == 6, busy.stderr[-3000:]
+    last = busy.stderr.strip().splitlines()[-1]     # the CLI's own message (Prefect logs the failed run above it)
+    assert last.startswith("error: test-model: rollback on t1 (manual rollback) waited 0 s for ")
+    assert "held by deploy of version 9 (held by the test) (pid " in last
+    free = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert free.returncode == 2 and "has no champion to roll back from" in free.stderr   # got past the lock
+
+
+def test_a_team_wide_concurrency_limit_is_held_too(prefect_server, target_env, tmp_path):
+    """Workers on other machines do not share a pipeline home: where the Prefect server has the global
+    concurrency limit pipeline-serving-<model>, a rollback also needs its slot."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+
+    from flows.deploy import rollback_flow
+
+    name = "pipeline-serving-test-model"
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    try:
+        with concurrency(name, occupy=1), pytest.raises(LockTimeout, match=f"global concurrency limit '{name}'"):
+            rollback_flow(target="t1", targets_file=target_env["targets"], config=str(_impatient_config(tmp_path)))
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(name)

@@ -222,3 +222,71 @@ def test_unreadable_inputs_exit_2_naming_the_file(tmp_path, demo_csv, schema_pat
     result = _cli(["validate", *[x for k, v in args.items() if v is not None for x in (k, v)]], home)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and culprit in result.stderr
+
+
+def test_two_releases_at_once_get_distinct_versions_and_release_numbers(prefect_server, home, demo_csv, schema_path,
+                                                                         feature_list_path, fast_config, tmp_path):
+    """Two `python -m flows release` started together on one PIPELINE_HOME (both read "no release yet" before
+    either registers) get distinct registry versions and release numbers; each export directory is named by
+    its registry version, complete, and nothing is left half written."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PIPELINE_HOME": str(home), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    logs = [tmp_path / f"release-{i}.log" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "flows", "release", "--data", str(demo_csv), "--schema",
+                               str(schema_path), "--feature-list", str(feature_list_path), "--config",
+                               str(fast_config), "--no-deploy", "--json-out", str(tmp_path / f"release-{i}.json")],
+                              cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+             for i, log in enumerate(logs)]
+    for proc, log in zip(procs, logs):
+        assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    summaries = [json.loads((tmp_path / f"release-{i}.json").read_text()) for i in range(2)]
+
+    assert sorted(s["registry"]["version"] for s in summaries) == ["1", "2"]
+    assert sorted(s["release"] for s in summaries) == ["1.0.0", "1.1.0"]
+    for s in summaries:   # one identity: the export directory and the served version are the registry version
+        assert s["version"] == s["registry"]["version"]
+        assert s["model_dir"] == str(home / "models" / "test-model" / s["version"])
+    models = home / "models" / "test-model"
+    assert sorted(p.name for p in models.iterdir()) == ["1", "2"]          # no staging folder left behind
+    client, _ = mlflow_client(home)
+    for mv in client.search_model_versions("name = 'test-model'"):
+        meta = json.loads((models / str(mv.version) / "metadata.json").read_text())
+        assert meta["version"] == str(mv.version) and meta["release"] == mv.tags["release"]
+        assert mv.tags["release_status"] == "registered" and mv.tags["export_version"] == str(mv.version)
+        assert mv.tags["model_dir"] == str(models / str(mv.version))
+    later = client.get_model_version("test-model", "2")
+    assert later.tags["previous_release"] == client.get_model_version("test-model", "1").tags["release"]
+
+
+def test_an_unreachable_registry_fails_the_release_before_training(prefect_server, env_home, demo_csv, schema_path,
+                                                                  feature_list_path, fast_config, monkeypatch):
+    """A registry that cannot be reached is not "no champion": the run stops with an error naming the registry
+    (without credentials) and the step, before any training, and the gate never runs without its champion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from flows.release import release_flow
+    from tasks.errors import RegistryError
+    from tests.flows.conftest import artifacts
+
+    server = "http://pipeline:S3cret@127.0.0.1:9"
+
+    def unreachable(self, name, alias):
+        raise MlflowException(f"API request to {server}/api/2.0/mlflow/registered-models/alias failed with "
+                              "exception HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded")
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", unreachable)
+    trained = []
+    monkeypatch.setattr("flows.stages.train", lambda *a, **k: trained.append(1))
+    with pytest.raises(RegistryError) as failure:
+        release_flow(data=str(demo_csv), schema=str(schema_path), feature_list=str(feature_list_path),
+                     config=str(fast_config))
+    text = str(failure.value)
+    assert "reading alias 'champion' of 'test-model' failed" in text and "did not answer" in text
+    assert "mlflow.db" in text and "http://127.0.0.1:9" in text and "S3cret" not in text
+    assert trained == []
+    report = artifacts("release-report-test-model")[0].data
+    assert report.startswith("# Release of test-model FAILED at champion") and "S3cret" not in report
+    assert "nothing was registered, deployed or promoted" in report

@@ -159,7 +159,7 @@ def test_mlflow_registry_on_postgresql_and_artifacts_in_the_bucket(released, tea
     assert keys and all(k.startswith("mlflow/") for k in keys)
     assert any(k.endswith("/MLmodel") for k in keys), keys                  # the registered pyfunc model
     assert any(k.endswith(f"/{mv.run_id}/artifacts/export/metadata.json") for k in keys), keys
-    assert any(k.endswith(f"/{mv.run_id}/artifacts/bundle/1.0.0.zip") for k in keys), keys
+    assert any(k.endswith(f"/{mv.run_id}/artifacts/bundle/test-model-1.zip") for k in keys), keys
     # and nowhere else: no local mlruns/, mlartifacts/ or mlflow.db next to the server
     assert sorted(p.name for p in team["mlflow"].log.parent.iterdir()) == ["server.log"]
 

@@ -5,7 +5,7 @@
   logs a warning and saves it to ``known_hosts`` (created 0600): from then on that key, and only
   it, is accepted.
 - Key authentication only. Every operation has a hard timeout; the session sends keepalives.
-- The bundle goes to ``incoming/<release>.zip.part`` with pipelined writes; an interrupted
+- The bundle goes to ``incoming/<name>-<version>.zip.part`` with pipelined writes; an interrupted
   upload resumes from the bytes already there. The host computes the SHA-256, and only a
   match is renamed into place.
 """

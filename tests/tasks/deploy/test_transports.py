@@ -81,15 +81,17 @@ def test_deploy_builds_the_environment_as_its_own_step_before_start(monkeypatch)
             return TransferReceipt("t", "/srv/ml/incoming/1.0.0.zip", "0" * 64, 3)
 
         def host(self, *args, stdin=None):
-            steps.append(args[0])
+            steps.append(args)
             return {"action": "start", "previous_version": None}
 
     monkeypatch.setattr(deploy_mod, "transport_for", lambda target: Recorder())
     monkeypatch.setattr(deploy_mod, "smoke_test", lambda target, url, metadata: SmokeReport(
         target, url, metadata.version, True))
     target = Target(name="t", base_dir="/srv/ml")
-    deploy_mod.deploy_to(target, SimpleNamespace(), SimpleNamespace(version="1"))
-    assert steps == ["unpack", "ensure-venv", "start"]
+    bundle = SimpleNamespace(files={"model/m/1/metadata.json": "a" * 64})
+    deploy_mod.deploy_to(target, bundle, SimpleNamespace(version="1", model_name="m"))
+    assert [s[0] for s in steps] == ["unpack", "ensure-venv", "start"]
+    assert steps[-1][-2:] == ("--metadata-sha256", "a" * 64)     # the server checks what was packaged
 
 
 def test_the_presigned_url_reaches_the_host_on_stdin_not_its_command_line(ssh):

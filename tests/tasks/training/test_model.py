@@ -12,6 +12,7 @@ from serving.errors import IntegrityError
 from serving.metadata import read_metadata, verify_files
 from serving.model import LoadedModel
 from serving.schema import load_feature_list, load_schema
+from tasks.errors import TrainingError
 from tasks.settings import load_settings
 from tasks.training.calibrate import calibrate
 from tasks.training.data import load_dataset
@@ -122,7 +123,7 @@ def test_calibration_fixes_a_miscalibrated_score():
 def exported(trained):
     t = trained
     return export_model(t["train"], t["cal"], t["ds"], t["schema"], t["features"], t["settings"], "1.0.0",
-                        {"note": "test"})
+                        {"note": "test"}, version="1")
 
 
 def test_export_layout_and_metadata(exported, trained):
@@ -152,10 +153,20 @@ def test_reloaded_model_reproduces_golden_examples(exported):
     assert model.golden_max_error() <= 1e-6
 
 
-def test_export_versions_count_up(exported, trained):
+def test_the_export_is_named_by_its_registry_version_and_never_replaced(exported, trained):
+    """The directory is the version it is given (the registry's, reserved); an existing one is refused
+    and left as it was, and no staging folder is left behind."""
     t = trained
-    second = export_model(t["train"], t["cal"], t["ds"], t["schema"], t["features"], t["settings"], "1.1.0", {})
-    assert second.version == "2" and read_metadata(second.path).release == "1.1.0"
+    args = (t["train"], t["cal"], t["ds"], t["schema"], t["features"], t["settings"])
+    seventh = export_model(*args, "1.1.0", {}, version="7")
+    assert seventh.path == t["settings"].models_dir / "7"
+    assert seventh.version == "7" and read_metadata(seventh.path).version == "7"
+    assert read_metadata(seventh.path).release == "1.1.0"
+    before = (exported.path / "metadata.json").read_bytes()
+    with pytest.raises(TrainingError, match="models/test-model/1 already exists"):
+        export_model(*args, "9.9.9", {}, version="1")
+    assert (exported.path / "metadata.json").read_bytes() == before
+    assert not list(exported.path.parent.glob(".staging-*"))
 
 
 def test_tampered_files_are_refused_before_loading(exported, tmp_path):
@@ -209,7 +220,7 @@ def test_column_names_with_spaces_train_export_and_serve(tmp_path):
     ds = load_dataset(tmp_path / "d.csv", schema, min_rows=50)
     result = train(ds, schema, features, settings)
     cal = calibrate(result.oof_raw, ds.y, result.folds, "sigmoid", 10)
-    exported = export_model(result, cal, ds, schema, features, settings, "1.0.0")
+    exported = export_model(result, cal, ds, schema, features, settings, "1.0.0", version="1")
     model = LoadedModel.load(exported.path)
     assert model.golden_max_error() <= 1e-6
     raw, prob = model.score_rows([{"mean radius": 14.0, "tumour type": "b"}, {"mean radius": 6.0, "tumour type": "a"}])
