@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# What the fault-injection suite (pytest -m faults) measured in its last run; docs/RELIABILITY.md quotes it.
+FIGURES = ROOT / "artifacts" / "reliability" / "figures.json"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Never touch the user's ~/.prefect: every test session gets its own Prefect home.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
@@ -185,3 +189,23 @@ def s3_endpoint(tmp_path_factory):
             os.environ[k] = v
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def _figures():
+    found: dict[str, dict] = {}
+    yield found
+    if found:
+        FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        kept = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+        FIGURES.write_text(json.dumps({**kept, **found}, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.fixture
+def figure(_figures, request):
+    """``figure(name, value, unit, note="")``: one measured figure of this test, kept for the run's record."""
+    def record(name: str, value: float | int, unit: str, note: str = "") -> None:
+        _figures[f"{request.node.name}:{name}"] = {"value": value, "unit": unit, "note": note,
+                                                    "measured": datetime.now(UTC).isoformat(timespec="seconds")}
+        print(f"FIGURE {name} = {value} {unit} {note}")
+    return record

@@ -1,6 +1,4 @@
-"""The fault-injection suite (``pytest -m faults``): each test breaks something on purpose, checks what
-users would see, and records what it measured with ``figure(...)``. The figures of a run are written
-to ``artifacts/reliability/figures.json``; docs/RELIABILITY.md quotes one run of them."""
+"""Helpers of the fault-injection suite (``pytest -m faults``; the ``figure`` fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +9,6 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,29 +16,8 @@ import pytest
 from testkit.net import free_port
 from tests.conftest import ROOT
 
-FIGURES = ROOT / "artifacts" / "reliability" / "figures.json"
 TOKEN = "fault-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="session")
-def _figures():
-    found: dict[str, dict] = {}
-    yield found
-    if found:
-        FIGURES.parent.mkdir(parents=True, exist_ok=True)
-        kept = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-        FIGURES.write_text(json.dumps({**kept, **found}, indent=2, sort_keys=True) + "\n")
-
-
-@pytest.fixture
-def figure(_figures, request):
-    """``figure(name, value, unit, note="")``: one measured figure of this test, kept for the run's record."""
-    def record(name: str, value: float | int, unit: str, note: str = "") -> None:
-        _figures[f"{request.node.name}:{name}"] = {"value": value, "unit": unit, "note": note,
-                                                    "measured": datetime.now(UTC).isoformat(timespec="seconds")}
-        print(f"FIGURE {name} = {value} {unit} {note}")
-    return record
 
 
 def worker_pids(master: int) -> list[int]:

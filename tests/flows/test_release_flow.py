@@ -224,6 +224,7 @@ def test_unreadable_inputs_exit_2_naming_the_file(tmp_path, demo_csv, schema_pat
     assert "Traceback" not in result.stderr and culprit in result.stderr
 
 
+@pytest.mark.faults
 def test_two_releases_at_once_get_distinct_versions_and_release_numbers(prefect_server, home, demo_csv, schema_path,
                                                                          feature_list_path, fast_config, tmp_path):
     """Two `python -m flows release` started together on one PIPELINE_HOME (both read "no release yet" before
@@ -290,3 +291,52 @@ def test_an_unreachable_registry_fails_the_release_before_training(prefect_serve
     report = artifacts("release-report-test-model")[0].data
     assert report.startswith("# Release of test-model FAILED at champion") and "S3cret" not in report
     assert "nothing was registered, deployed or promoted" in report
+
+
+@pytest.mark.faults
+def test_a_release_killed_mid_way_leaves_nothing_half_written_and_moves_no_alias(
+        prefect_server, home, demo_csv, schema_path, feature_list_path, fast_config, tmp_path, figure):
+    """`kill -9` of a release while it exports: no version directory that does not verify, no alias moved,
+    and the next release gets a new version and release number (the killed one is never a candidate)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from serving.metadata import read_metadata, verify_files, verify_metadata
+    from tests.faults.conftest import wait_until
+
+    env = {**os.environ, "PIPELINE_HOME": str(home), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = [sys.executable, "-m", "flows", "release", "--data", str(demo_csv), "--schema", str(schema_path),
+            "--feature-list", str(feature_list_path), "--config", str(fast_config)]
+    models = home / "models" / "test-model"
+    log = tmp_path / "killed.log"
+    proc = subprocess.Popen([*args, "--no-deploy"], cwd=ROOT, env=env, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT)
+    try:
+        # Training is done and the version reserved once the export starts writing under models/.
+        wait_until(lambda: proc.poll() is not None or (models.exists() and any(models.iterdir())), 600,
+                   "the export to start", interval=0.02)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        proc.kill()
+    finally:
+        proc.wait(timeout=60)
+    seen = sorted(p.name for p in models.iterdir())
+    for entry in models.iterdir():       # a numbered directory is a whole export; anything else is hidden staging
+        if entry.name.isdigit():
+            verify_files(entry, read_metadata(entry))
+            verify_metadata(entry, read_metadata(entry))
+        else:
+            assert entry.name.startswith("."), seen
+    client, _ = mlflow_client(home)
+    killed = client.search_model_versions("name = 'test-model'")
+    assert all(not mv.aliases for mv in killed)
+    assert all(mv.tags.get("release_status") != "registered" for mv in killed), [mv.tags for mv in killed]
+
+    out = subprocess.run([*args, "--no-deploy", "--json-out", str(tmp_path / "next.json")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    summary = json.loads((tmp_path / "next.json").read_text())
+    burned = {mv.version for mv in killed}
+    assert summary["registry"]["version"] not in burned
+    assert summary["release"] not in {mv.tags.get("release") for mv in killed}
+    figure("entries_at_kill", len(seen), "entries", f"under models/test-model/ when killed: {seen}")
+    figure("versions_burned", len(burned), "versions", "reserved by the killed run, never deployable")
