@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     for flag, env in (("model_root", "SERVING_MODEL_ROOT"), ("model_dir", "SERVING_MODEL_DIR"),
                       ("version", "SERVING_MODEL_VERSION"), ("intra_op_threads", "SERVING_INTRA_OP_THREADS"),
                       ("inter_op_threads", "SERVING_INTER_OP_THREADS")):
-        if getattr(args, flag) is not None:
-            os.environ[env] = str(getattr(args, flag))
+        value = getattr(args, flag)
+        if value is not None:
+            # Paths on a command line are the shell's: relative to where it runs, not to the model root.
+            os.environ[env] = os.path.abspath(value) if flag in ("model_root", "model_dir") else str(value)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.supervisor == "gunicorn":
         from serving.supervise import run

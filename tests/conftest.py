@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the fault-injection suite (pytest -m faults) measured in its last run; docs/RELIABILITY.md quotes it.
-FIGURES = ROOT / "artifacts" / "reliability" / "figures.json"
+FIGURES = ROOT / "build" / "reliability" / "figures.json"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Never touch the user's ~/.prefect: every test session gets its own Prefect home.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -67,6 +68,12 @@ class History(Steps):
 
     def _busy_target(self, patch):
         """A second target that fails rolls the first one back (Prefect transaction rollback hooks)."""
+        failure = self._deploy_beside_a_busy_target(TransferError)
+        return {"error": failure, "served": self.served(), "champion": self.champion(),
+                "report": artifacts("deploy-report-test-model")[0]}
+
+    def _deploy_beside_a_busy_target(self, error: type[Exception]) -> Exception:
+        """Deploy version 1 to t1 and to a target whose port another process holds; return the error."""
         from flows.deploy import deploy_flow
 
         with socket.socket() as squatter:
@@ -75,14 +82,12 @@ class History(Steps):
             both = self.env["home"] / "two-targets.yaml"
             both.write_text(open(self.env["targets"]).read() + "  busy:\n    transport: local\n    base_dir: "
                             f"targets/busy\n    port: {squatter.getsockname()[1]}\n")
-            with pytest.raises(TransferError) as failure:
+            with pytest.raises(error) as failure:
                 deploy_flow(version="1", targets=["t1", "busy"], targets_file=str(both), config=str(self.config))
-        return {"error": failure.value, "served": self.served(), "champion": self.champion(),
-                "report": artifacts("deploy-report-test-model")[0]}
+        return failure.value
 
     def _unrestorable(self, patch):
         """The same failure, but t1's host refuses to be put back (its `activate` fails): the flow says so."""
-        from flows.deploy import deploy_flow
         from tasks.deploy import deploy as deploy_mod
         from tasks.deploy.targets import load_targets
         from tasks.deploy.transports import transport_for
@@ -100,16 +105,9 @@ class History(Steps):
                 return self.real.host(*args)
 
         patch.setattr(deploy_mod, "transport_for", lambda target: Refusing(transport_for(target)))
-        with socket.socket() as squatter:
-            squatter.bind(("127.0.0.1", 0))
-            squatter.listen()
-            both = self.env["home"] / "two-targets.yaml"
-            both.write_text(open(self.env["targets"]).read() + "  busy:\n    transport: local\n    base_dir: "
-                            f"targets/busy\n    port: {squatter.getsockname()[1]}\n")
-            with pytest.raises(RestoreFailed) as failure:
-                deploy_flow(version="1", targets=["t1", "busy"], targets_file=str(both), config=str(self.config))
+        failure = self._deploy_beside_a_busy_target(RestoreFailed)
         patch.undo()
-        out = {"error": failure.value, "served": self.served(), "champion": self.champion(),
+        out = {"error": failure, "served": self.served(), "champion": self.champion(),
                "report": artifacts("deploy-report-test-model")[0]}
         # Put t1 back by hand, as the message says, for the steps after this one.
         transport_for(load_targets(self.env["targets"], self.env["home"])["t1"]).host("activate", "--version", "2")
@@ -460,15 +458,25 @@ def test_the_cli_rollback_waits_for_the_models_serving_lock(prefect_server, targ
 def test_a_team_wide_concurrency_limit_is_held_too(prefect_server, target_env, tmp_path):
     """Workers on other machines do not share a pipeline home: where the Prefect server has the global
     concurrency limit pipeline-serving-<model>, a rollback also needs its slot."""
+    import shlex
+    import subprocess
+    import sys
+
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
+    from prefect.settings import PREFECT_API_URL
 
     from flows.deploy import rollback_flow
 
     name = "pipeline-serving-test-model"
-    with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    # Created with the README's command, as written (its model is credit-risk, this one test-model).
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [ln.split("   #")[0] for ln in readme.splitlines()
+               if ln.startswith("prefect gcl create pipeline-serving")]
+    argv = shlex.split(line.replace("credit-risk", "test-model"))
+    out = subprocess.run([str(Path(sys.executable).with_name("prefect")), *argv[1:]], capture_output=True, text=True,
+                         env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}, timeout=120)
+    assert out.returncode == 0, out.stdout[-1000:] + out.stderr[-1000:]
     try:
         with concurrency(name, occupy=1), pytest.raises(LockTimeout, match=f"global concurrency limit '{name}'"):
             rollback_flow(target="t1", targets_file=target_env["targets"], config=str(_impatient_config(tmp_path)))

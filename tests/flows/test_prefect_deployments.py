@@ -9,6 +9,8 @@ The worker gets the pipeline's settings the way a team's worker does: from its e
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -24,6 +26,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 FLOW_TIMEOUT_S = 240
+
+
+def guide_command(stack, start: str, replace: dict[str, str], extra: list[str] = ()) -> str:
+    """Run the command of deployments/HANDOVER.md that begins with ``start``, as written but for ``replace``
+    (values that differ in this run) and ``extra`` arguments; returns its output."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "deployments" / "HANDOVER.md").read_text())
+    (line,) = [ln.split("    #")[0].strip() for ln in text.splitlines() if ln.strip().startswith(start)]
+    for old, new in replace.items():
+        assert old in line, (old, line)
+        line = line.replace(old, new)
+    argv = shlex.split(line)
+    argv[0] = PREFECT
+    out = subprocess.run([*argv, *extra], cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (line, out.stdout[-2000:], out.stderr[-2000:])
+    return out.stdout
 
 
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
@@ -218,8 +235,11 @@ def test_retrain_promote_with_approval_then_alarm_rolls_back(stack):
     assert str(client.get_model_version_by_alias("test-model", "challenger").version) == "2"
     assert len(api.artifacts("release-report-test-model")) == 2
 
-    # Manual promotion: pauses with the comparison published, resumed with the approval form's input.
-    promote = api.run("promote/promote", {"poll_interval_s": 1})
+    # Manual promotion, started with the guide's own command (its version 3 is this run's 2): pauses with
+    # the comparison published, resumed with the approval form's input.
+    started = guide_command(stack, "prefect deployment run promote/promote", {"version=3": "version=2"},
+                            extra=["--param", "poll_interval_s=1"])
+    promote = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
     paused = api.wait(promote, {"PAUSED"}, log)
     assert paused["state"]["state_details"]["run_input_keyset"], "the pause must carry an input form"
     (comparison,) = api.artifacts("promotion-comparison-test-model")
@@ -236,13 +256,10 @@ def test_retrain_promote_with_approval_then_alarm_rolls_back(stack):
     # Two critical alarms about version 2 on "local" (a burst, as several checks would send): the
     # trigger starts the rollback deployment twice; they run one at a time; the first moves champion
     # back to 1, the second finds it moved and the host already on version 1, and changes nothing.
-    alarm = subprocess.run(
-        [sys.executable, "-c", "from flows.notify import emit_alarm; from tasks.constants import ALARM_CRITICAL; "
-         "import sys; "
-         "sent = [emit_alarm(ALARM_CRITICAL, target='local', model='test-model', version='2', reason=r) "
-         "for r in ('p99 latency 900 ms', 'error rate 12%')]; sys.exit(0 if all(sent) else 1)"],
-        cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=120)
-    assert alarm.returncode == 0, alarm.stderr[-2000:]
+    # The guide's `prefect event emit` command, twice (its version 3 is this run's 2).
+    for reason in ("p99 latency 900 ms", "error rate 12%"):
+        guide_command(stack, "prefect event emit pipeline.alarm.critical",
+                      {'"version": "3"': '"version": "2"', "p99 latency 900 ms": reason})
     end = time.monotonic() + FLOW_TIMEOUT_S
     while time.monotonic() < end and len(api.runs_of("rollback/rollback")) < 2:
         time.sleep(1)

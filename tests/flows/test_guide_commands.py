@@ -1,0 +1,203 @@
+"""Every command README.md and deployments/HANDOVER.md give is run by a test.
+
+``WHERE`` says, for each documented command, which test runs it; the unit test fails on a command
+nobody runs (document a command, then run it somewhere). The integration test runs the ones no
+other test runs, as written, from a directory laid out like a checkout: only the port (8000 may be
+taken here), the model's name and the training's size differ, through the environment
+(``PIPELINE_TARGETS``, ``PIPELINE_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testkit.net import free_port
+from tests.conftest import FAST_CONFIG, ROOT
+
+pytestmark = pytest.mark.integration
+
+DOCS = {"README.md": ROOT / "README.md", "HANDOVER.md": ROOT / "deployments" / "HANDOVER.md"}
+HERE = "tests/flows/test_guide_commands.py::test_the_guides_commands_run_as_written"
+PREFECT_STACK = "tests/flows/test_prefect_deployments.py::test_deployments_register_with_schedules_and_trigger"
+PREFECT_RUNS = "tests/flows/test_prefect_deployments.py::test_retrain_promote_with_approval_then_alarm_rolls_back"
+# The team setup, with every host on 127.0.0.1: PostgreSQL, the Prefect and MLflow servers, moto for S3.
+TEAM = "tests/team/test_team_setup.py::test_one_release_through_the_team_servers"
+
+# (pattern, who runs it). A reason instead of a test: not run by any test, and why.
+WHERE: list[tuple[str, str]] = [
+    (r"^make (run|stop|lint)$", HERE),
+    (r"^make test(-fast)?$", "CI: .ci/run is `make test`; `make test-fast` is its unit tier"),
+    (r"^python -m flows ", HERE),
+    (r"^\[--", HERE),                                     # a synopsis continued on the next line
+    (r"(^|\s)(\.venv/bin/)?python -m serving ", HERE),
+    (r"^curl .*localhost:8000", HERE),                    # README: against `python -m serving` above it
+    (r"^curl .*\$SERVING_URL", "tests/flows/test_handover.py::test_every_curl_command_in_the_guide_runs"),
+    (r"^export (SERVING_URL|ADMIN_TOKEN|MODEL_DIR)=", "tests/flows/test_handover.py::"
+                                                      "test_every_curl_command_in_the_guide_runs"),
+    (r"^git tag -l", HERE),          # the only git command without side effects
+    (r"^git checkout main && git pull", "not run: it changes the checkout and needs the team's remote"),
+    (r"^\.venv/bin/prefect (server start|work-pool create|--no-prompt deploy --all|worker start)", PREFECT_STACK),
+    (r"^export PREFECT_API_URL=http://127\.0\.0\.1", PREFECT_STACK),
+    (r"^prefect (deployment run promote/promote|event emit pipeline\.alarm\.critical)", PREFECT_RUNS),
+    (r"^prefect gcl create pipeline-serving-", "tests/flows/test_deploy_flow.py::"
+                                               "test_a_team_wide_concurrency_limit_is_held_too"),
+    (r"^prefect gcl create pipeline-release-", "tests/flows/test_deploy_flow.py::"
+                                               "test_a_team_wide_concurrency_limit_is_held_too (its twin)"),
+    (r"^(export (PREFECT_API_DATABASE_CONNECTION_URL|PREFECT_SERVER_ANALYTICS_ENABLED|PREFECT_UI_API_URL|"
+     r"MLFLOW_BACKEND_STORE_URI|AWS_ACCESS_KEY_ID|MLFLOW_SERVER_ENABLE_JOB_EXECUTION|PREFECT_API_URL(?==http://orch)|"
+     r"MLFLOW_TRACKING_URI|PIPELINE_HOME)=|prefect server start --host|mlflow server )", TEAM),
+    (r"^(sudo systemctl (status|restart) ml-pipeline-api|journalctl -u ml-pipeline-api)",
+     "not run: no systemd as init here; tests/faults/test_supervision.py checks the unit with systemd-analyze "
+     "and starts the server exactly as its ExecStart says"),
+]
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(document, command) for every line of every ```bash block; continuations joined, comments dropped."""
+    out = []
+    for name, path in DOCS.items():
+        for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
+            joined = re.sub(r"\\\n\s*", " ", block)
+            joined = re.sub(r"'([^']*)'", lambda m: "'" + m.group(1).replace("\n", " ") + "'", joined, flags=re.S)
+            for line in joined.splitlines():
+                command = re.split(r"\s{2,}#|^#", line.strip())[0].strip()
+                if command:
+                    out.append((name, command))
+    return out
+
+
+def who_runs(command: str) -> list[str]:
+    return [where for pattern, where in WHERE if re.search(pattern, command)]
+
+
+@pytest.mark.unit
+def test_every_documented_command_is_run_by_a_named_test():
+    commands = documented_commands()
+    assert len(commands) > 40
+    unplaced = [f"{doc}: {cmd}" for doc, cmd in commands if len(who_runs(cmd)) != 1]
+    assert unplaced == [], "commands that no test runs (or two entries claim):\n" + "\n".join(unplaced)
+    for _pattern, where in WHERE:
+        if where.startswith("tests/"):
+            path, name = where.split(" ")[0].split("::")
+            assert f"def {name}(" in (ROOT / path).read_text(), where
+
+
+def _run(argv: list[str] | str, cwd: Path, env: dict, timeout: float = 900, ok: tuple = (0,)) -> str:
+    out = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                         shell=isinstance(argv, str), executable="/bin/bash" if isinstance(argv, str) else None)
+    assert out.returncode in ok, (argv, out.returncode, out.stdout[-2500:], out.stderr[-2500:])
+    return out.stdout
+
+
+def _here(doc: str) -> list[str]:
+    return [cmd for d, cmd in documented_commands() if d == doc and HERE in who_runs(cmd)]
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A directory laid out like the repository (links to it), with its own artifacts/ (the pipeline home)."""
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for name in ("Makefile", ".venv", "requirements.txt", "constraints.txt", "pyproject.toml", "data", "configs",
+                 "serving", "flows", "tasks", "testkit", "prefect.yaml", ".git"):
+        (root / name).symlink_to(ROOT / name)
+    return root
+
+
+def test_the_guides_commands_run_as_written(checkout, tmp_path, prefect_server):
+    from prefect.settings import PREFECT_API_URL
+
+    port = free_port()
+    (tmp_path / "pipeline.yaml").write_text(FAST_CONFIG.replace("model_name: test-model", "model_name: credit-risk"))
+    (tmp_path / "targets.yaml").write_text(f"targets:\n  local:\n    transport: local\n    base_dir: targets/local\n"
+                                           f"    host: 127.0.0.1\n    port: {port}\n")
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "SERVING_", "MLFLOW_"))}
+    env = {**kept, "PATH": f"{checkout / '.venv' / 'bin'}:{os.environ['PATH']}",
+           "PIPELINE_CONFIG": str(tmp_path / "pipeline.yaml"), "PIPELINE_TARGETS": str(tmp_path / "targets.yaml"),
+           "PREFECT_API_URL": PREFECT_API_URL.value()}
+    handover, readme = _here("HANDOVER.md"), _here("README.md")
+    ran = []
+
+    def run(command: str, **kw) -> str:
+        ran.append(command)
+        return _run(command, checkout, env, **kw)
+
+    try:
+        # `make run` (version 1, champion), then the guide's release twice (2 and 3), its rollbacks and deploy.
+        run("make run")
+        summary = json.loads((checkout / "artifacts" / "last_release.json").read_text())
+        assert summary["registry"]["version"] == "1" and summary["registry"]["alias"] == "champion", summary
+        release = next(c for c in handover if c.startswith("python -m flows release"))
+        run(release)
+        run(release)
+        rollback, named = (next(c for c in handover if c == f"python -m flows rollback --target local{tail}")
+                           for tail in ("", " --version 2"))
+        run(rollback)                                                          # 3 -> 2, the recorded previous
+        run(next(c for c in handover if c.startswith("python -m flows deploy --version 3")))   # 3 again
+        run(named)                                                             # 3 -> 2, named
+        status = run(next(c for c in handover if c.startswith("python -m flows status")))
+        assert "champion = version 2" in status, status
+        run("make stop")
+        ran.append("make lint")
+        _run("make lint", ROOT, env, timeout=300)                            # the repository's own files
+        run(next(c for c in [cmd for _d, cmd in documented_commands()] if c.startswith("git tag -l")))
+
+        # The synopses: every command and option they name exists.
+        for synopsis in [c for c in readme if c.startswith(("python -m flows", "["))]:
+            words = synopsis.split()
+            if words[:3] == ["python", "-m", "flows"] and len(words) > 3 and not words[3].startswith("-"):
+                helptext = run(f"python -m flows {words[3]} --help")
+            elif words[:3] == ["python", "-m", "flows"]:
+                helptext = run("python -m flows --help")
+            for flag in re.findall(r"--[a-z-]+", synopsis):
+                assert flag in helptext, (synopsis, flag)
+
+        # The servers the two documents start by hand, each answering the commands beside it.
+        for commands in (readme, handover):
+            (serve,) = [c for c in commands if "-m serving" in c]
+            _serve_and_call(serve, [c for c in commands if c.startswith("curl")], checkout, env, port, run)
+    finally:
+        _run("make stop", checkout, env, ok=(0, 1, 2))
+    assert len(ran) >= 15
+
+
+def _serve_and_call(serve: str, curls: list[str], checkout: Path, env: dict, port: int, run) -> None:
+    import signal
+    import time
+
+    from tests.serving.test_live_server import _call
+
+    command = serve.replace("--port 8000", f"--port {port}").replace("0.0.0.0", "127.0.0.1")
+    log = checkout / "artifacts" / f"serve-{port}.log"
+    proc = subprocess.Popen(command, shell=True, executable="/bin/bash", cwd=checkout, env=env, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if _call(port, "GET", "/health", timeout=2)[0] in (200, 503):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        for curl in curls:
+            out = json.loads(run(curl.replace("localhost:8000", f"127.0.0.1:{port}")))
+            assert "detail" not in out and out.get("status") != "unhealthy", (curl, out)   # each did what it says
+            assert not [e for e in out.get("recent_events", []) if e["event"] == "load_failed"], (serve, out)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+if __name__ == "__main__":       # the inventory: .venv/bin/python -m tests.flows.test_guide_commands
+    for doc, cmd in documented_commands():
+        print(f"{doc:12} {' | '.join(who_runs(cmd)) or '-- nobody --':60.60} {shlex.quote(cmd)[:90]}")
+    sys.exit(0)
