@@ -45,4 +45,21 @@ LogLevel ERROR
     (d / "known_hosts_changed").write_text(f"[127.0.0.1]:{port} {other_pub[0]} {other_pub[1]}\n")
     (d / "known_hosts_empty").write_text("")
     return proc, {"port": port, "dir": d, "user": getpass.getuser(), "key": d / "user_key",
-                  "known_hosts": d / "known_hosts"}
+                  "known_hosts": d / "known_hosts", "pid": proc.pid}
+
+
+def cut_connections(sshd_pid: int) -> int:
+    """Kill (SIGKILL) the processes serving sshd's connections, as a dropped network would end them;
+    the daemon keeps listening. Returns how many were killed."""
+    import signal
+
+    try:
+        children = [int(p) for p in Path(f"/proc/{sshd_pid}/task/{sshd_pid}/children").read_text().split()]
+    except OSError:
+        return 0
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(children)

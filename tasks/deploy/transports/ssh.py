@@ -23,6 +23,12 @@ from tasks.deploy.targets import Target
 from tasks.deploy.transports.base import TransferReceipt, host_command, parse_host_output, wait_timeout
 from tasks.errors import TransferError
 
+
+def _ssh_exception() -> type[Exception]:
+    import paramiko
+
+    return paramiko.SSHException
+
 log = logging.getLogger(__name__)
 CHUNK = 1 << 16   # paramiko splits writes into 32 KiB packets anyway
 KEEPALIVE_S = 15
@@ -118,6 +124,9 @@ class SSHTransport:
             return out, err, stdout.channel.recv_exit_status()
         except OSError as exc:
             raise TransferError(f"{self.where}: {step}: {exc}") from None
+        except (EOFError, _ssh_exception()) as exc:
+            raise TransferError(f"{self.where}: {step}: the connection was lost ({exc or type(exc).__name__})") \
+                from None
 
     def put(self, bundle: Bundle, max_bytes: int | None = None, chunk: int = CHUNK) -> TransferReceipt:
         """Upload (resuming a partial .part), verify on the host, rename.
@@ -173,6 +182,10 @@ class SSHTransport:
                 sftp.posix_rename(str(part), str(final))
             finally:
                 sftp.close()
+        except (EOFError, _ssh_exception()) as exc:
+            # A dropped connection (network, a restarted sshd): what arrived stays in the .part file.
+            raise TransferError(f"{self.where}: transfer: the connection was lost ({exc or type(exc).__name__}); "
+                                "the next attempt resumes from what arrived") from None
         finally:
             client.close()
         log.info("%s: %s uploaded (%d bytes resumed from offset %d)", self.where, final, sent, offset)

@@ -62,6 +62,47 @@ def test_interrupted_upload_resumes(sshd, tmp_path, bundle):
 
 
 @pytest.mark.faults
+@pytest.mark.faults
+def test_a_connection_cut_mid_upload_is_a_clear_error_and_the_next_put_resumes(sshd, tmp_path, bundle, monkeypatch,
+                                                                              figure):
+    """The server side of the connection is killed mid-upload (what a dropped network or a restarted sshd
+    does): the upload fails naming the host and step, and the next one resumes from what had landed."""
+    import paramiko
+
+    from testkit.sshd import cut_connections
+    from tests.faults.conftest import wait_until
+
+    b, _ = bundle
+    written = {"bytes": 0, "cut": 0}
+    real_write = paramiko.SFTPFile.write
+
+    def write_then_cut(self, data):
+        out = real_write(self, data)
+        written["bytes"] += len(data)
+        if written["bytes"] >= 32 * 1024 and not written["cut"]:
+            self.flush()
+            # Part of it has landed on the host's disk before the cut (the host is this machine: look).
+            parts = lambda: [p for p in (tmp_path / "remote" / "incoming").glob("*.part")     # noqa: E731
+                             if p.stat().st_size >= 8 * 1024]
+            wait_until(parts, 30, "8 KiB on the host")
+            written["cut"] = cut_connections(sshd["pid"])
+        return out
+
+    transport = transport_for(_target(sshd, tmp_path))
+    monkeypatch.setattr(paramiko.SFTPFile, "write", write_then_cut)
+    with pytest.raises(TransferError, match=r"target edge \(.*\): transfer: "):
+        transport.put(b, chunk=8 * 1024)
+    monkeypatch.undo()
+    assert written["cut"] >= 1
+    receipt = transport.put(b)
+    from serving.digest import sha256_file
+
+    assert 8 * 1024 <= receipt.resumed_from < b.path.stat().st_size
+    assert sha256_file(receipt.remote_path) == b.sha256
+    figure("resumed_from_bytes", receipt.resumed_from, "bytes", f"of {b.path.stat().st_size}: what had landed "
+           "when the connection was cut")
+
+
 @pytest.mark.parametrize("over, message", [
     ({"known_hosts_key": "known_hosts_empty"}, "unknown host key"),
     ({"known_hosts_key": "known_hosts_changed"}, "the host key CHANGED"),
