@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -26,11 +27,13 @@ def _parser() -> argparse.ArgumentParser:
                "unless MLFLOW_TRACKING_URI or the config's mlflow.tracking_uri says otherwise.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    infer = sub.add_parser("infer-schema", help="draft configs (schema.yaml, feature_list.csv) from a CSV")
+    infer = sub.add_parser("infer-schema",
+                           help="draft configs (schema.yaml, feature_list.csv, pipeline.yaml) from a CSV")
     infer.add_argument("--data", required=True, type=Path, help="CSV with a header row")
     infer.add_argument("--target", required=True, help="the label column")
     infer.add_argument("--positive", required=True, help="the label value of the positive class")
     infer.add_argument("--out", required=True, type=Path, help="directory to write the two files to")
+    infer.add_argument("--name", help="the model's registered name (default: from the data file's name)")
     infer.add_argument("--force", action="store_true", help="overwrite existing files")
 
     rel = sub.add_parser("release", help="train, calibrate, export, register and gate a new model version")
@@ -83,21 +86,37 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ReleaseError, ServingError)
 
 
+def model_name_from(data: Path) -> str:
+    """A registered-model name proposed from a data file's name: ``Loans 2026 (EU).csv`` → ``loans-2026-eu``."""
+    stem = re.sub(r"[^a-z0-9_.]+", "-", data.stem.lower()).strip("-._")
+    return stem or "model"
+
+
 def cmd_infer_schema(args) -> int:
     from serving.schema import dump_feature_list, dump_schema
+    from tasks.settings import MODEL_NAME_PATTERN
     from tasks.training.data import infer_contract
 
     schema_path, features_path = args.out / "schema.yaml", args.out / "feature_list.csv"
-    existing = [str(p) for p in (schema_path, features_path) if p.exists()]
+    config_path = args.out / "pipeline.yaml"
+    existing = [str(p) for p in (schema_path, features_path, config_path) if p.exists()]
     if existing and not args.force:
         print(f"error: {', '.join(existing)} already exist; pass --force to overwrite", file=sys.stderr)
+        return EXIT_USER_ERROR
+    name = args.name or model_name_from(args.data)
+    if not re.match(MODEL_NAME_PATTERN, name):
+        print(f"error: --name {name!r}: a model name is letters, digits, '_', '.' and '-', starting with a letter "
+              "or digit", file=sys.stderr)
         return EXIT_USER_ERROR
     schema, features, notes = infer_contract(args.data, args.target, args.positive)
     args.out.mkdir(parents=True, exist_ok=True)
     dump_schema(schema, schema_path)
     dump_feature_list(features, features_path)
-    print(f"wrote {schema_path} ({len(schema.columns)} columns) and {features_path} ({len(features.features)} "
-          "features)")
+    config_path.write_text(f"# Drafted by infer-schema from {args.data.name}; every other setting takes its default "
+                           f"(configs/pipeline.yaml lists them).\nmodel_name: {name}\n")
+    origin = "" if args.name else ", from the file's name; --name to choose"
+    print(f"wrote {schema_path} ({len(schema.columns)} columns), {features_path} ({len(features.features)} "
+          f"features) and {config_path} (model name {name!r}{origin})")
     for note in notes:
         print(f"note: {note}")
     print("review both: ranges are the observed ones; widen them to what production may send")

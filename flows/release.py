@@ -30,6 +30,7 @@ from flows.stages import (
 from serving.schema import feature_schema_hash, load_feature_list, load_schema
 from tasks.constants import CHALLENGER, CHAMPION
 from tasks.errors import PostPromotionCheckFailed
+from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.reports import failed_release_report, release_report
 from tasks.settings import load_settings
@@ -99,7 +100,8 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
         with _timed(timings, "export"):
             exported = export_task(trained, cal, ds, contract, features, settings, release,
                                    {"schema_file": str(Path(schema).resolve()),
-                                    "feature_list_file": str(Path(feature_list).resolve())}, reservation.version)
+                                    "feature_list_file": str(Path(feature_list).resolve()), **code_lineage()},
+                                   reservation.version)
         with _timed(timings, "register"):
             reg = register_task(registry, reservation, exported, cal, trained, input_example(exported.metadata),
                                 {"training": trained.params, "calibration": {"method": cal.method,

@@ -21,6 +21,8 @@ DEFAULT_CONFIG = CONFIGS / "pipeline.yaml"
 DEFAULT_MONITORING = CONFIGS / "monitoring.yaml"
 
 
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"   # a registered model's name, and its directory
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,7 +78,7 @@ class GateSettings(_Section):
 class Settings(_Section):
     """Resolved settings of one run."""
 
-    model_name: str = Field("credit-risk", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model_name: str = Field("credit-risk", pattern=MODEL_NAME_PATTERN)
     seed: int = 42
     pipeline_home: Path = Path("artifacts")
     training: TrainingSettings = TrainingSettings()

@@ -23,6 +23,7 @@ from serving.digest import sha256_file
 from serving.metadata import METADATA_FILE
 from tasks.constants import SERVING_DIR
 from tasks.errors import RegistryError
+from tasks.lineage import CODE_TAGS
 from tasks.registry.links import redact, safe_uri, tracking_uri
 from tasks.settings import Settings
 
@@ -183,13 +184,15 @@ def log_and_register(client, settings: Settings, reservation: Reservation, *, ex
                     "feature_schema_hash": metadata.feature_schema_hash, "model_digest": metadata.model_digest,
                     "metadata_sha256": sha256_file(exported.path / METADATA_FILE),
                     "data_sha256": metadata.lineage.get("data_sha256", ""),
+                    **{key: str(metadata.lineage.get(key)) for key in CODE_TAGS if key in metadata.lineage},
                     "cv_metrics": json.dumps(metadata.cv_metrics), "mlflow_run_id": run.info.run_id,
                     "calibrator_method": metadata.calibrator_method, **extra_tags,
                     "release_status": REGISTERED}
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
             mlflow.set_tags({"release": metadata.release, "registered_version": version,
-                             "export_version": metadata.version})
+                             "export_version": metadata.version,
+                             **{key: str(metadata.lineage.get(key)) for key in CODE_TAGS if key in metadata.lineage}})
     except RegistryError:
         raise
     except Exception as exc:

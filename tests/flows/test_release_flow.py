@@ -60,6 +60,11 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
 
     # The registered pyfunc returns calibrated probabilities: the export's golden ones.
     meta = json.loads((env_home / "models" / "test-model" / "1" / "metadata.json").read_text())
+    # Lineage a person can follow back: the code's commit beside the data's SHA-256, on the run too.
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert meta["lineage"]["code_commit"] == head == mv.tags["code_commit"] and len(head) == 40
+    assert client.get_run(mv.run_id).data.tags["code_commit"] == head and meta["lineage"]["data_sha256"]
+    assert mv.tags["code_dirty"] in ("True", "False")
     from tasks.registry import tracking_uri
 
     with tracking_uri(uri):
@@ -198,9 +203,17 @@ def test_infer_schema_cli(tmp_path, demo_csv, home):
                    "--out", str(out)], home)
     assert result.returncode == 0, result.stderr
     assert (out / "schema.yaml").exists() and (out / "feature_list.csv").exists()
+    # The model is named after its data (not every model "credit-risk"), or as --name says.
+    assert yaml.safe_load((out / "pipeline.yaml").read_text()) == {"model_name": "demo"} and "'demo'" in result.stdout
     again = _cli(["infer-schema", "--data", str(demo_csv), "--target", "default", "--positive", "1",
                   "--out", str(out)], home)
     assert again.returncode == 2 and "--force" in again.stderr
+    named = _cli(["infer-schema", "--data", str(demo_csv), "--target", "default", "--positive", "1",
+                  "--out", str(out), "--force", "--name", "loans.eu"], home)
+    assert named.returncode == 0 and yaml.safe_load((out / "pipeline.yaml").read_text())["model_name"] == "loans.eu"
+    bad = _cli(["infer-schema", "--data", str(demo_csv), "--target", "default", "--positive", "1",
+                "--out", str(out), "--force", "--name", "../x"], home)
+    assert bad.returncode == 2 and "--name '../x'" in bad.stderr
     check = _cli(["validate", "--data", str(demo_csv), "--schema", str(out / "schema.yaml"), "--feature-list",
                   str(out / "feature_list.csv")], home)
     assert check.returncode == 0 and "conforms" in check.stdout
