@@ -139,6 +139,11 @@ def abandon(client, reservation: Reservation, reason: str) -> None:
     client.finalize_logged_model(reservation.model_id, "FAILED")
 
 
+def _code_tags(metadata) -> dict[str, str]:
+    """The code's commit, tag and dirtiness (tasks.lineage) as MLflow tags; unknown ones are left out."""
+    return {key: str(metadata.lineage[key]) for key in CODE_TAGS if metadata.lineage.get(key) is not None}
+
+
 def log_and_register(client, settings: Settings, reservation: Reservation, *, exported, calibration, train,
                      input_example, params: dict, extra_tags: dict[str, str]) -> RegisteredVersion:
     """Fill the reserved version: the run's params, metrics, diagram and metadata, the model, the tags.
@@ -184,7 +189,7 @@ def log_and_register(client, settings: Settings, reservation: Reservation, *, ex
                     "feature_schema_hash": metadata.feature_schema_hash, "model_digest": metadata.model_digest,
                     "metadata_sha256": sha256_file(exported.path / METADATA_FILE),
                     "data_sha256": metadata.lineage.get("data_sha256", ""),
-                    **{key: str(metadata.lineage.get(key)) for key in CODE_TAGS if key in metadata.lineage},
+                    **_code_tags(metadata),
                     "cv_metrics": json.dumps(metadata.cv_metrics), "mlflow_run_id": run.info.run_id,
                     "calibrator_method": metadata.calibrator_method, **extra_tags,
                     "release_status": REGISTERED}
@@ -192,7 +197,7 @@ def log_and_register(client, settings: Settings, reservation: Reservation, *, ex
                 client.set_model_version_tag(name, version, key, value)
             mlflow.set_tags({"release": metadata.release, "registered_version": version,
                              "export_version": metadata.version,
-                             **{key: str(metadata.lineage.get(key)) for key in CODE_TAGS if key in metadata.lineage}})
+                             **_code_tags(metadata)})
     except RegistryError:
         raise
     except Exception as exc:
