@@ -100,7 +100,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         for n in (1, len(rows)):
             model.score_rows(rows[:n])
 
-    def publish_gauges() -> None:
+    def routing_changed() -> None:
         """After every change of what is served: the gauges, and the state file a restarted server reads."""
         routing = store.routing
         metrics.loaded.set(len(routing.models))
@@ -132,7 +132,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                     state["recorder"].register(version, model.metadata)
             for problem in problems:
                 event("restore_failed", problem)
-            publish_gauges()
+            routing_changed()
         log.info("restored from %s: default %s, loaded %s%s", path, store.routing.default,
                  sorted(store.routing.models, key=int), f" ({len(problems)} problem(s))" if problems else "")
         return store.routing.default is not None
@@ -151,7 +151,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             metrics.model_events.labels("load").inc()
             if store.routing.default != before:
                 metrics.model_events.labels("swap").inc()
-            publish_gauges()
+            routing_changed()
         return {"status": "loaded", "version": version, "model_dir": str(model.version_dir),
                 "default_version": store.routing.default, "release": model.metadata.release,
                 "loaded_versions": sorted(store.routing.models, key=int)}
@@ -250,7 +250,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         except ServingError as exc:
             raise admin_errors(exc) from None
         metrics.model_events.labels(event).inc()
-        publish_gauges()
+        routing_changed()
 
     @app.post("/unload")
     async def unload(request: Request, version: str):

@@ -279,6 +279,14 @@ def _env_digest(requirements: Path, constraints: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def _venv_of(base: Path, version: str) -> tuple[Path, Path | None, Path]:
+    """A release's requirements, its constraints (None: the bundle has none) and the environment they name."""
+    release = base / "releases" / version
+    requirements = release / "requirements.txt"
+    constraints = release / "constraints.txt" if (release / "constraints.txt").exists() else None
+    return requirements, constraints, base / "venvs" / _env_digest(requirements, constraints)
+
+
 def ensure_venv(base: Path, version: str, timeout: float) -> dict:
     """The virtual environment for a release's requirements: created once, reused while they are unchanged.
 
@@ -292,13 +300,9 @@ def ensure_venv(base: Path, version: str, timeout: float) -> dict:
     """
     import fcntl
 
-    release = base / "releases" / version
-    requirements = release / "requirements.txt"
-    constraints = release / "constraints.txt" if (release / "constraints.txt").exists() else None
-    digest = _env_digest(requirements, constraints)
-    venvs = base / "venvs"
+    requirements, constraints, venv = _venv_of(base, version)
+    digest, venvs = venv.name, venv.parent
     venvs.mkdir(parents=True, exist_ok=True)
-    venv = venvs / digest
     with open(venvs / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (venv / ".ready").exists():
@@ -328,11 +332,9 @@ def ensure_venv(base: Path, version: str, timeout: float) -> dict:
 
 def _release_venv(base: Path, version: str) -> Path | None:
     """The built environment for a release's requirements, if there is one."""
-    release = base / "releases" / version
-    if not (release / "requirements.txt").exists():
+    if not (base / "releases" / version / "requirements.txt").exists():
         return None
-    constraints = release / "constraints.txt" if (release / "constraints.txt").exists() else None
-    venv = base / "venvs" / _env_digest(release / "requirements.txt", constraints)
+    venv = _venv_of(base, version)[2]
     return venv if (venv / ".ready").exists() else None
 
 
@@ -384,13 +386,14 @@ def _load_query(model_dir: Path, version: str, metadata_sha256: str | None) -> s
     return "/load?" + urlencode(query)
 
 
-def _serving_on(port: int) -> bool:
-    """Whether a model server (ours, started by systemd rather than by this script) answers on ``port``."""
+def _server_health(port: int) -> dict | None:
+    """The /health of a model server (ours, started by systemd rather than by this script) on ``port``;
+    None when what listens there is not one."""
     try:
         _status, health = _http(port, "GET", "/health", timeout=3)
     except OSError:
-        return False
-    return isinstance(health, dict) and "loaded_versions" in health
+        return None
+    return health if isinstance(health, dict) and "loaded_versions" in health else None
 
 
 def start(base: Path, version: str, host: str, port: int, python: str | None, timeout: float,
@@ -405,8 +408,10 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     token = _token(base)
     model_dir = _model_dir(base, version)
     pid = _pid(base)
-    if pid is not None or (not _port_free(port) and _serving_on(port)):
-        _status, health = _http(port, "GET", "/health", timeout=10)
+    health = _server_health(port) if pid is None and not _port_free(port) else None
+    if pid is not None or health is not None:
+        if health is None:
+            _status, health = _http(port, "GET", "/health", timeout=10)
         previous = health.get("default_version")
         status, body = _http(port, "POST", _load_query(model_dir, version, metadata_sha256), token)
         if status != 200:

@@ -125,13 +125,16 @@ def _manifest_entry(version_dir: Path) -> tuple[Path, str, str | None] | None:
     return None
 
 
-def verify_metadata(version_dir: str | Path, metadata: ModelMetadata, expected_sha256: str | None = None) -> None:
+def verify_metadata(version_dir: str | Path, metadata: ModelMetadata, expected_sha256: str | None = None) -> str:
     """Raise IntegrityError unless metadata.json is the one recorded at registration and agrees with itself.
 
     metadata.json lists every other file's hash, so it is the anchor: its own SHA-256 is checked
     against ``expected_sha256`` (the registry's ``metadata_sha256`` tag, passed by the deploy) and
     against the release bundle's MANIFEST when the version was unpacked from one; the schema and
     the model's input contract must match the hashes recorded beside them.
+
+    Returns:
+        metadata.json's SHA-256, as checked.
     """
     version_dir = Path(version_dir)
     path = version_dir / METADATA_FILE
@@ -160,3 +163,4 @@ def verify_metadata(version_dir: str | Path, metadata: ModelMetadata, expected_s
     if [i.name for i in metadata.inputs] != features.names:
         raise IntegrityError(f"{path}: inputs {[i.name for i in metadata.inputs]} are not the feature list "
                              f"{features.names}")
+    return actual

@@ -15,12 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from serving.calibration import Calibrator, load_calibrator
-from serving.digest import sha256_file
 from serving.errors import IntegrityError
 from serving.inputs import coerce_column
 from serving.metadata import (
     CALIBRATOR_FILE,
-    METADATA_FILE,
     PACKED_SIGNATURE,
     SAVED_MODEL_DIR,
     SERVING_SIGNATURE,
@@ -35,10 +33,11 @@ from serving.schema import ColumnSpec, schema_from_dict, tensor_name
 class LoadedModel:
     """A verified model version: SavedModel serving function plus calibrator."""
 
-    def __init__(self, version_dir: Path, metadata: ModelMetadata, calibrator: Calibrator, loaded) -> None:
+    def __init__(self, version_dir: Path, metadata: ModelMetadata, calibrator: Calibrator, loaded,
+                 metadata_sha256: str) -> None:
         self.version_dir = version_dir
         self.metadata = metadata
-        self.metadata_sha256 = sha256_file(version_dir / METADATA_FILE)
+        self.metadata_sha256 = metadata_sha256   # the metadata.json verified at load (a restart checks it again)
         self.calibrator = calibrator
         self._loaded = loaded  # owns the variables the signature functions read
         self._named_fn = loaded.signatures[SERVING_SIGNATURE]
@@ -53,7 +52,7 @@ class LoadedModel:
         """Verify and load a version; ``metadata_sha256``: what the registry recorded for its metadata.json."""
         version_dir = Path(version_dir)
         metadata = read_metadata(version_dir)
-        verify_metadata(version_dir, metadata, metadata_sha256)
+        metadata_sha256 = verify_metadata(version_dir, metadata, metadata_sha256)
         verify_files(version_dir, metadata)
         calibrator = load_calibrator(version_dir / CALIBRATOR_FILE, metadata.files[CALIBRATOR_FILE])
         if calibrator.model_digest != metadata.model_digest:
@@ -64,7 +63,7 @@ class LoadedModel:
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(version_dir / SAVED_MODEL_DIR))
-        return cls(version_dir, metadata, calibrator, loaded)
+        return cls(version_dir, metadata, calibrator, loaded, metadata_sha256)
 
     def score_columns(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Raw network scores and calibrated probabilities for typed columns.

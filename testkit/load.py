@@ -28,6 +28,7 @@ class Load:
     max_requests: int = 20_000
     max_seconds: float = 120
     timeout: float = 30
+    interval: float = 0      # > 0: each client sends on a fixed schedule, one request every this many seconds
     path: str = "/predict"
     outcomes: list[Outcome] = field(default_factory=list)
 
@@ -38,10 +39,13 @@ class Load:
     def _client(self, index: int) -> None:
         bodies = self.body if isinstance(self.body, list) else [self.body]
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-        deadline = time.monotonic() + self.max_seconds
+        start = time.monotonic()
+        deadline = start + self.max_seconds
         for n in range(self.max_requests):
             if self._stop.is_set() or time.monotonic() > deadline:
                 break
+            if self.interval:
+                self._stop.wait(max(0.0, start + n * self.interval - time.monotonic()))   # the steady rate
             t0 = time.monotonic()
             try:
                 conn.request("POST", self.path, body=bodies[(index + n) % len(bodies)],
@@ -67,6 +71,12 @@ class Load:
     def count(self) -> int:
         """Requests answered so far (clients append as they go; list.append is atomic)."""
         return len(self.outcomes)
+
+    def wait(self) -> list[Outcome]:
+        """Let every client run to its count or time bound, then return the outcomes."""
+        for t in self._threads:
+            t.join(timeout=self.max_seconds + self.timeout + 5)
+        return self.stop()
 
     def stop(self) -> list[Outcome]:
         self._stop.set()

@@ -120,47 +120,18 @@ def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, fi
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        rate = 40      # requests per second in total: 4 clients, each paced
-        outcomes = []
+        rate, clients = 40, 4      # requests per second in total, from 4 paced clients
         t0 = time.monotonic()
         try:
-            clients = 4
-            per_client = SOAK_SECONDS * rate / clients
-
-            def paced(i: int, out: list) -> None:
-                import http.client
-
-                bodies = [good, good, good] + bad
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                start = time.monotonic()
-                for n in range(int(per_client)):
-                    due = start + n * clients / rate
-                    if time.monotonic() > start + SOAK_SECONDS + 30:
-                        break
-                    time.sleep(max(0.0, due - time.monotonic()))      # the steady rate
-                    try:
-                        conn.request("POST", "/predict", body=bodies[(i + n) % len(bodies)],
-                                     headers={"content-type": "application/json"})
-                        resp = conn.getresponse()
-                        resp.read()
-                        out.append(resp.status)
-                    except (OSError, http.client.HTTPException) as exc:
-                        out.append(repr(exc))
-                        conn.close()
-                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                conn.close()
-
-            threads = [threading.Thread(target=paced, args=(i, outcomes)) for i in range(clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=SOAK_SECONDS + 120)
+            with Load(port, [good, good, good] + bad, clients=clients, max_requests=int(SOAK_SECONDS * rate / clients),
+                      max_seconds=SOAK_SECONDS + 30, interval=clients / rate) as load:
+                outcomes = load.wait()
         finally:
             stop.set()
             sampler.join()
         elapsed = time.monotonic() - t0
         health = _call(port, "GET", "/health")[1]
-    labels = [str(s) for s in outcomes]
+    labels = [str(o.status or o.version) for o in outcomes]      # an answer's status, or the error's name
     statuses = {s: labels.count(s) for s in sorted(set(labels))}
     # Growth from a least-squares line through the RSS samples after the first minute (warm-up).
     steady = [(t, kb) for t, kb in samples if t - samples[0][0] >= min(60, SOAK_SECONDS / 4)] or samples
@@ -174,8 +145,8 @@ def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, fi
     figure("rss_start_mb", round(samples[0][1] / 1024, 1), "MB")
     figure("rss_end_mb", round(samples[-1][1] / 1024, 1), "MB")
     figure("rss_growth_mb_per_hour", round(growth_mb_h, 1), "MB/h", f"least squares over {n} samples")
-    five_xx = [s for s in outcomes if not isinstance(s, int) or s >= 500]
+    five_xx = [o for o in outcomes if o.status == 0 or o.status >= 500]
     assert five_xx == [], five_xx[:10]
-    assert set(outcomes) <= {200, 413, 422, 400} and health["status"] == "healthy"
+    assert {o.status for o in outcomes} <= {200, 413, 422, 400} and health["status"] == "healthy"
     assert len(outcomes) >= 0.9 * SOAK_SECONDS * rate
     assert growth_mb_h < 100, samples
