@@ -10,20 +10,16 @@ import subprocess
 import pytest
 
 from tests.conftest import ROOT
+from tests.flows.test_guide_commands import documented_commands
 
 pytestmark = pytest.mark.integration
 
 GUIDE = ROOT / "deployments" / "HANDOVER.md"
 
 
-def curl_commands(text: str) -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    commands = []
-    for block in blocks:
-        joined = re.sub(r"\\\n\s*", " ", block)          # shell line continuations
-        joined = re.sub(r"'([^']*)'", lambda m: "'" + m.group(1).replace("\n", " ") + "'", joined, flags=re.S)
-        commands += [line.strip() for line in joined.splitlines() if line.strip().startswith("curl ")]
-    return commands
+def curl_commands() -> list[str]:
+    """The guide's curl commands, continuations joined (the one reader of the docs' commands)."""
+    return [cmd for doc, cmd in documented_commands() if doc == "HANDOVER.md" and cmd.startswith("curl ")]
 
 
 @pytest.fixture
@@ -52,7 +48,7 @@ def test_every_curl_command_in_the_guide_runs(deployed):
     if shutil.which("curl") is None:
         pytest.fail("curl is not installed")
     text = GUIDE.read_text()
-    commands = curl_commands(text)
+    commands = curl_commands()
     assert {"/load", "/health", "/model_info", "/predict", "/metrics", "/default", "/feedback",
             "/monitoring/window", "/monitoring/summary"} <= {p for c in commands for p in re.findall(
                 r"/(?:load|health|model_info|predict|metrics|default|feedback|monitoring/window|monitoring/summary)",
