@@ -73,10 +73,6 @@ class Evaluation:
     champion_problem: str | None = None
     champion_unavailable: bool = False
 
-    def to_dict(self) -> dict:
-        return {**self.__dict__, "rows": self.rows.to_dict(),
-                "interval": {m: list(v) for m, v in self.interval.items()}}
-
 
 def missing_inputs(model: LoadedModel, ds: Dataset) -> list[str]:
     """What the model needs that the rows do not have, or hold as another kind (text vs number)."""

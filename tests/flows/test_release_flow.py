@@ -358,50 +358,72 @@ def test_a_release_killed_mid_way_leaves_nothing_half_written_and_moves_no_alias
     figure("versions_burned", len(burned), "versions", "reserved by the killed run, never deployable")
 
 
+
+def _shipped_metrics(model_dir, ds) -> dict:
+    """The metrics of an export, loaded as a server loads it, on ``ds``: what the gate must have measured."""
+    from serving.model import LoadedModel
+    from tasks.metrics import binary_metrics
+
+    model = LoadedModel.load(model_dir)
+    _, p = model.score_columns({i.name: ds.columns[i.name] for i in model.metadata.inputs})
+    return binary_metrics(ds.y, p)
+
+
 def test_the_gate_scores_champion_and_candidate_on_the_same_rows(prefect_server, env_home, tmp_path, demo_frame,
                                                                  schema_path, feature_list_path):
-    """--eval-data: both shipped models score the same file; a time column: the newest rows are held out."""
+    """A time column: the newest rows are held out of training and the shipped model is measured on them.
+    --eval-data (it wins over the time column): both shipped models score the same file, paired."""
     from flows.release import release_flow
-    from serving.model import LoadedModel
     from serving.schema import load_schema
-    from tasks.metrics import binary_metrics
-    from tasks.training.data import load_dataset
+    from tasks.training.data import load_dataset, subset
     from tests.conftest import FAST_CONFIG
     from tests.flows.conftest import artifacts
 
     config = tmp_path / "pipeline.yaml"
     config.write_text(FAST_CONFIG.replace("  cv_folds: 3\n  epochs: 12", "  cv_folds: 2\n  epochs: 8")
                       + "  min_eval_rows: 50\n  bootstrap_resamples: 300\n")
-    train, held = tmp_path / "train.csv", tmp_path / "eval.csv"
-    demo_frame.iloc[:700].to_csv(train, index=False)
-    demo_frame.iloc[700:].to_csv(held, index=False)
+    days = np.random.default_rng(5).integers(0, 300, size=len(demo_frame))
+    timed = demo_frame.assign(applied_day=days)
+    data, held, schema = tmp_path / "timed.csv", tmp_path / "eval.csv", tmp_path / "timed-schema.yaml"
+    timed.to_csv(data, index=False)
+    timed.iloc[700:].to_csv(held, index=False)
+    contract = yaml.safe_load(schema_path.read_text())
+    contract["columns"].append({"name": "applied_day", "type": "integer", "min": 0})
+    contract["time_column"] = "applied_day"
+    schema.write_text(yaml.safe_dump(contract))
 
-    def release(data, schema=schema_path, eval_data=held):
+    def release(eval_data=None):
         return release_flow(data=str(data), schema=str(schema), feature_list=str(feature_list_path),
                             config=str(config), eval_data=str(eval_data) if eval_data else None)
 
-    first = release(train)
+    first = release()
     rows = first["evaluation"]["rows"]
-    assert rows["origin"] == "eval-data" and rows["source"] == str(held) and rows["n_rows"] == 200
-    assert first["gate"]["comparison"] == {} and first["data"]["training_rows"] == 700
-    # The figures are the shipped pair's: the export, loaded as a server loads it, on the eval rows.
-    eval_ds = load_dataset(held, load_schema(schema_path), min_rows=50)
-    shipped = LoadedModel.load(first["model_dir"])
-    _, p = shipped.score_columns({i.name: eval_ds.columns[i.name] for i in shipped.metadata.inputs})
-    assert first["evaluation"]["metrics"] == pytest.approx(binary_metrics(eval_ds.y, p))
-
+    cutoff = int(rows["detail"].split("at or after ")[1].split(" ")[0])
+    newest = days >= cutoff
+    assert rows["origin"] == "time-holdout" and rows["n_rows"] == newest.sum()
+    assert abs(newest.mean() - 0.2) < 0.02 and days[~newest].max() < cutoff      # the most recent fifth
+    assert first["data"]["rows"] == 900 and first["data"]["training_rows"] == 900 - newest.sum()
     client, _ = mlflow_client(env_home)
+    assert client.get_run(first["registry"]["run_id"]).data.params["data_rows"] == str(900 - newest.sum())
+    full = load_dataset(data, load_schema(schema), min_rows=50)
+    assert first["evaluation"]["metrics"] == pytest.approx(_shipped_metrics(first["model_dir"], subset(full, newest)))
+    assert first["gate"]["comparison"] == {}                   # no champion yet
+
     client.set_registered_model_alias("test-model", "champion", "1")
-    second = release(train)
+    second = release(eval_data=held)
     comp = second["gate"]["comparison"]
     assert comp["basis"] == "same rows" and comp["like_for_like"] and comp["rows"] == second["evaluation"]["rows"]
+    assert comp["rows"]["origin"] == "eval-data" and comp["rows"]["source"] == str(held)
     assert comp["rows"]["n_rows"] == 200 and comp["resamples"] == 300
+    assert second["data"]["training_rows"] == 900                # --eval-data: nothing held out of training
+    eval_ds = load_dataset(held, load_schema(schema), min_rows=50)
+    champion_on_rows = _shipped_metrics(first["model_dir"], eval_ds)
     for metric, m in comp["metrics"].items():
-        # The champion's side is version 1 scored on the very rows version 1 was measured on when released.
-        assert m["champion"] == pytest.approx(first["evaluation"]["metrics"][metric])
+        assert m["champion"] == pytest.approx(champion_on_rows[metric])
         assert m["candidate"] == pytest.approx(second["evaluation"]["metrics"][metric])
         assert m["difference"] == pytest.approx(m["candidate"] - m["champion"])
         assert m["interval"][0] <= m["interval"][1] and m["verdict"] in ("ok", "cannot tell", "REGRESSION")
+    assert second["evaluation"]["metrics"] == pytest.approx(_shipped_metrics(second["model_dir"], eval_ds))
     assert second["gate"]["passed"] == all(m["verdict"] != "REGRESSION" for m in comp["metrics"].values())
     report = artifacts("release-report-test-model")[0].data
     assert "## Champion version 1 vs candidate on the same rows" in report and "200 rows" in report
@@ -410,23 +432,15 @@ def test_the_gate_scores_champion_and_candidate_on_the_same_rows(prefect_server,
     assert json.loads(tags["gate_comparison"])["basis"] == "same rows"
     assert json.loads(tags["eval_metrics"]) == pytest.approx(second["evaluation"]["metrics"])
 
-    # A time column, no --eval-data: the most recent fifth is held out of training and both are scored on it.
-    days = np.random.default_rng(5).integers(0, 300, size=len(demo_frame))
-    timed = demo_frame.assign(applied_day=days)
-    timed_csv, timed_schema = tmp_path / "timed.csv", tmp_path / "timed-schema.yaml"
-    timed.to_csv(timed_csv, index=False)
-    contract = yaml.safe_load(schema_path.read_text())
-    contract["columns"].append({"name": "applied_day", "type": "integer", "min": 0})
-    contract["time_column"] = "applied_day"
-    timed_schema.write_text(yaml.safe_dump(contract))
-    third = release(timed_csv, timed_schema, None)
-    rows = third["evaluation"]["rows"]
-    cutoff = int(rows["detail"].split("at or after ")[1].split(" ")[0])
-    newest = days >= cutoff
-    assert rows["origin"] == "time-holdout" and rows["n_rows"] == newest.sum() and rows["positives"] == \
-        timed.loc[newest, "default"].astype(str).eq(contract["target"]["positive_label"]).sum()
-    assert abs(newest.mean() - 0.2) < 0.02 and days[~newest].max() < cutoff
-    assert third["data"]["rows"] == 900 and third["data"]["training_rows"] == 900 - newest.sum()
-    run = client.get_run(third["registry"]["run_id"])
-    assert run.data.params["data_rows"] == str(900 - newest.sum())   # trained without the held-out rows
-    assert third["gate"]["comparison"]["basis"] == "same rows"     # champion 1 needs no applied_day: comparable
+
+def test_bad_eval_data_is_refused_naming_file_row_and_column(tmp_path, demo_frame, schema_path, feature_list_path,
+                                                            demo_csv, home):
+    bad = demo_frame.iloc[:200].copy().astype({"age": object})
+    bad.loc[4, "age"] = "old"
+    path = tmp_path / "holdout.csv"
+    bad.to_csv(path, index=False)
+    result = _cli(["release", "--data", str(demo_csv), "--schema", str(schema_path), "--feature-list",
+                   str(feature_list_path), "--eval-data", str(path)], home)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "holdout.csv" in result.stderr and "column 'age': wrong type" in result.stderr and "rows 5" in result.stderr
+    assert not (home / "mlflow").exists()
