@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--data", required=True, type=Path, help="training CSV")
     rel.add_argument("--schema", required=True, type=Path, help="schema.yaml (the data contract)")
     rel.add_argument("--feature-list", required=True, type=Path, help="feature_list.csv (preprocessing)")
+    rel.add_argument("--eval-data", type=Path, default=None,
+                     help="CSV of rows (same contract) the candidate and the champion are both scored on for the "
+                          "gate's comparison (default: the most recent rows when the schema names a time_column)")
     rel.add_argument("--config", type=Path, default=None, help="pipeline config (default configs/pipeline.yaml)")
     rel.add_argument("--json-out", type=Path, default=None, help="write the run summary as JSON here")
     rel.add_argument("--target", action="append", dest="targets", metavar="NAME",
@@ -133,6 +136,8 @@ def _load_inputs(args):
     if args.feature_list is not None:
         load_feature_list(args.feature_list).check_against(schema, str(args.feature_list))
     ds = load_dataset(args.data, schema, settings.training.min_rows, settings.training.min_class_rows)
+    if getattr(args, "eval_data", None) is not None:
+        load_dataset(args.eval_data, schema, settings.gate.min_eval_rows, settings.training.min_class_rows)
     return settings, ds
 
 
@@ -148,7 +153,8 @@ def cmd_release(args) -> int:
 
     targets = [] if args.no_deploy else (args.targets or ["local"])
     summary = release_flow(data=str(args.data), schema=str(args.schema), feature_list=str(args.feature_list),
-                           config=_opt(args.config), targets=targets, targets_file=_opt(args.targets_file))
+                           config=_opt(args.config), targets=targets, targets_file=_opt(args.targets_file),
+                           eval_data=_opt(args.eval_data))
     _write_json(args.json_out, summary)
     gate = summary["gate"]
     print()
@@ -158,6 +164,12 @@ def cmd_release(args) -> int:
     m = summary["cv_metrics"]
     print(f"cv: roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  brier {m['brier']:.4f}  ece {m['ece']:.4f} "
           f"(before calibration {summary['calibration']['ece_before']:.4f})")
+    if summary.get("evaluation"):
+        rows, e = summary["evaluation"]["rows"], summary["evaluation"]["metrics"]
+        print(f"shipped model on {rows['n_rows']} held-out rows ({rows['origin']}): roc_auc {e['roc_auc']:.4f}  "
+              f"pr_auc {e['pr_auc']:.4f}  brier {e['brier']:.4f}  ece {e['ece']:.4f}")
+    for note in gate.get("notes", []):
+        print(f"note: {note}")
     if gate["passed"]:
         print(f"quality gate: passed; alias '{summary['registry']['alias']}' now points at it")
         _print_deploy(summary.get("deploy"))

@@ -1,4 +1,8 @@
-"""The release flow: validate → train → calibrate → reserve → export → register → gate.
+"""The release flow: validate → train → calibrate → reserve → export → register → evaluate → gate.
+
+The rows the candidate and the champion are compared on: ``eval_data`` (validated like the training
+data), else, when the schema names a ``time_column``, the most recent slice of the data, held out from
+training before anything is fitted. Neither: the gate compares cross-validated metrics and says so.
 
 The registry version is reserved before anything is written (under the model's release lock, with
 its release number): it names the export directory, the host's release and the bundle, so releases
@@ -20,8 +24,10 @@ from flows.deploy import deploy_flow
 from flows.notify import publish
 from flows.stages import (
     calibrate_task,
+    evaluate_task,
     export_task,
     gate_task,
+    holdout_task,
     register_task,
     reserve_task,
     train_task,
@@ -32,6 +38,7 @@ from tasks.constants import CHALLENGER, CHAMPION
 from tasks.errors import PostPromotionCheckFailed
 from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
+from tasks.release.evaluate import rows_of_file, rows_of_holdout
 from tasks.release.reports import failed_release_report, release_report
 from tasks.settings import load_settings
 
@@ -51,9 +58,12 @@ def _timed(timings: dict, stage: str):
 
 @flow(name="release", flow_run_name="release-{data}", validate_parameters=False)
 def release_flow(data: str, schema: str, feature_list: str, config: str | None = None,
-                 targets: list[str] | None = None, targets_file: str | None = None) -> dict:
+                 targets: list[str] | None = None, targets_file: str | None = None,
+                 eval_data: str | None = None) -> dict:
     """Train, calibrate, export, register and gate a new version; if blessed, deploy it to ``targets``
-    (none: stop after the gate) and promote it. Returns the run summary."""
+    (none: stop after the gate) and promote it. ``eval_data``: rows the candidate and the champion are
+    both scored on (default: the most recent rows when the schema names a time column). Returns the run
+    summary."""
     logger = get_run_logger()
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -61,7 +71,7 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     state = {"reported": False, "version": None, "registered": False}
     try:
         return _release(logger, started, timings, state, settings, data, schema, feature_list, config, targets,
-                        targets_file)
+                        targets_file, eval_data)
     except Exception as exc:
         if not state["reported"]:   # the full report, once the gate ran, says what failed itself
             failed_at = getattr(exc, "release_stage", "release")
@@ -73,14 +83,23 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
 
 
 def _release(logger, started: float, timings: dict, state: dict, settings, data: str, schema: str,
-             feature_list: str, config: str | None, targets: list[str] | None, targets_file: str | None) -> dict:
+             feature_list: str, config: str | None, targets: list[str] | None, targets_file: str | None,
+             eval_data: str | None) -> dict:
     with _timed(timings, "contract"):
         contract = load_schema(schema)
         features = load_feature_list(feature_list)
         features.check_against(contract, feature_list)
 
     with _timed(timings, "validate"):
-        ds = validate_data_task(data, contract, settings.training.min_rows, settings.training.min_class_rows)
+        full = validate_data_task(data, contract, settings.training.min_rows, settings.training.min_class_rows)
+        ds, eval_ds, rows = full, None, None
+        if eval_data:   # wins over a time column
+            eval_ds = validate_data_task(eval_data, contract, settings.gate.min_eval_rows,
+                                         settings.training.min_class_rows)
+            rows = rows_of_file(eval_ds)
+        elif contract.time_column:
+            held = holdout_task(full, contract, settings)
+            ds, eval_ds, rows = held.train, held.held_out, rows_of_holdout(held)
     registry = MlflowRegistry(settings)
     with _timed(timings, "champion"):   # a registry that does not answer stops the run here, before training
         champion = registry.champion()
@@ -106,15 +125,26 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
             reg = register_task(registry, reservation, exported, cal, trained, input_example(exported.metadata),
                                 {"training": trained.params, "calibration": {"method": cal.method,
                                                                              "n_bins": settings.calibration.n_bins},
-                                 "data_rows": ds.n_rows, "release": release}, {})
+                                 "data_rows": ds.n_rows, "eval_rows": rows.n_rows if rows else 0,
+                                 "release": release}, {})
     except Exception as exc:
         registry.abandon(reservation, getattr(exc, "release_stage", "register"), exc)
         raise
     state["registered"] = True
+    evaluation = None
+    if eval_ds is not None:
+        def champion_dir() -> Path:
+            return registry.export_dir(registry.get_version(champion.version),
+                                       settings.pipeline_home / "registry-cache")
+
+        with _timed(timings, "evaluate"):
+            evaluation = evaluate_task(exported.path, eval_ds, rows, settings,
+                                       champion.version if champion else None, champion_dir)
     with _timed(timings, "gate"):
         gate = gate_task(exported.metadata.cv_metrics, settings.gate,
-                         champion.metrics if champion else None, champion.version if champion else None)
-        registry.record_gate(reg.version, gate)
+                         champion.metrics if champion else None, champion.version if champion else None,
+                         evaluation)
+        registry.record_gate(reg.version, gate, evaluation)
     timings["flow_total"] = round(time.perf_counter() - started, 3)
 
     summary = {
@@ -124,10 +154,13 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
         "registry": {"name": reg.name, "version": reg.version, "run_id": reg.run_id, "model_uri": reg.model_uri,
                      "alias": CHALLENGER if gate.passed else None},
         "cv_metrics": exported.metadata.cv_metrics,
+        # The shipped (model, calibrator) pair on rows it was not trained on, beside the CV metrics.
+        "evaluation": {"rows": rows.to_dict(), "metrics": evaluation.candidate} if evaluation else None,
         "calibration": {"method": cal.method, "ece_before": cal.metrics_before["ece"],
                         "ece_after": cal.metrics_after["ece"]},
         "gate": gate.to_dict(),
-        "data": {"path": data, "rows": ds.n_rows, "positives": ds.positives, "sha256": ds.sha256},
+        "data": {"path": data, "rows": full.n_rows, "positives": full.positives, "sha256": full.sha256,
+                 "training_rows": ds.n_rows},
         "reliability_diagram": str(cal.diagram) if cal.diagram else None,
         "training_rows_per_second": trained.training_rows_per_second,
         "timings": {**timings, "cv": trained.timings["cv_seconds"],

@@ -8,6 +8,7 @@ register or switch twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,12 @@ from tasks.deploy.deploy import Deployment, Restore, deploy_to, restore
 from tasks.deploy.package import Bundle, package_version
 from tasks.deploy.targets import Target
 from tasks.registry import MlflowRegistry, RegisteredVersion, Reservation
+from tasks.release.evaluate import EvalRows, Evaluation, evaluate_on_rows
 from tasks.release.gate import GateResult, evaluate_gate
 from tasks.release.versioning import next_release
 from tasks.settings import GateSettings, Settings
 from tasks.training.calibrate import CalibrationResult, calibrate
-from tasks.training.data import Dataset, load_dataset
+from tasks.training.data import Dataset, HoldOut, hold_out_latest, load_dataset
 from tasks.training.export import ExportedModel, export_model
 from tasks.training.train import TrainResult, train
 
@@ -90,12 +92,41 @@ def register_task(registry: MlflowRegistry, reservation: Reservation, exported: 
     return reg
 
 
+@task(name="hold-out-latest", cache_policy=NO_CACHE)
+def holdout_task(ds: Dataset, schema: Schema, settings: Settings) -> HoldOut:
+    held = hold_out_latest(ds, schema, settings.gate.holdout_fraction, settings.training.min_rows,
+                           settings.training.min_class_rows, settings.gate.min_eval_rows)
+    get_run_logger().info("held out %d of %d rows (%s at or after %s) for the comparison; training on %d rows until %s",
+                          held.held_out.n_rows, ds.n_rows, held.time_column, held.cutoff, held.train.n_rows,
+                          held.train_until)
+    return held
+
+
+@task(name="evaluate-on-rows", cache_policy=NO_CACHE)
+def evaluate_task(candidate_dir: Path, ds: Dataset, rows: EvalRows, settings: Settings, champion_version: str | None,
+                  champion_dir: Callable[[], Path] | None) -> Evaluation:
+    result = evaluate_on_rows(candidate_dir, ds, rows, settings.gate, settings.seed, settings.calibration.n_bins,
+                              champion_version, champion_dir)
+    logger = get_run_logger()
+    m = result.candidate
+    logger.info("shipped candidate on %d rows (%s): roc_auc %.4f, pr_auc %.4f, brier %.4f, ece %.4f", rows.n_rows,
+                rows.origin, m["roc_auc"], m["pr_auc"], m["brier"], m["ece"])
+    if result.champion is not None:
+        logger.info("champion version %s on the same rows: roc_auc %.4f (difference %+.4f, %d resamples)",
+                    champion_version, result.champion["roc_auc"], result.difference["roc_auc"], result.resamples)
+    elif result.champion_problem:
+        logger.warning("champion version %s not scored: %s", champion_version, result.champion_problem)
+    return result
+
+
 @task(name="quality-gate", cache_policy=NO_CACHE)
 def gate_task(candidate: dict[str, float], settings: GateSettings, champion_metrics: dict[str, float] | None,
-              champion_version: str | None) -> GateResult:
-    result = evaluate_gate(candidate, settings, champion_metrics, champion_version)
+              champion_version: str | None, evaluation: Evaluation | None = None) -> GateResult:
+    result = evaluate_gate(candidate, settings, champion_metrics, champion_version, evaluation)
     logger = get_run_logger()
     against = f"champion version {champion_version}" if champion_version else "bounds only (no champion yet)"
+    for note in result.notes:
+        logger.warning("quality gate note: %s", note)
     if result.passed:
         logger.info("quality gate passed against %s", against)
     else:

@@ -128,9 +128,18 @@ class TargetSpec(_Strict):
 
 
 class Schema(_Strict):
+    """The columns, the target and, optionally, the column that says when a row happened.
+
+    ``time_column`` names one of ``columns`` (not the target), not nullable: integer or numeric values
+    (epoch seconds, days, ``20240301``; larger is later) or a categorical column of ISO 8601 dates or
+    datetimes. The release flow holds the most recent rows out of training to judge the candidate
+    and the champion on them. It is a model input only if the feature list names it.
+    """
+
     version: int = 1
     target: TargetSpec
     columns: tuple[ColumnSpec, ...] = Field(min_length=1)
+    time_column: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _unique(self) -> Schema:
@@ -140,6 +149,15 @@ class Schema(_Strict):
             raise ValueError(f"columns listed twice: {dupes}")
         if self.target.name in names:
             raise ValueError(f"target '{self.target.name}' must not also be listed under columns")
+        if self.time_column is not None:
+            if self.time_column not in names:
+                raise ValueError(f"time_column '{self.time_column}' is not one of the columns")
+            col = self.column(self.time_column)
+            if col.type == "boolean":
+                raise ValueError(f"time_column '{col.name}' is boolean; it must be integer, numeric or categorical "
+                                 "(ISO 8601 dates)")
+            if col.nullable:
+                raise ValueError(f"time_column '{col.name}' is nullable; every row needs a time to be ordered by")
         return self
 
     def column(self, name: str) -> ColumnSpec:
@@ -154,7 +172,10 @@ class Schema(_Strict):
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON form: equal schemas hash equal, whatever the YAML layout."""
-        return canonical_digest({**self.model_dump(mode="json"), "columns": [c.contract() for c in self.columns]})
+        data = {**self.model_dump(mode="json"), "columns": [c.contract() for c in self.columns]}
+        if data["time_column"] is None:   # a later field: unchanged contracts keep their hash
+            data.pop("time_column")
+        return canonical_digest(data)
 
 
 class FeatureSpec(_Strict):

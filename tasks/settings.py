@@ -73,6 +73,12 @@ class GateSettings(_Section):
     # How much worse than the champion a candidate may be (absolute change).
     max_regression: dict[Metric, float] = Field(default_factory=lambda: {
         "roc_auc": 0.01, "pr_auc": 0.02, "brier": 0.01, "ece": 0.02})
+    # The rows both models are scored on: --eval-data, else (the schema names a time_column) the most
+    # recent holdout_fraction of the data, held out from training (tasks/release/evaluate.py).
+    holdout_fraction: float = Field(0.2, ge=0.05, le=0.5)
+    min_eval_rows: int = Field(100, ge=10)
+    bootstrap_resamples: int = Field(1000, ge=100, le=10_000)
+    confidence: float = Field(0.95, ge=0.5, lt=1)
 
 
 class Settings(_Section):

@@ -146,14 +146,20 @@ class MlflowRegistry:
         return Champion(version=str(mv.version), release=mv.tags.get("release"), metrics=metrics)
 
     # ------------------------------------------------------------ writes
-    def record_gate(self, version: str, gate) -> None:
-        """Tag the verdict on the version; a blessed version becomes the challenger."""
+    def record_gate(self, version: str, gate, evaluation=None) -> None:
+        """Tag the verdict on the version, with the comparison it rests on and, when there were evaluation
+        rows, the shipped pair's metrics on them; a blessed version becomes the challenger."""
         with self._step(f"recording the gate verdict on version {version}"):
-            self._record_gate(version, gate)
+            self._record_gate(version, gate, evaluation)
 
-    def _record_gate(self, version: str, gate) -> None:
+    def _record_gate(self, version: str, gate, evaluation=None) -> None:
         self.client.set_model_version_tag(self.name, version, "blessed", str(gate.passed).lower())
         self.client.set_model_version_tag(self.name, version, "gate_reasons", json.dumps(gate.reasons))
+        self.client.set_model_version_tag(self.name, version, "gate_notes", json.dumps(gate.notes))
+        self.client.set_model_version_tag(self.name, version, "gate_comparison", json.dumps(gate.comparison))
+        if evaluation is not None:
+            self.client.set_model_version_tag(self.name, version, "eval_metrics", json.dumps(evaluation.candidate))
+            self.client.set_model_version_tag(self.name, version, "eval_rows", json.dumps(evaluation.rows.to_dict()))
         if gate.champion_version:
             self.client.set_model_version_tag(self.name, version, "gate_champion_version", gate.champion_version)
         if gate.passed:

@@ -43,6 +43,47 @@ def _timings_table(timings: dict) -> list[str]:
             *(f"| {k} | {v:.2f} |" for k, v in timings.items())]
 
 
+def _signed(value) -> str:
+    return "–" if value is None else f"{value:+.4f}"
+
+
+def _gate_lines(summary: dict) -> list[str]:
+    """The gate's reasons and notes, the champion-vs-candidate comparison and the shipped pair on held-out rows."""
+    gate = summary["gate"]
+    lines = []
+    if gate["reasons"]:
+        lines += ["## Gate reasons", ""] + [f"- {r}" for r in gate["reasons"]] + [""]
+    if gate.get("notes"):
+        lines += ["## Gate notes", ""] + [f"- {n}" for n in gate["notes"]] + [""]
+    comp = gate.get("comparison") or {}
+    if comp.get("metrics"):
+        if comp["basis"] == "same rows":
+            rows = comp["rows"]
+            lines += [f"## Champion version {gate['champion_version']} vs candidate on the same rows", "",
+                      f"{rows['n_rows']} rows ({rows['positives']} positive): {rows['detail']}. Both shipped models "
+                      f"(SavedModel + calibrator) scored every row; the interval is a paired, stratified bootstrap "
+                      f"({comp['resamples']} resamples, {comp['confidence']:.0%}) of candidate − champion.", ""]
+        else:
+            lines += [f"## Champion version {gate['champion_version']} vs candidate: NOT on the same rows", "",
+                      f"Each version's cross-validated metrics on its own training data: {comp['note']}.", ""]
+        lines += ["| metric | champion | candidate | Δ (candidate − champion) | interval | allowed | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for metric, m in comp["metrics"].items():
+            interval = f"{_signed(m['interval'][0])} to {_signed(m['interval'][1])}" if m["interval"] else "–"
+            lines.append(f"| {metric} | {_fmt(m['champion'])} | {_fmt(m['candidate'])} | {_signed(m['difference'])} | "
+                         f"{interval} | {m['allowed']:g} | {m['verdict']} |")
+        lines.append("")
+    evaluation = summary.get("evaluation")
+    if evaluation:
+        rows, e = evaluation["rows"], evaluation["metrics"]
+        lines += ["## The shipped model on rows it was not trained on", "",
+                  f"{rows['n_rows']} rows ({rows['positives']} positive): {rows['detail']}.", "",
+                  "| metric | cross-validated (fold models) | shipped model on these rows |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(summary['cv_metrics'].get(k))} | {_fmt(v)} |" for k, v in e.items()]
+        lines.append("")
+    return lines
+
+
 def release_report(summary: dict, run_link: str) -> str:
     reg, gate = summary["registry"], summary["gate"]
     lines = [f"# Release {summary['release']} of {reg['name']}", "",
@@ -52,8 +93,7 @@ def release_report(summary: dict, run_link: str) -> str:
              f"- data: `{summary['data']['path']}`, {summary['data']['rows']} rows, "
              f"{summary['data']['positives']} positive, sha256 {summary['data']['sha256'][:16]}…",
              f"- quality gate: **{'passed' if gate['passed'] else 'FAILED'}**", ""]
-    if gate["reasons"]:
-        lines += ["## Gate reasons", ""] + [f"- {r}" for r in gate["reasons"]] + [""]
+    lines += _gate_lines(summary)
     lines += ["## Cross-validated metrics (calibrated)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in summary["cv_metrics"].items()]
     cal = summary["calibration"]

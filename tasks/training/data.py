@@ -124,6 +124,101 @@ def load_dataset(path: str | Path, schema: Schema, min_rows: int = 100, min_clas
                    n_rows=ds.n_rows)
 
 
+# ---------------------------------------------------------------- held-out rows
+
+def subset(ds: Dataset, rows: np.ndarray, source: str | None = None) -> Dataset:
+    """The rows ``rows`` (indices or a boolean mask) of ``ds``, in their order; same file digest."""
+    rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
+    return Dataset(source=source or ds.source, sha256=ds.sha256,
+                   columns={name: values[rows] for name, values in ds.columns.items()}, y=ds.y[rows],
+                   n_rows=int(rows.size))
+
+
+def row_times(ds: Dataset, schema: Schema) -> np.ndarray:
+    """The schema's time column as sortable float64: the values of an integer or numeric column, a
+    categorical one's ISO 8601 dates or datetimes as nanoseconds since 1970 (UTC; a date without a
+    zone is read as UTC).
+
+    Raises:
+        DataValidationError: no time column, or values that are not ISO 8601 dates (rows named).
+    """
+    import pandas as pd
+
+    name = schema.time_column
+    if name is None:
+        raise DataValidationError([Problem(None, "no time column", "the schema names no time_column")], ds.source)
+    values = ds.columns[name]
+    if schema.column(name).type != "categorical":
+        return values.astype(np.float64)
+    parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601", utc=True, errors="coerce")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise DataValidationError([Problem(name, "not a date", "the time column holds ISO 8601 dates or datetimes "
+                                           "(2024-03-01, 2024-03-01T12:30:00Z)", count=int(idx.size),
+                                           rows=tuple(int(i) + 1 for i in idx[:10]),
+                                           examples=tuple(dict.fromkeys(repr(values[i]) for i in idx[:5])))],
+                                  ds.source)
+    return parsed.dt.as_unit("ns").to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    """The most recent rows of a dataset, set apart from the rows a model is trained on."""
+
+    train: Dataset
+    held_out: Dataset
+    time_column: str
+    cutoff: str          # the held-out rows are those at or after it (the value as the data holds it)
+    train_until: str     # the latest training row's time
+
+
+def _shown(value) -> str:
+    if isinstance(value, float | np.floating):
+        return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    return str(value)
+
+
+def hold_out_latest(ds: Dataset, schema: Schema, fraction: float, min_rows: int, min_class_rows: int,
+                    min_held_out: int) -> HoldOut:
+    """Hold the most recent rows out of training: every row at or after the cut-off time, the cut-off
+    chosen so that about ``fraction`` of the rows lie at or after it. Rows sharing the cut-off time all
+    go to the held-out side, so no training row is as recent as a held-out one.
+
+    Raises:
+        DataValidationError: either side too small (rows, or rows of a class), naming the time column.
+    """
+    name = schema.time_column
+    times = row_times(ds, schema)
+    order = np.argsort(times, kind="stable")
+    n_held = min(ds.n_rows, max(1, int(round(fraction * ds.n_rows))))
+    cut = times[order[ds.n_rows - n_held]]
+    held = times >= cut
+    raw = ds.columns[name]
+    cutoff = _shown(raw[order[ds.n_rows - n_held]])
+    problems = []
+    if held.all():
+        problems.append(Problem(name, "no recent slice", f"every row is at or after {cutoff}; the time column "
+                                "does not set the most recent rows apart", count=ds.n_rows))
+    else:
+        train_y, held_y = ds.y[~held], ds.y[held]
+        for part, y, least in (("training", train_y, min_rows), ("held-out", held_y, min_held_out)):
+            where = "before" if part == "training" else "at or after"
+            if y.size < least:
+                problems.append(Problem(name, "too few rows", f"{y.size} {part} rows ({where} {cutoff}), at least "
+                                        f"{least} needed", count=int(y.size)))
+            smallest = int(min(y.sum(), y.size - y.sum()))
+            if smallest < min_class_rows:
+                problems.append(Problem(name, "too few rows", f"the rarer class has {smallest} {part} rows "
+                                        f"({where} {cutoff}), at least {min_class_rows} needed", count=smallest))
+    if problems:
+        raise DataValidationError(problems, ds.source)
+    latest_train = order[np.searchsorted(times[order], cut, side="left") - 1]
+    return HoldOut(train=subset(ds, ~held),
+                   held_out=subset(ds, held, f"{ds.source} (rows with {name} at or after {cutoff})"),
+                   time_column=name, cutoff=cutoff, train_until=_shown(raw[latest_train]))
+
+
 # ---------------------------------------------------------------- inference
 
 def _infer_column(name: str, text: np.ndarray) -> tuple[ColumnSpec, FeatureSpec | None, str | None]:

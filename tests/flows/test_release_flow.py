@@ -40,7 +40,8 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
     assert first["registry"]["name"] == "test-model" and first["registry"]["version"] == "1"
     assert set(first["cv_metrics"]) >= {"roc_auc", "pr_auc", "brier", "ece"}
     assert first["calibration"]["method"] == "isotonic"
-    assert first["gate"] == {"passed": True, "reasons": [], "champion_version": None, "comparison": {}}
+    assert first["gate"] == {"passed": True, "reasons": [], "champion_version": None, "comparison": {}, "notes": []}
+    assert first["evaluation"] is None                      # no --eval-data, no time column
     assert all(first["timings"][s] > 0 for s in ("validate", "train", "calibrate", "export", "register"))
 
     client, uri = mlflow_client(env_home)
@@ -83,7 +84,9 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
     second = _release(demo_csv, schema_path, feature_list_path, fast_config)
     assert second["version"] == "2" and second["release"] == "1.1.0"
     assert second["gate"]["champion_version"] == "1"
-    assert set(second["gate"]["comparison"]) == {"roc_auc", "pr_auc", "brier", "ece"}
+    assert set(second["gate"]["comparison"]["metrics"]) == {"roc_auc", "pr_auc", "brier", "ece"}
+    assert second["gate"]["comparison"]["basis"] == "cross-validation"   # no rows to score both on: flagged
+    assert "not on the same rows" in second["gate"]["notes"][0]
     assert client.get_model_version("test-model", "2").tags["previous_release"] == "1.0.0"
 
     # A changed feature contract is a MAJOR release.
@@ -353,3 +356,91 @@ def test_a_release_killed_mid_way_leaves_nothing_half_written_and_moves_no_alias
     assert summary["release"] not in {mv.tags.get("release") for mv in killed}
     figure("entries_at_kill", len(seen), "entries", f"under models/test-model/ when killed: {seen}")
     figure("versions_burned", len(burned), "versions", "reserved by the killed run, never deployable")
+
+
+
+def _shipped_metrics(model_dir, ds) -> dict:
+    """The metrics of an export, loaded as a server loads it, on ``ds``: what the gate must have measured."""
+    from serving.model import LoadedModel
+    from tasks.metrics import binary_metrics
+
+    model = LoadedModel.load(model_dir)
+    _, p = model.score_columns({i.name: ds.columns[i.name] for i in model.metadata.inputs})
+    return binary_metrics(ds.y, p)
+
+
+def test_the_gate_scores_champion_and_candidate_on_the_same_rows(prefect_server, env_home, tmp_path, demo_frame,
+                                                                 schema_path, feature_list_path):
+    """A time column: the newest rows are held out of training and the shipped model is measured on them.
+    --eval-data (it wins over the time column): both shipped models score the same file, paired."""
+    from flows.release import release_flow
+    from serving.schema import load_schema
+    from tasks.training.data import load_dataset, subset
+    from tests.conftest import FAST_CONFIG
+    from tests.flows.conftest import artifacts
+
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(FAST_CONFIG.replace("  cv_folds: 3\n  epochs: 12", "  cv_folds: 2\n  epochs: 8")
+                      + "  min_eval_rows: 50\n  bootstrap_resamples: 300\n")
+    days = np.random.default_rng(5).integers(0, 300, size=len(demo_frame))
+    timed = demo_frame.assign(applied_day=days)
+    data, held, schema = tmp_path / "timed.csv", tmp_path / "eval.csv", tmp_path / "timed-schema.yaml"
+    timed.to_csv(data, index=False)
+    timed.iloc[700:].to_csv(held, index=False)
+    contract = yaml.safe_load(schema_path.read_text())
+    contract["columns"].append({"name": "applied_day", "type": "integer", "min": 0})
+    contract["time_column"] = "applied_day"
+    schema.write_text(yaml.safe_dump(contract))
+
+    def release(eval_data=None):
+        return release_flow(data=str(data), schema=str(schema), feature_list=str(feature_list_path),
+                            config=str(config), eval_data=str(eval_data) if eval_data else None)
+
+    first = release()
+    rows = first["evaluation"]["rows"]
+    cutoff = int(rows["detail"].split("at or after ")[1].split(" ")[0])
+    newest = days >= cutoff
+    assert rows["origin"] == "time-holdout" and rows["n_rows"] == newest.sum()
+    assert abs(newest.mean() - 0.2) < 0.02 and days[~newest].max() < cutoff      # the most recent fifth
+    assert first["data"]["rows"] == 900 and first["data"]["training_rows"] == 900 - newest.sum()
+    client, _ = mlflow_client(env_home)
+    assert client.get_run(first["registry"]["run_id"]).data.params["data_rows"] == str(900 - newest.sum())
+    full = load_dataset(data, load_schema(schema), min_rows=50)
+    assert first["evaluation"]["metrics"] == pytest.approx(_shipped_metrics(first["model_dir"], subset(full, newest)))
+    assert first["gate"]["comparison"] == {}                   # no champion yet
+
+    client.set_registered_model_alias("test-model", "champion", "1")
+    second = release(eval_data=held)
+    comp = second["gate"]["comparison"]
+    assert comp["basis"] == "same rows" and comp["like_for_like"] and comp["rows"] == second["evaluation"]["rows"]
+    assert comp["rows"]["origin"] == "eval-data" and comp["rows"]["source"] == str(held)
+    assert comp["rows"]["n_rows"] == 200 and comp["resamples"] == 300
+    assert second["data"]["training_rows"] == 900                # --eval-data: nothing held out of training
+    eval_ds = load_dataset(held, load_schema(schema), min_rows=50)
+    champion_on_rows = _shipped_metrics(first["model_dir"], eval_ds)
+    for metric, m in comp["metrics"].items():
+        assert m["champion"] == pytest.approx(champion_on_rows[metric])
+        assert m["candidate"] == pytest.approx(second["evaluation"]["metrics"][metric])
+        assert m["difference"] == pytest.approx(m["candidate"] - m["champion"])
+        assert m["interval"][0] <= m["interval"][1] and m["verdict"] in ("ok", "cannot tell", "REGRESSION")
+    assert second["evaluation"]["metrics"] == pytest.approx(_shipped_metrics(second["model_dir"], eval_ds))
+    assert second["gate"]["passed"] == all(m["verdict"] != "REGRESSION" for m in comp["metrics"].values())
+    report = artifacts("release-report-test-model")[0].data
+    assert "## Champion version 1 vs candidate on the same rows" in report and "200 rows" in report
+    assert "## The shipped model on rows it was not trained on" in report
+    tags = client.get_model_version("test-model", "2").tags
+    assert json.loads(tags["gate_comparison"])["basis"] == "same rows"
+    assert json.loads(tags["eval_metrics"]) == pytest.approx(second["evaluation"]["metrics"])
+
+
+def test_bad_eval_data_is_refused_naming_file_row_and_column(tmp_path, demo_frame, schema_path, feature_list_path,
+                                                            demo_csv, home):
+    bad = demo_frame.iloc[:200].copy().astype({"age": object})
+    bad.loc[4, "age"] = "old"
+    path = tmp_path / "holdout.csv"
+    bad.to_csv(path, index=False)
+    result = _cli(["release", "--data", str(demo_csv), "--schema", str(schema_path), "--feature-list",
+                   str(feature_list_path), "--eval-data", str(path)], home)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "holdout.csv" in result.stderr and "column 'age': wrong type" in result.stderr and "rows 5" in result.stderr
+    assert not (home / "mlflow").exists()
