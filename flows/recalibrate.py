@@ -38,10 +38,12 @@ from tasks.settings import load_settings
 
 @flow(name="recalibrate", flow_run_name="recalibrate-v{version}", validate_parameters=False)
 def recalibrate_flow(version: str | int | None = None, labels: str = FEEDBACK, targets: list[str] | None = None,
-                     targets_file: str | None = None, config: str | None = None) -> dict:
+                     targets_file: str | None = None, config: str | None = None,
+                     label_targets: list[str] | None = None) -> dict:
     """Refit version ``version``'s calibrator (default: the champion's) on ``labels`` (a CSV, or ``feedback``:
-    what the targets' servers collected; from ``targets``, else the local target), register it as a PATCH
-    release, gate it on held-out labelled rows; if blessed and ``targets`` are given, deploy and promote it."""
+    what the servers of ``label_targets``, else ``targets``, else the local target collected), register it as
+    a PATCH release, gate it on held-out labelled rows; if blessed and ``targets`` are given, deploy and
+    promote it."""
     logger = get_run_logger()
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -49,7 +51,7 @@ def recalibrate_flow(version: str | int | None = None, labels: str = FEEDBACK, t
     state = {"reported": False, "version": None, "registered": False}
     try:
         return _recalibrate(logger, started, timings, state, settings, version, labels, targets, targets_file,
-                            config)
+                            config, label_targets or targets or ["local"])
     except Exception as exc:
         if not state["reported"]:
             failed_at = getattr(exc, "release_stage", "recalibrate")
@@ -70,7 +72,8 @@ def _source_version(registry: MlflowRegistry, version: str | int | None):
 
 
 def _recalibrate(logger, started: float, timings: dict, state: dict, settings, version, labels: str,
-                 targets: list[str] | None, targets_file: str | None, config: str | None) -> dict:
+                 targets: list[str] | None, targets_file: str | None, config: str | None,
+                 label_targets: list[str]) -> dict:
     registry = MlflowRegistry(settings)
     with _timed(timings, "source"):
         mv = _source_version(registry, version)
@@ -80,7 +83,7 @@ def _recalibrate(logger, started: float, timings: dict, state: dict, settings, v
     logger.info("recalibrating %s version %s (release %s) from %s", registry.name, mv.version, old.release, labels)
     with _timed(timings, "labels"):
         readers = [] if labels != FEEDBACK else pick_targets(load_targets(targets_file, settings.pipeline_home),
-                                                             targets or ["local"],
+                                                             label_targets,
                                                              targets_file or "configs/targets.yaml")
         rows = labelled_rows_task(labels, source, readers)
         rc = settings.recalibration
