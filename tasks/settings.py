@@ -83,8 +83,8 @@ class RecalibrationSettings(_Section):
     folds: int = Field(5, ge=2, le=20)                 # cross-fitting folds of the fitted rows' metrics
     bootstrap: int = Field(1000, ge=100, le=100_000)   # paired bootstrap resamples of the held-out rows
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    # How much worse than version N the recalibrated pair may be on the held-out rows, at the interval's
-    # worse end (absolute change): it passes only when it is, with this confidence, not worse by more.
+    # How much worse than version N's pair the recalibrated pair may be on the held-out rows (absolute
+    # change); each difference is reported with its paired bootstrap interval.
     max_regression: dict[Literal["brier", "ece", "roc_auc"], float] = Field(default_factory=lambda: {
         "brier": 0.002, "ece": 0.01, "roc_auc": 0.02})
 

@@ -112,9 +112,20 @@ def test_the_gate_passes_a_better_calibration_and_lists_every_reason_against_a_w
     assert passed.passed and passed.reasons == []
     assert passed.comparison["roc_auc"]["difference"] == pytest.approx(0.0, abs=1e-12)
     assert passed.comparison["ece"]["interval"][1] < 0 and passed.comparison["brier"]["interval"][1] < 0
+    # within the allowance passes, beyond it fails: the rule reads the difference itself
+    nudged = np.clip(p_true + 0.02, 0, 1)
+    worse = judge(y, p_true, nudged, settings, "4").comparison["brier"]["worse_by"]
+    assert 0 < worse
+    assert judge(y, p_true, nudged, load_settings(None, env={"PIPELINE_HOME": str(settings.pipeline_home)},
+                 overrides={"recalibration.bootstrap": 100, "recalibration.max_regression": {
+                     "brier": worse + 1e-4, "ece": 1.0, "roc_auc": 1.0}}), "4").passed
+    assert not judge(y, p_true, nudged, load_settings(None, env={"PIPELINE_HOME": str(settings.pipeline_home)},
+                     overrides={"recalibration.bootstrap": 100, "recalibration.max_regression": {
+                         "brier": worse - 1e-4, "ece": 1.0, "roc_auc": 1.0}}), "4").passed
     failed = judge(y, p_true, shifted, settings, "4")
     assert not failed.passed and [r.split()[0] for r in failed.reasons] == ["brier", "ece"]
-    assert all("version 4's" in r and "interval" in r and "allowed" in r for r in failed.reasons)
+    assert all("version 4's" in r and "interval of the difference" in r and "allowed change" in r
+               for r in failed.reasons)
     # ranking counts too: a calibrator that scrambles the order fails on roc_auc
     scrambled = judge(y, p_true, rng.permutation(p_true), settings, "4")
     assert any(r.startswith("roc_auc") for r in scrambled.reasons)
