@@ -165,7 +165,6 @@ def cmd_release(args) -> int:
     summary = release_flow(data=str(args.data), schema=str(args.schema), feature_list=str(args.feature_list),
                            config=_opt(args.config), targets=targets, targets_file=_opt(args.targets_file))
     _write_json(args.json_out, summary)
-    gate = summary["gate"]
     print()
     print(f"model version {summary['version']} (release {summary['release']}) exported to {summary['model_dir']}")
     print(f"registered as {summary['registry']['name']} version {summary['registry']['version']} in MLflow "
@@ -173,14 +172,7 @@ def cmd_release(args) -> int:
     m = summary["cv_metrics"]
     print(f"cv: roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  brier {m['brier']:.4f}  ece {m['ece']:.4f} "
           f"(before calibration {summary['calibration']['ece_before']:.4f})")
-    if gate["passed"]:
-        print(f"quality gate: passed; alias '{summary['registry']['alias']}' now points at it")
-        _print_deploy(summary.get("deploy"))
-        return 0
-    print("quality gate: FAILED", file=sys.stderr)
-    for reason in gate["reasons"]:
-        print(f"  - {reason}", file=sys.stderr)
-    return EXIT_GATE_FAILED
+    return _verdict("quality gate", summary)
 
 
 def _opt(path: Path | None) -> str | None:
@@ -237,11 +229,17 @@ def cmd_recalibrate(args) -> int:
         low, high = c["interval"]
         print(f"held out {metric}: version {src['version']} {c['version_' + src['version']]:.4f} -> "
               f"{c['recalibrated']:.4f} (difference {c['difference']:+.4f}, interval [{low:+.4f}, {high:+.4f}])")
+    return _verdict("recalibration gate", summary)
+
+
+def _verdict(gate_name: str, summary: dict) -> int:
+    """The gate's verdict (and the deploy, when there was one); the exit code."""
+    gate = summary["gate"]
     if gate["passed"]:
-        print(f"recalibration gate: passed; alias '{summary['registry']['alias']}' now points at it")
+        print(f"{gate_name}: passed; alias '{summary['registry']['alias']}' now points at it")
         _print_deploy(summary.get("deploy"))
         return 0
-    print("recalibration gate: FAILED", file=sys.stderr)
+    print(f"{gate_name}: FAILED", file=sys.stderr)
     for reason in gate["reasons"]:
         print(f"  - {reason}", file=sys.stderr)
     return EXIT_GATE_FAILED

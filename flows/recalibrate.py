@@ -15,9 +15,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.deploy import deploy_flow
 from flows.notify import publish
-from flows.release import _timed
+from flows.release import _timed, deploy_blessed
 from flows.stages import (
     build_recalibrated_task,
     labelled_rows_task,
@@ -28,7 +27,7 @@ from flows.stages import (
 from serving.model import LoadedModel
 from tasks.constants import CHALLENGER, CHAMPION, FEEDBACK
 from tasks.deploy.targets import load_targets, pick_targets
-from tasks.errors import PostPromotionCheckFailed, RegistryError
+from tasks.errors import RegistryError
 from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.labels import split_rows
@@ -145,20 +144,9 @@ def _recalibrate(logger, started: float, timings: dict, state: dict, settings, v
                 f"{reg.name} recalibration {release}: v{reg.version}, {outcome}")
 
     if gate.passed and targets:
-        try:
-            with _timed(timings, "deploy"):
-                summary["deploy"] = deploy_flow(version=reg.version, targets=targets, targets_file=targets_file,
-                                                config=config,
-                                                reason=f"recalibration {release} of version {mv.version}: gate "
-                                                       "passed, smoke-tested")
-        except Exception as exc:
-            summary["deploy_error"] = str(exc)
-            if isinstance(exc, PostPromotionCheckFailed):
-                summary["post_promotion_failed"] = True
-                summary["registry"]["alias"] = CHAMPION
-            report("deploy FAILED")
-            raise
-        summary["registry"]["alias"] = CHAMPION
+        deploy_blessed(summary, timings, report, version=reg.version, targets=targets, targets_file=targets_file,
+                       config=config, reason=f"recalibration {release} of version {mv.version}: gate passed, "
+                                             "smoke-tested")
         summary["timings"] = {**timings, "flow_total": round(time.perf_counter() - started, 3)}
     report(f"gate {'passed' if gate.passed else 'FAILED'}")
     return summary

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +45,7 @@ from tasks.release.gate import GateResult
 from tasks.release.labels import LabelledRows, Split
 from tasks.settings import Settings
 from tasks.training.calibrate import CalibrationResult, calibrate
-from tasks.training.export import ExportedModel, ensure_free, prediction_reference, publish, record_golden
+from tasks.training.export import ExportedModel, prediction_reference, publish, record_golden, staging_for
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +151,7 @@ def build_recalibrated(source: LoadedModel, recal: Recalibration, rows: Labelled
     """
     old: ModelMetadata = source.metadata
     cal = recal.calibration
-    models_dir = settings.models_dir
-    final = models_dir / version
-    ensure_free(final)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = models_dir / f".staging-{uuid.uuid4().hex}"
+    staging, final = staging_for(settings.models_dir, version)
     try:
         shutil.copytree(Path(source.version_dir) / SAVED_MODEL_DIR, staging / SAVED_MODEL_DIR)
         digest = saved_model_digest(hash_tree(staging))

@@ -103,7 +103,9 @@ def recalibration_report(summary: dict, run_link: str) -> str:
                      f"{c['difference']:+.4f} | [{low:+.4f}, {high:+.4f}] | {c['allowed']:g} |")
     lines.append("")
     if summary.get("deploy_error"):
-        lines += ["## Deployment FAILED", "", *_code_block(summary["deploy_error"]), ""]
+        lines += ["## Deployment FAILED", "", *_restore_lines(summary.get("deploy_restores"),
+                                                              summary.get("deploy_champion")),
+                  "", *_code_block(summary["deploy_error"]), ""]
     deploy = summary.get("deploy")
     if deploy:
         lines += ["## Deployment and smoke tests", ""] + _smoke_rows(deploy["deployments"])

@@ -169,10 +169,17 @@ def _taken(final: Path) -> str:
             "reserved): move it away or use another PIPELINE_HOME")
 
 
-def ensure_free(final: Path) -> None:
-    """Raises TrainingError: ``final`` (a version directory) exists; it is never replaced."""
+def staging_for(models_dir: Path, version: str) -> tuple[Path, Path]:
+    """(a new staging folder's path beside it, the version directory ``models_dir/<version>``).
+
+    Raises:
+        TrainingError: the version directory exists; it is never replaced.
+    """
+    final = models_dir / version
     if final.exists():
         raise TrainingError(_taken(final))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    return models_dir / f".staging-{uuid.uuid4().hex}", final
 
 
 def record_golden(staging: Path, metadata: ModelMetadata, model: LoadedModel,
@@ -239,11 +246,7 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
     import keras
     import tensorflow as tf
 
-    models_dir = settings.models_dir
-    final = models_dir / version
-    ensure_free(final)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = models_dir / f".staging-{uuid.uuid4().hex}"
+    staging, final = staging_for(settings.models_dir, version)
     try:
         write_saved_model(train.model, train.stats, staging / SAVED_MODEL_DIR)
         digest = saved_model_digest(hash_tree(staging))
