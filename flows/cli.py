@@ -51,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
                      help="target inventory (default configs/targets.yaml)")
     rel.add_argument("--no-deploy", action="store_true", help="stop after the quality gate")
 
+    rcal = sub.add_parser("recalibrate", help="refit a version's calibrator on recent labels: a PATCH release on "
+                                              "the same network, gated on held-out labels, then deployed")
+    rcal.add_argument("--version", default=None, help="registered version (default: the champion)")
+    rcal.add_argument("--labels", required=True, metavar="FILE|feedback",
+                      help="a labels CSV in the version's schema (an optional scored_at column orders it in time), "
+                           "or 'feedback': the labels the targets' servers collected through POST /feedback")
+    rcal.add_argument("--config", type=Path, default=None, help="pipeline config (default configs/pipeline.yaml)")
+    rcal.add_argument("--json-out", type=Path, default=None, help="write the run summary as JSON here")
+    rcal.add_argument("--target", action="append", dest="targets", metavar="NAME",
+                      help="read feedback from and deploy a blessed recalibration to this target (repeatable; "
+                           "default: local)")
+    rcal.add_argument("--targets", dest="targets_file", type=Path, default=None,
+                      help="target inventory (default configs/targets.yaml)")
+    rcal.add_argument("--no-deploy", action="store_true", help="stop after the gate")
+
     dep = sub.add_parser("deploy", help="deploy a registered version to targets, smoke-test, promote to champion")
     dep.add_argument("--version", default=None, help="registered version (default: the challenger)")
     rb = sub.add_parser("rollback", help="serve the previous champion again and move the alias back")
@@ -156,7 +171,6 @@ def cmd_release(args) -> int:
                            config=_opt(args.config), targets=targets, targets_file=_opt(args.targets_file),
                            eval_data=_opt(args.eval_data))
     _write_json(args.json_out, summary)
-    gate = summary["gate"]
     print()
     print(f"model version {summary['version']} (release {summary['release']}) exported to {summary['model_dir']}")
     print(f"registered as {summary['registry']['name']} version {summary['registry']['version']} in MLflow "
@@ -168,16 +182,7 @@ def cmd_release(args) -> int:
         rows, e = summary["evaluation"]["rows"], summary["evaluation"]["metrics"]
         print(f"shipped model on {rows['n_rows']} held-out rows ({rows['origin']}): roc_auc {e['roc_auc']:.4f}  "
               f"pr_auc {e['pr_auc']:.4f}  brier {e['brier']:.4f}  ece {e['ece']:.4f}")
-    for note in gate.get("notes", []):
-        print(f"note: {note}")
-    if gate["passed"]:
-        print(f"quality gate: passed; alias '{summary['registry']['alias']}' now points at it")
-        _print_deploy(summary.get("deploy"))
-        return 0
-    print("quality gate: FAILED", file=sys.stderr)
-    for reason in gate["reasons"]:
-        print(f"  - {reason}", file=sys.stderr)
-    return EXIT_GATE_FAILED
+    return _verdict("quality gate", summary)
 
 
 def _opt(path: Path | None) -> str | None:
@@ -206,6 +211,50 @@ def _print_deploy(result: dict | None) -> None:
         print("    -d '{\"features\": [{\"age\": 40, \"income\": 52000, \"debt_ratio\": 0.4, \"credit_lines\": 3, "
               "\"late_payments\": 0, \"employment_years\": null, \"region\": \"north\", \"purpose\": \"car\", "
               "\"has_mortgage\": true}]}'")
+
+
+def cmd_recalibrate(args) -> int:
+    from tasks.constants import FEEDBACK
+    from tasks.settings import load_settings
+
+    load_settings(args.config)   # fail fast, before Prefect starts, on a bad config
+    if args.labels != FEEDBACK and not Path(args.labels).is_file():
+        print(f"error: --labels {args.labels}: no such file (a labels CSV, or '{FEEDBACK}')", file=sys.stderr)
+        return EXIT_USER_ERROR
+    from flows.recalibrate import recalibrate_flow
+
+    chosen = args.targets or ["local"]
+    summary = recalibrate_flow(version=args.version, labels=args.labels, targets=[] if args.no_deploy else chosen,
+                               targets_file=_opt(args.targets_file), config=_opt(args.config), label_targets=chosen)
+    _write_json(args.json_out, summary)
+    gate, src, labels = summary["gate"], summary["recalibrated_from"], summary["labels"]
+    print()
+    print(f"model version {summary['version']} (release {summary['release']}): version {src['version']} (release "
+          f"{src['release']}) recalibrated, exported to {summary['model_dir']}")
+    print(f"registered as {summary['registry']['name']} version {summary['registry']['version']} in MLflow "
+          f"(run {summary['registry']['run_id']})")
+    print(f"labels: {labels['source']}, {labels['rows']} rows ({labels['fit_rows']} fitted, {labels['holdout_rows']} "
+          f"held out, split {labels['how']})")
+    for metric, c in gate["comparison"].items():
+        low, high = c["interval"]
+        print(f"held out {metric}: version {src['version']} {c['version_' + src['version']]:.4f} -> "
+              f"{c['recalibrated']:.4f} (difference {c['difference']:+.4f}, interval [{low:+.4f}, {high:+.4f}])")
+    return _verdict("recalibration gate", summary)
+
+
+def _verdict(gate_name: str, summary: dict) -> int:
+    """The gate's verdict (and the deploy, when there was one); the exit code."""
+    gate = summary["gate"]
+    for note in gate.get("notes", []):
+        print(f"note: {note}")
+    if gate["passed"]:
+        print(f"{gate_name}: passed; alias '{summary['registry']['alias']}' now points at it")
+        _print_deploy(summary.get("deploy"))
+        return 0
+    print(f"{gate_name}: FAILED", file=sys.stderr)
+    for reason in gate["reasons"]:
+        print(f"  - {reason}", file=sys.stderr)
+    return EXIT_GATE_FAILED
 
 
 def cmd_deploy(args) -> int:
@@ -284,7 +333,8 @@ def cmd_monitor(args) -> int:
     return EXIT_CRITICAL_ALARM if critical else 0
 
 
-COMMANDS = {"infer-schema": cmd_infer_schema, "release": cmd_release, "validate": cmd_validate,
+COMMANDS = {"infer-schema": cmd_infer_schema, "release": cmd_release, "recalibrate": cmd_recalibrate,
+            "validate": cmd_validate,
             "deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status, "stop": cmd_stop,
             "monitor": cmd_monitor}
 

@@ -174,21 +174,30 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
                 f"{reg.name} release {release}: v{reg.version}, {outcome}")
 
     if gate.passed and targets:
-        try:
-            with _timed(timings, "deploy"):
-                summary["deploy"] = deploy_flow(version=reg.version, targets=targets, targets_file=targets_file,
-                                                config=config, reason=f"release {release}: gate passed, smoke-tested")
-        except Exception as exc:
-            summary["deploy_error"] = str(exc)
-            summary["deploy_restores"] = getattr(exc, "restores", None)   # what deploy_flow found afterwards
-            summary["deploy_champion"] = getattr(exc, "champion", None)
-            if isinstance(exc, PostPromotionCheckFailed):   # the champion did move
-                summary["post_promotion_failed"] = True
-                summary["registry"]["alias"] = CHAMPION
-            report("check after promotion FAILED" if summary.get("post_promotion_failed") else "deploy FAILED")
-            raise
-        summary["registry"]["alias"] = CHAMPION
+        deploy_blessed(summary, timings, report, version=reg.version, targets=targets, targets_file=targets_file,
+                       config=config, reason=f"release {release}: gate passed, smoke-tested")
         summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],
                               "flow_total": round(time.perf_counter() - started, 3)}
     report(f"gate {'passed' if gate.passed else 'FAILED'}")
     return summary
+
+
+def deploy_blessed(summary: dict, timings: dict, report, *, version: str, targets: list[str],
+                   targets_file: str | None, config: str | None, reason: str) -> None:
+    """Deploy a blessed version to ``targets`` and promote it (``deploy_flow``), into ``summary``; when that
+    fails, the summary says what became of the hosts and the champion, ``report(outcome)`` is sent and the
+    error raised."""
+    try:
+        with _timed(timings, "deploy"):
+            summary["deploy"] = deploy_flow(version=version, targets=targets, targets_file=targets_file,
+                                            config=config, reason=reason)
+    except Exception as exc:
+        summary["deploy_error"] = str(exc)
+        summary["deploy_restores"] = getattr(exc, "restores", None)   # what deploy_flow found afterwards
+        summary["deploy_champion"] = getattr(exc, "champion", None)
+        if isinstance(exc, PostPromotionCheckFailed):   # the champion did move
+            summary["post_promotion_failed"] = True
+            summary["registry"]["alias"] = CHAMPION
+        report("check after promotion FAILED" if summary.get("post_promotion_failed") else "deploy FAILED")
+        raise
+    summary["registry"]["alias"] = CHAMPION

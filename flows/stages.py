@@ -18,15 +18,19 @@ from prefect.transactions import get_transaction
 
 from flows.locks import exclusive
 from serving.metadata import ModelMetadata
+from serving.model import LoadedModel
 from serving.schema import FeatureList, Schema
-from tasks.constants import MODEL_TYPE
+from tasks.constants import FEEDBACK, MODEL_TYPE
 from tasks.deploy.deploy import Deployment, Restore, deploy_to, restore
 from tasks.deploy.package import Bundle, package_version
 from tasks.deploy.targets import Target
+from tasks.deploy.transports import transport_for
 from tasks.registry import MlflowRegistry, RegisteredVersion, Reservation
 from tasks.release.evaluate import EvalRows, Evaluation, evaluate_on_rows
 from tasks.release.gate import GateResult, evaluate_gate
-from tasks.release.versioning import next_release
+from tasks.release.labels import LabelledRows, Split, labels_from_csv, labels_from_feedback
+from tasks.release.recalibrate import Recalibration, build_recalibrated, judge, measure, refit
+from tasks.release.versioning import next_patch, next_release
 from tasks.settings import GateSettings, Settings
 from tasks.training.calibrate import CalibrationResult, calibrate
 from tasks.training.data import Dataset, HoldOut, hold_out_latest, load_dataset
@@ -178,3 +182,70 @@ def promote_task(registry: MlflowRegistry, version: str, reason: str, run_id: st
     promotion = registry.promote(version, reason, run_id, approval)
     get_run_logger().info("champion: %s -> %s", promotion["champion_before"], promotion["champion_after"])
     return promotion
+
+
+# ---------------------------------------------------------------- recalibration (flows/recalibrate.py)
+
+@task(name="labelled-rows", cache_policy=NO_CACHE)
+def labelled_rows_task(labels: str, source: LoadedModel, targets: list[Target]) -> LabelledRows:
+    """A labels CSV scored by version N, or ``feedback``: the rows each target's server kept with their labels."""
+    if labels == FEEDBACK:
+        version = source.metadata.version
+        answers = {t.name: transport_for(t).host("labelled", "--version", version) for t in targets}
+        rows = labels_from_feedback(answers, version)
+        truncated = [name for name, answer in answers.items() if answer.get("truncated")]
+        if truncated:
+            get_run_logger().warning("target(s) %s held more labelled rows than one read returns; the newest were "
+                                     "taken", ", ".join(truncated))
+    else:
+        rows = labels_from_csv(labels, source.metadata, source)
+    get_run_logger().info("%s: %d labelled rows, %d positive, sha256 %s…", rows.source, rows.n, int(rows.y.sum()),
+                          rows.sha256[:12])
+    return rows
+
+
+@task(name="refit-calibrator", cache_policy=NO_CACHE)
+def refit_task(rows: LabelledRows, split: Split, settings: Settings, source: LoadedModel) -> Recalibration:
+    cal = refit(rows, split, settings)
+    recal, _before, _after = measure(rows, split, cal, source, settings.calibration.n_bins)
+    get_run_logger().info("refitted %s on %d rows (split %s); held out %d rows: ECE %.4f (version %s) -> %.4f, "
+                          "brier %.4f -> %.4f", cal.method, split.fit.size, split.how, split.holdout.size,
+                          recal.holdout_before["ece"], source.metadata.version, recal.holdout_after["ece"],
+                          recal.holdout_before["brier"], recal.holdout_after["brier"])
+    return recal
+
+
+@task(name="reserve-patch", cache_policy=NO_CACHE)
+def reserve_patch_task(registry: MlflowRegistry, settings: Settings, of_release: str,
+                       feature_schema_hash: str) -> Reservation:
+    """The next registry version with the next free PATCH of ``of_release``, under the model's release lock."""
+    with exclusive(settings, "release", "reserving the next version"):
+        taken = registry.releases()
+        reservation = registry.reserve(feature_schema_hash, lambda _prior: next_patch(of_release, taken))
+    get_run_logger().info("reserved %s version %s for release %s", reservation.name, reservation.version,
+                          reservation.release)
+    return reservation
+
+
+@task(name="build-recalibrated", cache_policy=NO_CACHE)
+def build_recalibrated_task(source: LoadedModel, recal: Recalibration, rows: LabelledRows, settings: Settings,
+                            version: str, release: str, lineage: dict) -> ExportedModel:
+    exported = build_recalibrated(source, recal, rows, settings, version, release, lineage)
+    get_run_logger().info("exported version %s (release %s) to %s: version %s's SavedModel (|Δraw| %.1e), new "
+                          "calibrator; golden %.1e", exported.version, release, exported.path,
+                          source.metadata.version, exported.fidelity_max_abs_diff, exported.golden_max_abs_diff)
+    return exported
+
+
+@task(name="recalibration-gate", cache_policy=NO_CACHE)
+def recalibration_gate_task(rows: LabelledRows, recal: Recalibration, source: LoadedModel,
+                            settings: Settings) -> GateResult:
+    raw, y = rows.raw[recal.split.holdout], rows.y[recal.split.holdout]
+    result = judge(y, source.calibrator(raw), recal.calibration.calibrator(raw), settings, source.metadata.version)
+    logger = get_run_logger()
+    if result.passed:
+        logger.info("recalibration gate passed against version %s on %d held-out rows", source.metadata.version,
+                    y.size)
+    else:
+        logger.warning("recalibration gate failed:\n%s", "\n".join(f"  - {r}" for r in result.reasons))
+    return result

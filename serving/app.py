@@ -30,9 +30,9 @@ from serving.config import ServingSettings, available_cpus, settings_from_env
 from serving.dashboard import PAGE, summary
 from serving.errors import ServingError
 from serving.inputs import read_json_rows
-from serving.monitoring import Recorder
+from serving.monitoring import LABELLED_MAX_ROWS, Recorder
 from serving.observability import Metrics
-from serving.openapi import feedback_extra, predict_extra, split_extra
+from serving.openapi import feedback_extra, labelled_extra, predict_extra, split_extra
 from serving.scorer import Scorer
 from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
 
@@ -401,6 +401,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             raise HTTPProblem(422, "since and until are epoch seconds")
         return _json(await asyncio.to_thread(recorder().window, since, until))
 
+    @app.get("/monitoring/labelled", openapi_extra=labelled_extra())
+    async def monitoring_labelled(request: Request, version: str, since: float = 0.0,
+                                  limit: int = LABELLED_MAX_ROWS):
+        """Admin. The labelled rows of ``version`` scored since ``since`` (epoch seconds), oldest first, with
+        their raw scores: what ``python -m flows recalibrate --labels feedback`` refits a calibrator on."""
+        authorize(request, admin=True)
+        if not math.isfinite(since):
+            raise HTTPProblem(422, "since is epoch seconds")
+        if not 1 <= limit <= LABELLED_MAX_ROWS:
+            raise HTTPProblem(422, f"limit must be between 1 and {LABELLED_MAX_ROWS}")
+        return _json(await asyncio.to_thread(recorder().labelled, version, since, limit))
+
     @app.get("/monitoring/summary")
     async def monitoring_summary(request: Request, minutes: float = 60):
         """The dashboard's numbers over the last ``minutes``: the guide's panels, PSI and ECE included."""
@@ -524,7 +536,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             for p in prob[:SHADOW_ROWS_OBSERVED].tolist():
                 hist.observe(p)
             if state["recorder"] is not None:
-                state["recorder"].scored(version, request_id, columns, prob, time.perf_counter() - start)
+                state["recorder"].scored(version, request_id, columns, prob, time.perf_counter() - start, raw)
         record(request, "predict", 200, version, start)
         return _json({"request_id": request_id, "model_version": version, "predictions": predictions},
                      headers={"x-request-id": request_id})

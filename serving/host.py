@@ -500,11 +500,24 @@ def status(base: Path, port: int) -> dict:
     return out
 
 
+def labelled(base: Path, port: int, version: str, since: float) -> dict:
+    """The labelled rows the server holds for ``version`` (``GET /monitoring/labelled`` with this host's admin
+    token, which never leaves the host)."""
+    query = urlencode({"version": version, "since": since})
+    try:
+        code, body = _http(port, "GET", f"/monitoring/labelled?{query}", _token(base), timeout=60)
+    except OSError as exc:
+        raise HostError(f"the server on port {port} did not answer for its labelled rows: {exc}") from None
+    if code != 200:
+        raise HostError(f"the server on port {port} refused its labelled rows ({code}): {body.get('detail')}")
+    return {"action": "labelled", **body}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.host", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["fetch", "unpack", "ensure-venv", "start", "activate", "stop",
-                                            "status"])
+                                            "status", "labelled"])
     parser.add_argument("--sha256")
     parser.add_argument("--name")
     parser.add_argument("--base-dir", required=True, type=Path)
@@ -514,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--python", default=None, help="interpreter for the server (default: the release's venv)")
     parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--since", type=float, default=0.0, help="labelled: rows scored from (epoch seconds)")
     parser.add_argument("--metadata-sha256", default=None,
                         help="what the registry recorded for the version's metadata.json (the server checks it)")
     args = parser.parse_args(argv)
@@ -534,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
             result = activate(base, args.version, args.port, args.metadata_sha256)
         elif args.command == "stop":
             result = stop(base)
+        elif args.command == "labelled":
+            result = labelled(base, args.port, args.version, args.since)
         else:
             result = status(base, args.port)
     except (HostError, OSError, ValueError, zipfile.BadZipFile) as exc:

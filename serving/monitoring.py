@@ -14,8 +14,10 @@
         long as scored rows are: per-label histograms of the predicted probability on
         LABEL_BINS equal bins, with the sum of probabilities per bin (ECE, ROC-AUC, precision
         and recall follow from them)
-    scored rows awaiting labels: request id -> (version, time, probabilities), for
-        SERVING_FEEDBACK_TTL_S (7 days) and at most SERVING_FEEDBACK_MAX_ROWS rows
+    scored rows awaiting labels: request id -> (version, time, probabilities, raw network scores),
+        for SERVING_FEEDBACK_TTL_S (7 days) and at most SERVING_FEEDBACK_MAX_ROWS rows; the
+        labelled ones are read back row by row (``labelled``, at most LABELLED_MAX_ROWS a call) to
+        refit a calibrator on (``python -m flows recalibrate --labels feedback``)
 
 No raw feature value is kept, so what leaves the host are counts and the cost of PSI does not
 grow with traffic. Request handlers put an event on a queue; one thread aggregates; ``flush``
@@ -43,6 +45,8 @@ EXTREME_LOW, EXTREME_HIGH = 0.05, 0.95
 LINGER_S = 0.1              # how long the thread lets events gather into one batch
 MAX_BATCH_EVENTS = 20_000
 LABEL_BINS = 200
+# The most labelled rows one read returns (the newest ones); ~100 bytes each as JSON, so ~10 MB.
+LABELLED_MAX_ROWS = 100_000
 # Latency buckets from 0.1 ms to 60 s, each ~12 % wider than the one before: a quantile read off
 # them is the bucket's upper edge, at most 12 % above the true value.
 LATENCY_EDGES = np.geomspace(1e-4, 60.0, 119)
@@ -219,6 +223,7 @@ class ScoredRows:
     at: float
     probabilities: np.ndarray
     labels: np.ndarray | None = None      # allocated with the first label; -1 where none came yet
+    raw: np.ndarray | None = None         # the network's scores before calibration (a recalibration fits on them)
 
 
 class Recorder:
@@ -260,9 +265,10 @@ class Recorder:
         self._events.put(("request", self.clock(), version, status, seconds, rejected))
 
     def scored(self, version: str, request_id: str, columns: dict[str, np.ndarray], prob: np.ndarray,
-               seconds: float | None = None) -> None:
-        """Rows scored for a request; with ``seconds``, also the request itself (answered 200)."""
-        self._events.put(("scored", self.clock(), version, request_id, columns, prob, seconds))
+               seconds: float | None = None, raw: np.ndarray | None = None) -> None:
+        """Rows scored for a request; with ``seconds``, also the request itself (answered 200); ``raw``: the
+        network's scores before calibration, kept with the probabilities until the labels come."""
+        self._events.put(("scored", self.clock(), version, request_id, columns, prob, seconds, raw))
 
     # ------------------------------------------------------------ the aggregating thread
     def _run(self) -> None:
@@ -317,7 +323,9 @@ class Recorder:
                     self._aggregate(start, version).add_scored(bins, pred_edges, columns, prob,
                                                                self._soft.get(version, ()))
                     for event in group:
-                        self._keep_scored(event[3], ScoredRows(version, event[1], event[5].astype(np.float32)))
+                        raw = None if event[7] is None else np.asarray(event[7], dtype=np.float64)
+                        self._keep_scored(event[3], ScoredRows(version, event[1], event[5].astype(np.float32),
+                                                               raw=raw))
                 if events:
                     self._prune(max(e[1] for e in events))
         except Exception:   # monitoring never takes serving down; the events are lost and logged
@@ -393,6 +401,36 @@ class Recorder:
         return {**counts, "unknown_ids": unknown[:20], "invalid_items": invalid[:20]}
 
     # ------------------------------------------------------------ reads
+    def labelled(self, version: str, since: float = 0.0, limit: int = LABELLED_MAX_ROWS) -> dict:
+        """The labelled rows of ``version`` scored at or after ``since``, oldest first: request id, row,
+        raw score, probability, label and scored-at; at most ``limit`` (capped at LABELLED_MAX_ROWS),
+        the newest ones when there are more. Rows recorded without a raw score are counted, not returned."""
+        self.flush()
+        limit = max(0, min(int(limit), LABELLED_MAX_ROWS))
+        found: list[tuple[str, ScoredRows, np.ndarray]] = []
+        total = without_raw = 0
+        with self._lock:
+            for rid, rows in reversed(self._scored.items()):      # newest first, so the cap keeps the newest
+                if rows.version != version or rows.labels is None or rows.at < since:
+                    continue
+                which = np.flatnonzero(rows.labels >= 0)
+                if not which.size:
+                    continue
+                if rows.raw is None:
+                    without_raw += int(which.size)
+                    continue
+                total += int(which.size)
+                room = limit - sum(w.size for _r, _s, w in found)
+                if room > 0:
+                    found.append((rid, rows, which[-room:]))
+        out = []
+        for rid, rows, which in reversed(found):
+            out += [{"request_id": rid, "row": int(i), "raw_score": float(rows.raw[i]),
+                     "probability": float(rows.probabilities[i]), "label": int(rows.labels[i]),
+                     "scored_at": rows.at} for i in which.tolist()]
+        return {"version": version, "since": since, "rows": out, "returned": len(out), "labelled": total,
+                "truncated": total > len(out), "without_raw_score": without_raw, "max_rows": LABELLED_MAX_ROWS}
+
     def window(self, since: float, until: float | None = None) -> dict:
         """Everything recorded in [since, until): merged per version, a series per window, and labels."""
         self.flush()

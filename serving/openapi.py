@@ -90,3 +90,23 @@ def feedback_extra(settings: ServingSettings) -> dict:
             "responses": _problems({"401": "missing or wrong bearer token",
                                     "413": f"more than {settings.max_feedback_items} labels",
                                     "422": "not the body described", "503": "monitoring is off on this server"})}
+
+
+def labelled_extra() -> dict:
+    """/monitoring/labelled: the labelled rows of one version with their raw scores (admin token)."""
+    row = {"type": "object", "required": ["request_id", "row", "raw_score", "probability", "label", "scored_at"],
+           "properties": {"request_id": {"type": "string"}, "row": {"type": "integer", "minimum": 0},
+                          "raw_score": {"type": "number", "description": "the network's score before calibration"},
+                          "probability": {"type": "number", "description": "what /predict answered"},
+                          "label": {"enum": [0, 1]}, "scored_at": {"type": "number",
+                                                                   "description": "epoch seconds"}}}
+    answer = {"type": "object", "required": ["version", "rows", "returned", "labelled", "truncated"], "properties": {
+        "version": {"type": "string"}, "since": {"type": "number"}, "rows": {"type": "array", "items": row},
+        "returned": {"type": "integer"}, "labelled": {"type": "integer", "description": "labelled rows found"},
+        "truncated": {"type": "boolean", "description": "more rows were labelled than returned (the newest are)"},
+        "without_raw_score": {"type": "integer"}, "max_rows": {"type": "integer"}}}
+    return {"responses": {"200": {"description": "labelled rows, oldest first",
+                                  "content": {"application/json": {"schema": answer}}},
+                          **_problems({"401": "missing or wrong bearer token",
+                                       "422": "since or limit out of range",
+                                       "503": "monitoring is off on this server"})}}

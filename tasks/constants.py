@@ -12,8 +12,8 @@ from serving.constants import GOLDEN_TOLERANCE, MODEL_TYPE
 from serving.host import MANIFEST, VENV_TIMEOUT_S
 
 __all__ = ["ALARM_CRITICAL", "ALARM_PAGE", "ALARM_RESOLVED", "ALARM_WARNING", "CHALLENGER", "CHAMPION", "CONFIGS",
-           "CONSTRAINTS", "GOLDEN_TOLERANCE", "HIGHER_IS_BETTER", "HOST_SCRIPT", "MANIFEST", "METRICS", "MODEL_TYPE",
-           "ROLLED_BACK", "ROOT", "SERVING_DIR", "VENV_TIMEOUT_S"]
+           "CONSTRAINTS", "FEEDBACK", "GOLDEN_TOLERANCE", "HIGHER_IS_BETTER", "HOST_SCRIPT", "MANIFEST", "METRICS",
+           "MODEL_TYPE", "ROLLED_BACK", "ROOT", "SERVING_DIR", "VENV_TIMEOUT_S"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -34,6 +34,9 @@ ALARM_CRITICAL = "pipeline.alarm.critical"
 ALARM_PAGE = "pipeline.alarm.page"
 ALARM_WARNING = "pipeline.alarm.warning"
 ALARM_RESOLVED = "pipeline.alarm.resolved"
+
+# `recalibrate --labels feedback`: the labels the targets' servers collected through POST /feedback.
+FEEDBACK = "feedback"
 
 # The release metrics and which way is better.
 METRICS = ("roc_auc", "pr_auc", "brier", "ece", "ece_equal_mass")

@@ -81,6 +81,20 @@ class GateSettings(_Section):
     confidence: float = Field(0.95, ge=0.5, lt=1)
 
 
+class RecalibrationSettings(_Section):
+    """``python -m flows recalibrate``: how labelled rows are split, refitted on and judged."""
+
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)   # the newest rows (or a stratified share) for the gate
+    min_class_labels: int = Field(20, ge=2)            # per class, in the fitted rows and in the held-out rows
+    folds: int = Field(5, ge=2, le=20)                 # cross-fitting folds of the fitted rows' metrics
+    bootstrap: int = Field(1000, ge=100, le=100_000)   # paired bootstrap resamples of the held-out rows
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    # How much worse than version N's pair the recalibrated pair may be on the held-out rows (absolute
+    # change); each difference is reported with its paired bootstrap interval.
+    max_regression: dict[Literal["brier", "ece", "roc_auc"], float] = Field(default_factory=lambda: {
+        "brier": 0.002, "ece": 0.01, "roc_auc": 0.02})
+
+
 class Settings(_Section):
     """Resolved settings of one run."""
 
@@ -92,6 +106,7 @@ class Settings(_Section):
     export: ExportSettings = ExportSettings()
     mlflow: MlflowSettings = MlflowSettings()
     gate: GateSettings = GateSettings()
+    recalibration: RecalibrationSettings = RecalibrationSettings()
     # How long a run waits for another run of the same model (its release numbering, a deploy or a
     # rollback) before it gives up; tasks/locks.py.
     lock_timeout_s: float = Field(3600, ge=0)

@@ -151,10 +151,6 @@ def log_and_register(client, settings: Settings, reservation: Reservation, *, ex
     Raises:
         RegistryError: MLflow refused (names the tracking URI, without credentials).
     """
-    import mlflow
-    from mlflow.models import infer_signature
-
-    name = settings.model_name
     metadata = exported.metadata
     metrics = {f"cv_{k}": v for k, v in metadata.cv_metrics.items()}
     metrics |= {f"raw_{k}": v for k, v in calibration.metrics_before.items()}
@@ -164,14 +160,36 @@ def log_and_register(client, settings: Settings, reservation: Reservation, *, ex
                 "golden_max_abs_diff": exported.golden_max_abs_diff,
                 "final_epochs": train.final_epochs}
     metrics |= {k: v for k, v in train.timings.items()}
+    return register_export(client, settings, reservation, exported=exported, input_example=input_example,
+                           params=params, metrics=metrics,
+                           steps=[(fold.fold, {f"fold_{k}": v for k, v in fold.metrics.items()})
+                                  for fold in train.fold_results],
+                           artifacts=[(calibration.diagram, "calibration")] if calibration.diagram else [],
+                           extra_tags=extra_tags)
+
+
+def register_export(client, settings: Settings, reservation: Reservation, *, exported, input_example, params: dict,
+                    metrics: dict[str, float], steps: list[tuple[int, dict]], artifacts: list[tuple[Path, str]],
+                    extra_tags: dict[str, str]) -> RegisteredVersion:
+    """Fill the reserved version with an export: the run's params, metrics (``steps``: per step, e.g. per fold),
+    ``artifacts`` (file, run directory), metadata.json, the pyfunc model and the version's tags.
+
+    Raises:
+        RegistryError: MLflow refused (names the tracking URI, without credentials).
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    name = settings.model_name
+    metadata = exported.metadata
     try:
         with tracking_uri(settings.tracking_uri), mlflow.start_run(run_id=reservation.run_id) as run:
             mlflow.log_params(_flatten("", params, {}))
             mlflow.log_metrics(metrics)
-            for fold in train.fold_results:
-                mlflow.log_metrics({f"fold_{k}": v for k, v in fold.metrics.items()}, step=fold.fold)
-            if calibration.diagram:
-                mlflow.log_artifact(str(calibration.diagram), "calibration")
+            for step, values in steps:
+                mlflow.log_metrics(values, step=step)
+            for path, directory in artifacts:
+                mlflow.log_artifact(str(path), directory)
             mlflow.log_artifact(str(exported.path / "metadata.json"), "export")
             golden = exported.metadata.golden_examples[: len(input_example)]
             signature = infer_signature(input_example, np.asarray([g.probability for g in golden]))

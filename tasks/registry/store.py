@@ -46,6 +46,12 @@ def _not_there(exc: BaseException) -> bool:
     return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc))
 
 
+def _release_key(release: str) -> tuple[int, ...]:
+    """MAJOR.MINOR.PATCH as numbers, for ordering; anything else sorts first."""
+    parts = release.split(".")
+    return tuple(int(p) for p in parts) if len(parts) == 3 and all(p.isdigit() for p in parts) else (-1,)
+
+
 @dataclass(frozen=True)
 class PriorRelease:
     """The latest registered version's release number and feature-schema hash (for the next release)."""
@@ -111,13 +117,18 @@ class MlflowRegistry:
         return run_link(self.client, self.settings.tracking_uri, run_id)
 
     def prior_release(self) -> PriorRelease | None:
-        """The latest version's release and feature-schema hash (reserved, registered or failed alike: a
-        release number, once taken, is never given again)."""
+        """The highest release number given and its feature-schema hash (reserved, registered or failed alike:
+        a release number, once taken, is never given again). The highest, not the latest version's: a
+        recalibration of an older version (1.1.1 after 1.2.0) is not where the next release counts from."""
         tagged = [v for v in self._versions() if v.tags.get("release") and v.tags.get("feature_schema_hash")]
         if not tagged:
             return None
-        latest = max(tagged, key=lambda v: int(v.version))
+        latest = max(tagged, key=lambda v: (_release_key(v.tags["release"]), int(v.version)))
         return PriorRelease(latest.tags["release"], latest.tags["feature_schema_hash"])
+
+    def releases(self) -> list[str]:
+        """Every release number the registry has given (failed releases' included)."""
+        return [v.tags["release"] for v in self._versions() if v.tags.get("release")]
 
     def alias_version(self, alias: str):
         """The version ``alias`` points at; None only when MLflow answers that the alias is not set.
@@ -192,6 +203,15 @@ class MlflowRegistry:
         return runs.log_and_register(self.client, self.settings, reservation, exported=exported,
                                      calibration=calibration, train=train, input_example=input_example,
                                      params=params, extra_tags=extra_tags)
+
+    def register_recalibrated(self, reservation: Reservation, *, exported, input_example, params: dict,
+                              metrics: dict[str, float], artifacts: list[tuple[Path, str]],
+                              extra_tags: dict[str, str]) -> RegisteredVersion:
+        """A recalibrated export (a PATCH release) into the reserved version, with the release's conventions
+        (``runs.register_export``): no training run of its own, its metrics are the recalibration's."""
+        return runs.register_export(self.client, self.settings, reservation, exported=exported,
+                                    input_example=input_example, params=params, metrics=metrics, steps=[],
+                                    artifacts=artifacts, extra_tags=extra_tags)
 
     def export_dir(self, mv, cache_dir: Path) -> Path:
         """The version's export on this machine, SHA-256 checked (``cache.export_dir``)."""

@@ -117,6 +117,45 @@ def release_report(summary: dict, run_link: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recalibration_report(summary: dict, run_link: str) -> str:
+    """A recalibration (PATCH release): what it was made from, both pairs on the held-out rows, the gate."""
+    reg, gate, src, labels = summary["registry"], summary["gate"], summary["recalibrated_from"], summary["labels"]
+    lines = [f"# Recalibration {summary['release']} of {reg['name']}", "",
+             f"- registry version: **{reg['version']}** (alias: {reg['alias'] or 'none'})",
+             f"- recalibrated from version {src['version']} (release {src['release']}): the same SavedModel "
+             f"(digest {summary['model_digest'][:16]}…), a new {summary['calibration']['method']} calibrator",
+             f"- export version: {summary['version']} at `{summary['model_dir']}`",
+             f"- MLflow: {run_link}",
+             f"- labels: {labels['source']}, {labels['rows']} rows, {labels['positives']} positive, sha256 "
+             f"{labels['sha256'][:16]}…; split {labels['how']}: {labels['fit_rows']} fitted, "
+             f"{labels['holdout_rows']} held out",
+             f"- gate (on the held-out rows, against version {src['version']}): "
+             f"**{'passed' if gate['passed'] else 'FAILED'}**", ""]
+    if gate["reasons"]:
+        lines += ["## Gate reasons", ""] + [f"- {r}" for r in gate["reasons"]] + [""]
+    lines += ["## Held-out rows: both pairs", "",
+              f"| metric | version {src['version']} | recalibrated | difference | interval | allowed |",
+              "|---|---|---|---|---|---|"]
+    before = f"version_{src['version']}"
+    for metric, c in gate["comparison"].items():
+        low, high = c["interval"]
+        lines.append(f"| {metric} | {_fmt(c[before])} | {_fmt(c['recalibrated'])} | "
+                     f"{c['difference']:+.4f} | [{low:+.4f}, {high:+.4f}] | {c['allowed']:g} |")
+    lines.append("")
+    if summary.get("deploy_error"):
+        lines += ["## Deployment FAILED", "", *_restore_lines(summary.get("deploy_restores"),
+                                                              summary.get("deploy_champion")),
+                  "", *_code_block(summary["deploy_error"]), ""]
+    deploy = summary.get("deploy")
+    if deploy:
+        lines += ["## Deployment and smoke tests", ""] + _smoke_rows(deploy["deployments"])
+        lines += ["", f"Champion: {deploy['champion_before'] or 'none'} → {deploy['champion_after']}.", ""]
+    elif gate["passed"]:
+        lines += ["Not deployed (no targets in this run); it is the challenger.", ""]
+    lines += _timings_table(summary["timings"])
+    return "\n".join(lines) + "\n"
+
+
 def failed_release_report(model: str, data: str, stage: str, timings: dict, error: BaseException,
                           version: str | None, registered: bool = True) -> str:
     """A release that failed before its quality gate ran: where, why, and what was left behind."""

@@ -2,7 +2,9 @@
 
 MAJOR: the feature schema (the inputs clients must send) changed.
 MINOR: a retrained network on the same inputs.
-PATCH: the same network, recalibrated (no stage produces one yet).
+PATCH: the same network, recalibrated (``python -m flows recalibrate``): the next free patch of the
+       recalibrated version's MAJOR.MINOR, so recalibrating 1.2.0 gives 1.2.1, and recalibrating
+       1.2.0 or 1.2.1 once 1.2.1 exists gives 1.2.2 (a release number, once taken, is never given again).
 """
 
 from __future__ import annotations
@@ -29,3 +31,12 @@ def next_release(prior: PriorRelease | None, feature_schema_hash: str) -> str:
     if prior.feature_schema_hash != feature_schema_hash:
         return f"{major + 1}.0.0"
     return f"{major}.{minor + 1}.0"
+
+
+def next_patch(of: str, taken: list[str]) -> str:
+    """The release number of a recalibration of release ``of``: its MAJOR.MINOR with the next patch free among
+    ``taken`` (every release number the registry has given, failed ones included)."""
+    major, minor, patch = parse_release(of)
+    given = [parse_release(t) for t in taken if _RELEASE.match(t or "")]
+    patches = [p for m, n, p in given if (m, n) == (major, minor)]
+    return f"{major}.{minor}.{max([patch, *patches]) + 1}"

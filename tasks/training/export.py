@@ -123,11 +123,16 @@ def reference_distributions(ds: Dataset, schema: Schema, features: FeatureList, 
             numeric[name] = {"edges": edges, "fractions": bin_fractions(values, edges),
                              "null_fraction": float(np.isnan(values).mean()),
                              "min": float(present.min()), "max": float(present.max())}
+    return {"rows": ds.n_rows, "numeric": numeric, "categorical": categorical,
+            "prediction": prediction_reference(predictions)}
+
+
+def prediction_reference(predictions: np.ndarray) -> dict:
+    """The predictions' frozen baseline: fractions on PREDICTION_EDGES, mean, std and extremes."""
     p = np.asarray(predictions, dtype=np.float64)
-    prediction = {"edges": PREDICTION_EDGES, "fractions": bin_fractions(p, PREDICTION_EDGES),
-                  "mean": float(p.mean()), "std": float(p.std()),
-                  "extreme_fraction": float(np.mean((p < EXTREME_LOW) | (p > EXTREME_HIGH)))}
-    return {"rows": ds.n_rows, "numeric": numeric, "categorical": categorical, "prediction": prediction}
+    return {"edges": PREDICTION_EDGES, "fractions": bin_fractions(p, PREDICTION_EDGES),
+            "mean": float(p.mean()), "std": float(p.std()),
+            "extreme_fraction": float(np.mean((p < EXTREME_LOW) | (p > EXTREME_HIGH)))}
 
 
 def write_saved_model(model, stats, path: Path) -> None:
@@ -164,6 +169,57 @@ def _taken(final: Path) -> str:
             "reserved): move it away or use another PIPELINE_HOME")
 
 
+def staging_for(models_dir: Path, version: str) -> tuple[Path, Path]:
+    """(a new staging folder's path beside it, the version directory ``models_dir/<version>``).
+
+    Raises:
+        TrainingError: the version directory exists; it is never replaced.
+    """
+    final = models_dir / version
+    if final.exists():
+        raise TrainingError(_taken(final))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    return models_dir / f".staging-{uuid.uuid4().hex}", final
+
+
+def record_golden(staging: Path, metadata: ModelMetadata, model: LoadedModel,
+                  golden: list[dict]) -> tuple[ModelMetadata, float]:
+    """Golden expectations from the serving loader itself (``model``, loaded from ``staging``), written into
+    metadata.json, then re-checked through a fresh load; returns the metadata and the largest |Δp|.
+
+    Raises:
+        TrainingError: the reloaded version misses its golden examples by more than GOLDEN_TOLERANCE.
+    """
+    raw, prob = model.score_rows(golden)
+    metadata = metadata.model_copy(update={"golden_examples": [
+        GoldenExample(features=row, raw_score=float(r), probability=float(p))
+        for row, r, p in zip(golden, raw, prob)]})
+    (staging / METADATA_FILE).write_text(metadata.to_json())
+    golden_error = LoadedModel.load(staging).golden_max_error()
+    if golden_error > GOLDEN_TOLERANCE:
+        raise TrainingError(f"export: the reloaded model misses its golden examples by {golden_error:.2e}")
+    return metadata, golden_error
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Flush ``staging`` to disk and rename it to ``final`` (its parent flushed too): ``final`` either does not
+    exist or is complete.
+
+    Raises:
+        TrainingError: ``final`` exists (left as it is).
+    """
+    _fsync_tree(staging)
+    try:
+        os.rename(staging, final)   # fails on a non-empty N/: never replaced
+    except OSError:
+        raise TrainingError(_taken(final)) from None
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
@@ -190,12 +246,7 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
     import keras
     import tensorflow as tf
 
-    models_dir = settings.models_dir
-    final = models_dir / version
-    if final.exists():
-        raise TrainingError(_taken(final))
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = models_dir / f".staging-{uuid.uuid4().hex}"
+    staging, final = staging_for(settings.models_dir, version)
     try:
         write_saved_model(train.model, train.stats, staging / SAVED_MODEL_DIR)
         digest = saved_model_digest(hash_tree(staging))
@@ -239,25 +290,8 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
         if fidelity > settings.export.fidelity_tolerance:
             raise TrainingError(f"export: the SavedModel differs from the trained model by {fidelity:.2e} "
                                 f"(tolerance {settings.export.fidelity_tolerance:.0e})")
-        raw, prob = model.score_rows(golden)
-        metadata = metadata.model_copy(update={"golden_examples": [
-            GoldenExample(features=row, raw_score=float(r), probability=float(p))
-            for row, r, p in zip(golden, raw, prob)]})
-        (staging / METADATA_FILE).write_text(metadata.to_json())
-        golden_error = LoadedModel.load(staging).golden_max_error()
-        if golden_error > GOLDEN_TOLERANCE:
-            raise TrainingError(f"export: the reloaded model misses its golden examples by {golden_error:.2e}")
-
-        _fsync_tree(staging)
-        try:
-            os.rename(staging, final)   # fails on a non-empty N/: never replaced
-        except OSError:
-            raise TrainingError(_taken(final)) from None
-        fd = os.open(models_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        metadata, golden_error = record_golden(staging, metadata, model, golden)
+        publish(staging, final)
         log.info("exported %s release %s to %s", version, release, final)
         return ExportedModel(version=version, release=release, path=final, metadata=metadata,
                              fidelity_max_abs_diff=fidelity, golden_max_abs_diff=golden_error)

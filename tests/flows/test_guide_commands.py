@@ -35,7 +35,9 @@ TEAM = "tests/team/test_team_setup.py::test_one_release_through_the_team_servers
 WHERE: list[tuple[str, str]] = [
     (r"^make (run|stop|lint)$", HERE),
     (r"^make test(-fast)?$", "CI: .ci/run is `make test`; `make test-fast` is its unit tier"),
-    (r"^python -m flows ", HERE),
+    (r"^python -m flows (?!recalibrate --version \d)", HERE),
+    (r"^python -m flows recalibrate --version \d", "tests/flows/test_recalibrate_flow.py::"
+                                                   "test_the_guides_recalibration_from_feedback_runs_as_written"),
     (r"^\[--", HERE),                                     # a synopsis continued on the next line
     (r"(^|\s)(\.venv/bin/)?python -m serving ", HERE),
     (r"^curl .*localhost:8000", HERE),                    # README: against `python -m serving` above it

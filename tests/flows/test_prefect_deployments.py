@@ -196,7 +196,7 @@ class Api:
 def test_deployments_register_with_schedules_and_trigger(stack):
     api = Api(stack["api"])
     names = {"release/retrain", "deploy/deploy", "promote/promote", "rollback/rollback", "monitor/monitor",
-             "health/health"}
+             "health/health", "recalibrate/recalibrate"}
     deployments = {n: api.deployment(n) for n in names}
     assert all(d["work_pool_name"] == "release-pool" for d in deployments.values())
     retrain = deployments["release/retrain"]["schedules"]
@@ -205,7 +205,7 @@ def test_deployments_register_with_schedules_and_trigger(stack):
     assert [s["schedule"]["interval"] for s in deployments["health/health"]["schedules"]] == [30.0]
     # `prefect deployment run promote/promote --param version=3` sends a number: every version parameter takes one.
     for name, param in (("deploy/deploy", "version"), ("promote/promote", "version"), ("rollback/rollback", "version"),
-                        ("rollback/rollback", "failing_version")):
+                        ("rollback/rollback", "failing_version"), ("recalibrate/recalibrate", "version")):
         prop = deployments[name]["parameter_openapi_schema"]["properties"][param]
         assert {"integer", "string"} <= {t.get("type") for t in prop.get("anyOf", [prop])}, (name, prop)
     automations = api.http.post("/automations/filter", json={}).json()

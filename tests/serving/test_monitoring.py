@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.config import ServingSettings
 from serving.metadata import InputSpec
-from serving.monitoring import LABEL_BINS, FeatureBins, Recorder, feature_bins
+from serving.monitoring import LABEL_BINS, LABELLED_MAX_ROWS, FeatureBins, Recorder, feature_bins
 
 pytestmark = pytest.mark.unit
 
@@ -120,6 +120,29 @@ def test_rows_awaiting_labels_are_bounded_in_count_and_age(recorder):
     assert recorder.window(since=0)["awaiting_labels"]["requests"] == 1
 
 
+def test_labelled_rows_come_back_with_their_raw_scores_oldest_first_and_capped(recorder):
+    clock = recorder.clock_
+    recorder.scored("1", "a", _columns([20, 40], ["north"] * 2, [1, 1]), np.array([0.1, 0.8]),
+                    raw=np.array([0.25, 0.75]))
+    clock.now += 10
+    recorder.scored("1", "b", _columns([20, 40], ["north"] * 2, [1, 1]), np.array([0.2, 0.6]),
+                    raw=np.array([0.3, 0.5]))
+    recorder.scored("2", "c", _columns([20], ["north"], [1]), np.array([0.4]), raw=np.array([0.4]))
+    recorder.scored("1", "old-server", _columns([20], ["north"], [1]), np.array([0.5]))    # no raw score kept
+    recorder.feedback([{"request_id": "a", "row": 1, "label": 1}, {"request_id": "b", "label": 0},
+                       {"request_id": "b", "row": 1, "label": 1}, {"request_id": "c", "label": 1},
+                       {"request_id": "old-server", "label": 0}])
+    got = recorder.labelled("1")
+    assert [(r["request_id"], r["row"], r["raw_score"], r["label"]) for r in got["rows"]] == [
+        ("a", 1, 0.75, 1), ("b", 0, 0.3, 0), ("b", 1, 0.5, 1)]                # version 1 only, unlabelled row left out
+    assert got["rows"][0]["probability"] == pytest.approx(0.8) and got["rows"][0]["scored_at"] == 1_000_000.0
+    assert (got["labelled"], got["truncated"], got["without_raw_score"]) == (3, False, 1)
+    newest = recorder.labelled("1", limit=2)                                   # the cap keeps the newest rows
+    assert [(r["request_id"], r["row"]) for r in newest["rows"]] == [("b", 0), ("b", 1)] and newest["truncated"]
+    assert [r["request_id"] for r in recorder.labelled("1", since=1_000_005.0)["rows"]] == ["b", "b"]
+    assert recorder.labelled("1", limit=10**9)["max_rows"] == LABELLED_MAX_ROWS
+
+
 # ---------------------------------------------------------------- through the server
 
 @pytest.fixture
@@ -169,6 +192,25 @@ def test_feedback_needs_its_token_and_labels_what_was_served(client, served_mode
     (hour,) = client.get("/monitoring/window").json()["versions"]["1"]["labels"]
     p = [x["probability"] for x in served["predictions"]]
     assert hour["n"] == 2 and sum(hour["probability_sum"]) == pytest.approx(sum(p), abs=1e-6)
+
+
+def test_labelled_rows_need_the_admin_token_and_carry_the_served_raw_scores(client, served_models):
+    rows = _golden_rows(served_models)
+    served = client.post("/predict", json={"features": rows[:3]}, headers={"X-Request-ID": "loan-5"}).json()
+    client.post("/feedback", json={"labels": [{"request_id": "loan-5", "row": r, "label": r // 2} for r in (0, 2)]},
+                headers={"Authorization": "Bearer labels-token"})
+    assert client.get("/monitoring/labelled", params={"version": "1"}).status_code == 401
+    assert client.get("/monitoring/labelled", params={"version": "1"},
+                      headers={"Authorization": "Bearer labels-token"}).status_code == 401
+    assert client.get("/monitoring/labelled", params={"version": "1", "limit": 0}, headers=AUTH).status_code == 422
+    got = client.get("/monitoring/labelled", params={"version": "1"}, headers=AUTH).json()
+    assert [(r["row"], r["label"]) for r in got["rows"]] == [(0, 0), (2, 1)]
+    for r in got["rows"]:
+        answered = served["predictions"][r["row"]]
+        assert r["raw_score"] == pytest.approx(answered["raw_score"], abs=1e-12)
+        assert r["probability"] == pytest.approx(answered["probability"], abs=1e-6)
+    assert client.get("/monitoring/labelled", params={"version": "2"}, headers=AUTH).json()["rows"] == []
+    assert "/monitoring/labelled" in client.get("/openapi.json").json()["paths"]
 
 
 def test_the_dashboard_page_is_self_contained_and_the_summary_has_the_guides_panels(client, served_models):
