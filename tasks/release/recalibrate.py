@@ -37,10 +37,11 @@ from serving.metadata import (
     hash_tree,
     saved_model_digest,
 )
-from serving.metrics import ece
 from serving.model import LoadedModel
+from tasks.constants import HIGHER_IS_BETTER
 from tasks.errors import TrainingError
 from tasks.metrics import binary_metrics
+from tasks.release.bootstrap import paired_bootstrap
 from tasks.release.gate import GateResult
 from tasks.release.labels import LabelledRows, Split
 from tasks.settings import Settings
@@ -48,9 +49,6 @@ from tasks.training.calibrate import CalibrationResult, calibrate
 from tasks.training.export import ExportedModel, prediction_reference, publish, record_golden, staging_for
 
 log = logging.getLogger(__name__)
-
-LOWER_IS_BETTER = {"brier": True, "ece": True, "roc_auc": False}
-
 
 def refit(rows: LabelledRows, split: Split, settings: Settings) -> CalibrationResult:
     """The configured calibrator fitted on the fitted rows, its metrics cross-fitted over stratified folds."""
@@ -60,36 +58,6 @@ def refit(rows: LabelledRows, split: Split, settings: Settings) -> CalibrationRe
     folds = list(StratifiedKFold(n_splits=settings.recalibration.folds, shuffle=True,
                                  random_state=settings.seed).split(raw.reshape(-1, 1), y))
     return calibrate(raw, y, folds, settings.calibration.method, settings.calibration.n_bins)
-
-
-def _metric(name: str, n_bins: int):
-    from sklearn.metrics import roc_auc_score
-
-    if name == "brier":
-        return lambda y, p: float(np.mean(np.square(p - y)))
-    if name == "ece":
-        return lambda y, p: ece(y, p, n_bins, "width")
-    return lambda y, p: float(roc_auc_score(y, p))
-
-
-def paired_interval(metric, y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, seed: int, n: int,
-                    confidence: float = 0.95) -> tuple[float, float, float]:
-    """metric(y, p_b) - metric(y, p_a) and its paired bootstrap interval: both scored on the same resampled
-    rows each time, resampled within each class (so every resample has both, as ROC-AUC needs).
-
-    Returns:
-        (difference on all rows, lower end, upper end) of the ``confidence`` percentile interval.
-    """
-    y = np.asarray(y)
-    rng = np.random.default_rng(seed)
-    classes = [np.flatnonzero(y == c) for c in (0, 1)]
-    diffs = np.empty(n)
-    for i in range(n):
-        idx = np.concatenate([rng.choice(members, members.size) for members in classes])
-        diffs[i] = metric(y[idx], p_b[idx]) - metric(y[idx], p_a[idx])
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(diffs, [tail, 100 - tail])
-    return float(metric(y, p_b) - metric(y, p_a)), float(low), float(high)
 
 
 def judge(y: np.ndarray, p_before: np.ndarray, p_after: np.ndarray, settings: Settings,
@@ -103,18 +71,21 @@ def judge(y: np.ndarray, p_before: np.ndarray, p_after: np.ndarray, settings: Se
     rc = settings.recalibration
     reasons: list[str] = []
     comparison: dict[str, dict] = {}
+    n_bins = settings.calibration.n_bins
+    after, before = binary_metrics(y, p_after, n_bins), binary_metrics(y, p_before, n_bins)
+    intervals, _draws = paired_bootstrap(y, p_after, p_before, rc.bootstrap, settings.seed, rc.confidence, n_bins)
     for name, allowed in rc.max_regression.items():
-        metric = _metric(name, settings.calibration.n_bins)
-        diff, low, high = paired_interval(metric, y, p_before, p_after, settings.seed, rc.bootstrap, rc.confidence)
-        lower_better = LOWER_IS_BETTER[name]
+        diff = after[name] - before[name]
+        low, high = intervals[name]
+        lower_better = not HIGHER_IS_BETTER[name]
         worse_by = diff if lower_better else -diff
-        comparison[name] = {"recalibrated": metric(y, p_after), f"version_{against}": metric(y, p_before),
+        comparison[name] = {"recalibrated": after[name], f"version_{against}": before[name],
                             "difference": diff, "interval": [low, high], "confidence": rc.confidence,
                             "worse_by": worse_by, "allowed": allowed}
         if worse_by > allowed + 1e-12:
             direction = "above" if lower_better else "below"
-            reasons.append(f"{name} {metric(y, p_after):.4f} on {y.size} held-out rows is {worse_by:.4f} {direction} "
-                           f"version {against}'s {metric(y, p_before):.4f} (allowed change {allowed:g}; "
+            reasons.append(f"{name} {after[name]:.4f} on {y.size} held-out rows is {worse_by:.4f} {direction} "
+                           f"version {against}'s {before[name]:.4f} (allowed change {allowed:g}; "
                            f"{rc.confidence:.0%} interval of the difference [{low:+.4f}, {high:+.4f}]): collect "
                            f"more labels or keep version {against}")
     return GateResult(passed=not reasons, reasons=reasons, champion_version=None, comparison=comparison)

@@ -7,7 +7,7 @@ import pytest
 
 from tasks.errors import DataValidationError
 from tasks.release.labels import LabelledRows, labels_from_feedback, split_rows
-from tasks.release.recalibrate import judge, paired_interval
+from tasks.release.recalibrate import judge
 from tasks.release.versioning import next_patch
 from tasks.settings import load_settings
 
@@ -80,21 +80,6 @@ def test_feedback_rows_become_dated_labelled_rows_and_none_is_a_clear_error():
     assert rows.source == "feedback from target(s) t1" and len(rows.sha256) == 64
     with pytest.raises(DataValidationError, match="hold no labelled row of version 4.*POST /feedback"):
         labels_from_feedback({"t1": {"rows": []}, "t2": {"rows": []}}, "4")
-
-
-def _brier(y, p):
-    return float(np.mean(np.square(p - y)))
-
-
-def test_the_paired_interval_brackets_a_real_difference_and_straddles_none():
-    rng = np.random.default_rng(0)
-    p_true = rng.uniform(0.05, 0.95, 2000)
-    y = (rng.random(2000) < p_true).astype(int)
-    miscalibrated = np.clip(p_true + 0.2, 0, 1)
-    diff, low, high = paired_interval(_brier, y, miscalibrated, p_true, seed=1, n=300)
-    assert diff == pytest.approx(_brier(y, p_true) - _brier(y, miscalibrated)) and low < diff < high < 0
-    same, low, high = paired_interval(_brier, y, p_true, p_true.copy(), seed=1, n=300)
-    assert same == 0.0 and low == high == 0.0
 
 
 @pytest.fixture
