@@ -124,6 +124,9 @@ ACCEPTS = {"numeric": {"integer", "float"}, "integer": {"integer", "float"},
            "boolean": {"boolean", "integer"}, "categorical": {"string", "integer"}}
 
 
+WORDS = {"boolean": "booleans", "integer": "integers", "float": "decimal numbers", "string": "text"}
+
+
 def from_parquet(spec: ColumnSpec, column) -> tuple[TypedColumn, list[Problem]]:
     """A Parquet column: nulls are nulls (and NaN, as "nan" is in a CSV); a type the schema contradicts is an error."""
     pa, pc = _pa()
@@ -138,7 +141,8 @@ def from_parquet(spec: ColumnSpec, column) -> tuple[TypedColumn, list[Problem]]:
         col = TypedColumn(np.full(n, MISSING_CATEGORY if spec.type == "categorical" else np.nan,
                                   dtype=object if spec.type == "categorical" else np.float64),
                           np.zeros(n, dtype=bool), np.ones(n, dtype=bool))
-        return col, [Problem(spec.name, "wrong type", f"the Parquet column holds {column.type}, the schema says "
+        return col, [Problem(spec.name, "wrong type", f"the Parquet column holds {WORDS.get(kind, column.type)} "
+                             f"({column.type}), the schema says "
                              f"{spec.type} ({EXPECTED[spec.type]}): convert the column or change the schema",
                              count=n)]
     null = _mask(pc.is_null(column))

@@ -178,8 +178,10 @@ def download_s3(uri: str, dest: Path) -> str:
     bucket, key = _split(uri)
     if not bucket or not key or key.endswith("/"):
         raise _fail(uri, "not a file", "an S3 URI names one object: s3://bucket/key")
-    client = boto3.client("s3", config=Config(connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
-                                              retries={"max_attempts": 3, "mode": "standard"}))
+    # A session of its own: boto3's default one keeps the credentials it resolved first.
+    config = Config(connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
+                    retries={"max_attempts": 3, "mode": "standard"})
+    client = boto3.session.Session().client("s3", config=config)
     endpoint = client.meta.endpoint_url
     digest = hashlib.sha256()
     try:
