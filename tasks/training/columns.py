@@ -24,10 +24,14 @@ class Cells:
     """Row-indexable view of an Arrow column, to quote a few offending cells without converting them all."""
 
     def __init__(self, column) -> None:
-        self.column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+        self.column = column
+        self.combined = None
 
     def __getitem__(self, i) -> object:
-        return self.column[int(i)].as_py()
+        if self.combined is None:   # only when a problem is quoted: one contiguous array, O(1) lookups
+            chunked = hasattr(self.column, "combine_chunks")
+            self.combined = self.column.combine_chunks() if chunked else self.column
+        return self.combined[int(i)].as_py()
 
 
 def _pa():

@@ -39,7 +39,6 @@ class RawTable:
     sha256: str
     format: str        # "csv" or "parquet"
     table: object      # pyarrow.Table
-    problems: tuple[Problem, ...] = ()   # rows the CSV reader had to leave out (wrong number of fields)
 
 
 def is_s3(data: str | Path) -> bool:
@@ -87,8 +86,7 @@ def _read_local(path: Path, source: str, digest: str) -> RawTable:
         raise _fail(source, "unreadable file", exc.strerror or str(exc)) from None
     if path.suffix.lower() in PARQUET_SUFFIXES or magic == PARQUET_MAGIC:
         return RawTable(source, digest, "parquet", _read_parquet(path, source))
-    table, problems = _read_csv(path, source)
-    return RawTable(source, digest, "csv", table, tuple(problems))
+    return RawTable(source, digest, "csv", _read_csv(path, source))
 
 
 def _read_parquet(path: Path, source: str):
@@ -111,7 +109,7 @@ def _header(path: Path, source: str) -> list[str]:
 
 def _read_csv(path: Path, source: str):
     """Every cell as text ("" where empty), like ``pandas.read_csv(dtype=str, keep_default_na=False)``,
-    in C++ on every core. A row with the wrong number of fields is left out and reported."""
+    in C++ on every core. Rows with the wrong number of fields are reported, every one of them."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -139,14 +137,15 @@ def _read_csv(path: Path, source: str):
     except (pa.ArrowException, OSError) as exc:
         raise _fail(source, "unreadable CSV", str(exc).strip()) from None
     table = table.rename_columns([name.lstrip() for name in table.column_names])
-    problems = []
     if bad_rows:
-        # The reader's numbers are lines of the file, the header being line 1.
+        # The reader's numbers are lines of the file, the header being line 1. The rows after a ragged one
+        # would be numbered wrongly, so this is the one problem reported.
         rows = tuple(sorted(n - 1 for n, _ in bad_rows if n is not None))
-        problems.append(Problem(None, "wrong number of fields", f"the header has {len(header)} fields",
-                                count=len(bad_rows), rows=rows[:10],
-                                examples=tuple(dict.fromkeys(f"{k} fields" for _, k in bad_rows))[:5]))
-    return table, problems
+        raise DataValidationError([Problem(None, "wrong number of fields", f"the header has {len(header)} fields",
+                                           count=len(bad_rows), rows=rows[:10],
+                                           examples=tuple(dict.fromkeys(f"{k} fields" for _, k in bad_rows))[:5])],
+                                  source)
+    return table
 
 
 # ---------------------------------------------------------------- S3
