@@ -41,6 +41,7 @@ if module:   # the data stage of another commit (--baseline), imported from its 
     import importlib.util
     spec = importlib.util.spec_from_file_location("baseline_data", module)
     baseline = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_data"] = baseline
     spec.loader.exec_module(baseline)
     infer_contract, load_dataset = baseline.infer_contract, baseline.load_dataset
 else:
