@@ -17,6 +17,9 @@ EXIT_USER_ERROR = 2
 EXIT_GATE_FAILED = 3
 EXIT_CRITICAL_ALARM = 5
 EXIT_BUSY = 6   # another run of the model held its lock (release numbering, deploy, rollback) too long
+# A string, not a Path: Path("s3://b/k") is "s3:/b/k".
+DATA_HELP = ("training data: a CSV with a header row or a Parquet file (.parquet/.pq), a path or s3://bucket/key "
+             "(credentials and endpoint from the AWS environment: AWS_PROFILE or AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,8 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     infer = sub.add_parser("infer-schema",
-                           help="draft configs (schema.yaml, feature_list.csv, pipeline.yaml) from a CSV")
-    infer.add_argument("--data", required=True, type=Path, help="CSV with a header row")
+                           help="draft configs (schema.yaml, feature_list.csv, pipeline.yaml) from a data file")
+    infer.add_argument("--data", required=True, help=DATA_HELP)
     infer.add_argument("--target", required=True, help="the label column")
     infer.add_argument("--positive", required=True, help="the label value of the positive class")
     infer.add_argument("--out", required=True, type=Path, help="directory to write the two files to")
@@ -37,11 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--force", action="store_true", help="overwrite existing files")
 
     rel = sub.add_parser("release", help="train, calibrate, export, register and gate a new model version")
-    rel.add_argument("--data", required=True, type=Path, help="training CSV")
+    rel.add_argument("--data", required=True, help=DATA_HELP)
     rel.add_argument("--schema", required=True, type=Path, help="schema.yaml (the data contract)")
     rel.add_argument("--feature-list", required=True, type=Path, help="feature_list.csv (preprocessing)")
-    rel.add_argument("--eval-data", type=Path, default=None,
-                     help="CSV of rows (same contract) the candidate and the champion are both scored on for the "
+    rel.add_argument("--eval-data", default=None,
+                     help="rows (same contract; CSV or Parquet, a path or an s3:// URI) the candidate and the champion are both scored on for the "
                           "gate's comparison (default: the most recent rows when the schema names a time_column)")
     rel.add_argument("--config", type=Path, default=None, help="pipeline config (default configs/pipeline.yaml)")
     rel.add_argument("--json-out", type=Path, default=None, help="write the run summary as JSON here")
@@ -89,8 +92,8 @@ def _parser() -> argparse.ArgumentParser:
         if p is not sp and p is not st:
             p.add_argument("--json-out", type=Path, default=None)
 
-    val = sub.add_parser("validate", help="check a CSV against the data contract without training")
-    val.add_argument("--data", required=True, type=Path)
+    val = sub.add_parser("validate", help="check a data file against the data contract without training")
+    val.add_argument("--data", required=True, help=DATA_HELP)
     val.add_argument("--schema", required=True, type=Path)
     val.add_argument("--feature-list", type=Path, default=None)
     val.add_argument("--config", type=Path, default=None)
@@ -104,9 +107,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ReleaseError, ServingError)
 
 
-def model_name_from(data: Path) -> str:
-    """A registered-model name proposed from a data file's name: ``Loans 2026 (EU).csv`` → ``loans-2026-eu``."""
-    stem = re.sub(r"[^a-z0-9_.]+", "-", data.stem.lower()).strip("-._")
+def model_name_from(data: str | Path) -> str:
+    """A registered-model name proposed from a data file's name: ``Loans 2026 (EU).csv`` → ``loans-2026-eu``
+    (an ``s3://bucket/key`` URI: from the key's last part)."""
+    from tasks.training.sources import data_name
+
+    stem = re.sub(r"[^a-z0-9_.]+", "-", Path(data_name(data)).stem.lower()).strip("-._")
     return stem or "model"
 
 
@@ -114,6 +120,7 @@ def cmd_infer_schema(args) -> int:
     from serving.schema import dump_feature_list, dump_schema
     from tasks.settings import MODEL_NAME_PATTERN
     from tasks.training.data import infer_contract
+    from tasks.training.sources import data_name
 
     schema_path, features_path = args.out / "schema.yaml", args.out / "feature_list.csv"
     config_path = args.out / "pipeline.yaml"
@@ -130,8 +137,8 @@ def cmd_infer_schema(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     dump_schema(schema, schema_path)
     dump_feature_list(features, features_path)
-    config_path.write_text(f"# Drafted by infer-schema from {args.data.name}; every other setting takes its default "
-                           f"(configs/pipeline.yaml lists them).\nmodel_name: {name}\n")
+    config_path.write_text(f"# Drafted by infer-schema from {data_name(args.data)}; every other setting takes its "
+                           f"default (configs/pipeline.yaml lists them).\nmodel_name: {name}\n")
     origin = "" if args.name else ", from the file's name; --name to choose"
     print(f"wrote {schema_path} ({len(schema.columns)} columns), {features_path} ({len(features.features)} "
           f"features) and {config_path} (model name {name!r}{origin})")

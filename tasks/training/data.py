@@ -1,4 +1,5 @@
-"""Stage 0: read the training CSV, hold it to the data contract, or draft a contract from it."""
+"""Stage 0: read the training data (CSV or Parquet, on disk or in S3), hold it to the data contract, or draft
+a contract from it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.digest import sha256_file
 from serving.errors import Problem
-from serving.inputs import NA_TOKENS, check_typed
 from serving.schema import (
     ColumnSpec,
     FeatureList,
@@ -18,6 +17,8 @@ from serving.schema import (
     TargetSpec,
 )
 from tasks.errors import DataValidationError
+from tasks.training.columns import arrow_kind, as_text, from_parquet, from_text, text_nulls
+from tasks.training.sources import RawTable, read_table
 
 MAX_CATEGORIES = 50
 ONE_HOT_MAX = 12
@@ -38,59 +39,50 @@ class Dataset:
         return int(self.y.sum())
 
 
-def read_csv_text(path: str | Path):
-    """Read a CSV with every cell as text, so type problems can be reported verbatim."""
-    import pandas as pd
+def validate_table(raw: RawTable, schema: Schema, min_rows: int = 100, min_class_rows: int = 10) -> Dataset:
+    """Hold a data file's table to the schema; raise once with every problem found.
 
-    path = Path(path)
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except FileNotFoundError:
-        raise DataValidationError([Problem(None, "file not found", str(path))], str(path)) from None
-    except IsADirectoryError:
-        raise DataValidationError([Problem(None, "not a file", f"{path} is a directory; name a CSV file")],
-                                  str(path)) from None
-    except OSError as exc:
-        raise DataValidationError([Problem(None, "unreadable file", exc.strerror or str(exc))], str(path)) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataValidationError([Problem(None, "unreadable CSV", str(exc).strip())], str(path)) from None
+    Rows are numbered from 1, the first data row (a CSV's header is not a row; a Parquet file's rows
+    count across its row groups in the file's order).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-
-def validate_frame(frame, schema: Schema, source: str, min_rows: int = 100,
-                   min_class_rows: int = 10) -> Dataset:
-    """Hold a text DataFrame to the schema; raise once with every problem found."""
+    table = raw.table
     problems: list[Problem] = []
-    header = list(frame.columns)
+    header = table.column_names
     expected = schema.names + [schema.target.name]
+    twice = sorted({c for c in header if header.count(c) > 1})
     missing = [c for c in expected if c not in header]
-    extra = [c for c in header if c not in expected]
+    extra = [c for c in dict.fromkeys(header) if c not in expected]
+    if twice:
+        problems.append(Problem(None, "duplicate columns", ", ".join(twice) + " (each name once)", count=len(twice)))
     if missing:
         problems.append(Problem(None, "missing columns", ", ".join(missing), count=len(missing)))
     if extra:
         problems.append(Problem(None, "extra columns", ", ".join(extra) + " (not in the schema)", count=len(extra)))
-    n = len(frame)
+    n = table.num_rows
     if n < min_rows:
         problems.append(Problem(None, "too few rows", f"{n} rows, at least {min_rows} needed", count=n))
 
+    convert = from_parquet if raw.format == "parquet" else from_text
     columns: dict[str, np.ndarray] = {}
     for spec in schema.columns:
-        if spec.name not in frame.columns:
+        if spec.name not in header or spec.name in twice:
             continue
-        text = frame[spec.name].to_numpy(dtype=object)
-        typed, col_problems = check_typed(spec, text)
+        typed, col_problems = convert(spec, table.column(spec.name))
         problems += col_problems
         columns[spec.name] = typed.values
 
     y = np.zeros(n, dtype=np.int64)
     target = schema.target
-    if target.name in frame.columns:
-        labels = frame[target.name].astype(str).str.strip().to_numpy(dtype=object)
-        null = np.isin(np.char.lower(labels.astype(str)), list(NA_TOKENS))
+    if target.name in header and target.name not in twice:
+        labels, null = text_nulls(as_text(table.column(target.name)))
         if null.any():
             rows = tuple(int(i) + 1 for i in np.flatnonzero(null)[:10])
             problems.append(Problem(target.name, "missing labels", "every row needs a label",
                                     count=int(null.sum()), rows=rows))
-        classes = sorted(set(labels[~null]))
+        classes = sorted(pc.unique(labels.filter(pa.array(~null))).to_pylist())
         if len(classes) > 2:
             problems.append(Problem(target.name, "not binary", f"{len(classes)} distinct labels, expected 2",
                                     count=len(classes), examples=tuple(classes[:5])))
@@ -101,27 +93,25 @@ def validate_frame(frame, schema: Schema, source: str, min_rows: int = 100,
         elif len(classes) < 2:
             problems.append(Problem(target.name, "one class", "the target has only one class; nothing to learn",
                                     examples=tuple(classes)))
-        y = (labels == target.positive_label).astype(np.int64)
+        y = np.asarray(pc.equal(labels, target.positive_label).fill_null(False).to_numpy(zero_copy_only=False),
+                       dtype=np.int64) & ~null
         if len(classes) == 2 and not null.any():
             smallest = int(min(y.sum(), n - y.sum()))
             if smallest < min_class_rows:
                 problems.append(Problem(target.name, "too few rows", f"the rarer class has {smallest} rows, "
                                         f"at least {min_class_rows} needed", count=smallest))
     if problems:
-        raise DataValidationError(problems, source)
-    return Dataset(source=source, sha256="", columns=columns, y=y, n_rows=n)
+        raise DataValidationError(problems, raw.source)
+    return Dataset(source=raw.source, sha256=raw.sha256, columns=columns, y=y, n_rows=n)
 
 
-def load_dataset(path: str | Path, schema: Schema, min_rows: int = 100, min_class_rows: int = 10) -> Dataset:
-    """Read and validate the training CSV.
+def load_dataset(data: str | Path, schema: Schema, min_rows: int = 100, min_class_rows: int = 10) -> Dataset:
+    """Read and validate the training data: a CSV or Parquet file, or an ``s3://bucket/key`` URI of one.
 
     Raises:
-        DataValidationError: every problem found, each naming the column and rows.
+        DataValidationError: every problem found, each naming the file or URI, the column and rows.
     """
-    frame = read_csv_text(path)
-    ds = validate_frame(frame, schema, str(path), min_rows, min_class_rows)
-    return Dataset(source=str(path), sha256=sha256_file(path), columns=ds.columns, y=ds.y,
-                   n_rows=ds.n_rows)
+    return validate_table(read_table(data), schema, min_rows, min_class_rows)
 
 
 # ---------------------------------------------------------------- held-out rows
@@ -221,64 +211,102 @@ def hold_out_latest(ds: Dataset, schema: Schema, fraction: float, min_rows: int,
 
 # ---------------------------------------------------------------- inference
 
-def _infer_column(name: str, text: np.ndarray) -> tuple[ColumnSpec, FeatureSpec | None, str | None]:
+BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "t", "f"})
+
+
+def _numeric_column(name: str, numbers: np.ndarray, nullable: bool) -> tuple[ColumnSpec, FeatureSpec]:
     import pandas as pd
 
-    lowered = np.char.lower(np.char.strip(text.astype(str)))
-    null = np.isin(lowered, list(NA_TOKENS))
-    present = text[~null]
+    is_int = bool(np.all(np.floor(numbers) == numbers))
+    lo, hi = float(numbers.min()), float(numbers.max())
+    # The observed range is soft (a value outside it is drift, not an error); a quantity never seen
+    # negative gets a hard floor of 0, a proposal the user may drop.
+    spec = ColumnSpec(name=name, type="integer" if is_int else "numeric", nullable=nullable,
+                      min=lo, max=hi, bounds="soft", hard_min=0.0 if lo >= 0 else None)
+    skew = float(pd.Series(numbers).skew()) if numbers.size > 2 else 0.0
+    prep = "log_standardize" if lo >= 0 and skew > 1.0 else "standardize"
+    return spec, FeatureSpec(name=name, preprocessing=prep, imputation="median" if nullable else "none")
+
+
+def _boolean_column(name: str, nullable: bool) -> tuple[ColumnSpec, FeatureSpec]:
+    return (ColumnSpec(name=name, type="boolean", nullable=nullable),
+            FeatureSpec(name=name, preprocessing="binary", imputation="most_frequent" if nullable else "none"))
+
+
+def _infer_column(name: str, column, source: str) -> tuple[ColumnSpec, FeatureSpec | None, str | None]:
+    """Propose a column's contract from its cells: text as a CSV holds it, or a typed Parquet column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = arrow_kind(column.type)
+    if kind == "other":
+        raise DataValidationError([Problem(name, "unsupported type", f"the Parquet column holds {column.type}; "
+                                           "convert it to a number, boolean or string column, or drop it")], source)
+    if kind in ("boolean", "integer", "float"):
+        numbers = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        null = np.isnan(numbers)
+        present = numbers[~null]
+        text = None
+    else:
+        text, null = text_nulls(as_text(column))
+        text = text.filter(pa.array(~null))
+        present = None
     nullable = bool(null.any())
-    if present.size == 0:
+    if int((~null).sum()) == 0:
         spec = ColumnSpec(name=name, type="categorical", nullable=True, categories=("unknown",))
         return spec, None, f"'{name}' is empty; kept in the schema, left out of the features"
-    low = lowered[~null]
-    if set(low) <= {"true", "false", "yes", "no", "t", "f"} or set(low) <= {"0", "1"}:
-        spec = ColumnSpec(name=name, type="boolean", nullable=nullable)
-        return spec, FeatureSpec(name=name, preprocessing="binary",
-                                 imputation="most_frequent" if nullable else "none"), None
-    numbers = pd.to_numeric(pd.Series(present), errors="coerce").to_numpy(dtype=np.float64)
-    if np.isfinite(numbers).all():
-        is_int = bool(np.all(np.floor(numbers) == numbers))
-        lo, hi = float(numbers.min()), float(numbers.max())
-        # The observed range is soft (a value outside it is drift, not an error); a quantity never seen
-        # negative gets a hard floor of 0, a proposal the user may drop.
-        spec = ColumnSpec(name=name, type="integer" if is_int else "numeric", nullable=nullable,
-                          min=lo, max=hi, bounds="soft", hard_min=0.0 if lo >= 0 else None)
-        skew = float(pd.Series(numbers).skew()) if numbers.size > 2 else 0.0
-        prep = "log_standardize" if lo >= 0 and skew > 1.0 else "standardize"
-        return spec, FeatureSpec(name=name, preprocessing=prep, imputation="median" if nullable else "none"), None
-    categories = sorted({str(v).strip() for v in present})
-    if len(categories) > MAX_CATEGORIES:
-        spec = ColumnSpec(name=name, type="categorical", nullable=nullable, categories=tuple(categories),
-                          bounds="soft")
-        return spec, None, (f"'{name}' has {len(categories)} distinct values (an identifier?); "
-                            "kept in the schema, left out of the features")
+    if text is None:
+        if kind == "boolean" or (kind == "integer" and set(np.unique(present)) <= {0.0, 1.0}):
+            return (*_boolean_column(name, nullable), None)
+        finite = present[np.isfinite(present)]   # infinities are for the data check to report
+        return (*_numeric_column(name, finite if finite.size else np.zeros(1), nullable), None)
+    lowered = set(pc.unique(pc.utf8_lower(text)).to_pylist())
+    if lowered <= BOOLEAN_WORDS or lowered <= {"0", "1"}:
+        return (*_boolean_column(name, nullable), None)
+    try:
+        numbers = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        numbers = None
+    if numbers is not None and np.isfinite(numbers).all():
+        return (*_numeric_column(name, numbers, nullable), None)
+    categories = sorted(pc.unique(text).to_pylist())
     spec = ColumnSpec(name=name, type="categorical", nullable=nullable, categories=tuple(categories),
                       bounds="soft")
+    if len(categories) > MAX_CATEGORIES:
+        return spec, None, (f"'{name}' has {len(categories)} distinct values (an identifier?); "
+                            "kept in the schema, left out of the features")
     prep = "one_hot" if len(categories) <= ONE_HOT_MAX else "embedding"
     return spec, FeatureSpec(name=name, preprocessing=prep,
                              imputation="missing_category" if nullable else "none"), None
 
 
-def infer_contract(path: str | Path, target: str, positive_label: str) -> tuple[Schema, FeatureList, list[str]]:
-    """Draft a schema and feature list from a CSV; returns notes for the user to review.
+def infer_contract(data: str | Path, target: str, positive_label: str) -> tuple[Schema, FeatureList, list[str]]:
+    """Draft a schema and feature list from a CSV or Parquet file (or an s3:// URI of one); returns notes
+    for the user to review.
 
     Ranges are the observed ones: widen them to what production may legitimately send.
     """
-    frame = read_csv_text(path)
-    if target not in frame.columns:
-        raise DataValidationError([Problem(target, "missing columns", f"target column not in {list(frame.columns)}")],
-                                  str(path))
-    labels = set(frame[target].astype(str).str.strip())
+    import pyarrow.compute as pc
+
+    raw = read_table(data)
+    table, source = raw.table, raw.source
+    twice = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+    if twice:
+        raise DataValidationError([Problem(None, "duplicate columns", ", ".join(twice) + " (each name once)",
+                                           count=len(twice))], source)
+    if target not in table.column_names:
+        raise DataValidationError([Problem(target, "missing columns", f"target column not in {table.column_names}")],
+                                  source)
+    labels = set(pc.unique(pc.utf8_trim_whitespace(as_text(table.column(target)))).to_pylist()) - {None}
     if positive_label not in labels:
         raise DataValidationError([Problem(target, "positive label absent",
                                            f"no row has the label {positive_label!r}",
-                                           examples=tuple(sorted(labels)[:5]))], str(path))
+                                           examples=tuple(sorted(labels)[:5]))], source)
     columns, features, notes = [], [], []
-    for name in frame.columns:
+    for name in table.column_names:
         if name == target:
             continue
-        spec, feature, note = _infer_column(name, frame[name].to_numpy(dtype=object))
+        spec, feature, note = _infer_column(name, table.column(name), source)
         columns.append(spec)
         if feature:
             features.append(feature)
@@ -286,5 +314,5 @@ def infer_contract(path: str | Path, target: str, positive_label: str) -> tuple[
             notes.append(note)
     schema = Schema(target=TargetSpec(name=target, positive_label=positive_label), columns=tuple(columns))
     if not features:
-        raise DataValidationError([Problem(None, "no usable features", "every column was left out")], str(path))
+        raise DataValidationError([Problem(None, "no usable features", "every column was left out")], source)
     return schema, FeatureList(features=tuple(features)), notes
