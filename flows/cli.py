@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--schema", required=True, type=Path, help="schema.yaml (the data contract)")
     rel.add_argument("--feature-list", required=True, type=Path, help="feature_list.csv (preprocessing)")
     rel.add_argument("--eval-data", default=None,
-                     help="rows (same contract; CSV or Parquet, a path or an s3:// URI) the candidate and the champion are both scored on for the "
+                     help="rows (same contract; CSV or Parquet, a path or an s3:// URI) the candidate and the champion "
+                          "are both scored on for the "
                           "gate's comparison (default: the most recent rows when the schema names a time_column)")
     rel.add_argument("--config", type=Path, default=None, help="pipeline config (default configs/pipeline.yaml)")
     rel.add_argument("--json-out", type=Path, default=None, help="write the run summary as JSON here")
