@@ -4,7 +4,7 @@ Two sources, one shape (``LabelledRows``: the network's raw score and the label 
 when it was scored if known):
 
     a CSV     held to version N's own contract (its metadata.json's schema), with the training data's
-              messages (``tasks.training.data.validate_frame``), then scored by version N's SavedModel
+              messages (``tasks.training.data.validate_table``), then scored by version N's SavedModel
               through the serving loader; an optional ``scored_at`` column (epoch seconds or ISO 8601)
               orders the rows in time
     feedback  the rows each target's server kept with the labels ``POST /feedback`` brought
@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from serving.digest import sha256_file
 from serving.errors import Problem
 from serving.schema import schema_from_dict
 from tasks.errors import DataValidationError
-from tasks.training.data import read_csv_text, validate_frame
+from tasks.training.data import validate_table
+from tasks.training.sources import read_table
 
 TIME_COLUMN = "scored_at"
 
@@ -84,16 +84,17 @@ def labels_from_csv(path: str | Path, metadata, model) -> LabelledRows:
     Raises:
         DataValidationError: every problem found, naming the file, column and rows (as for training data).
     """
-    frame = read_csv_text(path)
+    raw_table = read_table(path)
     at = None
-    if TIME_COLUMN in frame.columns:
-        at = _times(frame[TIME_COLUMN].to_numpy(dtype=object), str(path))
-        frame = frame.drop(columns=[TIME_COLUMN])
+    if TIME_COLUMN in raw_table.table.column_names:
+        values = np.asarray(raw_table.table.column(TIME_COLUMN).to_pylist(), dtype=object)
+        at = _times(values, raw_table.source)
+        raw_table = replace(raw_table, table=raw_table.table.drop_columns([TIME_COLUMN]))
     schema = schema_from_dict(metadata.schema_, f"version {metadata.version}'s metadata.json")
     # Any size passes here: the split says how many labels of each class it needs, and has.
-    ds = validate_frame(frame, schema, str(path), min_rows=1, min_class_rows=1)
+    ds = validate_table(raw_table, schema, min_rows=1, min_class_rows=1)
     raw = model.raw_scores({spec.name: ds.columns[spec.name] for spec in metadata.inputs})
-    return LabelledRows(source=str(path), sha256=sha256_file(path), raw=raw, y=ds.y.astype(np.int64), at=at)
+    return LabelledRows(source=ds.source, sha256=ds.sha256, raw=raw, y=ds.y.astype(np.int64), at=at)
 
 
 def labels_from_feedback(answers: dict[str, dict], version: str) -> LabelledRows:
