@@ -54,9 +54,9 @@ def _calibration_lines(cal: dict) -> list[str]:
         lines += [f"| {name} | {_fmt(m.get('brier'))} | {_fmt(m.get('ece'))} | {_fmt(m.get('roc_auc'))} | "
                   f"{_fmt(m.get('log_loss'))} | {'**yes**' if name == cal['method'] else ''} |"
                   for name, m in candidates.items()]
-        lines += ["", "Each cross-fitted on the same out-of-fold scores. The calibrators keep the order of the "
-                  "network's scores, so the shipped one ranks as the network does; a lower ROC-AUC here comes from "
-                  "the folds' calibrators differing."]
+        lines += ["", "Brier, ECE and log-loss are cross-fitted on the same out-of-fold scores. ROC-AUC is the "
+                  "calibrator's ranking of those rows: the network's own, since each calibrator keeps the order "
+                  "of the scores."]
     return lines
 
 

@@ -162,24 +162,57 @@ def calibrate(raw: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.n
     """
     if method != AUTO and method not in CANDIDATES:
         raise ValueError(f"unknown calibration method {method!r}; expected auto or one of {', '.join(CANDIDATES)}")
+    from sklearn.metrics import roc_auc_score
+
     raw = np.asarray(raw, dtype=np.float64)
     scores = {name: cross_fitted(name, raw, y, folds) for name in CANDIDATES}
+    fitted = {name: fit_calibrator(name, raw, y) for name in CANDIDATES}
     best, se, why = choose(y, scores)
     chosen, reason = (best, f"auto: {why}") if method == AUTO else (method, "configured")
-    candidates = {}
-    for name, p in scores.items():
-        m = binary_metrics(y, p, n_bins)
-        candidates[name] = {**{k: m[k] for k in ("roc_auc", "pr_auc", "brier", "ece")}, "log_loss": log_loss(y, p),
-                            "brier_se": se[name]}
-    result = CalibrationResult(method=chosen, calibrator=fit_calibrator(chosen, raw, y),
-                               metrics_before=binary_metrics(y, raw, n_bins),
-                               metrics_after=binary_metrics(y, scores[chosen], n_bins),
+    after = {name: _after(fitted[name], raw, y, p, n_bins) for name, p in scores.items()}
+    candidates = {name: {**{k: after[name][k] for k in ("roc_auc", "pr_auc", "brier", "ece")},
+                         "log_loss": log_loss(y, p), "brier_se": se[name],
+                         "roc_auc_cross_fitted": float(roc_auc_score(y, p))}
+                  for name, p in scores.items()}
+    result = CalibrationResult(method=chosen, calibrator=fitted[chosen],
+                               metrics_before=binary_metrics(y, raw, n_bins), metrics_after=after[chosen],
                                oof_calibrated=scores[chosen], requested=method, candidates=candidates,
                                reason=reason)
     if diagram_path is not None:
         reliability_diagram(y, raw, scores[chosen], n_bins, diagram_path, chosen)
         result = replace(result, diagram=diagram_path)
     return result
+
+
+def keeps_ranking(calibrator: Calibrator, raw: np.ndarray, y: np.ndarray) -> bool:
+    """Whether the map is non-decreasing on these scores and ties no rows of different labels that the raw
+    score had apart: then every positive-negative pair is ordered as the raw score ordered it, so ROC-AUC
+    is the raw score's exactly, and the map's own fit to these rows cannot have raised it."""
+    order = np.argsort(raw, kind="stable")
+    r, p, labels = raw[order], calibrator(raw[order]), np.asarray(y)[order]
+    steps = np.diff(p)
+    if np.any(steps < 0):
+        return False
+    starts = np.r_[0, np.flatnonzero(steps > 0) + 1]     # runs of equal probability
+    spread = np.maximum.reduceat(r, starts) > np.minimum.reduceat(r, starts)
+    mixed = np.maximum.reduceat(labels, starts) != np.minimum.reduceat(labels, starts)
+    return not np.any(spread & mixed)
+
+
+def _after(calibrator: Calibrator, raw: np.ndarray, y: np.ndarray, cross_fitted_p: np.ndarray,
+           n_bins: int) -> dict[str, float]:
+    """The metrics after calibration: cross-fitted, except the ranking ones (ROC-AUC, PR-AUC) when the map
+    fitted on all out-of-fold scores (the one shipped) keeps their ranking (``keeps_ranking``); those are
+    then the shipped pair's ranking of the out-of-fold rows, where the cross-fitted figures would rank rows
+    of different folds through different maps that never ship (each candidate's cross-fitted ROC-AUC is
+    reported beside)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    after = binary_metrics(y, cross_fitted_p, n_bins)
+    if keeps_ranking(calibrator, raw, y):
+        shipped = calibrator(raw)
+        after |= {"roc_auc": float(roc_auc_score(y, shipped)), "pr_auc": float(average_precision_score(y, shipped))}
+    return after
 
 
 def reliability_diagram(y: np.ndarray, before: np.ndarray, after: np.ndarray, n_bins: int, path: Path,

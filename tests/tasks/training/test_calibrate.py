@@ -11,7 +11,14 @@ from sklearn.metrics import roc_auc_score
 from serving.calibration import IdentityCalibrator, IsotonicCalibrator, dump_calibrator, load_calibrator
 from serving.digest import sha256_file
 from tasks.metrics import binary_metrics
-from tasks.training.calibrate import CANDIDATES, ISOTONIC_TIE_BREAK, calibrate, choose, fit_calibrator
+from tasks.training.calibrate import (
+    CANDIDATES,
+    ISOTONIC_TIE_BREAK,
+    calibrate,
+    choose,
+    fit_calibrator,
+    keeps_ranking,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +51,7 @@ def _staircase(rng, n):
 
 
 @pytest.mark.parametrize(("make", "n", "expected"), [(_logistic_distortion, 4000, "sigmoid"),
-                                                     (_staircase, 20_000, "isotonic")],
+                                                     (_staircase, 6000, "isotonic")],
                          ids=["logistic->sigmoid", "staircase->isotonic"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_auto_chooses_the_calibrator_the_distortion_calls_for(make, n, expected, seed):
@@ -54,8 +61,10 @@ def test_auto_chooses_the_calibrator_the_distortion_calls_for(make, n, expected,
     assert cal.method == expected, cal.reason
     assert cal.calibrator.method == expected and cal.requested == "auto" and cal.reason.startswith("auto: ")
     assert list(cal.candidates) == list(CANDIDATES)
-    # What is reported as "after" is the chosen candidate's cross-fitted row, and it beats the raw scores.
+    # What is reported as "after" is the chosen candidate's cross-fitted row, and it beats the raw scores
+    # without costing ranking.
     assert cal.metrics_after["brier"] == cal.candidates[expected]["brier"] < cal.metrics_before["brier"]
+    assert cal.metrics_after["roc_auc"] == cal.metrics_before["roc_auc"]
 
 
 def test_auto_leaves_calibrated_scores_alone():
@@ -78,8 +87,10 @@ def test_every_candidate_is_reported_side_by_side_even_when_the_method_is_config
     cal = calibrate(raw, y, _folds(3000, rng), "isotonic", 10)
     assert (cal.method, cal.requested, cal.reason) == ("isotonic", "isotonic", "configured")
     for metrics in cal.candidates.values():
-        assert set(metrics) == {"roc_auc", "pr_auc", "brier", "ece", "log_loss", "brier_se"}
+        assert set(metrics) == {"roc_auc", "pr_auc", "brier", "ece", "log_loss", "brier_se", "roc_auc_cross_fitted"}
         assert all(np.isfinite(v) for v in metrics.values())
+        # Every shipped map keeps the network's order: its ranking of the out-of-fold rows is the raw one.
+        assert (metrics["roc_auc"], metrics["pr_auc"]) == (cal.metrics_before["roc_auc"], cal.metrics_before["pr_auc"])
     assert cal.candidates["none"]["brier"] == pytest.approx(cal.metrics_before["brier"])
     assert cal.candidates["none"]["ece"] > 5 * cal.candidates["sigmoid"]["ece"]
     # metadata.json holds the summary: it must be plain JSON, and say what shipped and why.
@@ -123,6 +134,14 @@ def test_isotonic_keeps_the_ranking_on_tied_data_at_a_negligible_calibration_cos
     assert roc_auc_score(y[new], cal(raw[new])) == before
     assert roc_auc_score(y, cal(raw)) == roc_auc_score(y, raw)
     assert np.unique(cal(raw)).size == np.unique(raw).size
+    # Fitted on these rows, plain isotonic ties positives with negatives the raw score had apart (which can
+    # even flatter its in-sample AUC); the shipped map does not, so its ranking of them is the raw score's.
+    assert not keeps_ranking(plain, raw, y) and keeps_ranking(cal, raw, y)
+    # So the release's "after" ranking metrics are the raw scores', exactly.
+    result = calibrate(raw, y, _folds(n, rng), "isotonic", 10)
+    for key in ("roc_auc", "pr_auc"):
+        assert result.metrics_after[key] == result.metrics_before[key]
+    assert result.candidates["isotonic"]["roc_auc_cross_fitted"] < result.metrics_before["roc_auc"]
     # Cross-fitted, the tie-break moves the calibration figures by no more than its weight.
     shipped, old = np.empty(n), np.empty(n)
     for tr, va in _folds(n, rng):
