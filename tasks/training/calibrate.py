@@ -13,6 +13,12 @@ the standard error being that of the paired per-row difference in squared error.
 the order of ``CANDIDATES``; an exact tie goes to the simpler one. So a calibrator that fits noise
 (isotonic on few rows, or anything on scores that are already calibrated) is not chosen over a
 simpler one it does not beat by more than chance.
+
+Every calibrator keeps the order of the raw scores (the shipped isotonic map through a small
+blend with the raw score), so after calibration ROC-AUC and PR-AUC are those of the shipped map
+on the out-of-fold rows, equal to the raw scores' (``keeps_ranking`` checks it; a map that ties
+rows of different labels falls back to the cross-fitted figures). Brier, ECE and log-loss are
+always cross-fitted.
 """
 
 from __future__ import annotations
