@@ -156,8 +156,7 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
         "cv_metrics": exported.metadata.cv_metrics,
         # The shipped (model, calibrator) pair on rows it was not trained on, beside the CV metrics.
         "evaluation": {"rows": rows.to_dict(), "metrics": evaluation.candidate} if evaluation else None,
-        "calibration": {"method": cal.method, "ece_before": cal.metrics_before["ece"],
-                        "ece_after": cal.metrics_after["ece"]},
+        "calibration": cal.brief,
         "gate": gate.to_dict(),
         "data": {"path": data, "rows": full.n_rows, "positives": full.positives, "sha256": full.sha256,
                  "training_rows": ds.n_rows},

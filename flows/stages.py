@@ -59,8 +59,8 @@ def train_task(ds: Dataset, schema: Schema, features: FeatureList, settings: Set
 def calibrate_task(raw: np.ndarray, y: np.ndarray, folds: list, method: str, n_bins: int,
                    diagram_path: Path | None) -> CalibrationResult:
     result = calibrate(raw, y, folds, method, n_bins, diagram_path)
-    get_run_logger().info("calibrated (%s): ECE %.4f -> %.4f (cross-fitted), brier %.4f -> %.4f", method,
-                          result.metrics_before["ece"], result.metrics_after["ece"],
+    get_run_logger().info("calibrated (%s, %s): ECE %.4f -> %.4f (cross-fitted), brier %.4f -> %.4f", result.method,
+                          result.reason, result.metrics_before["ece"], result.metrics_after["ece"],
                           result.metrics_before["brier"], result.metrics_after["brier"])
     return result
 

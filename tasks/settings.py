@@ -44,7 +44,9 @@ class TrainingSettings(_Section):
 
 
 class CalibrationSettings(_Section):
-    method: Literal["isotonic", "sigmoid"] = "isotonic"
+    # auto: every candidate is measured cross-fitted and the simplest within one standard error of the
+    # lowest Brier is shipped (tasks/training/calibrate.py); the others ship that calibrator.
+    method: Literal["auto", "none", "sigmoid", "beta", "isotonic"] = "auto"
     n_bins: int = Field(10, ge=2, le=100)
 
 

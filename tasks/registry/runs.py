@@ -144,6 +144,16 @@ def _code_tags(metadata) -> dict[str, str]:
     return {key: str(metadata.lineage[key]) for key in CODE_TAGS if metadata.lineage.get(key) is not None}
 
 
+def calibration_record(calibration) -> tuple[dict[str, str], dict[str, float]]:
+    """MLflow params and metrics for the calibration choice: what was asked for and why this one was shipped,
+    and every candidate's cross-fitted metrics side by side (``calibration_<candidate>_<metric>``)."""
+    params = {"calibration.requested": calibration.requested or calibration.method,
+              "calibration.reason": calibration.reason}
+    metrics = {f"calibration_{name}_{key}": value for name, candidate in calibration.candidates.items()
+               for key, value in candidate.items()}
+    return params, metrics
+
+
 def log_and_register(client, settings: Settings, reservation: Reservation, *, exported, calibration, train,
                      input_example, params: dict, extra_tags: dict[str, str]) -> RegisteredVersion:
     """Fill the reserved version: the run's params, metrics, diagram and metadata, the model, the tags.
@@ -160,8 +170,10 @@ def log_and_register(client, settings: Settings, reservation: Reservation, *, ex
                 "golden_max_abs_diff": exported.golden_max_abs_diff,
                 "final_epochs": train.final_epochs}
     metrics |= {k: v for k, v in train.timings.items()}
+    calibration_params, calibration_metrics = calibration_record(calibration)
+    metrics |= calibration_metrics
     return register_export(client, settings, reservation, exported=exported, input_example=input_example,
-                           params=params, metrics=metrics,
+                           params={**params, **calibration_params}, metrics=metrics,
                            steps=[(fold.fold, {f"fold_{k}": v for k, v in fold.metrics.items()})
                                   for fold in train.fold_results],
                            artifacts=[(calibration.diagram, "calibration")] if calibration.diagram else [],

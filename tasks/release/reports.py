@@ -84,6 +84,23 @@ def _gate_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _calibration_lines(cal: dict) -> list[str]:
+    """The shipped calibrator, why, and every candidate's cross-fitted metrics side by side."""
+    lines = [f"Calibration: {cal['method']}, ECE {_fmt(cal['ece_before'])} before → {_fmt(cal['ece_after'])} after"
+             + (f" ({cal['reason']})." if cal.get("reason") else ".")]
+    candidates = cal.get("candidates") or {}
+    if candidates:
+        lines += ["", "| calibration: candidate | Brier | ECE | ROC-AUC | log-loss | chosen |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {_fmt(m.get('brier'))} | {_fmt(m.get('ece'))} | {_fmt(m.get('roc_auc'))} | "
+                  f"{_fmt(m.get('log_loss'))} | {'**yes**' if name == cal['method'] else ''} |"
+                  for name, m in candidates.items()]
+        lines += ["", "Brier, ECE and log-loss are cross-fitted on the same out-of-fold scores. ROC-AUC is the "
+                  "calibrator's ranking of those rows: the network's own, since each calibrator keeps the order "
+                  "of the scores."]
+    return lines
+
+
 def release_report(summary: dict, run_link: str) -> str:
     reg, gate = summary["registry"], summary["gate"]
     lines = [f"# Release {summary['release']} of {reg['name']}", "",
@@ -96,9 +113,7 @@ def release_report(summary: dict, run_link: str) -> str:
     lines += _gate_lines(summary)
     lines += ["## Cross-validated metrics (calibrated)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in summary["cv_metrics"].items()]
-    cal = summary["calibration"]
-    lines += ["", f"Calibration: {cal['method']}, ECE {_fmt(cal['ece_before'])} before → "
-              f"{_fmt(cal['ece_after'])} after.", ""]
+    lines += ["", *_calibration_lines(summary["calibration"]), ""]
     deploy = summary.get("deploy")
     if summary.get("post_promotion_failed"):
         lines += ["## Check after promotion FAILED", "", f"Version {reg['version']} was deployed and promoted to "

@@ -39,7 +39,10 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
     assert first["model_dir"] == str(env_home / "models" / "test-model" / "1")
     assert first["registry"]["name"] == "test-model" and first["registry"]["version"] == "1"
     assert set(first["cv_metrics"]) >= {"roc_auc", "pr_auc", "brier", "ece"}
-    assert first["calibration"]["method"] == "isotonic"
+    calibration = first["calibration"]      # auto: every candidate measured, one chosen and shipped
+    assert calibration["requested"] == "auto" and set(calibration["candidates"]) == {"none", "sigmoid", "beta",
+                                                                                     "isotonic"}
+    assert calibration["method"] in calibration["candidates"] and calibration["reason"].startswith("auto: ")
     assert first["gate"] == {"passed": True, "reasons": [], "champion_version": None, "comparison": {}, "notes": []}
     assert first["evaluation"] is None                      # no --eval-data, no time column
     assert all(first["timings"][s] > 0 for s in ("validate", "train", "calibrate", "export", "register"))
@@ -53,6 +56,9 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
     run = client.get_run(mv.run_id)
     assert run.data.metrics["cv_roc_auc"] == pytest.approx(first["cv_metrics"]["roc_auc"])
     assert "ece_before" in run.data.metrics and "training.cv_folds" in run.data.params
+    assert run.data.params["calibration.requested"] == "auto"
+    assert run.data.params["calibration.method"] == calibration["method"]
+    assert all(f"calibration_{name}_brier" in run.data.metrics for name in calibration["candidates"])
     artifacts = {a.path for a in client.list_artifacts(mv.run_id)}
     assert {"calibration", "export"} <= artifacts
     assert [a.path for a in client.list_artifacts(mv.run_id, "export")] == ["export/metadata.json"]
@@ -61,6 +67,8 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
 
     # The registered pyfunc returns calibrated probabilities: the export's golden ones.
     meta = json.loads((env_home / "models" / "test-model" / "1" / "metadata.json").read_text())
+    assert meta["calibrator_method"] == calibration["method"] == meta["calibration"]["method"]
+    assert meta["calibration"]["candidates"] == calibration["candidates"]
     # Lineage a person can follow back: the code's commit beside the data's SHA-256, on the run too.
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert meta["lineage"]["code_commit"] == head == mv.tags["code_commit"] and len(head) == 40

@@ -34,3 +34,15 @@ def test_monitoring_thresholds_default_to_the_guide_and_errors_name_the_key(tmp_
     bad.write_text("lookback_minutes: 0\n")
     with pytest.raises(ConfigError, match="lookback_minutes"):
         load_monitoring(bad, env={})
+
+
+def test_calibration_defaults_to_auto_and_a_bad_method_names_the_key_and_the_choices(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("model_name: m\n")
+    assert load_settings(path, env={"PIPELINE_HOME": str(tmp_path)}).calibration.method == "auto"
+    for method in ("none", "sigmoid", "beta", "isotonic"):
+        path.write_text(f"calibration:\n  method: {method}\n")
+        assert load_settings(path, env={"PIPELINE_HOME": str(tmp_path)}).calibration.method == method
+    path.write_text("calibration:\n  method: platt\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: calibration\.method: .*'auto'.*'none'.*'sigmoid'.*'beta'"):
+        load_settings(path, env={})

@@ -225,3 +225,19 @@ def test_column_names_with_spaces_train_export_and_serve(tmp_path):
     assert model.golden_max_error() <= 1e-6
     raw, prob = model.score_rows([{"mean radius": 14.0, "tumour type": "b"}, {"mean radius": 6.0, "tumour type": "a"}])
     assert raw[0] > raw[1]
+
+
+@pytest.mark.parametrize("method", ["none", "beta"])
+def test_every_calibrator_kind_exports_and_serves_bound_to_its_model(trained, method, tmp_path):
+    """"none" ships an identity calibrator.pkl, so each version still proves its SavedModel digest."""
+    t = trained
+    cal = calibrate(t["train"].oof_raw, t["ds"].y, t["train"].folds, method, 10)
+    settings = load_settings(t["tmp"] / "pipeline.yaml", env={"PIPELINE_HOME": str(tmp_path / "home")})
+    exported = export_model(t["train"], cal, t["ds"], t["schema"], t["features"], settings, "1.0.0", version="1")
+    model = LoadedModel.load(exported.path)
+    assert model.calibrator.method == model.metadata.calibrator_method == method
+    assert model.calibrator.model_digest == model.metadata.model_digest
+    assert set(model.metadata.calibration["candidates"]) == {"none", "sigmoid", "beta", "isotonic"}
+    assert model.golden_max_error() <= 1e-6
+    raw, prob = model.score_rows([g.features for g in model.metadata.golden_examples])
+    assert np.array_equal(prob, raw) if method == "none" else not np.array_equal(prob, raw)
