@@ -127,6 +127,7 @@ def test_release_trains_from_s3_and_records_the_uri(bucket, prefect_server, home
     summary = release_flow(data=uri, schema=str(schema_path), feature_list=str(feature_list_path),
                            config=str(fast_config))
     digest = sha256_file(bucket["files"]["loans/loans.parquet"])
-    assert summary["data"] == {"path": uri, "rows": 900, "positives": summary["data"]["positives"], "sha256": digest}
+    assert summary["data"] == {"path": uri, "rows": 900, "positives": summary["data"]["positives"], "sha256": digest,
+                               "training_rows": 900}
     lineage = json.loads((home / "models" / "test-model" / "1" / "metadata.json").read_text())["lineage"]
     assert lineage["data"] == uri and lineage["data_sha256"] == digest
