@@ -223,7 +223,7 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
     from tasks.training.calibrate import calibrate
     from tasks.training.data import load_dataset
     from tasks.training.export import export_model
-    from tasks.training.train import predict_raw, train
+    from tasks.training.train import train
 
     home = workdir / name
     home.mkdir(parents=True, exist_ok=True)
@@ -247,20 +247,13 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
 
     tr = train(ds, schema, features, settings)
     stages["cross_validation"] = tr.timings["cv_seconds"]
-    stages["final_fit"] = tr.timings["final_fit_seconds"]
+    stages["ensemble"] = tr.timings["ensemble_seconds"]
     out["ours_folds"] = [{"fold": f.fold, "best_epoch": f.best_epoch, "epochs_run": f.epochs_run,
                           "seconds": f.seconds, "roc_auc": f.metrics["roc_auc"]} for f in tr.fold_results]
-    out["ours_final"] = {"epochs": tr.final_epochs}
+    out["ensemble_members"] = tr.ensemble_members
     out["rows_per_second"] = tr.training_rows_per_second
-    print(f"[{name}] trained: CV {tr.timings['cv_seconds']:.1f}s, final fit {tr.timings['final_fit_seconds']:.1f}s, "
+    print(f"[{name}] trained: CV {tr.timings['cv_seconds']:.1f}s, ensemble of {tr.ensemble_members}, "
           f"{tr.training_rows_per_second:.0f} rows/s", flush=True)
-
-    # The exported model is the final fit, but the metrics and the calibrator come from the CV models'
-    # out-of-fold scores. Check that the final model scores like them (in-sample, so optimistic).
-    final_raw = predict_raw(tr.model, ds.columns, tr.stats)
-    out["final_vs_cv"] = {"oof_raw_mean": float(tr.oof_raw.mean()), "oof_raw_std": float(tr.oof_raw.std()),
-                          "final_raw_mean_in_sample": float(final_raw.mean()),
-                          "final_raw_std_in_sample": float(final_raw.std())}
 
     t0 = time.perf_counter()
     cal = calibrate(tr.oof_raw, ds.y, tr.folds, method, n_bins, None)
@@ -284,9 +277,6 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
     hgb_cal = calibrate(hgb_raw, ds.y, tr.folds, method, n_bins, None)
     stages["baseline_cross_validation"] = hgb_seconds
 
-    final_cal = binary_metrics(ds.y, cal.calibrator(final_raw), n_bins)
-    out["final_vs_cv"].update(final_in_sample_roc_auc=final_cal["roc_auc"],
-                              final_in_sample_ece_calibrated=final_cal["ece"])
     out["ours"] = {"raw": cal.metrics_before, "calibrated": cal.metrics_after}
     out["baseline"] = {"raw": binary_metrics(ds.y, hgb_raw, n_bins), "calibrated": hgb_cal.metrics_after}
     assert np.allclose(out["baseline"]["raw"]["roc_auc"], hgb_cal.metrics_before["roc_auc"])
@@ -350,35 +340,20 @@ def markdown(results: list[dict]) -> str:
             f"| {'met' if r['goal']['auc_met'] else 'MISSED'} | {'met' if r['goal']['ece_met'] else 'MISSED'} |")
     lines += [
         "",
-        ("| dataset | infer contract s | validate/load s | CV s | final fit s | calibrate s | export s "
-         "| HGB CV s | train rows/s | epochs run per fold (final) | other processes' cores |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        ("| dataset | infer contract s | validate/load s | CV s | fuse ensemble s | calibrate s | export s "
+         "| HGB CV s | train rows/s | epochs run per fold | one-row p50 / p99 ms | other processes' cores |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for r in ok:
         s = r["stages_seconds"]
-        epochs = ",".join(str(f["epochs_run"]) for f in r["ours_folds"]) + f" ({r['ours_final']['epochs']})"
+        epochs = ",".join(str(f["epochs_run"]) for f in r["ours_folds"])
+        lat = r.get("one_row_latency")
+        lat_s = f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f}" if lat else "—"
         lines.append(
             f"| {r['dataset']} | {_f(s['infer_contract'], '.2f')} | {_f(s['validate_load'], '.2f')} "
-            f"| {_f(s['cross_validation'], '.1f')} | {_f(s['final_fit'], '.1f')} | {_f(s['calibrate'], '.3f')} "
+            f"| {_f(s['cross_validation'], '.1f')} | {_f(s['ensemble'], '.1f')} | {_f(s['calibrate'], '.3f')} "
             f"| {_f(s['export'], '.1f')} | {_f(s['baseline_cross_validation'], '.1f')} "
-            f"| {r['rows_per_second']:.0f} | {epochs} | {r['machine_load']['other_processes_cores']:.2f} |")
-    lines += [
-        "",
-        ("Exported (final-fit) model against the CV models whose out-of-fold scores give the metrics and the "
-         "calibrator (final model scored in-sample, so its AUC is optimistic):"),
-        "",
-        ("| dataset | CV best epochs | final epochs (median) | OOF raw mean / std | final raw mean / std "
-         "| final AUC in-sample | final ECE in-sample, CV calibrator |"),
-        "|---|---|---|---|---|---:|---:|",
-    ]
-    for r in ok:
-        fv = r["final_vs_cv"]
-        best = ",".join(str(f["best_epoch"]) for f in r["ours_folds"])
-        lines.append(
-            f"| {r['dataset']} | {best} | {r['ours_final']['epochs']} "
-            f"| {fv['oof_raw_mean']:.3f} / {fv['oof_raw_std']:.3f} "
-            f"| {fv['final_raw_mean_in_sample']:.3f} / {fv['final_raw_std_in_sample']:.3f} "
-            f"| {fv['final_in_sample_roc_auc']:.4f} | {fv['final_in_sample_ece_calibrated']:.4f} |")
+            f"| {r['rows_per_second']:.0f} | {epochs} | {lat_s} | {r['machine_load']['other_processes_cores']:.2f} |")
     for r in results:
         if "error" in r:
             lines.append(f"\n**{r['dataset']} failed:** {r['error']}")
