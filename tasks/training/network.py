@@ -14,6 +14,7 @@ v = [sin(2πcx), cos(2πcx)] with learnable frequencies c ~ N(0, σ), then a per
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +25,20 @@ from tasks.constants import MODEL_TYPE
 
 if TYPE_CHECKING:
     from tasks.settings import TrainingSettings
-    from tasks.training.train import FeatureStats
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Constants baked into the graph for one feature."""
+
+    name: str
+    kind: str                      # numeric | categorical
+    fill: float | str = 0.0
+    mean: float = 0.0
+    std: float = 1.0
+    log: bool = False
+    vocabulary: tuple[str, ...] = ()
+    embedding_dim: int | None = None
 
 
 def _numeric_constants(members: list[list[FeatureStats]]) -> dict[str, np.ndarray]:

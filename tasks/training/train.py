@@ -22,24 +22,11 @@ from tasks.constants import MODEL_TYPE
 from tasks.metrics import binary_metrics
 from tasks.settings import Settings, TrainingSettings
 from tasks.training.data import Dataset
+from tasks.training.network import FeatureStats
 
 log = logging.getLogger(__name__)
 
 MISSING_TOKEN = "__missing__"
-
-
-@dataclass(frozen=True)
-class FeatureStats:
-    """Constants baked into the graph for one feature."""
-
-    name: str
-    kind: str                      # numeric | categorical
-    fill: float | str = 0.0
-    mean: float = 0.0
-    std: float = 1.0
-    log: bool = False
-    vocabulary: tuple[str, ...] = ()
-    embedding_dim: int | None = None
 
 
 @dataclass

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tasks.settings import TrainingSettings
-from tasks.training.train import FeatureStats, model_inputs, predict_raw
+from tasks.training.network import FeatureStats
+from tasks.training.train import model_inputs, predict_raw
 
 pytestmark = pytest.mark.unit
 
