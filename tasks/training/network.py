@@ -101,7 +101,10 @@ def build_model(members: list[list[FeatureStats]], cfg: TrainingSettings, seed: 
             angles = (2 * math.pi) * x[..., None] * self.frequencies                  # [B, M, F, k]
             v = tf.concat([tf.sin(angles), tf.cos(angles)], axis=-1)
             v = tf.nn.relu(tf.einsum("bmfk,mfkd->bmfd", v, self.kernel) + self.bias)
-            return tf.reshape(v, (-1, n_members, self.n_features * self.embedding[1]))
+            v = tf.reshape(v, (-1, n_members, self.n_features * self.embedding[1]))
+            # The standardised value itself beside its embedding: a linear path the MLP can fall back on
+            # where the periodic features would overfit (small sets).
+            return tf.concat([x, v], axis=-1) if cfg.embedding_with_value else v
 
     class CategoricalBlock(layers.Layer):
         """One categorical input -> per member one-hot or embedding: [B, M, V+1] or [B, M, e]."""
