@@ -37,7 +37,7 @@ class TrainingSettings(_Section):
     l2: float = Field(1e-5, ge=0)
     early_stopping_patience: int = Field(6, ge=1)
     # constant | plateau (halve the rate when validation loss stalls) | cosine (decay over `epochs`)
-    lr_schedule: Literal["constant", "plateau", "cosine"] = "plateau"
+    lr_schedule: Literal["constant", "plateau", "cosine"] = "cosine"
     # periodic: PLR embeddings of numeric features (Gorishniy et al. 2022); none: the standardised value
     numeric_embedding: Literal["none", "periodic"] = "periodic"
     embedding_frequencies: int = Field(16, ge=1, le=128)   # k: sin/cos pairs per numeric feature

@@ -55,8 +55,8 @@ def test_periodic_embeddings_are_learnable_and_seeded():
     a, b, c = (build_model([_member(0.0, 0.0, 1.0, "red")], cfg, seed) for seed in (3, 3, 4))
     freq = {w.path: w for w in a.trainable_weights}
     frequencies = next(w for path, w in freq.items() if "frequencies" in path)
-    assert tuple(frequencies.shape) == (1, 2, 5)              # one member, two numeric features, k = 5
-    assert 0.1 < float(np.std(np.asarray(frequencies))) < 0.6
+    assert tuple(frequencies.shape) == (2, 1, 5)              # two numeric features, one member, k = 5
+    assert 0.1 < float(np.std(frequencies.numpy())) < 0.6
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
     assert any(not np.array_equal(wa, wc) for wa, wc in zip(a.get_weights(), c.get_weights()))
