@@ -42,7 +42,7 @@ class TrainingSettings(_Section):
     numeric_embedding: Literal["none", "periodic"] = "periodic"
     embedding_frequencies: int = Field(16, ge=1, le=128)   # k: sin/cos pairs per numeric feature
     embedding_sigma: float = Field(0.1, gt=0)              # initial frequencies ~ N(0, sigma)
-    embedding_dim: int = Field(8, ge=1, le=64)             # per-feature Linear+ReLU output
+    embedding_dim: int = Field(4, ge=1, le=64)             # per-feature Linear+ReLU output
     embedding_with_value: bool = True                      # feed the standardised value beside its embedding
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     min_rows: int = Field(100, ge=10)

@@ -76,3 +76,21 @@ def test_a_missing_category_takes_each_members_fill():
                         for m, s in zip(models, members)])
     assert missing[0] == pytest.approx(as_fills, abs=1e-6)
     assert model_inputs(row | {"colour": np.array(["red"], dtype=object)}, members[0])["colour"].dtype == object
+
+
+@pytest.mark.parametrize("schedule", ["constant", "plateau", "cosine"])
+def test_the_learning_rate_schedule_is_the_configured_one(schedule):
+    import keras
+
+    from tasks.training.train import _callbacks, _optimizer
+
+    cfg = TrainingSettings(lr_schedule=schedule, learning_rate=0.01, epochs=10)
+    rate = _optimizer(cfg, steps_per_epoch=20).learning_rate
+    plateau = [c for c in _callbacks(cfg) if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+    assert len(plateau) == (schedule == "plateau")
+    if schedule == "cosine":
+        schedule_fn = _optimizer(cfg, steps_per_epoch=20)._learning_rate
+        assert float(schedule_fn(0)) == pytest.approx(0.01)
+        assert float(schedule_fn(200)) == pytest.approx(0.0001)        # alpha 0.01 at the last step
+    else:
+        assert float(rate) == pytest.approx(0.01)
