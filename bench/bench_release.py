@@ -47,7 +47,7 @@ def release(home: Path, data: Path, targets: Path) -> dict:
     subprocess.run([sys.executable, "-m", "flows", "stop", "--target", "bench", "--targets", str(targets)],
                    cwd=ROOT, env=env, capture_output=True, timeout=120)
     return {"rows": summary["data"]["rows"], "cli_wall_s": round(wall, 2), "flow_s": t["flow_total"],
-            "stages_s": {s: t.get(s) for s in STAGES}, "cv_s": t["cv"], "final_fit_s": t["final_fit"],
+            "stages_s": {s: t.get(s) for s in STAGES}, "cv_s": t["cv"], "ensemble_s": t["ensemble"],
             "stage_sum_s": round(stage_sum, 3), "overhead_s": round(t["flow_total"] - stage_sum, 3),
             "overhead_pct": round(100 * (t["flow_total"] - stage_sum) / t["flow_total"], 2),
             "cv_metrics": summary["cv_metrics"], "training_rows_per_second": summary["training_rows_per_second"]}

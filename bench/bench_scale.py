@@ -100,7 +100,7 @@ def release(home: Path, data: Path) -> dict:
     t = summary["timings"]
     return {"rows": summary["data"]["rows"], "exit": proc.returncode, "cli_wall_s": round(wall, 1),
             "flow_s": t["flow_total"], "stages_s": {s: t.get(s) for s in STAGES}, "cv_s": t["cv"],
-            "final_fit_s": t["final_fit"], "peak_rss_mb": round(peak), "load_avg_1m_at_start": load,
+            "ensemble_s": t.get("ensemble"), "peak_rss_mb": round(peak), "load_avg_1m_at_start": load,
             "load_avg_1m_at_end": _load(), "cv_metrics": summary["cv_metrics"], "gate": summary["gate"],
             "training_rows_per_second": summary["training_rows_per_second"]}
 

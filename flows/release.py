@@ -163,7 +163,7 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
         "reliability_diagram": str(cal.diagram) if cal.diagram else None,
         "training_rows_per_second": trained.training_rows_per_second,
         "timings": {**timings, "cv": trained.timings["cv_seconds"],
-                    "final_fit": trained.timings["final_fit_seconds"]},
+                    "ensemble": trained.timings["ensemble_seconds"]},
     }
     logger.info("release %s: version %s at %s, registered %s v%s, gate %s", release, exported.version,
                 exported.path, reg.name, reg.version, "passed" if gate.passed else "FAILED")

@@ -48,9 +48,8 @@ def validate_data_task(path: str, schema: Schema, min_rows: int, min_class_rows:
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings) -> TrainResult:
     result = train(ds, schema, features, settings)
-    get_run_logger().info("trained %s: %d folds in %.1fs, final fit %.1fs (%d epochs), %.0f rows/s",
-                          MODEL_TYPE, len(result.folds), result.timings["cv_seconds"],
-                          result.timings["final_fit_seconds"], result.final_epochs,
+    get_run_logger().info("trained %s: %d folds in %.1fs, an ensemble of %d fold models, %.0f rows/s",
+                          MODEL_TYPE, len(result.folds), result.timings["cv_seconds"], result.ensemble_members,
                           result.training_rows_per_second)
     return result
 

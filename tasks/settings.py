@@ -36,6 +36,14 @@ class TrainingSettings(_Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     l2: float = Field(1e-5, ge=0)
     early_stopping_patience: int = Field(6, ge=1)
+    # constant | plateau (halve the rate when validation loss stalls) | cosine (decay over `epochs`)
+    lr_schedule: Literal["constant", "plateau", "cosine"] = "cosine"
+    # periodic: PLR embeddings of numeric features (Gorishniy et al. 2022); none: the standardised value
+    numeric_embedding: Literal["none", "periodic"] = "periodic"
+    embedding_frequencies: int = Field(16, ge=1, le=128)   # k: sin/cos pairs per numeric feature
+    embedding_sigma: float = Field(0.1, gt=0)              # initial frequencies ~ N(0, sigma)
+    embedding_dim: int = Field(4, ge=1, le=64)             # per-feature Linear+ReLU output
+    embedding_with_value: bool = True                      # feed the standardised value beside its embedding
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     min_rows: int = Field(100, ge=10)
     min_class_rows: int = Field(10, ge=2)

@@ -168,7 +168,7 @@ def log_and_register(client, settings: Settings, reservation: Reservation, *, ex
                 "training_rows_per_second": train.training_rows_per_second,
                 "export_fidelity_max_abs_diff": exported.fidelity_max_abs_diff,
                 "golden_max_abs_diff": exported.golden_max_abs_diff,
-                "final_epochs": train.final_epochs}
+                "ensemble_members": train.ensemble_members}
     metrics |= {k: v for k, v in train.timings.items()}
     calibration_params, calibration_metrics = calibration_record(calibration)
     metrics |= calibration_metrics

@@ -270,10 +270,12 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
             feature_list=[f.model_dump(mode="json", exclude_none=True) for f in features.features],
             inputs=inputs, files=files, model_digest=digest,
             golden_examples=[GoldenExample(features=row, raw_score=0.0, probability=0.0) for row in golden],
-            reference=reference_distributions(ds, schema, features,
-                                              calibrator(train.oof_raw), settings.export.reference_bins),
+            # Out of sample: each row's cross-fitted calibrated score, from fold models and a calibrator
+            # that never saw it (the shipped calibrator applied to oof_raw would have seen every row).
+            reference=reference_distributions(ds, schema, features, cal.oof_calibrated,
+                                              settings.export.reference_bins),
             training={"rows": ds.n_rows, "positives": ds.positives, "cv_folds": len(train.folds),
-                      "folds": [f.__dict__ for f in train.fold_results], "final_epochs": train.final_epochs,
+                      "folds": [f.__dict__ for f in train.fold_results], "ensemble_members": train.ensemble_members,
                       "params": train.params,
                       "timings": train.timings, "rows_per_second": train.training_rows_per_second,
                       "cv_metrics_raw": cal.metrics_before},

@@ -78,6 +78,20 @@ def test_same_seed_same_model(trained):
     np.testing.assert_array_equal(a, b)
 
 
+def test_the_model_that_ships_is_the_fold_models_that_were_evaluated(trained):
+    """No separate final fit: the ensemble is the mean of the fold models whose out-of-fold scores gave
+    the metrics and the calibrator, each with its own preprocessing constants."""
+    ds, result = trained["ds"], trained["train"]
+    assert result.ensemble_members == len(result.folds) == len(result.fold_models)
+    members = []
+    for model, stats, (_tr, va) in zip(result.fold_models, result.member_stats, result.folds):
+        np.testing.assert_array_equal(predict_raw(model, ds.columns, stats, va), result.oof_raw[va])
+        members.append(predict_raw(model, ds.columns, stats))
+    assert result.member_stats[0] != result.member_stats[1]      # fitted on different rows
+    np.testing.assert_allclose(predict_raw(result.model, ds.columns, result.stats), np.mean(members, axis=0),
+                               atol=1e-6)
+
+
 def test_more_debt_means_more_risk(trained):
     ds, result = trained["ds"], trained["train"]
     columns = dict(ds.columns)
@@ -146,6 +160,20 @@ def test_export_layout_and_metadata(exported, trained):
     assert sum(ref["prediction"]["fractions"]) == pytest.approx(1.0)
     assert exported.fidelity_max_abs_diff < 1e-5
     assert not list(path.parent.glob(".staging-*"))
+    assert meta["training"]["ensemble_members"] == 3
+
+
+def test_the_prediction_reference_is_out_of_sample(exported, trained):
+    """The drift reference for predictions is the cross-fitted calibrated scores (no row scored by a
+    calibrator that saw it), not the shipped calibrator applied to the rows it was fitted on."""
+    from serving.metrics import bin_fractions
+
+    cal = trained["cal"]
+    prediction = read_metadata(exported.path).reference["prediction"]
+    assert prediction["mean"] == pytest.approx(float(cal.oof_calibrated.mean()), abs=1e-12)
+    assert prediction["fractions"] == pytest.approx(bin_fractions(cal.oof_calibrated, prediction["edges"]))
+    assert prediction["fractions"] != pytest.approx(bin_fractions(cal.calibrator(trained["train"].oof_raw),
+                                                                  prediction["edges"]), abs=1e-9)
 
 
 def test_reloaded_model_reproduces_golden_examples(exported):
