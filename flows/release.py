@@ -30,9 +30,9 @@ from flows.stages import (
     holdout_task,
     register_task,
     reserve_task,
-    train_task,
     validate_data_task,
 )
+from flows.training import train_stage
 from serving.schema import feature_schema_hash, load_feature_list, load_schema
 from tasks.constants import CHALLENGER, CHAMPION
 from tasks.errors import PostPromotionCheckFailed
@@ -106,7 +106,7 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
     logger.info("champion: %s", f"version {champion.version}" if champion else "none yet")
 
     with _timed(timings, "train"):
-        trained = train_task(ds, contract, features, settings)
+        trained = train_stage(ds, contract, features, settings)
     report_dir = settings.pipeline_home / "reports" / settings.model_name / \
         f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     with _timed(timings, "calibrate"):

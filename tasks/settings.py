@@ -27,6 +27,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ParallelSettings(_Section):
+    """Where the cross-validation folds are fitted (``flows.training``)."""
+
+    # serial: one after another in the release's process; dask: as parallel Prefect tasks on a Dask cluster
+    runner: Literal["serial", "dask"] = "serial"
+    address: str | None = None                 # a Dask scheduler, tcp://host:8786; None: a local cluster here
+    workers: int | None = Field(None, ge=1)    # the local cluster's processes; None: the CPUs, at most the folds
+
+
 class TrainingSettings(_Section):
     cv_folds: int = Field(5, ge=2, le=20)
     epochs: int = Field(60, ge=1)
@@ -49,6 +58,7 @@ class TrainingSettings(_Section):
     min_class_rows: int = Field(10, ge=2)
     intra_op_threads: int | None = Field(None, ge=1)
     inter_op_threads: int | None = Field(None, ge=1)
+    parallel: ParallelSettings = ParallelSettings()
 
 
 class CalibrationSettings(_Section):

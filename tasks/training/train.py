@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +39,7 @@ class FoldResult:
     epochs_run: int
     seconds: float
     metrics: dict[str, float]
+    where: str = ""           # host:pid that fitted it
 
 
 @dataclass
@@ -193,41 +197,102 @@ def predict_raw(model, columns: dict[str, np.ndarray], stats: list[FeatureStats]
                       dtype=np.float64).reshape(-1)
 
 
-def train(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings) -> TrainResult:
-    """Cross-validate (out-of-fold predictions for metrics and calibration); the fold models, fused into
-    one ensemble, are the model that ships."""
+@dataclass
+class FoldFit:
+    """One fold's fitted model as plain data: it crosses process boundaries (Dask workers) and is
+    rebuilt into a Keras model by ``assemble``."""
+
+    fold: int
+    seed: int
+    weights: list[np.ndarray]
+    stats: list[FeatureStats]
+    oof: np.ndarray           # raw scores of the fold's held-out rows
+    best_epoch: int
+    epochs_run: int
+    rows_fitted: int
+    seconds: float
+    where: str = ""           # host:pid of the process that fitted it
+
+
+# A runner of folds: given the folds, returns every fold's FoldFit (in any order). ``train`` runs them one
+# after another here; ``flows.training`` runs them as parallel Prefect tasks on a Dask cluster.
+FoldRunner = Callable[[list[tuple[np.ndarray, np.ndarray]]], list[FoldFit]]
+
+
+def cv_splits(ds: Dataset, settings: Settings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The stratified folds: (training rows, held-out rows), sorted, fixed by the seed."""
     from sklearn.model_selection import StratifiedKFold
 
-    from tasks.training.network import fuse
+    splitter = StratifiedKFold(n_splits=settings.training.cv_folds, shuffle=True, random_state=settings.seed)
+    return [(np.sort(tr), np.sort(va)) for tr, va in splitter.split(np.zeros(ds.n_rows), ds.y)]
+
+
+def fit_fold(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings, fold: int, rows: np.ndarray,
+             held_out: np.ndarray, threads: tuple[int, int] | None = None) -> FoldFit:
+    """Fit fold ``fold`` on ``rows`` and score ``held_out``. The same seed gives the same weights in any
+    process and with any thread count (TensorFlow's op determinism is on).
+
+    Args:
+        threads: TensorFlow's (intra-op, inter-op) threads for this process; None: ``settings.threads()``.
+    """
+    configure_tensorflow(*(threads or settings.threads()))
+    seed = settings.seed + fold + 1
+    t0 = time.perf_counter()
+    model, stats, best, ran, n_fit = _fit(ds, features, schema, rows, settings.training, seed)
+    oof = predict_raw(model, ds.columns, stats, held_out)
+    return FoldFit(fold=fold, seed=seed, weights=[np.asarray(w) for w in model.get_weights()], stats=stats, oof=oof,
+                   best_epoch=best, epochs_run=ran, rows_fitted=n_fit, seconds=time.perf_counter() - t0,
+                   where=f"{socket.gethostname()}:{os.getpid()}")
+
+
+def train(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings,
+          run_folds: FoldRunner | None = None) -> TrainResult:
+    """Cross-validate (out-of-fold predictions for metrics and calibration); the fold models, fused into
+    one ensemble, are the model that ships.
+
+    Args:
+        run_folds: fits the folds elsewhere (in parallel); None: one after another in this process.
+    """
+    folds = cv_splits(ds, settings)
+    t_cv = time.perf_counter()
+    if run_folds is None:
+        fits = [fit_fold(ds, schema, features, settings, k, tr, va) for k, (tr, va) in enumerate(folds)]
+    else:
+        fits = run_folds(folds)
+    return assemble(ds, features, settings, folds, fits, time.perf_counter() - t_cv)
+
+
+def assemble(ds: Dataset, features: FeatureList, settings: Settings, folds: list[tuple[np.ndarray, np.ndarray]],
+             fits: list[FoldFit], cv_seconds: float) -> TrainResult:
+    """The fold fits rebuilt into Keras models and fused into the ensemble; out-of-fold scores and metrics."""
+    from tasks.training.network import build_model, fuse
 
     cfg = settings.training
     configure_tensorflow(*settings.threads())
-    splitter = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=settings.seed)
-    folds = [(np.sort(tr), np.sort(va)) for tr, va in splitter.split(np.zeros(ds.n_rows), ds.y)]
+    fits = sorted(fits, key=lambda f: f.fold)
+    if [f.fold for f in fits] != list(range(len(folds))):
+        raise ValueError(f"fold fits {[f.fold for f in fits]} do not cover the {len(folds)} folds")
     oof = np.full(ds.n_rows, np.nan)
     fold_results: list[FoldResult] = []
-    models, member_stats = [], []
-    rows_seen, fit_seconds = 0, 0.0
-    t_cv = time.perf_counter()
-    for k, (tr, va) in enumerate(folds):
-        t0 = time.perf_counter()
-        model, stats, best, ran, n_fit = _fit(ds, features, schema, tr, cfg, settings.seed + k + 1)
-        fit_time = time.perf_counter() - t0
-        oof[va] = predict_raw(model, ds.columns, stats, va)
+    models = []
+    for fit, (_tr, va) in zip(fits, folds):
+        model = build_model([fit.stats], cfg, fit.seed)
+        model.set_weights(fit.weights)
         models.append(model)
-        member_stats.append(stats)
-        rows_seen += n_fit * ran
-        fit_seconds += fit_time
-        fold_results.append(FoldResult(k, best, ran, round(fit_time, 3), binary_metrics(ds.y[va], oof[va])))
-        log.info("fold %d/%d: best epoch %d of %d, roc_auc %.4f, %.1fs", k + 1, cfg.cv_folds, best, ran,
-                 fold_results[-1].metrics["roc_auc"], fit_time)
-    cv_seconds = time.perf_counter() - t_cv
+        oof[va] = fit.oof
+        fold_results.append(FoldResult(fit.fold, fit.best_epoch, fit.epochs_run, round(fit.seconds, 3),
+                                       binary_metrics(ds.y[va], fit.oof), fit.where))
+        log.info("fold %d/%d: best epoch %d of %d, roc_auc %.4f, %.1fs", fit.fold + 1, len(folds), fit.best_epoch,
+                 fit.epochs_run, fold_results[-1].metrics["roc_auc"], fit.seconds)
+    rows_seen = sum(f.rows_fitted * f.epochs_run for f in fits)
+    fit_seconds = sum(f.seconds for f in fits)
+    member_stats = [f.stats for f in fits]
     # No separate final fit: the models whose out-of-fold scores gave the metrics and the calibrator
     # are the ones that ship, averaged, each with its own preprocessing constants.
     t0 = time.perf_counter()
     ensemble = fuse(models, member_stats, cfg, settings.seed)
     ensemble_seconds = time.perf_counter() - t0
-    params = {**cfg.model_dump(mode="json"), "seed": settings.seed, "model_type": MODEL_TYPE,
+    params = {**cfg.model_dump(mode="json", exclude={"parallel"}), "seed": settings.seed, "model_type": MODEL_TYPE,
               "features": features.names, "ensemble_members": len(models)}
     return TrainResult(
         model=ensemble, oof_raw=oof, folds=folds, fold_results=fold_results, member_stats=member_stats,
