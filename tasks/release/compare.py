@@ -19,6 +19,7 @@ either side has nulls.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,6 +136,7 @@ class Comparison:
     metrics: list[dict]                  # metric, champion, candidate, delta, better
     psi: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    same_rows: dict | None = None        # the gate's paired comparison on the same rows (its version tag)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -153,6 +155,7 @@ class Comparison:
             delta = "–" if m["delta"] is None else f"{m['delta']:+.4f}"
             verdict = {True: "better", False: "worse", None: ""}[m["better"]]
             lines.append(f"| {m['metric']} | {fmt(m['champion'])} | {fmt(m['candidate'])} | {delta} | {verdict} |")
+        lines += _same_rows_lines(self.same_rows)
         lines += ["", "## Calibration", "", "| | champion | candidate |", "|---|---|---|"]
         for key, label in (("method", "method"), ("ece_before", "ECE before calibration"),
                            ("ece_after", "ECE after calibration")):
@@ -169,6 +172,35 @@ class Comparison:
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+
+def _same_rows_lines(same: dict | None) -> list[str]:
+    if not same:
+        return []
+    rows = same.get("rows") or {}
+    lines = ["", f"## On the same rows (the gate's paired comparison against version {same['against']})", "",
+             f"{rows.get('n_rows', '?')} rows ({rows.get('detail', 'source not recorded')}); both shipped models "
+             f"scored every row; the interval is a paired bootstrap of candidate − champion "
+             f"({same.get('resamples')} resamples, {same.get('confidence') or 0:.0%}).", "",
+             "| metric | champion | candidate | Δ | interval | verdict |", "|---|---|---|---|---|---|"]
+    for metric, m in (same.get("metrics") or {}).items():
+        low, high = m["interval"] if m.get("interval") else (None, None)
+        interval = "–" if low is None else f"{low:+.4f} to {high:+.4f}"
+        lines.append(f"| {metric} | {m['champion']:.4f} | {m['candidate']:.4f} | {m['difference']:+.4f} | {interval} "
+                     f"| {m['verdict']} |")
+    return lines
+
+
+def gate_same_rows(mv) -> dict | None:
+    """The gate's comparison on the same rows, from a version's tags (``gate_comparison``), with the version it
+    was judged against; None when the gate had no evaluation rows (or the tag is absent or unreadable)."""
+    try:
+        comparison = json.loads(mv.tags.get("gate_comparison") or "null")
+    except ValueError:
+        return None
+    if not isinstance(comparison, dict) or comparison.get("basis") != "same rows":
+        return None
+    return {**comparison, "against": mv.tags.get("gate_champion_version", "?")}
 
 
 def _side(mv, metadata) -> dict:
@@ -202,4 +234,12 @@ def compare(model: str, candidate_mv, candidate_meta, champion_mv=None, champion
                      f"on version {back_to}'s tag rolled_back_to_reason)")
     if candidate_mv.tags.get("gate_reasons") not in (None, "", "[]"):
         notes.append(f"gate reasons: {candidate_mv.tags['gate_reasons']}")
-    return Comparison(model=model, candidate=cand, champion=champ, metrics=rows, psi=psis, notes=notes)
+    same = gate_same_rows(candidate_mv)
+    if same is None and champ:
+        notes.append("the metrics above are each version's own cross-validation, not the same rows: release with "
+                     "--eval-data or a schema time_column for a paired comparison")
+    elif champ and same["against"] != champ["version"]:
+        notes.append(f"the gate's same-rows comparison was against version {same['against']}, which is no longer "
+                     f"the champion (version {champ['version']} is)")
+    return Comparison(model=model, candidate=cand, champion=champ, metrics=rows, psi=psis, notes=notes,
+                      same_rows=same)

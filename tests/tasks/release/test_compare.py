@@ -86,3 +86,57 @@ def _numeric_on(values, edges):
     """The candidate's reference as if it had been binned on ``edges`` (what re-binning should recover)."""
     ref = _numeric(values)
     return {**ref, "edges": list(edges), "fractions": bin_fractions(values, edges)}
+
+
+def _version(version: str, tags: dict):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(version=version, tags=tags)
+
+
+def _meta(version: str, auc: float):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(release=f"1.{version}.0", version=version,
+                           cv_metrics={"roc_auc": auc, "pr_auc": 0.5, "brier": 0.15, "ece": 0.01},
+                           calibration={"method": "none", "ece_before": 0.01, "ece_after": 0.01},
+                           schema_={"columns": []}, reference={})
+
+
+SAME_ROWS = {"basis": "same rows", "like_for_like": True, "note": None,
+             "rows": {"n_rows": 1200, "positives": 240, "detail": "--eval-data eval.csv"},
+             "resamples": 1000, "confidence": 0.95,
+             "metrics": {"roc_auc": {"candidate": 0.7412, "champion": 0.7301, "difference": 0.0111,
+                                     "interval": [0.0032, 0.0190], "worse_by": -0.0111, "allowed": 0.01,
+                                     "verdict": "ok"}}}
+
+
+def test_the_promotion_view_shows_the_gates_comparison_on_the_same_rows():
+    import json
+
+    from tasks.release.compare import compare
+
+    tags = {"blessed": "true", "gate_comparison": json.dumps(SAME_ROWS), "gate_champion_version": "1"}
+    view = compare("m", _version("2", tags), _meta("2", 0.74), _version("1", {}), _meta("1", 0.73))
+    text = view.markdown()
+    assert view.same_rows["against"] == "1"
+    assert "## On the same rows (the gate's paired comparison against version 1)" in text
+    assert "| roc_auc | 0.7301 | 0.7412 | +0.0111 | +0.0032 to +0.0190 | ok |" in text
+    assert "1200 rows (--eval-data eval.csv)" in text
+    assert not any("not the same rows" in n for n in view.notes)
+
+
+def test_the_promotion_view_says_when_metrics_are_not_on_the_same_rows_or_the_champion_moved():
+    import json
+
+    from tasks.release.compare import compare
+
+    plain = compare("m", _version("2", {"gate_comparison": json.dumps({"basis": "cross-validation"})}),
+                    _meta("2", 0.74), _version("1", {}), _meta("1", 0.73))
+    assert plain.same_rows is None and "On the same rows" not in plain.markdown()
+    assert any("not the same rows" in n for n in plain.notes)
+    moved = compare("m", _version("3", {"gate_comparison": json.dumps(SAME_ROWS), "gate_champion_version": "1"}),
+                    _meta("3", 0.74), _version("2", {}), _meta("2", 0.73))
+    assert any("against version 1, which is no longer the champion (version 2 is)" in n for n in moved.notes)
+    first = compare("m", _version("1", {}), _meta("1", 0.74))
+    assert first.notes == [] and first.same_rows is None
