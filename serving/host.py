@@ -58,9 +58,19 @@ def _token(base: Path) -> str:
     return path.read_text().strip()
 
 
-def _http(port: int, method: str, path: str, token: str | None = None, body: bytes | None = None,
+WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}   # noqa: S104 — bound to all: probe loopback
+
+
+def _probe_address(host: str) -> str:
+    """Where this host's own calls reach the server that binds ``host``: that address, or loopback when
+    the server binds every address."""
+    return WILDCARDS.get(host, host)
+
+
+def _http(host: str, port: int, method: str, path: str, token: str | None = None, body: bytes | None = None,
           timeout: float = 120) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """One call to the server that binds ``host``:``port``."""
+    conn = http.client.HTTPConnection(_probe_address(host), port, timeout=timeout)
     try:
         headers = {"content-type": "application/json"}
         if token:
@@ -360,10 +370,12 @@ def _model_dir(base: Path, version: str) -> Path:
     return names[0]
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
+def _port_free(host: str, port: int) -> bool:
+    """Whether the server could bind ``host``:``port`` (what another process binds there, or on every address,
+    takes it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
             return True
         except OSError:
             return False
@@ -386,11 +398,11 @@ def _load_query(model_dir: Path, version: str, metadata_sha256: str | None) -> s
     return "/load?" + urlencode(query)
 
 
-def _server_health(port: int) -> dict | None:
-    """The /health of a model server (ours, started by systemd rather than by this script) on ``port``;
+def _server_health(host: str, port: int) -> dict | None:
+    """The /health of a model server (ours, started by systemd rather than by this script) on ``host``:``port``;
     None when what listens there is not one."""
     try:
-        _status, health = _http(port, "GET", "/health", timeout=3)
+        _status, health = _http(host, port, "GET", "/health", timeout=3)
     except OSError:
         return None
     return health if isinstance(health, dict) and "loaded_versions" in health else None
@@ -408,17 +420,17 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     token = _token(base)
     model_dir = _model_dir(base, version)
     pid = _pid(base)
-    health = _server_health(port) if pid is None and not _port_free(port) else None
+    health = _server_health(host, port) if pid is None and not _port_free(host, port) else None
     if pid is not None or health is not None:
         if health is None:
-            _status, health = _http(port, "GET", "/health", timeout=10)
+            _status, health = _http(host, port, "GET", "/health", timeout=10)
         previous = health.get("default_version")
-        status, body = _http(port, "POST", _load_query(model_dir, version, metadata_sha256), token)
+        status, body = _http(host, port, "POST", _load_query(model_dir, version, metadata_sha256), token)
         if status != 200:
             raise HostError(f"/load of version {version} refused ({status}): {body.get('detail')}")
         _link_current(base, version)
         return {"action": "hot-load", "pid": pid, "previous_version": previous, "default_version": version}
-    if not _port_free(port):
+    if not _port_free(host, port):
         raise HostError(f"port {port} is in use by another process; the server cannot start")
     if python is None:
         python = ensure_venv(base, version, timeout=max(timeout, VENV_TIMEOUT_S))["python"]
@@ -441,7 +453,7 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
             tail = (run / "server.log").read_text(errors="replace")[-1500:]
             raise HostError(f"server exited with {proc.returncode} during start-up:\n{tail}")
         try:
-            status, health = _http(port, "GET", "/health", timeout=2)
+            status, health = _http(host, port, "GET", "/health", timeout=2)
             if status == 200:
                 _link_current(base, version)
                 return {"action": "start", "pid": proc.pid, "previous_version": None, "default_version": version}
@@ -452,14 +464,15 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     raise HostError(f"server did not become healthy within {timeout:.0f}s (stopped it); see {run / 'server.log'}")
 
 
-def activate(base: Path, version: str, port: int, metadata_sha256: str | None = None) -> dict:
+def activate(base: Path, version: str, host: str, port: int, metadata_sha256: str | None = None) -> dict:
     """Make ``version`` the default: switch if loaded, otherwise load it from releases/<version>/."""
     token = _token(base)
-    _status, health = _http(port, "GET", "/health", timeout=10)
+    _status, health = _http(host, port, "GET", "/health", timeout=10)
     if version in (health.get("loaded_versions") or []):
-        status, body = _http(port, "POST", "/default?" + urlencode({"version": version}), token)
+        status, body = _http(host, port, "POST", "/default?" + urlencode({"version": version}), token)
     else:
-        status, body = _http(port, "POST", _load_query(_model_dir(base, version), version, metadata_sha256), token)
+        query = _load_query(_model_dir(base, version), version, metadata_sha256)
+        status, body = _http(host, port, "POST", query, token)
     if status != 200:
         raise HostError(f"could not make version {version} the default ({status}): {body.get('detail')}")
     _link_current(base, version)
@@ -485,14 +498,14 @@ def stop(base: Path, timeout: float = 30) -> dict:
     return {"action": "stop", "was_running": True, "pid": pid}
 
 
-def status(base: Path, port: int) -> dict:
+def status(base: Path, host: str, port: int) -> dict:
     pid = _pid(base)
     out = {"running": pid is not None, "pid": pid, "releases": sorted(
         (p.name for p in (base / "releases").iterdir() if p.name.isdigit()), key=int)
         if (base / "releases").exists() else []}
     if pid is not None:
         try:
-            code, health = _http(port, "GET", "/health", timeout=5)
+            code, health = _http(host, port, "GET", "/health", timeout=5)
             out |= {"health": health.get("status"), "default_version": health.get("default_version"),
                     "loaded_versions": health.get("loaded_versions"), "http_status": code}
         except OSError as exc:
@@ -500,16 +513,16 @@ def status(base: Path, port: int) -> dict:
     return out
 
 
-def labelled(base: Path, port: int, version: str, since: float) -> dict:
+def labelled(base: Path, host: str, port: int, version: str, since: float) -> dict:
     """The labelled rows the server holds for ``version`` (``GET /monitoring/labelled`` with this host's admin
     token, which never leaves the host)."""
     query = urlencode({"version": version, "since": since})
     try:
-        code, body = _http(port, "GET", f"/monitoring/labelled?{query}", _token(base), timeout=60)
+        code, body = _http(host, port, "GET", f"/monitoring/labelled?{query}", _token(base), timeout=60)
     except OSError as exc:
-        raise HostError(f"the server on port {port} did not answer for its labelled rows: {exc}") from None
+        raise HostError(f"the server at {host}:{port} did not answer for its labelled rows: {exc}") from None
     if code != 200:
-        raise HostError(f"the server on port {port} refused its labelled rows ({code}): {body.get('detail')}")
+        raise HostError(f"the server at {host}:{port} refused its labelled rows ({code}): {body.get('detail')}")
     return {"action": "labelled", **body}
 
 
@@ -545,13 +558,13 @@ def main(argv: list[str] | None = None) -> int:
             result = start(base, args.version, args.host, args.port, args.python, args.timeout,
                            args.metadata_sha256)
         elif args.command == "activate":
-            result = activate(base, args.version, args.port, args.metadata_sha256)
+            result = activate(base, args.version, args.host, args.port, args.metadata_sha256)
         elif args.command == "stop":
             result = stop(base)
         elif args.command == "labelled":
-            result = labelled(base, args.port, args.version, args.since)
+            result = labelled(base, args.host, args.port, args.version, args.since)
         else:
-            result = status(base, args.port)
+            result = status(base, args.host, args.port)
     except (HostError, OSError, ValueError, zipfile.BadZipFile) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}))
         return 1

@@ -62,7 +62,7 @@ def test_stop_never_signals_a_process_that_took_a_stale_pid(tmp_path, session, r
     assert unrelated.poll() is None and _running(unrelated.pid)
     assert result["was_running"] is False and "stale" in result["note"] and str(unrelated.pid) in result["note"]
     assert not (run / "server.pid").exists() and not (run / "server.json").exists()
-    assert host.status(tmp_path, 8000)["running"] is False
+    assert host.status(tmp_path, "127.0.0.1", 8000)["running"] is False
 
 
 def test_stop_ends_the_recorded_server_and_its_process_group(tmp_path, session):
@@ -74,7 +74,7 @@ def test_stop_ends_the_recorded_server_and_its_process_group(tmp_path, session):
     while not (tmp_path / "child").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     child = int((tmp_path / "child").read_text())
-    assert host.status(tmp_path, free_port())["pid"] == server.pid
+    assert host.status(tmp_path, "127.0.0.1", free_port())["pid"] == server.pid
     result = host.stop(tmp_path, timeout=5)
     assert result == {"action": "stop", "was_running": True, "pid": server.pid}
     assert server.wait(timeout=10) is not None and _wait_gone([child]) == []
