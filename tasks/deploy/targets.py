@@ -30,6 +30,7 @@ class Target(BaseModel):
     python: str | None = None            # the server's interpreter; unset: a venv from the bundle (local: this one)
     start_timeout_s: float = Field(180, gt=0)
     venv_timeout_s: float = Field(VENV_TIMEOUT_S, gt=0)   # the host's first environment build (pip), python unset
+    workers: int | None = Field(None, ge=1, le=256)   # server processes on the host; unset: one per CPU there
     # ssh
     user: str | None = None
     ssh_port: int = Field(22, ge=1, le=65535)
