@@ -396,12 +396,14 @@ def _server_health(port: int) -> dict | None:
     return health if isinstance(health, dict) and "loaded_versions" in health else None
 
 
-def _all_workers_serving(health: dict) -> bool:
-    """Every server process of the host has started and they serve the same (an older server: one process)."""
+def _all_workers_serving(health: dict, agreeing: bool = True) -> bool:
+    """Every server process of the host has started (and, ``agreeing``, they serve the same); an older
+    server without a workers section is one process."""
     workers = health.get("workers")
     if not isinstance(workers, dict):
         return True
-    return bool(workers.get("agree")) and workers.get("count", 0) >= (workers.get("expected") or 1)
+    started = workers.get("count", 0) >= (workers.get("expected") or 1)
+    return started and (bool(workers.get("agree")) or not agreeing)
 
 
 def start(base: Path, version: str, host: str, port: int, python: str | None, timeout: float,
@@ -421,6 +423,12 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     health = _server_health(port) if pid is None and not _port_free(port) else None
     if pid is not None or health is not None:
         if health is None:
+            _status, health = _http(port, "GET", "/health", timeout=10)
+        # A server just (re)started by systemd may still be starting workers: load once all of them run,
+        # so that the load reaches every one (bounded; the smoke test names any that still lag).
+        deadline = time.monotonic() + timeout
+        while not _all_workers_serving(health, agreeing=False) and time.monotonic() < deadline:
+            time.sleep(0.3)
             _status, health = _http(port, "GET", "/health", timeout=10)
         previous = health.get("default_version")
         status, body = _http(port, "POST", _load_query(model_dir, version, metadata_sha256), token)

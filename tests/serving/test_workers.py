@@ -278,3 +278,13 @@ def test_a_worker_that_cannot_follow_keeps_serving_and_health_is_degraded_naming
             assert read_state(state)["generation"] == desired["generation"] + 1
     finally:
         shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_several_workers_without_a_state_file_are_refused(monkeypatch, capsys):
+    from serving.__main__ import main
+
+    monkeypatch.delenv("SERVING_STATE_FILE", raising=False)
+    monkeypatch.delenv("SERVING_WORKERS", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--workers", "2"])
+    assert exit_.value.code == 2 and "2 workers need SERVING_STATE_FILE" in capsys.readouterr().err
