@@ -322,6 +322,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if state.get("shadow_error"):
             warnings.append(state["shadow_error"])
         workers = workers_section()
+        if workers["count"] < (workers["expected"] or 1):
+            warnings.append(f"{workers['count']} of {workers['expected']} server processes serve; "
+                            f"starting: {workers['starting'] or 'none listed'}")
         if reasons:
             status = "unhealthy"
         elif not workers["agree"]:
