@@ -111,7 +111,8 @@ def throughput(srv: dict, body: bytes, seconds: float) -> dict:
     workers = children(srv["master"])
     cpu0 = {p: cpu_seconds(p) for p in workers}
     busy0, own0, t0 = machine_busy_seconds(), time.process_time(), time.monotonic()
-    outcomes = Load(srv["port"], body, clients=CLIENTS, max_requests=10**6, max_seconds=seconds, timeout=60).wait()
+    with Load(srv["port"], body, clients=CLIENTS, max_requests=10**6, max_seconds=seconds, timeout=60) as load:
+        outcomes = load.wait()
     elapsed = time.monotonic() - t0
     busy, own = machine_busy_seconds() - busy0, time.process_time() - own0
     served = {p: round(cpu_seconds(p) - cpu0[p], 2) for p in workers}
@@ -222,7 +223,8 @@ def main() -> int:
                          "versions": [a, b], "seconds_per_round": args.seconds, "rounds": args.rounds}
         with server(model_dir, a, 1, tmp / "one") as one, server(model_dir, a, 2, tmp / "two") as two:
             for srv in (one, two):      # warm-up
-                Load(srv["port"], body, clients=CLIENTS, max_requests=50, max_seconds=30).wait()
+                with Load(srv["port"], body, clients=CLIENTS, max_requests=50, max_seconds=30) as load:
+                    load.wait()
             rounds: dict[str, list] = {"1": [], "2": []}
             for r in range(args.rounds):
                 for name, srv in (("1", one), ("2", two)) if r % 2 == 0 else (("2", two), ("1", one)):

@@ -17,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-root", help="the only directory tree models may be loaded from (SERVING_MODEL_ROOT)")
     parser.add_argument("--model-dir", help="load DIR/VERSION at start (SERVING_MODEL_DIR)")
     parser.add_argument("--version", help="the version to load at start (SERVING_MODEL_VERSION)")
-    parser.add_argument("--workers", type=int,
-                        help="server processes under the master (SERVING_WORKERS; default: one per CPU with "
-                             "SERVING_STATE_FILE, through which they stay in step; 1 without it)")
+    parser.add_argument("--workers",
+                        help="server processes under the master (SERVING_WORKERS; default 1; auto: one per CPU); "
+                             "more than one need SERVING_STATE_FILE, through which they stay in step")
     parser.add_argument("--intra-op-threads", type=int,
                         help="TensorFlow intra-op threads per server process (default: CPUs // workers)")
     parser.add_argument("--inter-op-threads", type=int, help="TensorFlow inter-op threads (default: 1)")
@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         from serving.supervise import run
 
         shared = bool(os.environ.get("SERVING_STATE_FILE"))
+        wanted = args.workers or os.environ.get("SERVING_WORKERS") or "1"
         try:
-            workers = args.workers or int(os.environ.get("SERVING_WORKERS") or 0) or (available_cpus() if shared else 1)
+            workers = available_cpus() if wanted == "auto" else int(wanted)
         except ValueError:
-            parser.error(f"SERVING_WORKERS must be a whole number, got {os.environ['SERVING_WORKERS']!r}")
+            parser.error(f"--workers / SERVING_WORKERS must be a whole number or auto, got {wanted!r}")
         if workers < 1:
             parser.error(f"--workers must be at least 1, got {workers}")
         if workers > 1 and not shared:

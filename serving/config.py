@@ -31,7 +31,7 @@ class ServingSettings(BaseModel):
     # What the server serves (versions, default, split, shadow), rewritten after every admin change; a
     # restarted server (its supervisor replaced it) serves that again instead of model_dir/model_version.
     state_file: Path | None = None
-    # Server processes on this host (gunicorn workers; None: one per CPU). They follow the state file: an
+    # Server processes on this host (gunicorn workers; python -m serving sets it). They follow the state file: an
     # admin change waits up to converge_timeout_s for the others to serve it (serving/sync.py).
     workers: int | None = Field(None, ge=1, le=256)
     master_pid: int | None = None      # set by serving/supervise.py: the workers' parent

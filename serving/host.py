@@ -407,14 +407,15 @@ def _all_workers_serving(health: dict, agreeing: bool = True) -> bool:
 
 
 def start(base: Path, version: str, host: str, port: int, python: str | None, timeout: float,
-          metadata_sha256: str | None = None, workers: int | None = None) -> dict:
+          metadata_sha256: str | None = None, workers: str | None = None) -> dict:
     """Hot-load ``version`` into the running server, or start one detached and wait for /health.
 
     The running server is the one this script started (run/server.pid), or one its supervisor runs
     (the ml-pipeline-api systemd unit, reading this host's run/admin_token). A server started here
-    runs under gunicorn's master with ``workers`` server processes (None: one per CPU), which replaces
-    a dead one; they serve run/serving-state.json and stay in step through it. The start waits until
-    every worker serves. ``workers`` is also written to run/server.env, which the systemd unit reads.
+    runs under gunicorn's master with ``workers`` server processes (a number, or auto: one per CPU;
+    None: the server's default, 1), which replaces a dead one; they serve run/serving-state.json and
+    stay in step through it. The start waits until every worker serves. ``workers`` is also written
+    to run/server.env, which the systemd unit reads.
     Without ``python`` it runs in the release's virtual environment.
     """
     token = _token(base)
@@ -554,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=None, help="interpreter for the server (default: the release's venv)")
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--since", type=float, default=0.0, help="labelled: rows scored from (epoch seconds)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="start: server processes (default: one per CPU of the host)")
+    parser.add_argument("--workers", default=None,
+                        help="start: server processes, a number or auto (one per CPU); default 1")
     parser.add_argument("--metadata-sha256", default=None,
                         help="what the registry recorded for the version's metadata.json (the server checks it)")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 The master owns the listening socket and replaces a worker that dies (killed, out of memory)
 at once; while the new worker imports TensorFlow and loads the models, connections go to the
 other workers or wait in the socket's backlog instead of being refused. N is ``--workers`` /
-``SERVING_WORKERS`` (default: one per CPU); each worker's TensorFlow gets CPUs // N threads.
+``SERVING_WORKERS`` (default 1; ``auto``: one per CPU); each worker's TensorFlow gets CPUs // N threads.
 
 The workers stay in step through the host's desired state, ``SERVING_STATE_FILE``: the worker that
 receives an admin change writes the next generation of it, the others follow within a second, and
