@@ -178,8 +178,9 @@ def hot_swaps(srv: dict, model_dir: Path, body: bytes, a: str, b: str, swaps: in
                 time.sleep(3)          # steady traffic between swaps (a bench, not a test: nothing to wait on)
             admin(srv, f"/unload?version={b}")
     outcomes = load.stop()
-    during = [o for o in outcomes if any(s <= o.started <= e for s, e in windows)]
-    steady = [o for o in outcomes if o not in during]
+    in_window = [any(s <= o.started <= e for s, e in windows) for o in outcomes]
+    during = [o for o, inside in zip(outcomes, in_window) if inside]
+    steady = [o for o, inside in zip(outcomes, in_window) if not inside]
     ok = lambda xs: [o.seconds for o in xs if o.status == 200]  # noqa: E731
     return {"swaps": swaps, "admin_changes_under_load": len(windows), "requests": len(outcomes),
             "errors": sum(o.status != 200 for o in outcomes),
