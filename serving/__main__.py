@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-root", help="the only directory tree models may be loaded from (SERVING_MODEL_ROOT)")
     parser.add_argument("--model-dir", help="load DIR/VERSION at start (SERVING_MODEL_DIR)")
     parser.add_argument("--version", help="the version to load at start (SERVING_MODEL_VERSION)")
-    parser.add_argument("--intra-op-threads", type=int, help="TensorFlow intra-op threads (default: CPUs)")
+    parser.add_argument("--workers",
+                        help="server processes under the master (SERVING_WORKERS; default 1; auto: one per CPU); "
+                             "more than one need SERVING_STATE_FILE, through which they stay in step")
+    parser.add_argument("--intra-op-threads", type=int,
+                        help="TensorFlow intra-op threads per server process (default: CPUs // workers)")
     parser.add_argument("--inter-op-threads", type=int, help="TensorFlow inter-op threads (default: 1)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--supervisor", choices=["gunicorn", "none"], default="gunicorn",
@@ -33,10 +37,23 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[env] = os.path.abspath(value) if flag in ("model_root", "model_dir") else str(value)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.supervisor == "gunicorn":
+        from serving.config import available_cpus
         from serving.supervise import run
 
-        run(args.host, args.port, args.log_level)
+        shared = bool(os.environ.get("SERVING_STATE_FILE"))
+        wanted = args.workers or os.environ.get("SERVING_WORKERS") or "1"
+        try:
+            workers = available_cpus() if wanted == "auto" else int(wanted)
+        except ValueError:
+            parser.error(f"--workers / SERVING_WORKERS must be a whole number or auto, got {wanted!r}")
+        if workers < 1:
+            parser.error(f"--workers must be at least 1, got {workers}")
+        if workers > 1 and not shared:
+            parser.error(f"{workers} workers need SERVING_STATE_FILE (the desired state they follow); "
+                         "set it, or use --workers 1")
+        run(args.host, args.port, args.log_level, workers)
         return 0
+    os.environ["SERVING_WORKERS"] = "1"
     import uvicorn
 
     uvicorn.run("serving.app:app", host=args.host, port=args.port, log_level=args.log_level, access_log=False)

@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
-from serving.config import ServingSettings, available_cpus, settings_from_env
+from serving.config import ServingSettings, settings_from_env, threads_per_worker
 from serving.dashboard import PAGE, summary
 from serving.errors import ServingError
 from serving.inputs import read_json_rows
@@ -35,6 +35,8 @@ from serving.observability import Metrics
 from serving.openapi import feedback_extra, labelled_extra, predict_extra, split_extra
 from serving.scorer import Scorer
 from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
+from serving.sync import Sync, SyncError
+from serving.workers import StateLockTimeout
 
 log = logging.getLogger("serving")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -47,17 +49,6 @@ RETRY_AFTER_S = 5
 CLIENT_CLOSED = 499    # nginx's status for a request whose client hung up before the answer
 JSON_KINDS = {dict: "an object", list: "an array", bool: "true or false"}
 MAX_WEIGHT = 1e6       # split weights are relative; larger ones are typos (or 1e308, which routes by overflow)
-
-
-def save_state(path: Path, snapshot: dict) -> None:
-    """Write the state file atomically: a reader sees the old file or the new one, never half of one."""
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(part, "wb") as fh:
-        fh.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(part, path)
 
 
 class HTTPProblem(Exception):
@@ -74,7 +65,9 @@ def configure_threads(settings: ServingSettings) -> None:
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads or available_cpus())
+        # Several server processes share the CPUs: each gets its part, so they do not oversubscribe.
+        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads
+                                                             or threads_per_worker(settings.workers))
         tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads or 1)
     except RuntimeError:
         log.info("TensorFlow already initialised; thread settings unchanged")
@@ -101,60 +94,59 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             model.score_rows(rows[:n])
 
     def routing_changed() -> None:
-        """After every change of what is served: the gauges, and the state file a restarted server reads."""
+        """After every change of what is served: the gauges (the state file is the Sync's)."""
         routing = store.routing
         metrics.loaded.set(len(routing.models))
         metrics.default.clear()
         if routing.default:
             metrics.default.labels(routing.default).set(1)
-        if settings.state_file is not None:
-            try:
-                save_state(settings.state_file, store.snapshot())
-            except OSError as exc:
-                event("state_not_saved", f"{settings.state_file}: {exc}; a restarted server would not serve this")
 
-    async def restore_state() -> bool:
-        """Serve what the state file says (this process replaces one that died); False: nothing to restore."""
-        path = settings.state_file
-        if path is None or not path.exists():
-            return False
+    def applied(loaded: list[str]) -> None:
+        """Another process's change (or the state file at start) is now served here."""
+        for version in loaded:
+            if state["recorder"] is not None and version in store.routing.models:
+                state["recorder"].register(version, store.routing.models[version].metadata)
+        routing_changed()
+
+    # With a state file this is one of the host's server processes: they change what they serve
+    # through it, and follow it (serving/sync.py). Without one, a lone process.
+    sync = Sync(settings, store, load_lock, warm, applied, event) if settings.state_file is not None else None
+
+    async def changed(apply) -> dict:
+        """Run an admin change: through the host's desired state when there is one."""
+        if sync is None:
+            async with load_lock:
+                return await apply()
         try:
-            snapshot = orjson.loads(path.read_bytes())
-            if not isinstance(snapshot, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
-            event("restore_failed", f"{path}: unreadable ({exc}); starting from the configured version")
-            return False
-        async with load_lock:
-            problems = await asyncio.to_thread(store.restore, settings.model_root, snapshot, warm)
-            for version, model in store.routing.models.items():
-                if state["recorder"] is not None:
-                    state["recorder"].register(version, model.metadata)
-            for problem in problems:
-                event("restore_failed", problem)
-            routing_changed()
-        log.info("restored from %s: default %s, loaded %s%s", path, store.routing.default,
-                 sorted(store.routing.models, key=int), f" ({len(problems)} problem(s))" if problems else "")
-        return store.routing.default is not None
+            return await sync.change(apply)
+        except (SyncError, StateLockTimeout) as exc:
+            raise HTTPProblem(503, str(exc), retry_after=RETRY_AFTER_S) from None
 
-    async def do_load(model_dir: str, version: str, make_default: bool, metadata_sha256: str | None = None) -> dict:
-        async with load_lock:
-            before = store.routing.default
-            try:
-                model = await asyncio.to_thread(store.load, settings.model_root, model_dir, version, make_default,
-                                                warm, metadata_sha256)
-            except ServingError as exc:
-                event("load_failed", f"load of version {version} refused: {exc}")
-                raise
-            if state["recorder"] is not None:
-                state["recorder"].register(version, model.metadata)
-            metrics.model_events.labels("load").inc()
-            if store.routing.default != before:
-                metrics.model_events.labels("swap").inc()
-            routing_changed()
+    async def load_now(model_dir: str, version: str, make_default: bool, metadata_sha256: str | None = None) -> dict:
+        """Load a version (the caller holds the load lock)."""
+        before = store.routing.default
+        try:
+            model = await asyncio.to_thread(store.load, settings.model_root, model_dir, version, make_default,
+                                            warm, metadata_sha256)
+        except ServingError as exc:
+            event("load_failed", f"load of version {version} refused: {exc}")
+            raise
+        if state["recorder"] is not None:
+            state["recorder"].register(version, model.metadata)
+        metrics.model_events.labels("load").inc()
+        if store.routing.default != before:
+            metrics.model_events.labels("swap").inc()
+        routing_changed()
         return {"status": "loaded", "version": version, "model_dir": str(model.version_dir),
                 "default_version": store.routing.default, "release": model.metadata.release,
                 "loaded_versions": sorted(store.routing.models, key=int)}
+
+    async def load_configured() -> None:
+        if settings.model_dir and settings.model_version:
+            try:
+                await load_now(str(settings.model_dir), settings.model_version, True)
+            except ServingError as exc:
+                log.error("start-up load failed, serving nothing until /load succeeds: %s", exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -163,15 +155,19 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if settings.monitoring:
             state["recorder"] = Recorder(settings.monitor_window_s, settings.monitor_windows,
                                          settings.label_window_s, settings.feedback_ttl_s, settings.feedback_max_rows)
-        restored = await restore_state()
-        if not restored and settings.model_dir and settings.model_version:
-            try:
-                await do_load(str(settings.model_dir), settings.model_version, True)
-            except ServingError as exc:
-                log.error("start-up load failed, serving nothing until /load succeeds: %s", exc)
+        watcher = None
+        if sync is None:
+            async with load_lock:
+                await load_configured()
+        else:
+            await sync.start(load_configured)
+            watcher = asyncio.create_task(sync.watch())
         if str(Path(settings.model_root).resolve()) == "/":
             log.warning("SERVING_MODEL_ROOT is /: models may be loaded from anywhere")
         yield
+        if watcher is not None:
+            watcher.cancel()
+            sync.forget()
         state["scorer"].close()
         if state["recorder"] is not None:
             state["recorder"].close()
@@ -230,39 +226,59 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         status = {LoadRefused: 400, NotLoaded: 404, Conflict: 409}.get(type(exc), 422)
         return HTTPProblem(status, str(exc))
 
+    def workers_section(full: bool = False) -> dict:
+        """The host's server processes: what each serves, and whether they agree (one, without a state file)."""
+        if sync is not None:
+            return sync.report(full)
+        served = {v: {"metadata_sha256": m.metadata_sha256, "files": m.metadata.files} if full else None
+                  for v, m in store.routing.models.items()}
+        me = {"pid": os.getpid(), "generation": None, "default": store.routing.default, "last_error": None,
+              "versions": served if full else sorted(served, key=int)}
+        return {"count": 1, "expected": 1, "agree": True, "generation": None, "starting": [], "differences": [],
+                "workers": [me]}
+
     @app.post("/load")
     async def load(request: Request, model_dir: str, version: str, default: bool = True,
                    metadata_sha256: str | None = None):
         start = time.perf_counter()
         authorize(request, admin=True)
+        async def apply() -> dict:
+            try:
+                return await load_now(model_dir, version, default, metadata_sha256)
+            except ServingError as exc:
+                raise admin_errors(exc) from None
+
         try:
-            body = await do_load(model_dir, version, default, metadata_sha256)
-        except ServingError as exc:
-            problem = admin_errors(exc)
+            body = await changed(apply)
+        except HTTPProblem as problem:
             record(request, "load", problem.status, version, start)
-            raise problem from None
+            raise
         record(request, "load", 200, version, start)
         return _json(body)
 
-    def apply_admin(change, event: str) -> None:
-        try:
-            change()
-        except ServingError as exc:
-            raise admin_errors(exc) from None
-        metrics.model_events.labels(event).inc()
-        routing_changed()
+    async def apply_admin(change, event: str, answer) -> dict:
+        async def apply() -> dict:
+            try:
+                change()
+            except ServingError as exc:
+                raise admin_errors(exc) from None
+            metrics.model_events.labels(event).inc()
+            routing_changed()
+            return answer()
+
+        return await changed(apply)
 
     @app.post("/unload")
     async def unload(request: Request, version: str):
         authorize(request, admin=True)
-        apply_admin(lambda: store.unload(version), "unload")
-        return _json({"status": "unloaded", "version": version, "loaded_versions": sorted(store.routing.models)})
+        return _json(await apply_admin(lambda: store.unload(version), "unload", lambda: {
+            "status": "unloaded", "version": version, "loaded_versions": sorted(store.routing.models)}))
 
     @app.post("/default")
     async def make_default(request: Request, version: str):
         authorize(request, admin=True)
-        apply_admin(lambda: store.set_default(version), "swap")
-        return _json({"status": "ok", "default_version": version})
+        return _json(await apply_admin(lambda: store.set_default(version), "swap",
+                                       lambda: {"status": "ok", "default_version": version}))
 
     @app.post("/split", openapi_extra=split_extra())
     async def split(request: Request):
@@ -282,8 +298,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                                    f"(not: {', '.join(sorted(bad))[:200]})")
         weights = {k: float(v) for k, v in weights.items()}
         shadow = None if shadow is None else str(shadow)
-        apply_admin(lambda: store.set_split(weights, shadow), "split")
-        return _json({"status": "ok", "weights": store.routing.weights(), "shadow": store.routing.shadow})
+        return _json(await apply_admin(lambda: store.set_split(weights, shadow), "split", lambda: {
+            "status": "ok", "weights": store.routing.weights(), "shadow": store.routing.shadow}))
 
     # ------------------------------------------------------------ reads
     def health_body() -> tuple[dict, int]:
@@ -305,12 +321,23 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             warnings.append(f"{depth} requests waiting for the model")
         if state.get("shadow_error"):
             warnings.append(state["shadow_error"])
-        status = "unhealthy" if reasons else "healthy"
+        workers = workers_section()
+        if workers["count"] < (workers["expected"] or 1):
+            warnings.append(f"{workers['count']} of {workers['expected']} server processes serve; "
+                            f"starting: {workers['starting'] or 'none listed'}")
+        if reasons:
+            status = "unhealthy"
+        elif not workers["agree"]:
+            # Every process can answer, but not all the same way: a person must look (HTTP 200: it serves).
+            status = "degraded"
+            reasons.extend(workers["differences"])
+        else:
+            status = "healthy"
         body = {"status": status, "model_loaded": routing.default is not None, "default_version": routing.default,
                 "loaded_versions": sorted(routing.models, key=int), "queue_depth": depth,
                 "uptime_seconds": round(time.time() - started, 1), "reasons": reasons, "warnings": warnings,
-                "recent_events": list(events)[-5:]}
-        return body, 200 if status == "healthy" else 503
+                "recent_events": list(events)[-5:], "pid": os.getpid(), "workers": workers}
+        return body, 503 if status == "unhealthy" else 200
 
     @app.get("/health")
     async def health(request: Request):
@@ -339,7 +366,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             default = meta
         return _json({"default_version": routing.default, "metadata": default, "versions": versions,
                       "traffic_split": routing.weights(), "shadow": routing.shadow,
-                      "last_load_error": store.last_error, "events": list(events),
+                      "last_load_error": store.last_error, "events": list(events), "pid": os.getpid(),
+                      "workers": workers_section(full=True),
                       "policy": {"unknown_category": settings.unknown_category,
                                  "out_of_range": settings.out_of_range, "max_batch_rows": settings.max_batch_rows}})
 

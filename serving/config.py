@@ -17,6 +17,11 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def threads_per_worker(workers: int | None, cpus: int | None = None) -> int:
+    """TensorFlow intra-op threads for one of ``workers`` server processes: the CPUs shared out, at least 1."""
+    return max(1, (cpus or available_cpus()) // (workers or 1))
+
+
 class ServingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
@@ -26,6 +31,11 @@ class ServingSettings(BaseModel):
     # What the server serves (versions, default, split, shadow), rewritten after every admin change; a
     # restarted server (its supervisor replaced it) serves that again instead of model_dir/model_version.
     state_file: Path | None = None
+    # Server processes on this host (gunicorn workers; python -m serving sets it). They follow the state file: an
+    # admin change waits up to converge_timeout_s for the others to serve it (serving/sync.py).
+    workers: int | None = Field(None, ge=1, le=256)
+    master_pid: int | None = None      # set by serving/supervise.py: the workers' parent
+    converge_timeout_s: float = Field(120, gt=0)
     admin_token: str | None = Field(default=None, repr=False)
     max_batch_rows: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(16 << 20, ge=1024)   # larger bodies get 413 before they are read whole
@@ -62,6 +72,8 @@ class ServingSettings(BaseModel):
 ENV = {
     "SERVING_MODEL_ROOT": "model_root", "SERVING_MODEL_DIR": "model_dir",
     "SERVING_MODEL_VERSION": "model_version", "SERVING_STATE_FILE": "state_file",
+    "SERVING_WORKERS": "workers", "SERVING_MASTER_PID": "master_pid",
+    "SERVING_CONVERGE_TIMEOUT_S": "converge_timeout_s",
     "SERVING_ADMIN_TOKEN": "admin_token",
     "SERVING_MAX_BATCH_ROWS": "max_batch_rows", "SERVING_MAX_BODY_BYTES": "max_body_bytes",
     "SERVING_SCORER_BATCH_ROWS": "scorer_batch_rows", "SERVING_SCORE_TIMEOUT_S": "score_timeout_s",

@@ -408,14 +408,27 @@ def _server_health(host: str, port: int) -> dict | None:
     return health if isinstance(health, dict) and "loaded_versions" in health else None
 
 
+def _all_workers_serving(health: dict, agreeing: bool = True) -> bool:
+    """Every server process of the host has started (and, ``agreeing``, they serve the same); an older
+    server without a workers section is one process."""
+    workers = health.get("workers")
+    if not isinstance(workers, dict):
+        return True
+    started = workers.get("count", 0) >= (workers.get("expected") or 1)
+    return started and (bool(workers.get("agree")) or not agreeing)
+
+
 def start(base: Path, version: str, host: str, port: int, python: str | None, timeout: float,
-          metadata_sha256: str | None = None) -> dict:
+          metadata_sha256: str | None = None, workers: str | None = None) -> dict:
     """Hot-load ``version`` into the running server, or start one detached and wait for /health.
 
     The running server is the one this script started (run/server.pid), or one its supervisor runs
     (the ml-pipeline-api systemd unit, reading this host's run/admin_token). A server started here
-    runs under gunicorn's master, which replaces a dead worker; run/serving-state.json tells the new
-    worker what to serve. Without ``python`` it runs in the release's virtual environment.
+    runs under gunicorn's master with ``workers`` server processes (a number, or auto: one per CPU;
+    None: the server's default, 1), which replaces a dead one; they serve run/serving-state.json and
+    stay in step through it. The start waits until every worker serves. ``workers`` is also written
+    to run/server.env, which the systemd unit reads.
+    Without ``python`` it runs in the release's virtual environment.
     """
     token = _token(base)
     model_dir = _model_dir(base, version)
@@ -424,12 +437,20 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     if pid is not None or health is not None:
         if health is None:
             _status, health = _http(host, port, "GET", "/health", timeout=10)
+        # A server just (re)started by systemd may still be starting workers: load once all of them run,
+        # so that the load reaches every one (bounded; the smoke test names any that still lag).
+        deadline = time.monotonic() + timeout
+        while not _all_workers_serving(health, agreeing=False) and time.monotonic() < deadline:
+            time.sleep(0.3)
+            _status, health = _http(host, port, "GET", "/health", timeout=10)
         previous = health.get("default_version")
         status, body = _http(host, port, "POST", _load_query(model_dir, version, metadata_sha256), token)
         if status != 200:
             raise HostError(f"/load of version {version} refused ({status}): {body.get('detail')}")
         _link_current(base, version)
-        return {"action": "hot-load", "pid": pid, "previous_version": previous, "default_version": version}
+        # body["workers"]: which server processes serve it now (the smoke test checks that they all do)
+        return {"action": "hot-load", "pid": pid, "previous_version": previous, "default_version": version,
+                "workers": body.get("workers")}
     if not _port_free(host, port):
         raise HostError(f"port {port} is in use by another process; the server cannot start")
     if python is None:
@@ -437,13 +458,18 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     run = _run_dir(base)
     # A fresh start serves the version asked for, not what a server that died long ago last served.
     (run / STATE_FILE).unlink(missing_ok=True)
+    if workers is not None:
+        (run / "server.env").write_text(f"SERVING_WORKERS={workers}\n")
+    else:
+        (run / "server.env").unlink(missing_ok=True)
     env = {**server_env(os.environ), "SERVING_ADMIN_TOKEN_FILE": str(run / "admin_token"),
            "SERVING_STATE_FILE": str(run / STATE_FILE), "TF_CPP_MIN_LOG_LEVEL": "3"}
     release = base / "releases" / version
     log = open(run / "server.log", "ab")
     proc = subprocess.Popen([python, "-m", "serving", "--host", host, "--port", str(port),
                              "--model-root", str(base / "releases"), "--model-dir", str(model_dir),
-                             "--version", version], cwd=release, env=env, stdout=log, stderr=subprocess.STDOUT,
+                             "--version", version, *(["--workers", str(workers)] if workers else [])],
+                            cwd=release, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     _record_server(run, proc.pid, host, port, version)
     deadline = time.monotonic() + timeout
@@ -454,9 +480,10 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
             raise HostError(f"server exited with {proc.returncode} during start-up:\n{tail}")
         try:
             status, health = _http(host, port, "GET", "/health", timeout=2)
-            if status == 200:
+            if status == 200 and _all_workers_serving(health):
                 _link_current(base, version)
-                return {"action": "start", "pid": proc.pid, "previous_version": None, "default_version": version}
+                return {"action": "start", "pid": proc.pid, "previous_version": None, "default_version": version,
+                        "workers": (health.get("workers") or {}).get("count", 1)}
         except OSError:
             pass
         time.sleep(0.3)
@@ -541,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=None, help="interpreter for the server (default: the release's venv)")
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--since", type=float, default=0.0, help="labelled: rows scored from (epoch seconds)")
+    parser.add_argument("--workers", default=None,
+                        help="start: server processes, a number or auto (one per CPU); default 1")
     parser.add_argument("--metadata-sha256", default=None,
                         help="what the registry recorded for the version's metadata.json (the server checks it)")
     args = parser.parse_args(argv)
@@ -556,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             result = ensure_venv(base, args.version, args.timeout)
         elif args.command == "start":
             result = start(base, args.version, args.host, args.port, args.python, args.timeout,
-                           args.metadata_sha256)
+                           args.metadata_sha256, args.workers)
         elif args.command == "activate":
             result = activate(base, args.version, args.host, args.port, args.metadata_sha256)
         elif args.command == "stop":

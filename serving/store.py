@@ -202,6 +202,49 @@ class ModelStore:
         self.last_error = "; ".join(problems) or None
         return problems
 
+    def converge(self, root: Path, snapshot: dict, warm=None) -> list[str]:
+        """Serve exactly what ``snapshot`` says (another server process's admin change), all or nothing.
+
+        Versions already loaded from the same directory with the same metadata hash are kept as they
+        are; the others are loaded with the checks /load makes. If any of them fails, nothing changes:
+        this process keeps serving what it served.
+
+        Returns:
+            the versions newly loaded.
+
+        Raises:
+            ServingError: a version could not be loaded or the routing is inconsistent (nothing changed).
+        """
+        current = self.routing
+        wanted = snapshot.get("models") or {}
+        models, loaded, problems = {}, [], []
+        for version, entry in sorted(wanted.items(), key=lambda kv: int(kv[0])):
+            try:
+                model_dir, digest = entry["model_dir"], entry.get("metadata_sha256")
+                have = current.models.get(version)
+                if (have is not None and have.metadata_sha256 == digest
+                        and os.path.realpath(have.version_dir) == os.path.realpath(Path(model_dir) / version)):
+                    models[version] = have
+                    continue
+                models[version], _error = self._verified(root, model_dir, version, warm, digest)
+                loaded.append(version)
+            except (ServingError, KeyError, TypeError) as exc:
+                problems.append(f"version {version}: {exc}")
+        if problems:
+            raise ServingError("could not serve the host's desired state, kept what was served: " + "; ".join(problems))
+        default, previous, shadow = snapshot.get("default"), snapshot.get("previous"), snapshot.get("shadow")
+        weights = {str(v): float(w) for v, w in (snapshot.get("weights") or {}).items()}
+        if default is not None and default not in models:
+            raise Conflict(f"the desired state's default {default} is not among its versions")
+        staged = ModelStore()
+        staged.routing = Routing(models=MappingProxyType(models), default=default,
+                                 previous=previous if previous in models else None)
+        if weights or shadow:
+            staged.set_split(weights, shadow)
+        with self._write:
+            self.routing = staged.routing
+        return loaded
+
     # ------------------------------------------------------------ admin
     def unload(self, version: str) -> None:
         with self._write:

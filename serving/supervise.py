@@ -1,16 +1,19 @@
-"""The server under a supervisor: gunicorn's master process with one uvicorn worker.
+"""The server under a supervisor: gunicorn's master process with N uvicorn workers.
 
 The master owns the listening socket and replaces a worker that dies (killed, out of memory)
-at once; while the new worker imports TensorFlow and loads the models, connections wait in the
-socket's backlog instead of being refused. The new worker serves what the old one served: the
-versions, default, split and shadow in ``SERVING_STATE_FILE`` (serving/app.py rewrites it after
-every admin change). A dead master is systemd's to restart: deployments/systemd/ml-pipeline-api.service.
+at once; while the new worker imports TensorFlow and loads the models, connections go to the
+other workers or wait in the socket's backlog instead of being refused. N is ``--workers`` /
+``SERVING_WORKERS`` (default 1; ``auto``: one per CPU); each worker's TensorFlow gets CPUs // N threads.
 
-One worker: admin changes reach the process that received them, so several workers would
-disagree about what they serve.
+The workers stay in step through the host's desired state, ``SERVING_STATE_FILE``: the worker that
+receives an admin change writes the next generation of it, the others follow within a second, and
+a new worker serves it from the start (serving/sync.py, serving/workers.py). A dead master is
+systemd's to restart: deployments/systemd/ml-pipeline-api.service.
 """
 
 from __future__ import annotations
+
+import os
 
 from gunicorn.app.base import BaseApplication
 from uvicorn_worker import UvicornWorker
@@ -28,8 +31,8 @@ class ServingWorker(UvicornWorker):
 
 
 class Supervisor(BaseApplication):
-    def __init__(self, host: str, port: int, log_level: str) -> None:
-        self.options = {"bind": f"{host}:{port}", "workers": 1, "worker_class": WORKER_CLASS,
+    def __init__(self, host: str, port: int, log_level: str, workers: int = 1) -> None:
+        self.options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": WORKER_CLASS,
                         "timeout": WORKER_TIMEOUT_S, "graceful_timeout": GRACEFUL_TIMEOUT_S, "keepalive": 5,
                         "loglevel": log_level, "accesslog": None, "errorlog": "-",
                         "proc_name": "ml-pipeline-api", "control_socket_disable": True}
@@ -46,5 +49,9 @@ class Supervisor(BaseApplication):
         return app
 
 
-def run(host: str, port: int, log_level: str = "info") -> None:
-    Supervisor(host, port, log_level).run()
+def run(host: str, port: int, log_level: str = "info", workers: int = 1) -> None:
+    """Run the master (this process) and ``workers`` server processes until a signal ends them."""
+    # The workers read these at start: how many they are (their share of the CPUs), and whose children.
+    os.environ["SERVING_WORKERS"] = str(workers)
+    os.environ["SERVING_MASTER_PID"] = str(os.getpid())
+    Supervisor(host, port, log_level, workers).run()

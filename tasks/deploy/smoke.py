@@ -2,9 +2,10 @@
 predictions must be the trained ones.
 
 Checks, all run and all reported: /health is healthy; /model_info shows the expected version
-as the default with the expected file hashes; /predict on the golden examples returns the
-expected calibrated probabilities (max |Δp| ≤ 1e-6); a malformed request gets a 422; single-row
-latency is measured.
+as the default with the expected file hashes, in every server process of the host (its
+``workers`` section: each worker's own record, all of them started, agreeing); /predict on the
+golden examples returns the expected calibrated probabilities (max |Δp| ≤ 1e-6); a malformed
+request gets a 422; single-row latency is measured.
 """
 
 from __future__ import annotations
@@ -36,6 +37,28 @@ class SmokeReport:
         return dict(self.__dict__)
 
 
+def worker_failures(workers: dict, version: str, files: dict[str, str]) -> list[str]:
+    """What is wrong with the server processes of /model_info's ``workers`` section, one line each."""
+    failures = []
+    count, expected = workers.get("count", 0), workers.get("expected") or 1
+    if count < expected:
+        failures.append(f"/model_info: {count} of {expected} server processes serve "
+                        f"(starting: {workers.get('starting') or 'none listed'})")
+    for w in workers.get("workers") or []:
+        pid = w.get("pid")
+        if w.get("default") != version:
+            failures.append(f"/model_info: worker pid {pid} serves default version {w.get('default')}, "
+                            f"expected {version}")
+        served = (w.get("versions") or {}).get(version) if isinstance(w.get("versions"), dict) else None
+        if served is None:
+            failures.append(f"/model_info: worker pid {pid} has not loaded version {version}")
+        elif served.get("files") != files:
+            failures.append(f"/model_info: worker pid {pid}: file hashes of version {version} differ from the export's")
+    if not workers.get("agree", True):
+        failures.append("/model_info: the server processes disagree: " + "; ".join(workers.get("differences") or []))
+    return failures
+
+
 def smoke_test(target: str, url: str, metadata: ModelMetadata, timeout: float = 30) -> SmokeReport:
     failures: list[str] = []
     golden_diff = p50 = pmax = None
@@ -52,6 +75,8 @@ def smoke_test(target: str, url: str, metadata: ModelMetadata, timeout: float = 
             served = (info.get("versions") or {}).get(version, {})
             if served.get("files") != metadata.files:
                 failures.append(f"/model_info: file hashes of version {version} differ from the export's")
+            if isinstance(info.get("workers"), dict):       # a server from before several workers has none
+                failures += worker_failures(info["workers"], version, metadata.files)
             golden = metadata.golden_examples
             resp = http.post(f"/predict?version={version}", json={"features": [g.features for g in golden]})
             if resp.status_code != 200:

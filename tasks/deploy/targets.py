@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,9 @@ class Target(BaseModel):
     python: str | None = None            # the server's interpreter; unset: a venv from the bundle (local: this one)
     start_timeout_s: float = Field(180, gt=0)
     venv_timeout_s: float = Field(VENV_TIMEOUT_S, gt=0)   # the host's first environment build (pip), python unset
+    # Server processes on the host (auto: one per CPU there; unset: 1). Several share one desired state, but
+    # each keeps its own monitoring counts and /feedback rows (README, "The model server").
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] | None = None
     # ssh
     user: str | None = None
     ssh_port: int = Field(22, ge=1, le=65535)

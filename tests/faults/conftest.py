@@ -40,8 +40,9 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 @contextmanager
-def supervised(models: dict, tmp_path: Path, **env_extra: str):
-    """``python -m serving`` as hosts run it (gunicorn master + one worker), serving version 1 of ``models``."""
+def supervised(models: dict, tmp_path: Path, workers: int = 1, **env_extra: str):
+    """``python -m serving`` as hosts run it (gunicorn master + ``workers`` workers), serving version 1 of
+    ``models``; ready once every worker serves."""
     from tests.serving.test_live_server import _call
 
     port = free_port()
@@ -49,7 +50,7 @@ def supervised(models: dict, tmp_path: Path, **env_extra: str):
     env = {**os.environ, "SERVING_MODEL_ROOT": str(models["root"]),
            "SERVING_MODEL_DIR": str(models["model_dir"]), "SERVING_MODEL_VERSION": "1",
            "SERVING_ADMIN_TOKEN": TOKEN, "SERVING_STATE_FILE": str(state), "TF_CPP_MIN_LOG_LEVEL": "3",
-           **env_extra}
+           "SERVING_WORKERS": str(workers), **env_extra}
     log_path = tmp_path / "server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],
@@ -58,9 +59,10 @@ def supervised(models: dict, tmp_path: Path, **env_extra: str):
     def healthy():
         assert proc.poll() is None, log_path.read_text()
         try:
-            return _call(port, "GET", "/health", timeout=2)[0] == 200
+            status, health = _call(port, "GET", "/health", timeout=2)
         except OSError:
             return False
+        return status == 200 and health["workers"]["count"] == workers and health["workers"]["agree"]
 
     try:
         wait_until(healthy, 120, "the supervised server to become healthy", interval=0.2)

@@ -57,11 +57,12 @@ def host_command(target: Target, script: str, runner: str, server_python: str | 
 
     ``server_python`` None lets the host run the server in the release's own virtual environment.
     The environment's build (``ensure-venv``) gets the target's ``venv_timeout_s``, the other
-    operations its ``start_timeout_s``.
+    operations its ``start_timeout_s``; ``start`` gets the target's ``workers`` (unset: the server's default).
     """
     timeout = target.venv_timeout_s if args[0] == VENV_STEP else target.start_timeout_s
     return [runner, script, *args, "--base-dir", str(target.base_dir), "--host", target.host,
             "--port", str(target.port), *(["--python", server_python] if server_python else []),
+            *(["--workers", str(target.workers)] if target.workers and args[0] == "start" else []),
             "--timeout", str(timeout)]
 
 

@@ -108,3 +108,23 @@ def test_the_presigned_url_reaches_the_host_on_stdin_not_its_command_line(ssh):
     assert fetch["argv"][2] == "fetch"
     assert not any("Signature" in a or "https:" in a or "AKIA" in a for a in fetch["argv"])
     assert fetch["stdin"].written == url + "\n" and fetch["stdin"].closed
+
+
+def test_the_targets_workers_reach_the_hosts_start_and_nothing_else(tmp_path):
+    from tasks.deploy.targets import load_targets
+    from tasks.deploy.transports.base import host_command
+
+    inventory = tmp_path / "targets.yaml"
+    inventory.write_text("targets:\n  four:\n    base_dir: /srv/ml\n    workers: 4\n  cores:\n    base_dir: /srv/ml\n"
+                         "    workers: auto\n  unset:\n    base_dir: /srv/ml\n")
+    targets = load_targets(inventory, tmp_path)
+    assert targets["four"].workers == 4 and targets["cores"].workers == "auto" and targets["unset"].workers is None
+    auto = host_command(targets["cores"], "host.py", "python3", None, "start", "--version", "1")
+    assert auto[auto.index("--workers") + 1] == "auto"
+    start = host_command(targets["four"], "host.py", "python3", None, "start", "--version", "1")
+    assert start[start.index("--workers") + 1] == "4"
+    assert "--workers" not in host_command(targets["four"], "host.py", "python3", None, "activate", "--version", "1")
+    assert "--workers" not in host_command(targets["unset"], "host.py", "python3", None, "start", "--version", "1")
+    inventory.write_text("targets:\n  none:\n    base_dir: /srv/ml\n    workers: 0\n")
+    with pytest.raises(Exception, match="targets.none.workers"):
+        load_targets(inventory, tmp_path)
