@@ -22,15 +22,17 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
+from flows.fleet import fleet_deploy, fleet_rollback
 from flows.locks import exclusive
 from flows.notify import emit_alarm, publish
 from flows.stages import deploy_task, package_task, promote_task, restores
 from tasks.constants import ALARM_CRITICAL, CHAMPION
 from tasks.deploy.deploy import activate_on
+from tasks.deploy.fleets import inventory_path, load_fleet
 from tasks.deploy.smoke import smoke_test
 from tasks.deploy.targets import load_targets, pick_targets, url_of
 from tasks.deploy.transports import transport_for
-from tasks.errors import PostPromotionCheckFailed, RegistryError, RestoreFailed
+from tasks.errors import ConfigError, PostPromotionCheckFailed, RegistryError, RestoreFailed
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import deploy_failed_report, deploy_report, rollback_report
 from tasks.settings import load_settings
@@ -43,14 +45,23 @@ def _version(value: str | int | None) -> str | None:
 
 @flow(name="deploy", validate_parameters=False)
 def deploy_flow(version: str | int | None = None, targets: list[str] | None = None, targets_file: str | None = None,
-                config: str | None = None, reason: str = "deploy", approval: dict | None = None) -> dict:
+                config: str | None = None, reason: str = "deploy", approval: dict | None = None,
+                fleet: str | None = None) -> dict:
     """Deploy a registered version (default: the challenger) to targets, then promote it to champion.
 
+    ``fleet``: release to that fleet of the inventory by its strategy instead (``flows/fleet.py``).
     ``approval`` (approver, reason), given by the promote flow, is recorded on the version's tags."""
     logger = get_run_logger()
     started = time.perf_counter()
     version = _version(version)
     settings = load_settings(config)
+    if fleet:
+        if targets:
+            raise ConfigError(f"deploy: give targets or a fleet, not both (targets {targets}, fleet {fleet})")
+        group, members = load_fleet(targets_file, settings.pipeline_home, fleet)
+        source = str(inventory_path(targets_file))
+        with exclusive(settings, "serving", f"fleet {fleet} release of version {version or '(the challenger)'}"):
+            return fleet_deploy(settings, group, members, source, version, reason, approval, started)
     chosen = pick_targets(load_targets(targets_file, settings.pipeline_home), targets or ["local"],
                           targets_file or "configs/targets.yaml")
     with exclusive(settings, "serving", f"deploy of version {version or '(the challenger)'}"):
@@ -133,17 +144,21 @@ def _failed_deploy(logger, registry: MlflowRegistry, version: str, names: str, b
 @flow(name="rollback", validate_parameters=False)
 def rollback_flow(target: str = "local", version: str | int | None = None, targets_file: str | None = None,
                   config: str | None = None, reason: str = "rollback",
-                  failing_version: str | int | None = None) -> dict:
+                  failing_version: str | int | None = None, fleet: str | None = None) -> dict:
     """Serve the previous champion (or ``version``) on the target, smoke-test it, then move the alias.
 
     ``failing_version`` (from an alarm): roll back only while that version is still the champion.
     When the alias was already moved back (an alarm from another target of the same release got
     there first), this target is only switched to the champion if it still serves the failing
     version; so a burst of alarms about one bad version rolls the registry back once and every
-    alarmed target with it."""
+    alarmed target with it. ``fleet``: roll every host of that fleet back instead of ``target``."""
     logger = get_run_logger()
     version, failing_version = _version(version), _version(failing_version)
     settings = load_settings(config)
+    if fleet:    # every host of the fleet, one at a time out of the balancer's rotation (flows/fleet.py)
+        group, members = load_fleet(targets_file, settings.pipeline_home, fleet)
+        with exclusive(settings, "serving", f"rollback of fleet {fleet} ({reason})"):
+            return fleet_rollback(settings, group, members, str(inventory_path(targets_file)), version, reason)
     (chosen,) = pick_targets(load_targets(targets_file, settings.pipeline_home), [target])
     registry = MlflowRegistry(settings)
     cache = settings.pipeline_home / "registry-cache"
