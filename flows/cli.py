@@ -373,7 +373,7 @@ def cmd_balancer(args) -> int:
     balancer = NginxBalancer(fleet, targets, str(inventory_path(args.targets_file)))
     drained = (balancer.state().drained | set(args.drain)) - set(args.undrain)
     if args.out is not None or not (args.drain or args.undrain):
-        state = balancer.write(drained)
+        state = balancer.write(drained, example=args.out is not None)
         print(f"wrote {balancer.fleet_conf} and {balancer.conf} (generation {state.generation}; out of rotation: "
               f"{', '.join(sorted(state.drained)) or 'none'}); not reloaded")
         return 0

@@ -146,18 +146,21 @@ class NginxBalancer:
             raise BalancerError(f"{self.state_file}: unreadable balancer state ({exc}); remove it and run "
                                 f"`python -m flows balancer --fleet {self.fleet.name}`") from None
 
-    def write(self, drained: set[str] | frozenset[str] | None = None) -> State:
-        """Write the configuration for the next generation (``drained``: default, as it was); returns it."""
-        before = self.state()
+    def write(self, drained: set[str] | frozenset[str] | None = None, example: bool = False) -> State:
+        """Write the configuration for the next generation (``drained``: default, as it was); returns it.
+        ``example``: generation 1 and no state file (an example to commit, not a running balancer's)."""
+        before = State(0, frozenset()) if example else self.state()
         state = State(before.generation + 1, frozenset(before.drained if drained is None else drained))
         unknown = state.drained - {t.name for t in self.targets}
         if unknown:
             raise BalancerError(f"fleet {self.fleet.name}: cannot drain unknown host(s) {sorted(unknown)}")
-        for sub in ("run", "logs", *(f"tmp/{k}" for k in TEMP_DIRS)):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for sub in () if example else ("run", "logs", *(f"tmp/{k}" for k in TEMP_DIRS)):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         _write(self.fleet_conf, render_fleet_conf(self.fleet, self.targets, state, self.source))
         _write(self.conf, render_main_conf(self.fleet))
-        _write(self.state_file, json.dumps(state.to_dict(), indent=2) + "\n")
+        if not example:
+            _write(self.state_file, json.dumps(state.to_dict(), indent=2) + "\n")
         return state
 
     def command(self, *args: str) -> list[str]:
