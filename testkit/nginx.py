@@ -15,7 +15,7 @@ from tasks.deploy.balancer import NginxBalancer
 def running_nginx(balancer: NginxBalancer, timeout_s: float = 30) -> Iterator[subprocess.Popen]:
     """Write the balancer's configuration, start nginx on it (not a daemon; pid, logs and temp files under its
     config dir), wait until it answers the generation written; stop it (and its workers) afterwards."""
-    if shutil.which(balancer.spec.nginx) is None:
+    if shutil.which(balancer.command()[0]) is None:
         raise RuntimeError(f"{balancer.spec.nginx} is not installed; `make test` installs it (system-deps)")
     state = balancer.write()
     log = open(balancer.dir / "logs" / "nginx.out", "ab")

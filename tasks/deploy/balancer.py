@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -164,7 +165,10 @@ class NginxBalancer:
         return state
 
     def command(self, *args: str) -> list[str]:
-        return [self.spec.nginx, "-p", str(self.dir), "-c", str(self.conf), *args]
+        """``nginx -p DIR -c DIR/nginx.conf ARGS`` (nginx lives in /usr/sbin, often not on a user's PATH)."""
+        binary = shutil.which(self.spec.nginx) or shutil.which(self.spec.nginx, path="/usr/sbin:/sbin") \
+            or self.spec.nginx
+        return [binary, "-p", str(self.dir), "-c", str(self.conf), *args]
 
     # ------------------------------------------------------------ the running nginx
     def served_generation(self, timeout: float = 2) -> int | None:

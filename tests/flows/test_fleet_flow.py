@@ -167,6 +167,31 @@ def test_a_rolling_release_under_load_through_nginx_fails_no_request(fleet, figu
     assert result["fleet"]["done"] == list(NAMES) and result["champion_after"] == "2"
 
 
+def test_status_shows_the_fleet_and_rollback_takes_every_host_back(fleet, capsys):
+    from flows.cli import main
+
+    exports = fleet.env["exports"]
+    args = ["--targets", str(fleet.inventory), "--config", str(fleet.env["config"])]
+    with fleet.nginx():
+        assert main(["deploy", "--fleet", "web", "--version", "2", *args]) == 0
+        capsys.readouterr()
+        assert main(["status", "--fleet", "web", *args]) == 0
+        shown = capsys.readouterr().out
+        assert f"fleet web: rolling, 3 hosts; nginx at http://127.0.0.1:{fleet.port}: generation" in shown
+        for name in NAMES:
+            assert f"target {name}: running, serves {exports['2']}, health healthy, in rotation\n" in shown
+        assert main(["rollback", "--fleet", "web", *args]) == 0
+        assert "champion: 2 -> 1" in capsys.readouterr().out
+        assert fleet.served() == dict.fromkeys(NAMES, exports["1"]) and fleet.champion() == "1"
+        fleet.write("rolling")              # one host on another version: status says which, and exits 4
+        from tasks.deploy.transports import transport_for
+
+        transport_for(fleet.targets()[1][2]).host("activate", "--version", exports["2"])
+        assert main(["status", "--fleet", "web", *args]) == 4
+        assert f"target web-3: running, serves {exports['2']}, health healthy, in rotation  <-- DIFFERS from the " \
+               f"champion's {exports['1']}" in capsys.readouterr().out
+
+
 def test_throughput_through_nginx_against_one_host(fleet, figure):
     """Requests per second and p99 at 8 clients, through nginx to three hosts and straight to one."""
     bodies = _bodies(fleet.env)
