@@ -76,11 +76,11 @@ class Fleet:
         self.hosts = dict(zip(NAMES, hosts, strict=True))
         monkeypatch.setenv("PIPELINE_HOME", str(env["home"]))
 
-    def write(self, strategy: str, **extra) -> None:
+    def write(self, strategy: str, config_dir: str | None = None, **extra) -> None:
         """``setup`` (all-at-once, no balancer) and ``web`` (``strategy`` behind nginx) on the same hosts."""
         fleets = {"setup": {"targets": list(NAMES), "strategy": "all-at-once"},
                   "web": {"targets": list(NAMES), "strategy": strategy, "batch_size": 1,
-                          "balancer": {"listen_port": self.port, "config_dir": str(self.tmp / "nginx"),
+                          "balancer": {"listen_port": self.port, "config_dir": config_dir or str(self.tmp / "nginx"),
                                        "reload_timeout_s": 30}, **extra}}
         self.inventory.write_text(json.dumps({"targets": self.hosts, "fleets": fleets}, indent=1))
 
@@ -270,3 +270,51 @@ def test_a_canary_with_a_critical_alarm_is_rolled_back_without_a_person(fleet):
     assert outcome.restored == {"web-1": f"target web-1 restored to version {exports['1']}"}
     assert outcome.untouched == ["web-2", "web-3"]
     assert fleet.served() == dict.fromkeys(NAMES, exports["1"]) and fleet.champion() == "1"
+
+
+def test_the_guides_fleet_commands_run_as_written(fleet):
+    """Every fleet command of README.md and deployments/HANDOVER.md, in a shell, as written, in the order the
+    documents give them; only the inventory (``PIPELINE_TARGETS``: the three hosts, nginx on a free port) and
+    the pipeline home differ."""
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+    from tests.flows.test_guide_commands import documented_commands
+
+    exports = fleet.env["exports"]
+    fleet.write("rolling", config_dir="nginx")         # relative: $PIPELINE_HOME/nginx, as the guide's nginx -p
+    commands = {doc: [c for d, c in documented_commands() if d == doc and ("--fleet" in c or c.startswith("nginx -p"))]
+                for doc in ("HANDOVER.md", "README.md")}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "MLFLOW_"))},
+           "PIPELINE_HOME": str(fleet.env["home"]), "PIPELINE_TARGETS": str(fleet.inventory),
+           "PIPELINE_CONFIG": str(fleet.env["config"]), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    stop = next(c for c in commands["HANDOVER.md"] if c.endswith("-s quit"))
+
+    def run(command: str) -> str:
+        out = subprocess.run(command, shell=True, executable="/bin/bash", cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=900)
+        assert out.returncode == 0, (command, out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+        return out.stdout
+
+    ran = []
+    try:
+        for doc in ("HANDOVER.md", "README.md"):
+            for command in commands[doc]:
+                if command == stop:
+                    continue
+                if command.startswith("nginx -p ") and ran.count(command):
+                    continue
+                if command.startswith("python -m flows deploy"):   # a new version awaits, as after a release
+                    fleet.env["client"].set_registered_model_alias("test-model", "challenger", "2")
+                shown = run(command)
+                ran.append(command)
+                if command.startswith("python -m flows status"):
+                    assert "DIFFERS" not in shown and "fleet web: rolling, 3 hosts; nginx at " in shown, shown
+                if command.startswith("python -m flows rollback"):
+                    assert fleet.served() == dict.fromkeys(NAMES, exports["1"]) and fleet.champion() == "1"
+                if command.startswith("python -m flows deploy"):
+                    assert fleet.served() == dict.fromkeys(NAMES, exports["2"]) and fleet.champion() == "2"
+    finally:
+        subprocess.run(stop, shell=True, executable="/bin/bash", cwd=ROOT, env=env, timeout=60)
+    assert len(ran) >= 9 and any(c.startswith("nginx -p") for c in ran)
