@@ -94,7 +94,9 @@ def switch_on(target: Target, bundle: Bundle, metadata: ModelMetadata, receipt: 
         SmokeTestFailed: as ``deploy_to``.
     """
     transport = transport_for(target)
-    started = _start(transport, metadata.version, bundle.files[_metadata_entry(metadata)])
+    # stage_on built the release's environment: straight to the start
+    started = transport.host("start", "--version", metadata.version, "--metadata-sha256",
+                             bundle.files[_metadata_entry(metadata)])
     return _smoke_or_restore(target, metadata, started.get("previous_version"), started["action"], receipt)
 
 
