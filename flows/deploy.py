@@ -24,15 +24,14 @@ from prefect.transactions import transaction
 
 from flows.fleet import fleet_deploy, fleet_rollback
 from flows.locks import exclusive
-from flows.notify import emit_alarm, publish
+from flows.notify import check_after_promotion, publish
 from flows.stages import deploy_task, package_task, promote_task, restores
-from tasks.constants import ALARM_CRITICAL, CHAMPION
+from tasks.constants import CHAMPION
 from tasks.deploy.deploy import activate_on
 from tasks.deploy.fleets import inventory_path, load_fleet
-from tasks.deploy.smoke import smoke_test
-from tasks.deploy.targets import load_targets, pick_targets, url_of
+from tasks.deploy.targets import load_targets, pick_targets
 from tasks.deploy.transports import transport_for
-from tasks.errors import ConfigError, PostPromotionCheckFailed, RegistryError, RestoreFailed
+from tasks.errors import ConfigError, PostPromotionCheckFailed, RestoreFailed
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import deploy_failed_report, deploy_report, rollback_report
 from tasks.settings import load_settings
@@ -92,10 +91,7 @@ def _deploy(logger, started: float, settings, chosen: list, version: str | None,
             raise
         raise error from exc
     # The check after promotion: each target still serves the promoted version, healthy and faithful.
-    checks = [smoke_test(t.name, url_of(t), metadata) for t in chosen]
-    failed = [c for c in checks if not c.passed]
-    sent = [emit_alarm(ALARM_CRITICAL, target=c.target, model=registry.name, version=version,
-                       reason="check after promotion failed: " + "; ".join(c.failures)) for c in failed]
+    checks, failed, sent = check_after_promotion(registry.name, version, chosen, metadata)
     result = {"model": registry.name, "registry_version": version, "version": metadata.version,
               "release": metadata.release, "bundle": {"path": str(bundle.path), "sha256": bundle.sha256},
               "deployments": [d.to_dict() for d in deployments], **promotion, "approval": approval,
@@ -108,23 +104,11 @@ def _deploy(logger, started: float, settings, chosen: list, version: str | None,
     return result
 
 
-def _champion_after_failure(registry: MlflowRegistry, before: str | None) -> str:
-    """What became of the champion when a deploy failed, as read again from the registry."""
-    try:
-        now = registry.alias_version(CHAMPION)
-    except RegistryError as exc:
-        return f"the champion could not be read again (it was {before or 'none'}): {exc}"
-    now = str(now.version) if now is not None else None
-    if now == before:
-        return f"champion unchanged ({before or 'none'})"
-    return f"the champion MOVED from {before or 'none'} to {now or 'none'}"
-
-
 def _failed_deploy(logger, registry: MlflowRegistry, version: str, names: str, before: str | None,
                    undone: list, exc: Exception) -> Exception:
     """Log and report what a failed deploy left behind (each host put back or not, the champion); returns
     the error to raise: ``exc``, or ``RestoreFailed`` when a host could not be put back."""
-    champion = _champion_after_failure(registry, before)
+    champion = registry.champion_after_failure(before)
     stuck = [r for r in undone if not r.ok]
     hosts = "; ".join(str(r) for r in undone) or "no target had been switched"
     logger.error("deploy of %s version %s failed: %s; %s", registry.name, version, hosts, champion)

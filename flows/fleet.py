@@ -22,15 +22,14 @@ from prefect import get_run_logger
 from prefect.runtime import flow_run
 
 from flows import fleet_stages as st
-from flows.notify import emit_alarm, publish
+from flows.notify import check_after_promotion, publish
 from flows.stages import package_task, promote_task
-from tasks.constants import ALARM_CRITICAL, CHAMPION
+from tasks.constants import CHAMPION
 from tasks.deploy.balancer import NginxBalancer
 from tasks.deploy.deploy import Deployment, upload_once
 from tasks.deploy.fleets import Fleet
 from tasks.deploy.plan import CANARY, FleetOutcome, Phase, halt, plan
-from tasks.deploy.smoke import smoke_test
-from tasks.deploy.targets import Target, url_of
+from tasks.deploy.targets import Target
 from tasks.deploy.transports import transport_for
 from tasks.errors import FleetHalted, PostPromotionCheckFailed, ReleaseError, RestoreFailed, SmokeTestFailed
 from tasks.registry import MlflowRegistry
@@ -192,9 +191,7 @@ def fleet_deploy(settings, fleet: Fleet, targets: list[Target], source: str, ver
             run.wait(phase)
         promotion = promote_task(registry, version, reason, flow_run.get_id(), approval)
     except Exception as exc:
-        now = registry.alias_version(CHAMPION)
-        champion_note = f"champion {'unchanged' if (str(now.version) if now else None) == before else 'MOVED'} " \
-                        f"({str(now.version) if now else 'none'})"
+        champion_note = registry.champion_after_failure(before)
         result = {"model": registry.name, "registry_version": version, "fleet": run.outcome.to_dict(),
                   "error": f"{type(exc).__name__}: {exc}", "champion": champion_note}
         publish("deploy-report", registry.name, fleet_report(result),
@@ -202,10 +199,7 @@ def fleet_deploy(settings, fleet: Fleet, targets: list[Target], source: str, ver
         if isinstance(exc, FleetHalted | RestoreFailed):
             exc.outcome, exc.champion = run.outcome, champion_note
         raise
-    checks = [smoke_test(t.name, url_of(t), metadata) for t in targets]
-    failed = [c for c in checks if not c.passed]
-    sent = [emit_alarm(ALARM_CRITICAL, target=c.target, model=registry.name, version=version,
-                       reason="check after promotion failed: " + "; ".join(c.failures)) for c in failed]
+    checks, failed, sent = check_after_promotion(registry.name, version, targets, metadata)
     result = {"model": registry.name, "registry_version": version, "version": metadata.version,
               "release": metadata.release, "bundle": {"path": str(bundle.path), "sha256": bundle.sha256},
               "deployments": [run.deployments[t.name].to_dict() for t in targets], **promotion,
@@ -243,7 +237,10 @@ def fleet_rollback(settings, fleet: Fleet, targets: list[Target], source: str, v
             failed[target.name] = _why(exc)
             logger.error("fleet %s: %s could not be switched to version %s: %s", fleet.name, target.name, goal, exc)
         if balancer is not None and (target.name not in failed or _healthy(target)):
-            st.balancer_task(balancer, undrain=(target.name,))
+            try:
+                st.balancer_task(balancer, undrain=(target.name,))
+            except ReleaseError as exc:
+                failed.setdefault(target.name, f"switched, but stays out of the balancer's rotation: {exc}")
     result = {"model": registry.name, "fleet": fleet.name, "reason": reason, "champion_before": current,
               "deployments": done, "failed": failed}
     if failed:
