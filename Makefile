@@ -34,8 +34,8 @@ stop: $(STAMP)
 # System packages the tests use: a real OpenSSH server for the ssh transport, curl for the guide,
 # PostgreSQL for the team setup (Prefect server and MLflow tracking server on it), Chromium for the
 # dashboard, promtool (Debian's prometheus) for the alert rules, systemd-analyze for the server's
-# unit, iproute2 (ip netns, ss) for the fleet's hosts as network namespaces. One apt-get update at
-# most, and none when everything is already there.
+# unit, iproute2 (ip netns, ss) for the fleet's hosts as network namespaces, nginx for the fleet's
+# load balancer. One apt-get update at most, and none when everything is already there.
 system-deps:
 	@pkgs=""; \
 	{ test -x /usr/sbin/sshd && command -v curl >/dev/null; } || pkgs="openssh-server curl"; \
@@ -44,6 +44,7 @@ system-deps:
 	command -v promtool >/dev/null || pkgs="$$pkgs prometheus"; \
 	command -v systemd-analyze >/dev/null || pkgs="$$pkgs systemd"; \
 	{ command -v ip && command -v ss; } >/dev/null || pkgs="$$pkgs iproute2"; \
+	test -x /usr/sbin/nginx || pkgs="$$pkgs nginx"; \
 	test -z "$$pkgs" || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; }
 

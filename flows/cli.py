@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--targets", dest="targets_file", type=Path, default=None,
                      help="target inventory (default configs/targets.yaml)")
     rel.add_argument("--no-deploy", action="store_true", help="stop after the quality gate")
+    rel.add_argument("--fleet", default=None, metavar="NAME",
+                     help="release a blessed version to this fleet of the inventory by its strategy (instead of "
+                          "--target)")
 
     rcal = sub.add_parser("recalibrate", help="refit a version's calibrator on recent labels: a PATCH release on "
                                               "the same network, gated on held-out labels, then deployed")
@@ -81,6 +84,19 @@ def _parser() -> argparse.ArgumentParser:
                                          "send the alarms that changed (exit 5 while a critical alarm fires)")
     mon.add_argument("--monitoring", type=Path, default=None,
                      help="alarm thresholds (default configs/monitoring.yaml)")
+    bal = sub.add_parser("balancer", help="write a fleet's nginx configuration; drain or restore a host (reloads "
+                                          "nginx and waits until the new configuration is in effect)")
+    bal.add_argument("--out", type=Path, default=None,
+                     help="write the configuration into this directory instead of the fleet's config_dir (no reload)")
+    bal.add_argument("--drain", action="append", default=[], metavar="TARGET", help="take a host out of rotation")
+    bal.add_argument("--undrain", action="append", default=[], metavar="TARGET", help="put a host back into rotation")
+    for p in (dep, rb, st):
+        p.add_argument("--fleet", default=None, metavar="NAME",
+                       help="every host of this fleet of the inventory (by its strategy; instead of --target)")
+    bal.add_argument("--fleet", required=True, metavar="NAME", help="the fleet (the inventory's fleets: section)")
+    bal.add_argument("--targets", dest="targets_file", type=Path, default=None,
+                     help="target inventory (default configs/targets.yaml)")
+    bal.add_argument("--config", type=Path, default=None)
     for p in (dep, rb, st, sp, mon):
         many = p is not rb and p is not sp
         default = "every target in the inventory" if p is mon else "local"
@@ -174,10 +190,11 @@ def cmd_release(args) -> int:
     _load_inputs(args)  # fail fast, before Prefect starts, on bad input
     from flows.release import release_flow
 
-    targets = [] if args.no_deploy else (args.targets or ["local"])
+    fleet = None if args.no_deploy else args.fleet
+    targets = [] if args.no_deploy or fleet else (args.targets or ["local"])
     summary = release_flow(data=str(args.data), schema=str(args.schema), feature_list=str(args.feature_list),
                            config=_opt(args.config), targets=targets, targets_file=_opt(args.targets_file),
-                           eval_data=_opt(args.eval_data))
+                           eval_data=_opt(args.eval_data), fleet=fleet)
     _write_json(args.json_out, summary)
     print()
     print(f"model version {summary['version']} (release {summary['release']}) exported to {summary['model_dir']}")
@@ -210,7 +227,9 @@ def _print_deploy(result: dict | None) -> None:
         print(f"target {d['target']}: {d['action']} version {d['version']} at {d['url']}; smoke test passed "
               f"(golden max |Δp| {d['smoke']['golden_max_abs_diff']:.1e}, p50 {d['smoke']['latency_ms_p50']} ms)")
     print(f"champion: {result['champion_before'] or 'none'} -> {result['champion_after']}")
-    url = result["deployments"][0]["url"] if result["deployments"] else None
+    if result.get("fleet"):
+        print(f"fleet {result['fleet']['fleet']} ({result['fleet']['strategy']}): {result['fleet']['summary']}")
+    url = result.get("balancer") or (result["deployments"][0]["url"] if result["deployments"] else None)
     if url:
         print("\ntry it:")
         print(f"  curl {url}/health")
@@ -268,8 +287,12 @@ def _verdict(gate_name: str, summary: dict) -> int:
 def cmd_deploy(args) -> int:
     from flows.deploy import deploy_flow
 
-    result = deploy_flow(version=args.version, targets=args.targets or ["local"],
-                         targets_file=_opt(args.targets_file), config=_opt(args.config), reason="manual deploy")
+    if args.fleet and args.targets:
+        print("error: give --target or --fleet, not both", file=sys.stderr)
+        return EXIT_USER_ERROR
+    result = deploy_flow(version=args.version, targets=None if args.fleet else (args.targets or ["local"]),
+                         targets_file=_opt(args.targets_file), config=_opt(args.config), reason="manual deploy",
+                         fleet=args.fleet)
     _write_json(args.json_out, result)
     _print_deploy(result)
     return 0
@@ -279,8 +302,13 @@ def cmd_rollback(args) -> int:
     from flows.deploy import rollback_flow
 
     result = rollback_flow(target=args.target, version=args.to_version, targets_file=_opt(args.targets_file),
-                           config=_opt(args.config), reason="manual rollback")
+                           config=_opt(args.config), reason="manual rollback", fleet=args.fleet)
     _write_json(args.json_out, result)
+    if args.fleet:
+        for d in result["deployments"]:
+            print(f"target {d['target']}: now serves version {d['version']}; smoke test passed")
+        print(f"champion: {result['champion_before']} -> {result['champion_after']}")
+        return 0
     print(f"target {args.target}: now serves version {result['deployment']['version']}; smoke test passed")
     print(f"champion: {result['champion_before']} -> {result['champion_after']}")
     return 0
@@ -294,20 +322,65 @@ def cmd_status(args) -> int:
     from tasks.settings import load_settings
 
     settings = load_settings(args.config)
-    targets = pick_targets(load_targets(args.targets_file, settings.pipeline_home), args.targets or ["local"])
+    drained = None
+    if args.fleet:
+        from tasks.deploy.balancer import NginxBalancer
+        from tasks.deploy.fleets import inventory_path, load_fleet
+
+        fleet, targets = load_fleet(args.targets_file, settings.pipeline_home, args.fleet)
+    else:
+        targets = pick_targets(load_targets(args.targets_file, settings.pipeline_home), args.targets or ["local"])
     champion = MlflowRegistry(settings).alias_version(CHAMPION)
     expected = champion.tags.get("export_version") if champion else None
     print(f"registry: {settings.model_name} champion = version {champion.version if champion else 'none'}"
           f" (export version {expected or '-'})")
+    if args.fleet:
+        print(f"fleet {fleet.name}: {fleet.strategy}, {len(targets)} hosts", end="")
+        if fleet.balancer is not None:
+            balancer = NginxBalancer(fleet, targets, str(inventory_path(args.targets_file)))
+            state, answering = balancer.state(), balancer.served_generation()
+            drained = state.drained
+            print(f"; nginx at {balancer.url}: " + (f"generation {answering}" if answering is not None
+                                                    else "NOT answering") + f" (written: {state.generation}), "
+                  f"out of rotation: {', '.join(sorted(drained)) or 'none'}")
+        else:
+            print()
     mismatch = False
     for target in targets:
         state = transport_for(target).host("status")
         served = state.get("default_version")
         ok = served == expected
         mismatch |= not ok
+        rotation = "" if drained is None else ", OUT of rotation" if target.name in drained else ", in rotation"
+        diff = "" if ok else f"  <-- DIFFERS from the champion's {expected or 'nothing'}"
         print(f"target {target.name}: {'running' if state['running'] else 'not running'}, serves "
-              f"{served or 'nothing'}, health {state.get('health', '-')}" + ("" if ok else "  <-- DIFFERS"))
+              f"{served or 'nothing'}, health {state.get('health', '-')}{rotation}{diff}")
     return 4 if mismatch else 0
+
+
+def cmd_balancer(args) -> int:
+    from tasks.deploy.balancer import NginxBalancer
+    from tasks.deploy.fleets import inventory_path, load_fleet
+    from tasks.errors import ConfigError
+    from tasks.settings import load_settings
+
+    settings = load_settings(args.config)
+    fleet, targets = load_fleet(args.targets_file, settings.pipeline_home, args.fleet)
+    if fleet.balancer is None:
+        raise ConfigError(f"fleet {fleet.name} has no balancer: block in {inventory_path(args.targets_file)}")
+    if args.out is not None:
+        fleet = fleet.model_copy(update={"balancer": fleet.balancer.model_copy(update={"config_dir": args.out})})
+    balancer = NginxBalancer(fleet, targets, str(inventory_path(args.targets_file)))
+    drained = (balancer.state().drained | set(args.drain)) - set(args.undrain)
+    if args.out is not None or not (args.drain or args.undrain):
+        state = balancer.write(drained, example=args.out is not None)
+        print(f"wrote {balancer.fleet_conf} and {balancer.conf} (generation {state.generation}; out of rotation: "
+              f"{', '.join(sorted(state.drained)) or 'none'}); not reloaded")
+        return 0
+    state = balancer.apply(drained)
+    print(f"nginx at {balancer.url} serves generation {state.generation}; out of rotation: "
+          f"{', '.join(sorted(state.drained)) or 'none'}")
+    return 0
 
 
 def cmd_stop(args) -> int:
@@ -344,7 +417,7 @@ def cmd_monitor(args) -> int:
 COMMANDS = {"infer-schema": cmd_infer_schema, "release": cmd_release, "recalibrate": cmd_recalibrate,
             "validate": cmd_validate,
             "deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status, "stop": cmd_stop,
-            "monitor": cmd_monitor}
+            "monitor": cmd_monitor, "balancer": cmd_balancer}
 
 
 def _prefect_defaults(env: dict[str, str]) -> None:

@@ -22,15 +22,16 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
+from flows.fleet import fleet_deploy, fleet_rollback
 from flows.locks import exclusive
-from flows.notify import emit_alarm, publish
+from flows.notify import check_after_promotion, publish
 from flows.stages import deploy_task, package_task, promote_task, restores
-from tasks.constants import ALARM_CRITICAL, CHAMPION
+from tasks.constants import CHAMPION
 from tasks.deploy.deploy import activate_on
-from tasks.deploy.smoke import smoke_test
-from tasks.deploy.targets import load_targets, pick_targets, url_of
+from tasks.deploy.fleets import inventory_path, load_fleet
+from tasks.deploy.targets import load_targets, pick_targets
 from tasks.deploy.transports import transport_for
-from tasks.errors import PostPromotionCheckFailed, RegistryError, RestoreFailed
+from tasks.errors import ConfigError, PostPromotionCheckFailed, RestoreFailed
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import deploy_failed_report, deploy_report, rollback_report
 from tasks.settings import load_settings
@@ -43,14 +44,23 @@ def _version(value: str | int | None) -> str | None:
 
 @flow(name="deploy", validate_parameters=False)
 def deploy_flow(version: str | int | None = None, targets: list[str] | None = None, targets_file: str | None = None,
-                config: str | None = None, reason: str = "deploy", approval: dict | None = None) -> dict:
+                config: str | None = None, reason: str = "deploy", approval: dict | None = None,
+                fleet: str | None = None) -> dict:
     """Deploy a registered version (default: the challenger) to targets, then promote it to champion.
 
+    ``fleet``: release to that fleet of the inventory by its strategy instead (``flows/fleet.py``).
     ``approval`` (approver, reason), given by the promote flow, is recorded on the version's tags."""
     logger = get_run_logger()
     started = time.perf_counter()
     version = _version(version)
     settings = load_settings(config)
+    if fleet:
+        if targets:
+            raise ConfigError(f"deploy: give targets or a fleet, not both (targets {targets}, fleet {fleet})")
+        group, members = load_fleet(targets_file, settings.pipeline_home, fleet)
+        source = str(inventory_path(targets_file))
+        with exclusive(settings, "serving", f"fleet {fleet} release of version {version or '(the challenger)'}"):
+            return fleet_deploy(settings, group, members, source, version, reason, approval, started)
     chosen = pick_targets(load_targets(targets_file, settings.pipeline_home), targets or ["local"],
                           targets_file or "configs/targets.yaml")
     with exclusive(settings, "serving", f"deploy of version {version or '(the challenger)'}"):
@@ -81,10 +91,7 @@ def _deploy(logger, started: float, settings, chosen: list, version: str | None,
             raise
         raise error from exc
     # The check after promotion: each target still serves the promoted version, healthy and faithful.
-    checks = [smoke_test(t.name, url_of(t), metadata) for t in chosen]
-    failed = [c for c in checks if not c.passed]
-    sent = [emit_alarm(ALARM_CRITICAL, target=c.target, model=registry.name, version=version,
-                       reason="check after promotion failed: " + "; ".join(c.failures)) for c in failed]
+    checks, failed, sent = check_after_promotion(registry.name, version, chosen, metadata)
     result = {"model": registry.name, "registry_version": version, "version": metadata.version,
               "release": metadata.release, "bundle": {"path": str(bundle.path), "sha256": bundle.sha256},
               "deployments": [d.to_dict() for d in deployments], **promotion, "approval": approval,
@@ -97,23 +104,11 @@ def _deploy(logger, started: float, settings, chosen: list, version: str | None,
     return result
 
 
-def _champion_after_failure(registry: MlflowRegistry, before: str | None) -> str:
-    """What became of the champion when a deploy failed, as read again from the registry."""
-    try:
-        now = registry.alias_version(CHAMPION)
-    except RegistryError as exc:
-        return f"the champion could not be read again (it was {before or 'none'}): {exc}"
-    now = str(now.version) if now is not None else None
-    if now == before:
-        return f"champion unchanged ({before or 'none'})"
-    return f"the champion MOVED from {before or 'none'} to {now or 'none'}"
-
-
 def _failed_deploy(logger, registry: MlflowRegistry, version: str, names: str, before: str | None,
                    undone: list, exc: Exception) -> Exception:
     """Log and report what a failed deploy left behind (each host put back or not, the champion); returns
     the error to raise: ``exc``, or ``RestoreFailed`` when a host could not be put back."""
-    champion = _champion_after_failure(registry, before)
+    champion = registry.champion_after_failure(before)
     stuck = [r for r in undone if not r.ok]
     hosts = "; ".join(str(r) for r in undone) or "no target had been switched"
     logger.error("deploy of %s version %s failed: %s; %s", registry.name, version, hosts, champion)
@@ -133,17 +128,21 @@ def _failed_deploy(logger, registry: MlflowRegistry, version: str, names: str, b
 @flow(name="rollback", validate_parameters=False)
 def rollback_flow(target: str = "local", version: str | int | None = None, targets_file: str | None = None,
                   config: str | None = None, reason: str = "rollback",
-                  failing_version: str | int | None = None) -> dict:
+                  failing_version: str | int | None = None, fleet: str | None = None) -> dict:
     """Serve the previous champion (or ``version``) on the target, smoke-test it, then move the alias.
 
     ``failing_version`` (from an alarm): roll back only while that version is still the champion.
     When the alias was already moved back (an alarm from another target of the same release got
     there first), this target is only switched to the champion if it still serves the failing
     version; so a burst of alarms about one bad version rolls the registry back once and every
-    alarmed target with it."""
+    alarmed target with it. ``fleet``: roll every host of that fleet back instead of ``target``."""
     logger = get_run_logger()
     version, failing_version = _version(version), _version(failing_version)
     settings = load_settings(config)
+    if fleet:    # every host of the fleet, one at a time out of the balancer's rotation (flows/fleet.py)
+        group, members = load_fleet(targets_file, settings.pipeline_home, fleet)
+        with exclusive(settings, "serving", f"rollback of fleet {fleet} ({reason})"):
+            return fleet_rollback(settings, group, members, str(inventory_path(targets_file)), version, reason)
     (chosen,) = pick_targets(load_targets(targets_file, settings.pipeline_home), [target])
     registry = MlflowRegistry(settings)
     cache = settings.pipeline_home / "registry-cache"

@@ -18,6 +18,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
 from tasks.constants import ALARM_CRITICAL
+from tasks.deploy.smoke import smoke_test
+from tasks.deploy.targets import url_of
 from tasks.release.reports import artifact_key
 
 log = logging.getLogger(__name__)
@@ -43,3 +45,13 @@ def emit_alarm(event: str, *, target: str, model: str, version: str | None, reas
     (log.error if event == ALARM_CRITICAL else log.warning)("%s on target %s (model %s version %s): %s", event,
                                                             target, model, version, reason)
     return sent is not None
+
+
+def check_after_promotion(model: str, version: str, targets: list, metadata) -> tuple[list, list, list[bool]]:
+    """Each target still serves the promoted version, healthy and faithful (the smoke test's checks); a
+    critical alarm for each that does not. Returns (every check, the failed ones, whether each alarm went)."""
+    checks = [smoke_test(t.name, url_of(t), metadata) for t in targets]
+    failed = [c for c in checks if not c.passed]
+    sent = [emit_alarm(ALARM_CRITICAL, target=c.target, model=model, version=version,
+                       reason="check after promotion failed: " + "; ".join(c.failures)) for c in failed]
+    return checks, failed, sent

@@ -59,11 +59,11 @@ def _timed(timings: dict, stage: str):
 @flow(name="release", flow_run_name="release-{data}", validate_parameters=False)
 def release_flow(data: str, schema: str, feature_list: str, config: str | None = None,
                  targets: list[str] | None = None, targets_file: str | None = None,
-                 eval_data: str | None = None) -> dict:
+                 eval_data: str | None = None, fleet: str | None = None) -> dict:
     """Train, calibrate, export, register and gate a new version; if blessed, deploy it to ``targets``
-    (none: stop after the gate) and promote it. ``eval_data``: rows the candidate and the champion are
-    both scored on (default: the most recent rows when the schema names a time column). Returns the run
-    summary."""
+    (none: stop after the gate), or release it to ``fleet`` by its strategy, and promote it. ``eval_data``:
+    rows the candidate and the champion are both scored on (default: the most recent rows when the schema
+    names a time column). Returns the run summary."""
     logger = get_run_logger()
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -71,7 +71,7 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     state = {"reported": False, "version": None, "registered": False}
     try:
         return _release(logger, started, timings, state, settings, data, schema, feature_list, config, targets,
-                        targets_file, eval_data)
+                        targets_file, eval_data, fleet)
     except Exception as exc:
         if not state["reported"]:   # the full report, once the gate ran, says what failed itself
             failed_at = getattr(exc, "release_stage", "release")
@@ -84,7 +84,7 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
 
 def _release(logger, started: float, timings: dict, state: dict, settings, data: str, schema: str,
              feature_list: str, config: str | None, targets: list[str] | None, targets_file: str | None,
-             eval_data: str | None) -> dict:
+             eval_data: str | None, fleet: str | None = None) -> dict:
     with _timed(timings, "contract"):
         contract = load_schema(schema)
         features = load_feature_list(feature_list)
@@ -172,9 +172,10 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
         publish("release-report", reg.name, release_report(summary, registry.run_link(reg.run_id)),
                 f"{reg.name} release {release}: v{reg.version}, {outcome}")
 
-    if gate.passed and targets:
-        deploy_blessed(summary, timings, report, version=reg.version, targets=targets, targets_file=targets_file,
-                       config=config, reason=f"release {release}: gate passed, smoke-tested")
+    if gate.passed and (targets or fleet):
+        deploy_blessed(summary, timings, report, version=reg.version, targets=[] if fleet else targets,
+                       targets_file=targets_file, config=config, reason=f"release {release}: gate passed, smoke-tested",
+                       fleet=fleet)
         summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],
                               "flow_total": round(time.perf_counter() - started, 3)}
     report(f"gate {'passed' if gate.passed else 'FAILED'}")
@@ -182,18 +183,20 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
 
 
 def deploy_blessed(summary: dict, timings: dict, report, *, version: str, targets: list[str],
-                   targets_file: str | None, config: str | None, reason: str) -> None:
+                   targets_file: str | None, config: str | None, reason: str, fleet: str | None = None) -> None:
     """Deploy a blessed version to ``targets`` and promote it (``deploy_flow``), into ``summary``; when that
     fails, the summary says what became of the hosts and the champion, ``report(outcome)`` is sent and the
     error raised."""
     try:
         with _timed(timings, "deploy"):
             summary["deploy"] = deploy_flow(version=version, targets=targets, targets_file=targets_file,
-                                            config=config, reason=reason)
+                                            config=config, reason=reason, fleet=fleet)
     except Exception as exc:
         summary["deploy_error"] = str(exc)
         summary["deploy_restores"] = getattr(exc, "restores", None)   # what deploy_flow found afterwards
         summary["deploy_champion"] = getattr(exc, "champion", None)
+        if getattr(exc, "outcome", None) is not None:                  # a fleet release: each host's outcome
+            summary["deploy_fleet"] = exc.outcome.to_dict()
         if isinstance(exc, PostPromotionCheckFailed):   # the champion did move
             summary["post_promotion_failed"] = True
             summary["registry"]["alias"] = CHAMPION

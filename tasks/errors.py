@@ -10,6 +10,9 @@
     ├── TransferError        a bundle could not reach a target or the host refused it (names host, step)
     ├── SmokeTestFailed      the served model is not the trained one (lists every check that failed)
     ├── RestoreFailed        a deploy failed and a host could NOT be put back (names it; check it by hand)
+    ├── FleetHalted          a fleet release stopped (a host failed, or the canary's monitor said no); the
+    │                        hosts done were put back, the champion did not move
+    ├── BalancerError        nginx refused the generated configuration or did not take it up in time
     └── PostPromotionCheckFailed  promoted, then a target failed the check after promotion (alarm emitted)
 
 A candidate that fails the quality gate is not an exception: it is registered with ``blessed=false``
@@ -78,6 +81,21 @@ class SmokeTestFailed(ReleaseError):
 
 class RestoreFailed(ReleaseError):
     """A deploy failed, and putting a host back failed too: that host may serve the new version, or nothing."""
+
+
+class FleetHalted(ReleaseError):
+    """A fleet release halted; ``outcome`` (``tasks.deploy.plan.FleetOutcome``) says what became of each host."""
+
+    def __init__(self, message: str, outcome=None) -> None:
+        self.outcome = outcome
+        super().__init__(message)
+
+    def __reduce__(self):   # picklable (Prefect may persist a failed state's exception)
+        return type(self), (str(self), self.outcome)
+
+
+class BalancerError(ReleaseError):
+    pass
 
 
 class PostPromotionCheckFailed(ReleaseError):

@@ -68,11 +68,53 @@ def deploy_to(target: Target, bundle: Bundle, metadata: ModelMetadata) -> Deploy
         SmokeTestFailed: the host was put back on its previous version first (or could not be: the
             error's ``restore`` says which).
     """
+    return switch_on(target, bundle, metadata, stage_on(target, bundle, metadata))
+
+
+def stage_on(target: Target, bundle: Bundle, metadata: ModelMetadata, uploaded: str | None = None) -> TransferReceipt:
+    """Everything before the switch, which leaves what the host serves alone: transfer, unpack, and the
+    release's environment. ``uploaded``: the bundle's S3 key, already uploaded once for the whole fleet
+    (the host only fetches it).
+
+    Raises:
+        TransferError: the bundle did not arrive, the host refused it or its environment could not be built.
+    """
     transport = transport_for(target)
-    receipt = transport.put(bundle)
+    receipt = transport.fetch(bundle, uploaded) if uploaded is not None else transport.put(bundle)
     transport.host("unpack", "--bundle", receipt.remote_path, "--version", metadata.version)
-    started = _start(transport, metadata.version, bundle.files[_metadata_entry(metadata)])
+    transport.host("ensure-venv", "--version", metadata.version)
+    return receipt
+
+
+def switch_on(target: Target, bundle: Bundle, metadata: ModelMetadata, receipt: TransferReceipt) -> Deployment:
+    """Start or hot-load a staged version, smoke-test it; on a failed smoke test the host goes back.
+
+    Raises:
+        TransferError: the host could not be reached or refused the version (it serves what it served).
+        SmokeTestFailed: as ``deploy_to``.
+    """
+    transport = transport_for(target)
+    # stage_on built the release's environment: straight to the start
+    started = transport.host("start", "--version", metadata.version, "--metadata-sha256",
+                             bundle.files[_metadata_entry(metadata)])
     return _smoke_or_restore(target, metadata, started.get("previous_version"), started["action"], receipt)
+
+
+def upload_once(targets: list[Target], bundle: Bundle) -> dict[str, str]:
+    """For the s3 targets of a fleet: the bundle uploaded once per bucket and prefix (and endpoint); returns
+    each such target's key, for its host to fetch (``stage_on``). Other transports deliver per host."""
+    keys: dict[tuple, str] = {}
+    out = {}
+    for target in targets:
+        if target.transport != "s3":
+            continue
+        where = (target.endpoint_url, target.region, target.bucket, target.prefix)
+        if where not in keys:
+            keys[where] = transport_for(target).upload(bundle)
+            log.info("%s uploaded once to s3://%s/%s for every host of the fleet there", bundle.path.name,
+                     target.bucket, keys[where])
+        out[target.name] = keys[where]
+    return out
 
 
 def _metadata_entry(metadata: ModelMetadata) -> str:

@@ -145,6 +145,17 @@ class MlflowRegistry:
                 return None
             raise self._failed(f"reading alias '{alias}'", exc) from None
 
+    def champion_after_failure(self, before: str | None) -> str:
+        """What became of the champion when a deploy failed (it was ``before``), as read again: never raises."""
+        try:
+            now = self.alias_version(CHAMPION)
+        except RegistryError as exc:
+            return f"the champion could not be read again (it was {before or 'none'}): {exc}"
+        now = str(now.version) if now is not None else None
+        if now == before:
+            return f"champion unchanged ({before or 'none'})"
+        return f"the champion MOVED from {before or 'none'} to {now or 'none'}"
+
     def champion(self) -> Champion | None:
         mv = self.alias_version(CHAMPION)
         if mv is None:

@@ -217,6 +217,33 @@ def _restore_lines(restores: list[dict] | None, champion: str | None) -> list[st
     return [*lines, f"- {champion or 'champion: not read again'}"]
 
 
+def fleet_report(result: dict) -> str:
+    """A fleet release (``flows/fleet.py``): each host done, put back, never touched; the canary's verdict."""
+    fleet = result["fleet"]
+    halted = "error" in result
+    lines = [f"# Fleet {fleet['fleet']} ({fleet['strategy']}): {result['model']} version {result['registry_version']}"
+             + (" HALTED" if halted else ""), ""]
+    if halted:
+        lines.append(f"- {result['champion']}")
+    else:
+        lines.append(f"- champion: {result['champion_before'] or 'none'} → {result['champion_after']}")
+    lines += [f"- switched: {', '.join(fleet['done']) or 'none'}"]
+    lines += [f"- {h} FAILED: {why}" for h, why in fleet["failed"].items()]
+    lines += [f"- {h} put back: {what}" for h, what in fleet["restored"].items()]
+    if fleet["untouched"]:
+        lines.append(f"- never touched: {', '.join(fleet['untouched'])}")
+    canary = fleet.get("canary")
+    if canary:
+        seen = ": " + "; ".join(canary["reasons"]) if canary["reasons"] else ""
+        lines.append(f"- canary: {'HALT' if canary['halt'] else 'clean'} after {canary['seconds']} s, "
+                     f"{canary['checks']} check(s){seen}")
+    if not halted:
+        lines += ["", "## Targets", ""] + _smoke_rows(result["deployments"])
+    else:
+        lines += ["", *_code_block(result["error"])]
+    return "\n".join(lines) + "\n"
+
+
 def deploy_failed_report(model: str, version: str, targets: str, error: BaseException,
                          restores: list[dict] | None = None, champion: str | None = None) -> str:
     """``restores``: ``Restore.to_dict()`` of each target the run had switched; ``champion``: what the

@@ -135,11 +135,11 @@ class History(Steps):
 
     def _post_promotion(self, patch):
         """Release 4 is promoted, then its check after promotion fails (injected)."""
-        import flows.deploy
+        import flows.notify
         from tasks.deploy.smoke import SmokeReport
 
         since = datetime.now(UTC)
-        patch.setattr(flows.deploy, "smoke_test", lambda target, url, metadata: SmokeReport(
+        patch.setattr(flows.notify, "smoke_test", lambda target, url, metadata: SmokeReport(
             target, url, metadata.version, False, ["/health: 503 (injected after promotion)"]))
         with pytest.raises(PostPromotionCheckFailed) as failure:
             self.release()

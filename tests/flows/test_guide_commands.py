@@ -31,11 +31,13 @@ PREFECT_RUNS = "tests/flows/test_prefect_deployments.py::test_retrain_promote_wi
 # The team setup, with every host on 127.0.0.1: PostgreSQL, the Prefect and MLflow servers, moto for S3.
 TEAM = "tests/team/test_team_setup.py::test_one_release_through_the_team_servers"
 
+FLEET = "tests/flows/test_fleet_flow.py::test_the_guides_fleet_commands_run_as_written"
 # (pattern, who runs it). A reason instead of a test: not run by any test, and why.
 WHERE: list[tuple[str, str]] = [
     (r"^make (run|stop|lint)$", HERE),
     (r"^make test(-fast)?$", "CI: .ci/run is `make test`; `make test-fast` is its unit tier"),
-    (r"^python -m flows (?!recalibrate --version \d)", HERE),
+    (r"^python -m flows (?!recalibrate --version \d)(?!.*--fleet)", HERE),
+    (r"^(python -m flows .*--fleet|nginx -p )", FLEET),
     (r"^python -m flows recalibrate --version \d", "tests/flows/test_recalibrate_flow.py::"
                                                    "test_the_guides_recalibration_from_feedback_runs_as_written"),
     (r"^\[--", HERE),                                     # a synopsis continued on the next line

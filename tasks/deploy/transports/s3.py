@@ -1,5 +1,6 @@
 """The s3 transport (boto3): the bundle goes to a bucket and prefix, the host fetches it.
 
+``put`` is ``upload`` then ``fetch``; a fleet release uploads once and each host only fetches.
 Upload is multipart above 8 MiB with an S3 SHA-256 checksum; the object also carries the
 bundle's SHA-256 as metadata. The host downloads it through a presigned URL that expires
 after 15 minutes (so the host needs no credentials; the URL reaches it on stdin, not on its
@@ -59,9 +60,13 @@ class S3Transport:
         return key
 
     def put(self, bundle: Bundle) -> TransferReceipt:
+        return self.fetch(bundle, self.upload(bundle))
+
+    def fetch(self, bundle: Bundle, key: str) -> TransferReceipt:
+        """The host downloads an uploaded bundle (``key``) through a presigned URL; a fleet uploads once and
+        every host fetches."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        key = self.upload(bundle)
         try:
             url = self._client().generate_presigned_url(
                 "get_object", Params={"Bucket": self.target.bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS)

@@ -73,3 +73,26 @@ def test_missing_bucket_names_the_target(target, bundle):
     bad = target.model_copy(update={"bucket": "no-such-bucket"})
     with pytest.raises(TransferError, match=r"target cloud \(s3://no-such-bucket/models/credit\): upload"):
         transport_for(bad).put(bundle[0])
+
+
+def test_a_fleet_uploads_the_bundle_once_and_every_host_fetches_it(target, bundle, monkeypatch):
+    """Three s3 targets on one bucket and prefix: one upload, three fetches, each host's copy checked."""
+    from tasks.deploy.deploy import stage_on, upload_once
+    from tasks.deploy.transports import S3Transport
+
+    b, meta = bundle
+    hosts = [target.model_copy(update={"name": f"cloud-{i}", "base_dir": target.base_dir.parent / f"host-{i}"})
+             for i in range(3)]
+    uploads = []
+    real = S3Transport.upload
+    monkeypatch.setattr(S3Transport, "upload", lambda self, bundle: uploads.append(self.target.name)
+                        or real(self, bundle))
+    keys = upload_once(hosts, b)
+    assert uploads == ["cloud-0"] and set(keys) == {"cloud-0", "cloud-1", "cloud-2"}
+    assert set(keys.values()) == {f"models/credit/{b.path.name}"}
+    receipts = [stage_on(h, b, meta, keys[h.name]) for h in hosts]
+    assert uploads == ["cloud-0"]                                     # fetching uploads nothing again
+    for host, receipt in zip(hosts, receipts, strict=True):
+        assert receipt.sha256 == b.sha256 and (host.base_dir / "incoming" / b.path.name).read_bytes() == \
+            b.path.read_bytes()
+        assert (host.base_dir / "releases" / meta.version / "MANIFEST").exists()
