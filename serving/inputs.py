@@ -154,29 +154,40 @@ def _category_set(categories: tuple[str, ...]) -> frozenset[str]:
     return frozenset(categories)
 
 
-def conforms(spec: ColumnSpec, values: Sequence, kinds: set, typed: np.ndarray) -> bool:
+def conforms(spec: ColumnSpec, values: Sequence, kinds: set, col: TypedColumn) -> bool:
     """True only when ``check_column`` would find nothing in this column of JSON values, decided with a
     couple of reductions (min, max, a set inclusion) instead of one mask per rule.
 
-    Only for the common case: every value of the column's JSON type and none null; any other column
-    answers False and goes through the full checks, which name each row and value at fault.
+    Only for the common case: every value of the column's JSON type or, in a nullable column, null;
+    any other column answers False and goes through the full checks, which name each row and value at
+    fault.
 
     Args:
         spec: the column's contract.
         values: the raw JSON values.
         kinds: the set of their Python types.
-        typed: ``coerce_json_column(spec, values, kinds).values``.
+        col: ``coerce_json_column(spec, values, kinds)``.
     """
-    if not values or not kinds <= _FAST_KINDS[spec.type]:
+    if not values:
         return False
+    present_kinds = kinds - {_NONE}
+    if present_kinds != kinds and not spec.nullable:
+        return False
+    if not present_kinds <= _FAST_KINDS[spec.type]:
+        return False
+    typed = col.values if present_kinds == kinds else col.values[~col.null]
+    if typed.size == 0:
+        return True
     if spec.type == "categorical":
-        return spec.bounds == "soft" or set(values) <= _category_set(spec.categories)
+        if spec.bounds == "soft":
+            return True
+        return (set(values) - {None} if present_kinds != kinds else set(values)) <= _category_set(spec.categories)
     low, high = float(typed.min()), float(typed.max())
     if not (math.isfinite(low) and math.isfinite(high)):
         return False
     if spec.type == "boolean":
-        return kinds == {bool} or (low >= 0.0 and high <= 1.0 and kinds <= {bool, int})
-    if spec.type == "integer" and kinds != {int} and not bool((np.floor(typed) == typed).all()):
+        return present_kinds == {bool} or (low >= 0.0 and high <= 1.0)
+    if spec.type == "integer" and present_kinds != {int} and not bool((np.floor(typed) == typed).all()):
         return False
     bounds = spec.hard_range()
     return bounds is None or (bounds[0] <= low and high <= bounds[1])
@@ -213,7 +224,7 @@ def read_json_rows(specs: dict[str, ColumnSpec], rows: list[dict], policy: froze
         kinds = set(map(type, raw))
         col = coerce_json_column(spec, raw, kinds)
         columns[name] = col.values
-        if whole is not None and conforms(spec, raw, kinds, col.values):
+        if whole is not None and conforms(spec, raw, kinds, col):
             continue
         absent = np.fromiter((v is _ABSENT for v in raw), dtype=bool, count=len(raw)) \
             if col.null.any() else None
