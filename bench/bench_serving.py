@@ -15,6 +15,7 @@ rounds with the spread beside them. Memory: RSS of each server's process tree an
 process, after the rounds.
 
 Usage: .venv/bin/python bench/bench_serving.py [--home DIR] [--rounds 5] [--seconds 8] [--peers kserve,mlflow]
+       [--baseline-root DIR]   (a `git worktree add DIR COMMIT` of an earlier commit, run beside as ours-before)
 Without --home it trains two versions of the demo model in a temporary pipeline home first.
 """
 
@@ -188,10 +189,10 @@ def memory(pid: int) -> dict:
 
 class Server:
     def __init__(self, name: str, argv: list[str], env: dict, port: int, ready: str, path: str,
-                 row_body: bytes, big_body: bytes) -> None:
+                 row_body: bytes, big_body: bytes, cwd: Path = ROOT) -> None:
         self.name, self.port, self.ready, self.path = name, port, ready, path
         self.row_body, self.big_body = row_body, big_body
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         self.rounds: list[dict] = []
         self.rss: list[dict] = []
@@ -227,6 +228,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="time bound per load scenario and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--peers", default="kserve,mlflow", help="comma-separated: kserve, mlflow")
+    parser.add_argument("--baseline-root", type=Path,
+                        help="a checkout of an earlier commit: its server runs too, as 'ours-before' (git worktree)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
     tmp = None
@@ -257,6 +260,13 @@ def main() -> int:
         servers.append(Server("ours", [PY, "-m", "serving", "--port", str(port), "--log-level", "warning"], env,
                               port, "/health", "/predict", json.dumps({"features": rows[:1]}).encode(),
                               json.dumps({"features": big_rows}).encode()))
+        if args.baseline_root is not None:
+            port = free_port()
+            env = {**env, "SERVING_STATE_FILE": str(home / "bench-serving-state-before.json"),
+                   "PYTHONPATH": str(args.baseline_root.resolve())}
+            servers.append(Server("ours-before", [PY, "-m", "serving", "--port", str(port), "--log-level", "warning"],
+                                  env, port, "/health", "/predict", servers[0].row_body, servers[0].big_body,
+                                  cwd=args.baseline_root.resolve()))
         if "kserve" in peers:
             port = free_port()
             env = {**base_env, "PYTHONPATH": str(ROOT)}
@@ -289,8 +299,9 @@ def main() -> int:
         for server in servers:
             wait_ready(server.port, server.ready, server.proc)
         if "kserve" in peers:
-            results["max_abs_probability_difference_ours_vs_kserve"] = check_same_answers(servers[0], servers[1],
-                                                                                          rows, "instances")
+            kserve = next(s for s in servers if s.name == "kserve")
+            results["max_abs_probability_difference_ours_vs_kserve"] = check_same_answers(servers[0], kserve, rows,
+                                                                                          "instances")
         for server in servers:
             server.rss.append(memory(server.proc.pid))
         for r in range(args.rounds):

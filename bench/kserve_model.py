@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from pathlib import Path
 
 import kserve
@@ -37,13 +38,14 @@ class TabularModel(kserve.Model):
         self.calibrator = load_calibrator(self.version_dir / "calibrator.pkl", meta["files"]["calibrator.pkl"])
         self.saved = tf.saved_model.load(str(self.version_dir / "saved_model"))
         self.fn = self.saved.signatures["serving_default"]
-        specs = self.fn.structured_input_signature[1]
-        # feature name in the JSON rows -> (tensor name, dtype); tensor names are the features' with [^A-Za-z0-9_] -> _
-        by_tensor = {name: spec.dtype for name, spec in specs.items()}
+        dtypes = {name: spec.dtype for name, spec in self.fn.structured_input_signature[1].items()}
+        # feature name in the JSON rows -> (tensor name, dtype): the export names each input tensor after its
+        # feature, characters outside [A-Za-z0-9_] replaced by "_" and "f_" in front of a leading non-letter
         self.inputs = []
         for item in meta["inputs"]:
-            tensor = next(t for t in by_tensor if t == item["name"] or t.endswith(item["name"].replace("-", "_")))
-            self.inputs.append((item["name"], tensor, by_tensor[tensor]))
+            tensor = re.sub(r"[^A-Za-z0-9_]", "_", item["name"])
+            tensor = tensor if tensor[:1].isalpha() else f"f_{tensor}"
+            self.inputs.append((item["name"], tensor, dtypes[tensor]))
         self.ready = True
         return self.ready
 
