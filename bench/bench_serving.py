@@ -1,14 +1,21 @@
-"""Serving benchmark: our server against `mlflow models serve` on the same registered version.
+"""Serving benchmark: our server against KServe's Python ModelServer and `mlflow models serve`.
 
-Both servers are driven by the same load generator (Python threads, one keep-alive
-connection each, bounded in count and time) in the same run, on 127.0.0.1 only:
+The same exported version (SavedModel and calibrator) behind each, one server process each: ours as
+hosts run it (`python -m serving`: gunicorn master + one uvicorn worker), KServe 0.21 with workers=1
+(bench/kserve_model.py, in its own venv bench/.venv-kserve, created here on first use) and MLflow's
+server on the registered version. One load generator (Python threads, one keep-alive connection
+each, bounded in count and time), 127.0.0.1 only. Per round and server, in turn:
 
   1. one client, single-row requests       latency p50/p99, requests/s
   2. 8 concurrent clients, single-row       requests/s, latency p50/p99
-  3. one 10,000-row request                 latency (median of 5)
-  4. memory (RSS of the server process tree), ours with two versions loaded
+  3. one 1,000-row request                  latency (median of 7)
 
-Usage: .venv/bin/python bench/bench_serving.py [--home DIR] [--seconds 15] [--out bench/results/serving.json]
+Rounds alternate between the servers (who goes first rotates); figures are the median over the
+rounds with the spread beside them. Memory: RSS of each server's process tree and of its largest
+process, after the rounds.
+
+Usage: .venv/bin/python bench/bench_serving.py [--home DIR] [--rounds 5] [--seconds 8] [--peers kserve,mlflow]
+       [--baseline-root DIR]   (a `git worktree add DIR COMMIT` of an earlier commit, run beside as ours-before)
 Without --home it trains two versions of the demo model in a temporary pipeline home first.
 """
 
@@ -33,6 +40,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PY = sys.executable
 TOKEN = "bench-token"
+KSERVE_VENV = ROOT / "bench" / ".venv-kserve"
+KSERVE_SPEC = "kserve==0.21.*"
+
+
+def pinned(package: str) -> str:
+    """``package==VERSION`` as constraints.txt pins it (the peer runs the same TensorFlow and numpy as we do)."""
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        name, _, version = line.strip().partition("==")
+        if name.lower().replace("_", "-") == package.lower().replace("_", "-"):
+            return f"{package}=={version}"
+    raise SystemExit(f"constraints.txt pins no {package}")
+
+
+def kserve_python() -> Path:
+    """The KServe venv's python, created on first use: kserve plus our pinned TensorFlow and numpy only
+    (no scikit-learn, as a user who installs KServe for a TensorFlow model gets)."""
+    python = KSERVE_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {KSERVE_VENV} ({KSERVE_SPEC}, {pinned('tensorflow-cpu')}) ...", flush=True)
+        subprocess.run([PY, "-m", "venv", str(KSERVE_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", KSERVE_SPEC, pinned("tensorflow-cpu"),
+                        pinned("numpy")], check=True)
+    return python
 
 
 def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -51,8 +81,8 @@ def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 30
     raise RuntimeError(f"server on {port} not ready after {timeout}s")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants."""
+def rss_mb(pid: int, children: bool = True) -> float:
+    """Resident memory of a process and (``children``) all its descendants."""
     total = 0
     pids = [pid]
     while pids:
@@ -61,8 +91,8 @@ def rss_mb(pid: int) -> float:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-            pids += [int(c) for c in children]
+            if children:
+                pids += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
         except OSError:
             continue
     return round(total / 1024, 1)
@@ -107,19 +137,6 @@ def drive(port: int, path: str, body: bytes, clients: int, max_requests: int, ma
             "rps": round(len(flat) / elapsed, 1), "p50_ms": round(q[49] * 1e3, 2), "p99_ms": round(q[98] * 1e3, 2)}
 
 
-def scenarios(port: int, path: str, row_body: bytes, big_body: bytes, seconds: float, name: str) -> dict:
-    print(f"[{name}] warm-up", flush=True)
-    drive(port, path, row_body, 1, 50, 30)
-    print(f"[{name}] 1 client", flush=True)
-    one = drive(port, path, row_body, 1, 5000, seconds)
-    print(f"[{name}] 8 clients", flush=True)
-    eight = drive(port, path, row_body, 8, 40000, seconds)
-    print(f"[{name}] 10,000 rows", flush=True)
-    big = [drive(port, path, big_body, 1, 1, 120)["p50_ms"] for _ in range(5)]
-    return {"one_client": one, "eight_clients": eight, "rows_10k_ms": round(statistics.median(big), 1),
-            "rows_10k_all_ms": big}
-
-
 def prepare_home(home: Path) -> None:
     env = {**os.environ, "PIPELINE_HOME": str(home)}
     for _ in range(2):   # two versions, for the memory figure with two loaded
@@ -128,11 +145,91 @@ def prepare_home(home: Path) -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def median_of(results: list[dict]) -> dict:
+    """Per metric, the median over the rounds, and the spread (min-max) beside it."""
+    out: dict = {}
+    for key in results[0]:
+        values = [r[key] for r in results]
+        if all(isinstance(v, int | float) for v in values):
+            out[key] = round(statistics.median(values), 2)
+            out[f"{key}_range"] = [min(values), max(values)]
+    return out
+
+
+def one_round(port: int, path: str, row_body: bytes, big_body: bytes, seconds: float, name: str) -> dict:
+    print(f"[{name}] 1 client, 8 clients, 1,000 rows", flush=True)
+    drive(port, path, row_body, 1, 50, 30)      # warm the connection and the server's caches
+    one = drive(port, path, row_body, 1, 20_000, seconds)
+    eight = drive(port, path, row_body, 8, 80_000, seconds)
+    big = [drive(port, path, big_body, 1, 1, 120) for _ in range(7)]
+    return {"one_p50_ms": one["p50_ms"], "one_p99_ms": one["p99_ms"], "one_rps": one["rps"],
+            "eight_rps": eight["rps"], "eight_p50_ms": eight["p50_ms"], "eight_p99_ms": eight["p99_ms"],
+            "rows_1k_ms": statistics.median(b["p50_ms"] for b in big),
+            "errors": one["errors"] + eight["errors"] + sum(b["errors"] for b in big),
+            "requests": one["requests"] + eight["requests"] + len(big)}
+
+
+def tree(pid: int) -> list[int]:
+    pids, out = [pid], []
+    while pids:
+        p = pids.pop()
+        out.append(p)
+        try:
+            pids += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def memory(pid: int) -> dict:
+    """RSS of the whole process tree and of its largest process (ours: the worker; the master is small)."""
+    each = {p: rss_mb(p, children=False) for p in tree(pid)}
+    return {"tree_mb": round(sum(each.values()), 1), "largest_mb": max(each.values()), "processes": len(each)}
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], env: dict, port: int, ready: str, path: str,
+                 row_body: bytes, big_body: bytes, cwd: Path = ROOT) -> None:
+        self.name, self.port, self.ready, self.path = name, port, ready, path
+        self.row_body, self.big_body = row_body, big_body
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.rounds: list[dict] = []
+        self.rss: list[dict] = []
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+
+
+def check_same_answers(ours: Server, peer: Server, rows: list[dict], key: str) -> float:
+    """Largest |probability difference| between the two servers on the golden rows (same model, same calibrator)."""
+    def post(server: Server, body: dict) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        conn.request("POST", server.path, body=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        answer = json.loads(conn.getresponse().read())
+        if "predictions" not in answer:
+            raise RuntimeError(f"{server.name}: {answer}")
+        return answer
+
+    a = [p["probability"] for p in post(ours, {"features": rows})["predictions"]]
+    b = post(peer, {key: rows})["predictions"]
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, help="a pipeline home with at least two released versions")
     parser.add_argument("--model-name", default="credit-risk")
-    parser.add_argument("--seconds", type=float, default=15.0, help="time bound per load scenario")
+    parser.add_argument("--seconds", type=float, default=8.0, help="time bound per load scenario and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--peers", default="kserve,mlflow", help="comma-separated: kserve, mlflow")
+    parser.add_argument("--baseline-root", type=Path,
+                        help="a checkout of an earlier commit: its server runs too, as 'ours-before' (git worktree)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
     tmp = None
@@ -148,74 +245,115 @@ def main() -> int:
     v_old, v_new = versions[-2], versions[-1]
     meta = json.loads((models / v_new / "metadata.json").read_text())
     rows = [g["features"] for g in meta["golden_examples"]]
-    big_rows = [rows[i % len(rows)] for i in range(10_000)]
-    tracking = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-    registered = next(v for v in client.search_model_versions(f"name = '{args.model_name}'")
-                      if v.tags.get("export_version") == v_new)
-    results: dict = {"model": args.model_name, "export_version": v_new,
-                     "registered_version": str(registered.version), "cpus": os.cpu_count()}
-
-    # ---- ours
-    port = free_port()
-    env = {**os.environ, "SERVING_MODEL_ROOT": str(home / "models"), "SERVING_MODEL_DIR": str(models),
-           "SERVING_MODEL_VERSION": v_new, "SERVING_ADMIN_TOKEN": TOKEN, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    ours = subprocess.Popen([PY, "-m", "serving", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    big_rows = [rows[i % len(rows)] for i in range(1_000)]
+    peers = [p for p in args.peers.split(",") if p]
+    results: dict = {"model": args.model_name, "export_version": v_new, "cpus": os.cpu_count(),
+                     "rounds": args.rounds, "seconds_per_scenario": args.seconds}
+    base_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    servers: list[Server] = []
     try:
-        wait_ready(port, "/health", ours)
-        results["ours_rss_mb_one_version"] = rss_mb(ours.pid)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        # ---- ours, as hosts run it: gunicorn master + one uvicorn worker (uvloop, httptools)
+        port = free_port()
+        env = {**base_env, "SERVING_MODEL_ROOT": str(home / "models"), "SERVING_MODEL_DIR": str(models),
+               "SERVING_MODEL_VERSION": v_new, "SERVING_ADMIN_TOKEN": TOKEN,
+               "SERVING_STATE_FILE": str(home / "bench-serving-state.json")}
+        servers.append(Server("ours", [PY, "-m", "serving", "--port", str(port), "--log-level", "warning"], env,
+                              port, "/health", "/predict", json.dumps({"features": rows[:1]}).encode(),
+                              json.dumps({"features": big_rows}).encode()))
+        if args.baseline_root is not None:
+            port = free_port()
+            env = {**env, "SERVING_STATE_FILE": str(home / "bench-serving-state-before.json"),
+                   "PYTHONPATH": str(args.baseline_root.resolve())}
+            servers.append(Server("ours-before", [PY, "-m", "serving", "--port", str(port), "--log-level", "warning"],
+                                  env, port, "/health", "/predict", servers[0].row_body, servers[0].big_body,
+                                  cwd=args.baseline_root.resolve()))
+        if "kserve" in peers:
+            port = free_port()
+            env = {**base_env, "PYTHONPATH": str(ROOT)}
+            servers.append(Server("kserve", [str(kserve_python()), str(ROOT / "bench" / "kserve_model.py"),
+                                             "--model_name", args.model_name, "--version_dir", str(models / v_new),
+                                             "--http_port", str(port), "--workers", "1", "--enable_grpc", "false",
+                                             "--enable_latency_logging", "false", "--quiet"], env, port,
+                                  f"/v1/models/{args.model_name}", f"/v1/models/{args.model_name}:predict",
+                                  json.dumps({"instances": rows[:1]}).encode(),
+                                  json.dumps({"instances": big_rows}).encode()))
+        if "mlflow" in peers:
+            from mlflow import MlflowClient
+
+            tracking = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+            client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+            registered = next(v for v in client.search_model_versions(f"name = '{args.model_name}'")
+                              if v.tags.get("export_version") == v_new)
+            port = free_port()
+            # mlflow starts `uvicorn` by name: the venv's bin must be on PATH.
+            env = {**base_env, "MLFLOW_TRACKING_URI": tracking,
+                   "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+            frame_rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in rows]
+            big_frame = [frame_rows[i % len(frame_rows)] for i in range(1_000)]
+            servers.append(Server("mlflow", [str(Path(PY).with_name("mlflow")), "models", "serve", "-m",
+                                             f"models:/{args.model_name}/{registered.version}", "--env-manager",
+                                             "local", "-h", "127.0.0.1", "-p", str(port)], env, port, "/ping",
+                                  "/invocations",
+                                  json.dumps({"dataframe_records": frame_rows[:1]}).replace("NaN", "null").encode(),
+                                  json.dumps({"dataframe_records": big_frame}).replace("NaN", "null").encode()))
+        for server in servers:
+            wait_ready(server.port, server.ready, server.proc)
+        if "kserve" in peers:
+            kserve = next(s for s in servers if s.name == "kserve")
+            results["max_abs_probability_difference_ours_vs_kserve"] = check_same_answers(servers[0], kserve, rows,
+                                                                                          "instances")
+        for server in servers:
+            server.rss.append(memory(server.proc.pid))
+        for r in range(args.rounds):
+            # Alternate, and rotate who goes first, so a neighbour's burst of load hits every server alike.
+            for server in servers[r % len(servers):] + servers[:r % len(servers)]:
+                server.rounds.append(one_round(server.port, server.path, server.row_body, server.big_body,
+                                               args.seconds, f"{server.name} round {r + 1}"))
+                server.rss.append(memory(server.proc.pid))
+        for server in servers:
+            results[server.name] = {"median": median_of(server.rounds), "rounds": server.rounds,
+                                    "rss_at_start": server.rss[0], "rss_after_rounds": server.rss[-1]}
+        ours = servers[0]
+        conn = http.client.HTTPConnection("127.0.0.1", ours.port, timeout=120)
         conn.request("POST", f"/load?model_dir={models}&version={v_old}&default=false",
                      headers={"Authorization": f"Bearer {TOKEN}"})
         assert conn.getresponse().status == 200
-        results["ours_rss_mb_two_versions"] = rss_mb(ours.pid)
-        results["ours"] = scenarios(port, "/predict", json.dumps({"features": rows[:1]}).encode(),
-                                    json.dumps({"features": big_rows}).encode(), args.seconds, "ours")
-        results["ours_rss_mb_after_load"] = rss_mb(ours.pid)
+        results["ours"]["rss_two_versions"] = memory(ours.proc.pid)
     finally:
-        ours.terminate()
-        ours.wait(timeout=30)
-
-    # ---- mlflow models serve, same registered version
-    port = free_port()
-    # mlflow starts `uvicorn` by name: the venv's bin must be on PATH.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    peer = subprocess.Popen([str(Path(PY).with_name("mlflow")), "models", "serve", "-m",
-                             f"models:/{args.model_name}/{registered.version}", "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_ready(port, "/ping", peer)
-        results["mlflow_rss_mb"] = rss_mb(peer.pid)
-        frame_rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in rows]
-        big_frame = [frame_rows[i % len(frame_rows)] for i in range(10_000)]
-        one = json.dumps({"dataframe_records": frame_rows[:1]}).replace("NaN", "null").encode()
-        big = json.dumps({"dataframe_records": big_frame}).replace("NaN", "null").encode()
-        results["mlflow"] = scenarios(port, "/invocations", one, big, args.seconds, "mlflow")
-        results["mlflow_rss_mb_after_load"] = rss_mb(peer.pid)
-    finally:
-        if peer.poll() is None:
-            os.killpg(peer.pid, 15)
-            peer.wait(timeout=30)
-
-    o, m = results["ours"], results["mlflow"]
-    results["throughput_ratio_8_clients"] = round(o["eight_clients"]["rps"] / max(m["eight_clients"]["rps"], 1e-9), 1)
+        for server in servers:
+            server.stop()
+    if "kserve" in results:
+        o, k = results["ours"]["median"], results["kserve"]["median"]
+        results["vs_kserve"] = {
+            "rps_8_clients_ratio": round(o["eight_rps"] / k["eight_rps"], 2),
+            "goal_rps_ratio_1_3": o["eight_rps"] >= 1.3 * k["eight_rps"],
+            "goal_p50_at_or_below": o["one_p50_ms"] <= k["one_p50_ms"],
+            "goal_1k_rows_at_or_below": o["rows_1k_ms"] <= k["rows_1k_ms"],
+            "goal_memory_at_or_below_worker": results["ours"]["rss_after_rounds"]["largest_mb"]
+            <= results["kserve"]["rss_after_rounds"]["tree_mb"],
+            "goal_memory_at_or_below_tree": results["ours"]["rss_after_rounds"]["tree_mb"]
+            <= results["kserve"]["rss_after_rounds"]["tree_mb"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
+    names = [s.name for s in servers]
     print()
-    print("| scenario | ours | mlflow models serve |")
-    print("|---|---|---|")
-    for label, key in (("1 client", "one_client"), ("8 clients", "eight_clients")):
-        for metric in ("rps", "p50_ms", "p99_ms", "errors", "requests"):
-            print(f"| {label}: {metric} | {o[key][metric]} | {m[key][metric]} |")
-    print(f"| one 10,000-row request, ms (median of 5) | {o['rows_10k_ms']} | {m['rows_10k_ms']} |")
-    print(f"| RSS MB (ours: two versions loaded) | {results['ours_rss_mb_two_versions']} | "
-          f"{results['mlflow_rss_mb']} |")
-    print(f"| throughput ratio, 8 clients | {results['throughput_ratio_8_clients']}x | |")
+    print(f"| median of {args.rounds} rounds (min-max) | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for label, key in (("1 client p50 ms", "one_p50_ms"), ("1 client p99 ms", "one_p99_ms"),
+                       ("1 client req/s", "one_rps"), ("8 clients req/s", "eight_rps"),
+                       ("8 clients p99 ms", "eight_p99_ms"), ("1,000-row request ms", "rows_1k_ms"),
+                       ("failed requests", "errors")):
+        cells = []
+        for n in names:
+            m = results[n]["median"]
+            lo, hi = m[f"{key}_range"]
+            cells.append(f"{m[key]} ({lo}-{hi})")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    for label, key in (("RSS MB, process tree", "tree_mb"), ("RSS MB, largest process", "largest_mb"),
+                       ("processes", "processes")):
+        print(f"| {label} | " + " | ".join(str(results[n]["rss_after_rounds"][key]) for n in names) + " |")
+    if "vs_kserve" in results:
+        print(json.dumps(results["vs_kserve"]))
     if tmp:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

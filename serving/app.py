@@ -28,8 +28,10 @@ from starlette.requests import ClientDisconnect
 
 from serving.config import ServingSettings, settings_from_env, threads_per_worker
 from serving.dashboard import PAGE, summary
+from serving.encoding import predictions_json
 from serving.errors import ServingError
 from serving.inputs import read_json_rows
+from serving.model import import_tensorflow
 from serving.monitoring import LABELLED_MAX_ROWS, Recorder
 from serving.observability import Metrics
 from serving.openapi import feedback_extra, labelled_extra, predict_extra, split_extra
@@ -62,7 +64,7 @@ def _json(payload: dict, status: int = 200, headers: dict | None = None) -> Resp
 
 
 def configure_threads(settings: ServingSettings) -> None:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     try:
         # Several server processes share the CPUs: each gets its part, so they do not oversubscribe.
@@ -556,8 +558,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             record(request, "predict", 500, version, start)
             return _json({"detail": "internal error; see the server log", "request_id": request_id}, 500,
                          {"x-request-id": request_id})
-        predictions = [{"probability": p, "raw_score": r, "version": version}
-                       for p, r in zip(prob.tolist(), raw.tolist())]
         if PROBE_HEADER not in request.headers:
             metrics.rows.labels(version).inc(len(rows))
             hist = metrics.probability.labels(version)
@@ -566,8 +566,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             if state["recorder"] is not None:
                 state["recorder"].scored(version, request_id, columns, prob, time.perf_counter() - start, raw)
         record(request, "predict", 200, version, start)
-        return _json({"request_id": request_id, "model_version": version, "predictions": predictions},
-                     headers={"x-request-id": request_id})
+        return Response(predictions_json(request_id, version, prob, raw), media_type="application/json",
+                        headers={"x-request-id": request_id})
 
     return app
 

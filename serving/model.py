@@ -9,6 +9,7 @@ load the graph.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +29,34 @@ from serving.metadata import (
     verify_metadata,
 )
 from serving.schema import ColumnSpec, schema_from_dict, tensor_name
+
+# Imported by `import tensorflow` only if installed, and never used by the server: Keras (TensorFlow imports
+# it eagerly to register its objects for Keras' own loaders; the server calls the SavedModel's signature
+# functions, which need none of it) and, through Keras' scikit-learn wrapper, scikit-learn and SciPy's
+# submodules. Together ~170 MB of every server process and a second of its start (bench/README.md).
+NOT_NEEDED_TO_SERVE = ("keras", "sklearn")
+
+
+def import_tensorflow():
+    """``import tensorflow``, keeping out the optional modules it would pull in that serving never uses.
+
+    A module name mapped to None in ``sys.modules`` makes its import raise ImportError, which TensorFlow
+    and Keras catch (both treat the module as not installed). The names are released again afterwards, so
+    code that imports one of them later in the same process gets the real module. A process that imported
+    TensorFlow (or one of them) already is left as it is.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    blocked = [name for name in NOT_NEEDED_TO_SERVE if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None
+    try:
+        import tensorflow as tf
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return tf
 
 
 class LoadedModel:
@@ -60,8 +89,7 @@ class LoadedModel:
         if calibrator.method != metadata.calibrator_method:
             raise IntegrityError(f"{version_dir}: calibrator is {calibrator.method}, metadata says "
                                  f"{metadata.calibrator_method}")
-        import tensorflow as tf
-
+        tf = import_tensorflow()
         loaded = tf.saved_model.load(str(version_dir / SAVED_MODEL_DIR))
         return cls(version_dir, metadata, calibrator, loaded, metadata_sha256)
 

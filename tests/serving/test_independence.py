@@ -35,3 +35,23 @@ def test_serving_requirements_cover_its_imports():
         assert f"{package}==" in reqs
     for banned in ("prefect", "mlflow", "pandas", "scikit-learn"):
         assert banned not in reqs
+
+
+@pytest.mark.integration
+def test_the_server_scores_without_keras_or_scikit_learn_in_memory(served_models):
+    """TensorFlow would import Keras and, through it, scikit-learn (~170 MB): the server keeps both out
+    and still reproduces the golden examples; code that imports them later in the process gets them."""
+    import subprocess
+
+    code = ("import sys\n"
+            "from serving.model import LoadedModel\n"
+            "model = LoadedModel.load(sys.argv[1])\n"
+            "print(model.golden_max_error(), 'keras' in sys.modules, 'sklearn' in sys.modules)\n"
+            "import keras, sklearn\n")
+    done = subprocess.run([sys.executable, "-c", code, str(served_models["model_dir"] / "1")], cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    error, keras_loaded, sklearn_loaded = done.stdout.split()
+    assert float(error) <= 1e-6
+    assert (keras_loaded, sklearn_loaded) == ("False", "False")
