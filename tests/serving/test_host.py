@@ -84,6 +84,11 @@ def test_stop_ends_the_recorded_server_and_its_process_group(tmp_path, session):
 def test_stop_still_ends_a_server_an_older_host_py_recorded(tmp_path, session):
     """server.json without a start time (an older host.py): the server is recognised by its command line."""
     server = session(sys.executable, "-c", "import time; time.sleep(300)", "--model-root", str(tmp_path / "releases"))
+    # Popen returns once the child's exec closed its close-on-exec pipe, a moment before the kernel has set
+    # up the new program's arguments: on a busy machine /proc/<pid>/cmdline can still be empty then.
+    deadline = time.monotonic() + 10
+    while b"--model-root" not in Path(f"/proc/{server.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     run = tmp_path / "run"
     run.mkdir()
     (run / "server.pid").write_text(str(server.pid))
