@@ -12,7 +12,7 @@ alternating rounds (the order flips each round), each:
 Then this tree with 2 workers: after 2,000 requests on 8 clients, ``--reads`` reads of /monitoring/window
 (the last hour), /monitoring/summary and /metrics, each on a new connection: median and max.
 
-Usage: .venv/bin/python bench/bench_host_monitoring.py --model-dir DIR [--before /work/main] [--rounds 4]
+Usage: .venv/bin/python bench/bench_host_monitoring.py --model-dir DIR --before CHECKOUT [--rounds 4]
                                                        [--out bench/results/host_monitoring.json]
 """
 
@@ -116,7 +116,7 @@ def reads(port: int, n: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--before", type=Path, default=Path("/work/main"))
+    parser.add_argument("--before", type=Path, required=True, help="a checkout without host-wide monitoring")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=8)

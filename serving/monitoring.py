@@ -115,9 +115,14 @@ class Recorder:
     def _run(self) -> None:
         # Every LINGER_S, everything queued is recorded in one batch: one count per feature for all the
         # requests of that time instead of one per request keeps the thread's share of the GIL small.
-        while not self._stop.wait(LINGER_S):
+        # With peers, the thread waits on the socket a reader's request to publish comes to (serving/peers.py).
+        while not self._stop.is_set():
             try:
-                token = self.peers.asked() if self.peers else None
+                if self.peers:
+                    token = self.peers.wait(LINGER_S)
+                else:
+                    token = None
+                    self._stop.wait(LINGER_S)
                 self.flush()
                 if self.peers and (token is not None or time.monotonic() - self._published_at >= PUBLISH_S):
                     self.publish(token)
@@ -134,6 +139,8 @@ class Recorder:
             except Exception:
                 log.exception("monitoring: the last publication failed")
         self.scored_rows.close()
+        if self.peers:
+            self.peers.close()
 
     def publish(self, ack: int | None = None) -> None:
         """Write the windows changed since the last publication for the other processes (serving/peers.py)."""

@@ -8,9 +8,10 @@ state file), atomically, at most once every ``PUBLISH_S`` and whenever a reader 
     status.json             {"pid", "ack": the last read request it answered}
 
 The counts are additive, so a read sums its own windows (in memory, flushed) with every other
-folder's files. A reader first asks the others to publish (``ask``: it writes ``ask.json`` with a
-token; each worker's recorder thread sees it within LINGER_S, flushes, publishes and acknowledges
-the token in its status) and waits up to ``ASK_TIMEOUT_S``: every request a live worker answered
+folder's files. A reader first asks the others to publish (``ask``: a datagram with a token to each
+worker's socket, in Linux's abstract namespace, named after the folder; the recorder thread waits on
+that socket between its batches, so it wakes at once, flushes, publishes and acknowledges the token
+in its status: no polling while nobody reads) and waits up to ``ASK_TIMEOUT_S``: every request a live worker answered
 before the read is counted, and a worker that does not acknowledge in time is named in the answer
 (its files are then at most PUBLISH_S old). A dead worker's folder stays until its windows expire,
 so a killed worker loses at most what it recorded in its last PUBLISH_S.
@@ -18,9 +19,12 @@ so a killed worker loses at most what it recorded in its last PUBLISH_S.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import select
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,14 +32,13 @@ from pathlib import Path
 import orjson
 
 from serving.host import _alive, _started_at
-from serving.workers import live_workers, write_json
+from serving.workers import live_workers, state_signature
 
 log = logging.getLogger(__name__)
 
 PUBLISH_S = 1.0
 ASK_TIMEOUT_S = 2.0
 ASK_POLL_S = 0.01
-ASK_FILE = "ask.json"
 STATUS_FILE = "status.json"
 
 
@@ -43,14 +46,6 @@ def _atomic(path: Path, payload) -> None:
     part = path.with_name(f".{path.name}.part")
     part.write_bytes(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
     os.replace(part, path)       # no fsync: these are a second's worth of counts, rewritten every second
-
-
-def _signature(path: Path) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class Peers:
@@ -66,21 +61,37 @@ class Peers:
         self.root, self.me, self.live = root, me, live
         self.mine = root / me
         self.mine.mkdir(parents=True, exist_ok=True)
-        self._ask_signature = None
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(self._address(me))
+        self._socket.setblocking(False)
         self._cache: dict[Path, tuple[tuple, dict]] = {}
 
     # ------------------------------------------------------------ this worker's side
-    def asked(self) -> int | None:
-        """The token of a read request newer than the last one seen (a stat, a read only on change)."""
-        path = self.root / ASK_FILE
-        signature = _signature(path)
-        if signature == self._ask_signature or signature is None:
-            return None
-        self._ask_signature = signature
+    def _address(self, name: str) -> bytes:
+        # Abstract namespace (a leading NUL): no file, no path-length limit, gone with the process.
+        digest = hashlib.sha256(f"{self.root.resolve()}/{name}".encode()).hexdigest()[:32]
+        return b"\0ml-pipeline-monitoring-" + digest.encode()
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` for a reader's request to publish: the newest token, or None."""
         try:
-            return int(orjson.loads(path.read_bytes())["token"])
-        except (OSError, ValueError, KeyError, TypeError):
+            ready, _w, _x = select.select([self._socket], [], [], timeout)
+        except (OSError, ValueError):          # closed
             return None
+        token = None
+        while ready:
+            try:
+                data = self._socket.recv(64)
+            except (BlockingIOError, OSError):
+                break
+            try:
+                token = max(token or 0, int(data))
+            except ValueError:
+                continue
+        return token
+
+    def close(self) -> None:
+        self._socket.close()
 
     def publish(self, windows: dict[int, dict], labels: dict[int, dict], ack: int | None) -> None:
         """Write the windows and label windows given (start -> {version: counts}), then the status."""
@@ -114,15 +125,22 @@ class Peers:
         timeout = ASK_TIMEOUT_S if timeout is None else timeout
         started = time.monotonic()
         token = time.time_ns()
-        write_json(self.root / ASK_FILE, {"token": token, "by": os.getpid()})
         others = self.live() - {self.me}
-        pending = set(others)
+        pending = set()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
+            for name in others:
+                try:
+                    out.sendto(str(token).encode(), self._address(name))
+                    pending.add(name)
+                except OSError:     # no socket: the process is going; counted as of its last publication
+                    log.info("monitoring: worker %s did not take the request to publish", name)
+        late = others - pending
         while pending:
             pending = {name for name in pending if self._ack(name) < token}
             if not pending or time.monotonic() - started > timeout:
                 break
             time.sleep(ASK_POLL_S)
-        return {"merged": 1 + len(others), "late": sorted(int(name.split("-")[0]) for name in pending),
+        return {"merged": 1 + len(others), "late": sorted(int(name.split("-")[0]) for name in pending | late),
                 "waited_s": round(time.monotonic() - started, 3)}
 
     def _ack(self, name: str) -> int:
@@ -152,7 +170,7 @@ class Peers:
 
     def _load(self, path: Path) -> dict | None:
         # A window that has ended is no longer rewritten: parsed once, then served from the cache.
-        signature = _signature(path)
+        signature = state_signature(path)
         if signature is None:
             return None
         cached = self._cache.get(path)

@@ -115,28 +115,31 @@ class ScoredStore:
         replaced."""
         out = []
         with self._lock, self._transaction() as db:
-            changed: dict[str, np.ndarray] = {}
+            held: dict[str, tuple | None] = {}        # request id -> (version, at, probabilities, labels)
+            changed: set[str] = set()
             for rid, row, label in items:
-                found = db.execute("SELECT version, at, n, prob, labels FROM scored WHERE request_id = ?",
-                                   (rid,)).fetchone()
-                if found is None or not 0 <= row < found[2]:
+                if rid not in held:
+                    found = db.execute("SELECT version, at, prob, labels, n FROM scored WHERE request_id = ?",
+                                       (rid,)).fetchone()
+                    held[rid] = None if found is None else (
+                        found[0], found[1], np.frombuffer(found[2], dtype=np.float32),
+                        np.frombuffer(found[3], dtype=np.int8).copy() if found[3] is not None
+                        else np.full(found[4], -1, dtype=np.int8))
+                rows = held[rid]
+                if rows is None or not 0 <= row < rows[2].size:
                     out.append(("unknown",))
                     continue
-                version, at, n, prob, labels = found
-                current = changed.get(rid)
-                if current is None:
-                    current = (np.frombuffer(labels, dtype=np.int8).copy() if labels is not None
-                               else np.full(n, -1, dtype=np.int8))
-                before = int(current[row])
-                p = float(np.frombuffer(prob, dtype=np.float32)[row])
+                version, at, prob, labels = rows
+                before = int(labels[row])
+                p = float(prob[row])
                 if before == label:
                     out.append(("unchanged", version, at, p, before))
                     continue
-                current[row] = label
-                changed[rid] = current
+                labels[row] = label           # a later item of the same call sees it
+                changed.add(rid)
                 out.append(("replaced" if before >= 0 else "accepted", version, at, p, before))
-                # written at once: a later item of the same call reads it back
-                db.execute("UPDATE scored SET labels = ? WHERE request_id = ?", (current.tobytes(), rid))
+            db.executemany("UPDATE scored SET labels = ? WHERE request_id = ?",
+                           [(held[rid][3].tobytes(), rid) for rid in changed])
         return out
 
     # ------------------------------------------------------------ read

@@ -82,9 +82,15 @@ def test_a_dead_workers_counts_stay_and_a_silent_one_is_named_late(tmp_path, mon
         host.live.discard("102-1")
         assert a.window(since=0)["versions"]["1"]["requests"] == 1
         monkeypatch.setattr(peers_module, "ASK_TIMEOUT_S", 0.3)
-        host.live.add("103-1")                      # alive but never answers
+        host.live.add("103-1")                      # recorded as live, but no socket: late at once
         w = a.window(since=0)
-        assert w["workers"]["late"] == [103] and 0.3 <= w["workers"]["waited_s"] < 2
+        assert w["workers"]["late"] == [103] and w["workers"]["waited_s"] < 0.3
+        silent = Peers(tmp_path / "monitoring", "104-1", lambda: set())     # a socket, nobody reading it
+        host.live = {"101-1", "104-1"}
+        w = a.window(since=0)
+        silent.close()
+        assert w["workers"]["late"] == [104] and 0.3 <= w["workers"]["waited_s"] < 2
+        assert w["versions"]["1"]["requests"] == 1
     finally:
         host.recorders.pop("102-1")
         host.close()
