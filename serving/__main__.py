@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", help="load DIR/VERSION at start (SERVING_MODEL_DIR)")
     parser.add_argument("--version", help="the version to load at start (SERVING_MODEL_VERSION)")
     parser.add_argument("--workers",
-                        help="server processes under the master (SERVING_WORKERS; default 1; auto: one per CPU); "
-                             "more than one need SERVING_STATE_FILE, through which they stay in step")
+                        help="server processes under the master (SERVING_WORKERS; auto: one per CPU, the default with "
+                             "SERVING_STATE_FILE, through which they stay in step; without it, 1)")
     parser.add_argument("--intra-op-threads", type=int,
                         help="TensorFlow intra-op threads per server process (default: CPUs // workers)")
     parser.add_argument("--inter-op-threads", type=int, help="TensorFlow inter-op threads (default: 1)")
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from serving.supervise import run
 
         shared = bool(os.environ.get("SERVING_STATE_FILE"))
-        wanted = args.workers or os.environ.get("SERVING_WORKERS") or "1"
+        wanted = args.workers or os.environ.get("SERVING_WORKERS") or ("auto" if shared else "1")
         try:
             workers = available_cpus() if wanted == "auto" else int(wanted)
         except ValueError:

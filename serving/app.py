@@ -35,6 +35,7 @@ from serving.model import import_tensorflow
 from serving.monitoring import LABELLED_MAX_ROWS, Recorder
 from serving.observability import Metrics
 from serving.openapi import feedback_extra, labelled_extra, predict_extra, split_extra
+from serving.peers import host_peers
 from serving.scorer import Scorer
 from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
 from serving.sync import Sync, SyncError
@@ -77,7 +78,7 @@ def configure_threads(settings: ServingSettings) -> None:
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or settings_from_env()
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics_dir)
     store = ModelStore()
     load_lock = asyncio.Lock()
     shadow_log: collections.deque = collections.deque(maxlen=settings.shadow_log_size)
@@ -99,9 +100,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         """After every change of what is served: the gauges (the state file is the Sync's)."""
         routing = store.routing
         metrics.loaded.set(len(routing.models))
-        metrics.default.clear()
-        if routing.default:
-            metrics.default.labels(routing.default).set(1)
+        metrics.set_default(routing.default)
 
     def applied(loaded: list[str]) -> None:
         """Another process's change (or the state file at start) is now served here."""
@@ -155,8 +154,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         await asyncio.to_thread(configure_threads, settings)
         state["scorer"] = Scorer(metrics, settings.scorer_batch_rows)
         if settings.monitoring:
+            # One of the host's processes (a state file): monitoring is the host's (serving/peers.py).
+            peers = host_peers(settings.state_file) if settings.state_file is not None else None
             state["recorder"] = Recorder(settings.monitor_window_s, settings.monitor_windows,
-                                         settings.label_window_s, settings.feedback_ttl_s, settings.feedback_max_rows)
+                                         settings.label_window_s, settings.feedback_ttl_s, settings.feedback_max_rows,
+                                         peers=peers)
         watcher = None
         if sync is None:
             async with load_lock:
@@ -386,39 +388,41 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     def references() -> dict[str, dict]:
         return {v: m.metadata.reference or {} for v, m in store.routing.models.items()}
 
-    def recent_summary(minutes: float) -> dict:
-        """The dashboard's numbers over the last ``minutes``, from what the recorder holds."""
-        window = recorder().window(time.time() - minutes * 60, None)
+    def recent_summary(minutes: float, fresh: bool = True) -> dict:
+        """The dashboard's numbers over the last ``minutes``, from what the recorder holds (the host's)."""
+        window = recorder().window(time.time() - minutes * 60, None, fresh)
         return summary(window, health_body()[0], references(), minutes, settings.drift_min_rows)
 
     def publish_monitoring(minutes: float = 60) -> None:
-        """The last hour's drift and calibration as gauges (cleared first: a feature under the minimum
-        sample has no PSI, not a stale one)."""
-        metrics.healthy.set(1 if health_body()[0]["status"] == "healthy" else 0)
-        if state["recorder"] is None:
-            return
-        numbers = recent_summary(minutes)
-        for gauge in (metrics.feature_psi, metrics.prediction_mean, metrics.prediction_baseline_mean, metrics.ece,
-                      metrics.labelled_rows):
-            gauge.clear()
-        for version, v in numbers["versions"].items():
-            for feature, value in v["psi"].items():
-                metrics.feature_psi.labels(version, feature).set(value)
-            if v["mean_prediction"] is not None:
-                metrics.prediction_mean.labels(version).set(v["mean_prediction"])
-            if v["labels"].get("n"):
-                metrics.ece.labels(version).set(v["labels"]["ece"])
-                metrics.labelled_rows.labels(version).set(v["labels"]["n"])
-        for version, reference in references().items():
-            if (reference.get("prediction") or {}).get("mean") is not None:
-                metrics.prediction_baseline_mean.labels(version).set(reference["prediction"]["mean"])
+        """The last hour's drift and calibration as gauges, set whole (a feature under the minimum sample
+        has no PSI, not a stale one). From the other workers' last publication (at most a second old):
+        a scrape does not make them publish."""
+        gauges: dict[str, dict[tuple[str, ...], float]] = {
+            "serving_healthy": {(): 1.0 if health_body()[0]["status"] == "healthy" else 0.0}}
+        if state["recorder"] is not None:
+            numbers = recent_summary(minutes, fresh=False)
+            psi, mean, ece, labelled, baseline = {}, {}, {}, {}, {}
+            for version, v in numbers["versions"].items():
+                for feature, value in v["psi"].items():
+                    psi[(version, feature)] = value
+                if v["mean_prediction"] is not None:
+                    mean[(version,)] = v["mean_prediction"]
+                if v["labels"].get("n"):
+                    ece[(version,)] = v["labels"]["ece"]
+                    labelled[(version,)] = v["labels"]["n"]
+            for version, reference in references().items():
+                if (reference.get("prediction") or {}).get("mean") is not None:
+                    baseline[(version,)] = reference["prediction"]["mean"]
+            gauges |= {"serving_feature_psi": psi, "serving_prediction_mean": mean, "serving_ece": ece,
+                       "serving_labelled_rows": labelled, "serving_prediction_baseline_mean": baseline}
+        metrics.scrape_gauges.set(gauges)
 
     @app.get("/metrics")
     async def prometheus(request: Request):
         authorize(request, admin=False)
         metrics.queue_depth.set(state["scorer"].depth() if state["scorer"] else 0)
         await asyncio.to_thread(publish_monitoring)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(await asyncio.to_thread(generate_latest, metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------ monitoring
     @app.get("/monitoring/window")

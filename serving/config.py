@@ -36,6 +36,9 @@ class ServingSettings(BaseModel):
     workers: int | None = Field(None, ge=1, le=256)
     master_pid: int | None = None      # set by serving/supervise.py: the workers' parent
     converge_timeout_s: float = Field(120, gt=0)
+    # prometheus_client's multiprocess folder (PROMETHEUS_MULTIPROC_DIR, set by serving/supervise.py): the
+    # workers' counters are kept there and a scrape of any worker merges them all.
+    metrics_dir: Path | None = None
     admin_token: str | None = Field(default=None, repr=False)
     max_batch_rows: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(16 << 20, ge=1024)   # larger bodies get 413 before they are read whole
@@ -73,7 +76,7 @@ ENV = {
     "SERVING_MODEL_ROOT": "model_root", "SERVING_MODEL_DIR": "model_dir",
     "SERVING_MODEL_VERSION": "model_version", "SERVING_STATE_FILE": "state_file",
     "SERVING_WORKERS": "workers", "SERVING_MASTER_PID": "master_pid",
-    "SERVING_CONVERGE_TIMEOUT_S": "converge_timeout_s",
+    "SERVING_CONVERGE_TIMEOUT_S": "converge_timeout_s", "PROMETHEUS_MULTIPROC_DIR": "metrics_dir",
     "SERVING_ADMIN_TOKEN": "admin_token",
     "SERVING_MAX_BATCH_ROWS": "max_batch_rows", "SERVING_MAX_BODY_BYTES": "max_body_bytes",
     "SERVING_SCORER_BATCH_ROWS": "scorer_batch_rows", "SERVING_SCORE_TIMEOUT_S": "score_timeout_s",

@@ -1,13 +1,26 @@
-"""Prometheus metrics of one server (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one server (its own registry, so several apps can live in one process).
+
+Under ``python -m serving`` (gunicorn, one or more workers) the counters and histograms live in
+prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, run/metrics/, emptied by the
+master at start; a dead worker's live gauges are dropped by the master's ``child_exit`` hook) and
+``exposition`` merges every worker's, so a scrape of any worker shows the host. The gauges derived
+from the monitoring windows are computed at each scrape from the host-wide windows (``ScrapeGauges``:
+never in the files, so a cleared series cannot linger). The process and runtime series
+(``process_*``, ``python_*``) are those of the worker that answered the scrape.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    values,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -18,14 +31,68 @@ DIVERGENCE_BUCKETS = (1e-6, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 64, 256, 1024, 4096, 16384)
 
 
-class Metrics:
+# Set at each scrape from the last hour the monitoring recorder holds (serving.drift), so Prometheus
+# rules can follow the guide's drift and calibration rows too: name -> (help, label names).
+SCRAPE_GAUGES = {
+    "serving_healthy": ("1 while /health answers healthy", ()),
+    "serving_feature_psi": ("PSI of each input over the last hour against the default version's reference "
+                            "(absent below the minimum sample)", ("version", "feature")),
+    "serving_prediction_mean": ("Mean probability served over the last hour", ("version",)),
+    "serving_prediction_baseline_mean": ("Mean calibrated probability on the training data (the export's "
+                                         "reference)", ("version",)),
+    "serving_ece": ("ECE (10 equal-width bins) of the labelled rows of the last hour", ("version",)),
+    "serving_labelled_rows": ("Labelled rows of the last hour", ("version",)),
+}
+
+
+class ScrapeGauges:
+    """The gauges computed at a scrape: exactly the values of the last ``set`` (a series left out is absent)."""
+
     def __init__(self) -> None:
+        self._values: dict[str, dict[tuple[str, ...], float]] = {}
+
+    def set(self, values_by_name: dict[str, dict[tuple[str, ...], float]]) -> None:
+        self._values = values_by_name        # replaced whole: a concurrent collect sees the old or the new
+
+    def collect(self):
+        current = self._values
+        for name, (doc, labels) in SCRAPE_GAUGES.items():
+            family = GaugeMetricFamily(name, doc, labels=list(labels))
+            for key, value in current.get(name, {}).items():
+                family.add_metric(list(key), value)
+            yield family
+
+
+def _runtime(registry: CollectorRegistry) -> None:
+    # The process (CPU, memory, file descriptors) and Python runtime series, as the default registry has.
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+
+class Metrics:
+    """The server's metrics; with ``multiprocess_dir`` (gunicorn sets PROMETHEUS_MULTIPROC_DIR) the counters,
+    histograms and gauges are kept in that folder's files and ``exposition`` merges every worker's."""
+
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is not None and values.ValueClass is values.MutexValue:
+            # prometheus_client picked its value class at import, before the directory was known.
+            values.ValueClass = values.MultiProcessValue()
         self.registry = CollectorRegistry()
         r = self.registry
-        # The process (CPU, memory, file descriptors) and Python runtime series, as the default registry has.
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        self.scrape_gauges = ScrapeGauges()
+        if multiprocess_dir is None:
+            self.exposition = r
+            _runtime(r)
+            r.register(self.scrape_gauges)
+        else:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self.exposition = CollectorRegistry()
+            MultiProcessCollector(self.exposition, path=str(multiprocess_dir))
+            _runtime(self.exposition)
+            self.exposition.register(self.scrape_gauges)
         self.requests = Counter("serving_requests", "HTTP requests by endpoint, status and version",
                                 ["endpoint", "status", "version"], registry=r)
         self.latency = Histogram("serving_request_latency_seconds", "Time in the handler, by endpoint",
@@ -37,12 +104,15 @@ class Metrics:
                                       ["feature", "issue"], registry=r)
         self.model_events = Counter("serving_model_events", "Loads, failed loads, swaps, unloads, splits",
                                     ["event"], registry=r)
-        self.loaded = Gauge("serving_loaded_versions", "Number of versions loaded", registry=r)
+        # Each worker serves the same versions (serving/sync.py): the largest of the live workers' values.
+        self.loaded = Gauge("serving_loaded_versions", "Number of versions loaded", registry=r,
+                            multiprocess_mode="livemax")
         self.default = Gauge("serving_default_version", "1 for the version that is the default", ["version"],
-                             registry=r)
+                             registry=r, multiprocess_mode="livemax")
         self.batch_rows = Histogram("serving_scorer_batch_rows", "Rows per model call (requests batched together)",
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge("serving_scorer_queue_depth", "Jobs waiting for the model", registry=r)
+        self.queue_depth = Gauge("serving_scorer_queue_depth", "Jobs waiting for the model (the live workers' "
+                                 "sum, each as of its last scrape)", registry=r, multiprocess_mode="livesum")
         self.shadow_rows = Counter("serving_shadow_rows", "Rows scored by the shadow version", ["version"],
                                    registry=r)
         self.probe_requests = Counter("serving_probe_requests", "Requests marked X-Pipeline-Probe (smoke tests, "
@@ -50,20 +120,15 @@ class Metrics:
                                       registry=r)
         self.feedback_labels = Counter("serving_feedback_labels", "Labels received through /feedback, by outcome",
                                        ["outcome"], registry=r)
-        # Set at each scrape from the last hour the monitoring recorder holds (serving.drift), so
-        # Prometheus rules can follow the guide's drift and calibration rows too.
-        self.healthy = Gauge("serving_healthy", "1 while /health answers healthy", registry=r)
-        self.feature_psi = Gauge("serving_feature_psi", "PSI of each input over the last hour against the "
-                                 "default version's reference (absent below the minimum sample)",
-                                 ["version", "feature"], registry=r)
-        self.prediction_mean = Gauge("serving_prediction_mean", "Mean probability served over the last hour",
-                                     ["version"], registry=r)
-        self.prediction_baseline_mean = Gauge("serving_prediction_baseline_mean", "Mean calibrated probability "
-                                              "on the training data (the export's reference)", ["version"],
-                                              registry=r)
-        self.ece = Gauge("serving_ece", "ECE (10 equal-width bins) of the labelled rows of the last hour",
-                         ["version"], registry=r)
-        self.labelled_rows = Gauge("serving_labelled_rows", "Labelled rows of the last hour", ["version"],
-                                   registry=r)
         self.shadow_divergence = Histogram("serving_shadow_abs_divergence", "|p(shadow) - p(served)| per row",
                                            ["version"], buckets=DIVERGENCE_BUCKETS, registry=r)
+        self._default_versions: set[str] = set()
+
+    def set_default(self, version: str | None) -> None:
+        """serving_default_version: 1 for ``version``, 0 for the versions that were default before (set, not
+        cleared: in the multiprocess files a cleared series would keep its last value)."""
+        for v in self._default_versions - {version}:
+            self.default.labels(v).set(0)
+        if version:
+            self.default.labels(version).set(1)
+            self._default_versions.add(version)

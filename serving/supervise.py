@@ -3,17 +3,22 @@
 The master owns the listening socket and replaces a worker that dies (killed, out of memory)
 at once; while the new worker imports TensorFlow and loads the models, connections go to the
 other workers or wait in the socket's backlog instead of being refused. N is ``--workers`` /
-``SERVING_WORKERS`` (default 1; ``auto``: one per CPU); each worker's TensorFlow gets CPUs // N threads.
+``SERVING_WORKERS`` (default ``auto``, one per CPU, with a state file; 1 without); each worker's
+TensorFlow gets CPUs // N threads.
 
 The workers stay in step through the host's desired state, ``SERVING_STATE_FILE``: the worker that
 receives an admin change writes the next generation of it, the others follow within a second, and
-a new worker serves it from the start (serving/sync.py, serving/workers.py). A dead master is
-systemd's to restart: deployments/systemd/ml-pipeline-api.service.
+a new worker serves it from the start (serving/sync.py, serving/workers.py). Their Prometheus
+counters are kept in prometheus_client's multiprocess files (run/metrics/, emptied here at start; the
+master drops a dead worker's live gauges) and their monitoring in run/monitoring/ (serving/peers.py,
+serving/scored.py), so any worker answers for the host. A dead master is systemd's to restart:
+deployments/systemd/ml-pipeline-api.service.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 from uvicorn_worker import UvicornWorker
@@ -30,9 +35,28 @@ class ServingWorker(UvicornWorker):
     CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "access_log": False}
 
 
+def worker_exited(server, worker) -> None:
+    """gunicorn's ``child_exit`` hook (in the master): a dead worker's live gauges leave the merged metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(worker.pid)
+
+
+def metrics_folder(state_file: Path) -> Path:
+    """prometheus_client's multiprocess folder beside the state file, emptied: counters start at zero with the
+    master (a Prometheus counter reset), never mixed with a previous master's."""
+    folder = state_file.parent / "metrics"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return folder
+
+
 class Supervisor(BaseApplication):
     def __init__(self, host: str, port: int, log_level: str, workers: int = 1) -> None:
         self.options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": WORKER_CLASS,
+                        "child_exit": worker_exited,
                         "timeout": WORKER_TIMEOUT_S, "graceful_timeout": GRACEFUL_TIMEOUT_S, "keepalive": 5,
                         "loglevel": log_level, "accesslog": None, "errorlog": "-",
                         "proc_name": "ml-pipeline-api", "control_socket_disable": True}
@@ -54,4 +78,8 @@ def run(host: str, port: int, log_level: str = "info", workers: int = 1) -> None
     # The workers read these at start: how many they are (their share of the CPUs), and whose children.
     os.environ["SERVING_WORKERS"] = str(workers)
     os.environ["SERVING_MASTER_PID"] = str(os.getpid())
+    state_file = os.environ.get("SERVING_STATE_FILE")
+    if state_file:
+        # Read by prometheus_client when the workers import it (after the fork; the master never does first).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_folder(Path(state_file).resolve()))
     Supervisor(host, port, log_level, workers).run()

@@ -1,0 +1,156 @@
+"""Host-wide monitoring: what it costs /predict, and how long a /monitoring read takes with 2 workers.
+
+Both servers run as hosts run them (``python -m serving``: gunicorn's master, SERVING_STATE_FILE, 1
+worker), side by side on 127.0.0.1: "before" is the code of ``--before`` (a checkout without host-wide
+monitoring: per-process Prometheus values, no publication, scored rows in memory), "after" this tree
+(multiprocess Prometheus files, windows published every second, scored rows in SQLite). ``--rounds``
+alternating rounds (the order flips each round), each:
+
+  1. one client, keep-alive, ``--requests`` single-row /predict: p50 and p99
+  2. 8 clients for ``--seconds``: requests/s
+
+Then this tree with 2 workers: after 2,000 requests on 8 clients, ``--reads`` reads of /monitoring/window
+(the last hour), /monitoring/summary and /metrics, each on a new connection: median and max.
+
+Usage: .venv/bin/python bench/bench_host_monitoring.py --model-dir DIR --before CHECKOUT [--rounds 4]
+                                                       [--out bench/results/host_monitoring.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from testkit.load import Load, percentile  # noqa: E402
+from testkit.net import free_port  # noqa: E402
+
+PY = sys.executable
+TOKEN = "bench-token"
+
+
+def call(port: int, method: str, path: str, timeout: float = 60) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def server(code: Path, model_dir: Path, workers: int, run: Path):
+    port = free_port()
+    run.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(code), "SERVING_MODEL_ROOT": str(model_dir.parent),
+           "SERVING_MODEL_DIR": str(model_dir), "SERVING_MODEL_VERSION": "1", "SERVING_ADMIN_TOKEN": TOKEN,
+           "TF_CPP_MIN_LOG_LEVEL": "3", "SERVING_STATE_FILE": str(run / "serving-state.json"),
+           "SERVING_WORKERS": str(workers)}
+    log = open(run / "server.log", "w")
+    proc = subprocess.Popen([PY, "-m", "serving", "--port", str(port), "--log-level", "warning"], cwd=code, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {(run / 'server.log').read_text()[-800:]}")
+            try:
+                status, raw = call(port, "GET", "/health", timeout=2)
+                health = json.loads(raw)
+                if status == 200 and health["workers"]["count"] == workers and health["workers"]["agree"]:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise RuntimeError(f"server of {code} not ready after 300 s")
+        yield port
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)
+        log.close()
+
+
+def one_client(port: int, body: bytes, requests: int) -> dict:
+    with Load(port, body, clients=1, max_requests=requests, max_seconds=120) as load:
+        outcomes = load.wait()
+    ok = [o.seconds for o in outcomes if o.status == 200]
+    return {"p50_ms": round(percentile(ok, 50) * 1e3, 3), "p99_ms": round(percentile(ok, 99) * 1e3, 3),
+            "errors": len(outcomes) - len(ok)}
+
+
+def eight_clients(port: int, body: bytes, seconds: float) -> dict:
+    t0 = time.monotonic()
+    with Load(port, body, clients=8, max_requests=10**6, max_seconds=seconds, timeout=60) as load:
+        outcomes = load.wait()
+    ok = sum(o.status == 200 for o in outcomes)
+    return {"rps": round(ok / (time.monotonic() - t0), 1), "errors": len(outcomes) - ok}
+
+
+def reads(port: int, n: int) -> dict:
+    out = {}
+    for path in ("/monitoring/window", "/monitoring/summary", "/metrics"):
+        took = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            status, _raw = call(port, "GET", path)
+            took.append(time.perf_counter() - t0)
+            assert status == 200, path
+        ms = sorted(t * 1e3 for t in took)
+        out[path] = {"median_ms": round(statistics.median(ms), 2), "max_ms": round(ms[-1], 2), "n": n}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--before", type=Path, required=True, help="a checkout without host-wide monitoring")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--reads", type=int, default=20)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    golden = json.loads((args.model_dir / "1" / "metadata.json").read_text())["golden_examples"]
+    body = json.dumps({"features": [golden[0]["features"]]}).encode()
+    results: dict = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        with server(args.before, args.model_dir, 1, Path(tmp) / "before") as before, \
+                server(ROOT, args.model_dir, 1, Path(tmp) / "after") as after:
+            ports = {"before": before, "after": after}
+            for port in ports.values():           # warm both
+                one_client(port, body, 100)
+            for r in range(args.rounds):
+                for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                    results[name].append({**one_client(ports[name], body, args.requests),
+                                          **eight_clients(ports[name], body, args.seconds)})
+        with server(ROOT, args.model_dir, 2, Path(tmp) / "two") as two:
+            eight_clients(two, body, 3)
+            results["two_workers_reads"] = reads(two, args.reads)
+    for name in ("before", "after"):
+        rounds = results[name]
+        results[f"{name}_median"] = {k: round(statistics.median(r[k] for r in rounds), 3)
+                                     for k in ("p50_ms", "p99_ms", "rps")}
+    results["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
+                          "note": "shared machine: other jobs ran meanwhile"}
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
