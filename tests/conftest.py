@@ -209,3 +209,28 @@ def figure(_figures, request):
                                                     "measured": datetime.now(UTC).isoformat(timespec="seconds")}
         print(f"FIGURE {name} = {value} {unit} {note}")
     return record
+
+
+@pytest.fixture(scope="session")
+def registry_home(tmp_path_factory, demo_frame, prefect_server):
+    """A pipeline home whose registry holds versions 1 and 2 of test-model (released, gated, not deployed);
+    shared by the fleet tests on local hosts and on namespaced ones."""
+    from testkit.fleet import register_versions
+
+    return register_versions(tmp_path_factory.mktemp("fleet"), demo_frame, FAST_CONFIG)
+
+
+@pytest.fixture
+def fleet(registry_home, fleet_hosts, tmp_path, monkeypatch):
+    """``fleet_hosts`` (name -> target dict; each fleet test module says which hosts) in a fleet of their own,
+    all on version 1 (champion 1); their servers are stopped after the test."""
+    from testkit.fleet import Fleet
+
+    monkeypatch.setenv("PIPELINE_HOME", str(registry_home["home"]))
+    f = Fleet(registry_home, fleet_hosts, tmp_path)
+    f.write("rolling")
+    try:
+        f.deploy("setup", "1")
+        yield f
+    finally:
+        f.stop()
