@@ -39,7 +39,7 @@ from serving.peers import host_peers
 from serving.scorer import Scorer
 from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
 from serving.sync import Sync, SyncError
-from serving.workers import StateLockTimeout
+from serving.workers import HostEvents, StateLockTimeout
 
 log = logging.getLogger("serving")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -86,10 +86,39 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     state: dict = {"scorer": None, "recorder": None}
     events: collections.deque = collections.deque(maxlen=EVENTS_KEPT)
 
+    # One of several server processes: a refused /load is the host's news, whichever worker it reached.
+    host_events = HostEvents(settings.state_file, EVENTS_KEPT) if settings.state_file is not None else None
+
     def event(kind: str, detail: str) -> None:
         """A model event worth a person's eye (a refused load): kept for /health and /model_info."""
-        events.append({"at": round(time.time(), 3), "event": kind, "detail": detail})
+        entry = {"at": round(time.time(), 3), "event": kind, "detail": detail}
+        events.append(entry)
+        if host_events is not None:
+            try:
+                host_events.append({**entry, "pid": os.getpid(),
+                                    "generation": sync.generation if sync is not None else None})
+            except OSError as exc:
+                log.warning("could not record the event on the host (%s): %s", host_events.path, exc)
         metrics.model_events.labels(kind).inc()
+
+    def recent_events() -> list[dict]:
+        """This host's model events: every worker's when they share a state file, else this process's."""
+        if host_events is None:
+            return list(events)
+        try:
+            return host_events.recent()
+        except OSError:
+            return list(events)
+
+    def load_warnings(recent: list[dict]) -> list[str]:
+        """What a refused /load left to see: this process's last error, and a refusal on another worker of
+        the host while nothing has changed since (the generation it was refused at is still served)."""
+        out = [store.last_error] if store.last_error else []
+        refused = [e for e in recent if e.get("event") == "load_failed"]
+        if refused and sync is not None and refused[-1].get("generation") == sync.generation \
+                and refused[-1]["detail"] not in out:
+            out.append(refused[-1]["detail"])
+        return out
 
     def warm(model) -> None:
         rows = [g.features for g in model.metadata.golden_examples]
@@ -318,9 +347,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             reasons.append("no model loaded")
         if scorer is None or not scorer.alive:
             reasons.append("scorer thread not running")
-        warnings = []
-        if store.last_error:
-            warnings.append(store.last_error)
+        recent = recent_events()
+        warnings = load_warnings(recent)
         if depth > settings.degraded_queue_depth:
             warnings.append(f"{depth} requests waiting for the model")
         if state.get("shadow_error"):
@@ -340,7 +368,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         body = {"status": status, "model_loaded": routing.default is not None, "default_version": routing.default,
                 "loaded_versions": sorted(routing.models, key=int), "queue_depth": depth,
                 "uptime_seconds": round(time.time() - started, 1), "reasons": reasons, "warnings": warnings,
-                "recent_events": list(events)[-5:], "pid": os.getpid(), "workers": workers}
+                "recent_events": recent[-5:], "pid": os.getpid(), "workers": workers}
         return body, 503 if status == "unhealthy" else 200
 
     @app.get("/health")
@@ -368,9 +396,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 for bulky in ("golden_examples", "reference", "training", "calibration"):
                     meta.pop(bulky, None)
             default = meta
+        recent = recent_events()
+        load_errors = load_warnings(recent)
         return _json({"default_version": routing.default, "metadata": default, "versions": versions,
                       "traffic_split": routing.weights(), "shadow": routing.shadow,
-                      "last_load_error": store.last_error, "events": list(events), "pid": os.getpid(),
+                      "last_load_error": load_errors[-1] if load_errors else None, "events": recent, "pid": os.getpid(),
                       "workers": workers_section(full=True),
                       "policy": {"unknown_category": settings.unknown_category,
                                  "out_of_range": settings.out_of_range, "max_batch_rows": settings.max_batch_rows}})

@@ -13,8 +13,10 @@ evicted rows for the host.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,17 @@ BUSY_TIMEOUT_S = 30          # another worker's transaction is short: waiting th
 EVICT_CHUNK = 1000
 
 
+@contextmanager
+def _opening(path: Path | None):
+    """Hold ``<path>.lock`` (an exclusive lock) while the store is opened and set up; nothing for memory."""
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 class ScoredStore:
     """The rows awaiting labels (thread safe; several processes may open the same file)."""
 
@@ -45,9 +58,12 @@ class ScoredStore:
         self._db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=BUSY_TIMEOUT_S,
                                    isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
-        with self._lock:
+        with self._lock, _opening(path):
             if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
+                # Switching to WAL needs the file to itself, and SQLite answers "database is locked" at once,
+                # without its busy timeout, while another worker opens it: the workers open it in turn.
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")    # a power cut may lose the last rows, not the file
             self._db.execute("BEGIN IMMEDIATE")
             try:

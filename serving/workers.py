@@ -219,3 +219,43 @@ def report(desired: dict | None, workers: list[dict], starting: list[int] = (), 
     return {"count": len(workers), "expected": expected, "agree": not differences,
             "generation": generation_of(desired) if desired else None,
             "starting": [p for p in starting if p not in known], "differences": differences, "workers": listed}
+
+
+EVENTS_FILE_SUFFIX = ".events"   # run/serving-state.json.events: the host's model events, one JSON per line
+EVENTS_TRIM_BYTES = 256 << 10    # past this the file is cut back to its newest ``kept`` events
+
+
+class HostEvents:
+    """The model events worth a person's eye (a refused load), host-wide: whichever worker a /load
+    reached, /health and /model_info on every worker show it. Appended under an exclusive lock on the
+    file itself, and cut back in place to the newest ``kept`` once it grows past EVENTS_TRIM_BYTES."""
+
+    def __init__(self, state_file: Path, kept: int) -> None:
+        self.path = state_file.with_name(state_file.name + EVENTS_FILE_SUFFIX)
+        self.kept = kept
+
+    def append(self, event: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.write(orjson.dumps(event) + b"\n")
+            fh.flush()
+            if fh.tell() > EVENTS_TRIM_BYTES:   # cut back in place: every appender locks this same file
+                kept = self.path.read_bytes().splitlines()[-self.kept:]
+                fh.truncate(0)
+                fh.write(b"\n".join(kept) + b"\n")
+                fh.flush()
+
+    def recent(self) -> list[dict]:
+        """The newest ``kept`` events, oldest first (a line torn by a crash is skipped)."""
+        try:
+            lines = self.path.read_bytes().splitlines()[-self.kept:]
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue
+        return out

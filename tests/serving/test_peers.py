@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -136,3 +137,32 @@ def test_a_starting_workers_empty_folder_is_kept_though_it_has_no_record_yet(tmp
     (root / "99999999-1").mkdir()                  # no such process: a dead worker's empty folder
     Peers(root, "8-1", lambda: {"8-1"}).drop(window_oldest=10, label_oldest=10)
     assert starting.exists() and not (root / "99999999-1").exists()
+
+
+def _open_at_once(path: str, barrier, errors) -> None:
+    from serving.scored import ScoredStore
+
+    barrier.wait(timeout=30)
+    try:
+        ScoredStore(Path(path), ttl_s=3600, max_rows=1000).close()
+    except Exception as exc:          # reported to the test, which names it
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_workers_starting_together_all_open_the_shared_store(tmp_path):
+    """gunicorn forks the workers at once and each opens run/monitoring/scored.sqlite: switching a new file
+    to WAL fails at once with "database is locked" unless they take turns (it did, booting a worker out)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    for trial in range(3):
+        path = tmp_path / f"t{trial}" / "scored.sqlite"
+        path.parent.mkdir()
+        barrier, errors = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(str(path), barrier, errors)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        assert all(p.exitcode == 0 for p in procs)
+        assert errors.empty(), errors.get()

@@ -14,12 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 import serving.sync as sync_mod
+import serving.workers as workers_mod
 from serving.app import create_app
 from serving.config import ServingSettings, threads_per_worker
 from serving.errors import ServingError
 from serving.host import _started_at
 from serving.store import ModelStore
 from serving.workers import (
+    HostEvents,
     StateLock,
     StateLockTimeout,
     live_workers,
@@ -323,3 +325,42 @@ def test_the_master_empties_the_metrics_folder_and_drops_a_dead_workers_live_gau
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
     worker_exited(None, SimpleNamespace(pid=41))
     assert sorted(p.name for p in folder.iterdir()) == ["counter_41.db", "gauge_livesum_42.db"]
+
+
+def test_a_load_refused_on_one_worker_is_a_warning_on_every_worker_until_the_next_change(served_models, tmp_path):
+    """/health and /model_info answer from whichever worker the connection reached: a refused /load is the
+    host's news (HostEvents), shown while the host still serves the generation it was refused at."""
+    state = tmp_path / "run" / "serving-state.json"
+    with TestClient(create_app(_settings(served_models, state))) as client:
+        refused = client.post("/load", params={"model_dir": str(served_models["root"] / "nowhere"), "version": "9"},
+                              headers=AUTH)
+        assert refused.status_code in (400, 404)
+        (mine,) = HostEvents(state, 50).recent()
+        assert mine["event"] == "load_failed" and mine["pid"] == os.getpid() and "version 9" in mine["detail"]
+        # The same refusal as another worker of the host would have recorded it:
+        generation = read_state(state)["generation"]
+        HostEvents(state, 50).append({"at": time.time(), "event": "load_failed", "pid": 1, "generation": generation,
+                                      "detail": "load of version 8 refused: checksum mismatch"})
+        health = client.get("/health").json()
+        assert "load of version 8 refused: checksum mismatch" in health["warnings"]
+        assert health["recent_events"][-1]["detail"] == "load of version 8 refused: checksum mismatch"
+        info = client.get("/model_info").json()
+        assert info["last_load_error"] == "load of version 8 refused: checksum mismatch"
+        # A change that went through since: the other worker's refusal is history, not a warning.
+        assert client.post("/load", params={"model_dir": str(served_models["model_dir"]), "version": "2"},
+                           headers=AUTH).status_code == 200
+        health = client.get("/health").json()
+        assert health["warnings"] == [] and len(health["recent_events"]) == 2
+
+
+def test_host_events_are_cut_back_in_place_to_the_newest(tmp_path, monkeypatch):
+    monkeypatch.setattr(workers_mod, "EVENTS_TRIM_BYTES", 2000)
+    events = HostEvents(tmp_path / "serving-state.json", kept=5)
+    for i in range(200):
+        events.append({"event": "load_failed", "detail": f"refusal {i}"})
+    recent = events.recent()
+    assert [e["detail"] for e in recent] == [f"refusal {i}" for i in range(195, 200)]
+    assert events.path.stat().st_size <= 2000 + 100
+    with open(events.path, "ab") as fh:        # a line torn by a crash is skipped
+        fh.write(b'{"event": "load_fa')
+    assert [e["detail"] for e in events.recent()][-1] == "refusal 199"
