@@ -256,7 +256,8 @@ def main() -> int:
         port = free_port()
         env = {**base_env, "SERVING_MODEL_ROOT": str(home / "models"), "SERVING_MODEL_DIR": str(models),
                "SERVING_MODEL_VERSION": v_new, "SERVING_ADMIN_TOKEN": TOKEN,
-               "SERVING_STATE_FILE": str(home / "bench-serving-state.json")}
+               "SERVING_STATE_FILE": str(home / "bench-serving-state.json"),
+               "SERVING_WORKERS": "1"}   # one server process, as KServe's --workers 1: hosts default to one per CPU
         servers.append(Server("ours", [PY, "-m", "serving", "--port", str(port), "--log-level", "warning"], env,
                               port, "/health", "/predict", json.dumps({"features": rows[:1]}).encode(),
                               json.dumps({"features": big_rows}).encode()))
