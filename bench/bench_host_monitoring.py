@@ -23,7 +23,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from testkit.host_server import host_server  # noqa: E402
 from testkit.load import Load, percentile  # noqa: E402
-from testkit.net import free_port  # noqa: E402
 
 PY = sys.executable
 TOKEN = "bench-token"
@@ -52,35 +51,8 @@ def call(port: int, method: str, path: str, timeout: float = 60) -> tuple[int, b
 
 @contextmanager
 def server(code: Path, model_dir: Path, workers: int, run: Path):
-    port = free_port()
-    run.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(code), "SERVING_MODEL_ROOT": str(model_dir.parent),
-           "SERVING_MODEL_DIR": str(model_dir), "SERVING_MODEL_VERSION": "1", "SERVING_ADMIN_TOKEN": TOKEN,
-           "TF_CPP_MIN_LOG_LEVEL": "3", "SERVING_STATE_FILE": str(run / "serving-state.json"),
-           "SERVING_WORKERS": str(workers)}
-    log = open(run / "server.log", "w")
-    proc = subprocess.Popen([PY, "-m", "serving", "--port", str(port), "--log-level", "warning"], cwd=code, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {(run / 'server.log').read_text()[-800:]}")
-            try:
-                status, raw = call(port, "GET", "/health", timeout=2)
-                health = json.loads(raw)
-                if status == 200 and health["workers"]["count"] == workers and health["workers"]["agree"]:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise RuntimeError(f"server of {code} not ready after 300 s")
-        yield port
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=60)
-        log.close()
+    with host_server(model_dir, "1", workers, run, TOKEN, code=code) as srv:
+        yield srv["port"]
 
 
 def one_client(port: int, body: bytes, requests: int) -> dict:

@@ -31,14 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from testkit.host_server import host_server  # noqa: E402
 from testkit.load import Load, percentile  # noqa: E402
-from testkit.net import free_port  # noqa: E402
 
 PY = sys.executable
 TOKEN = "bench-token"
@@ -76,35 +75,8 @@ def machine_busy_seconds() -> float:
     return (sum(parts[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-@contextmanager
 def server(model_dir: Path, version: str, workers: int, run: Path):
-    port = free_port()
-    run.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SERVING_MODEL_ROOT": str(model_dir.parent), "SERVING_MODEL_DIR": str(model_dir),
-           "SERVING_MODEL_VERSION": version, "SERVING_ADMIN_TOKEN": TOKEN, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "SERVING_STATE_FILE": str(run / "serving-state.json"), "SERVING_WORKERS": str(workers)}
-    log = open(run / "server.log", "w")
-    proc = subprocess.Popen([PY, "-m", "serving", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {(run / 'server.log').read_text()[-800:]}")
-            try:
-                status, health = call(port, "GET", "/health", timeout=2)
-                if status == 200 and health["workers"]["count"] == workers and health["workers"]["agree"]:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise RuntimeError(f"server with {workers} workers not ready after 300 s")
-        yield {"port": port, "master": proc.pid, "run": run}
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=60)
-        log.close()
+    return host_server(model_dir, version, workers, run, TOKEN)
 
 
 def throughput(srv: dict, body: bytes, seconds: float) -> dict:
