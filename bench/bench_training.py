@@ -258,6 +258,7 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
                           "seconds": f.seconds, "roc_auc": f.metrics["roc_auc"]} for f in tr.fold_results]
     out["ensemble_members"] = tr.ensemble_members
     out["rows_per_second"] = tr.training_rows_per_second
+    out["search"] = tr.search          # the network search (None when off): what was tried, what was chosen
     print(f"[{name}] trained: CV {tr.timings['cv_seconds']:.1f}s, ensemble of {tr.ensemble_members}, "
           f"{tr.training_rows_per_second:.0f} rows/s", flush=True)
 
@@ -364,6 +365,18 @@ def markdown(results: list[dict]) -> str:
             f"| {_f(s['cross_validation'], '.1f')} | {_f(s['ensemble'], '.1f')} | {_f(s['calibrate'], '.3f')} "
             f"| {_f(s['export'], '.1f')} | {_f(s['baseline_cross_validation'], '.1f')} "
             f"| {r['rows_per_second']:.0f} | {epochs} | {lat_s} | {r['machine_load']['other_processes_cores']:.2f} |")
+    searched = [r for r in ok if r.get("search")]
+    if searched:
+        candidates = searched[0]["search"]["candidates"]
+        names = ["configured" if not c["changes"] else ", ".join(f"{k}={v}" for k, v in c["changes"].items())
+                 for c in candidates]
+        lines += ["", "Network search, inner-validation log-loss per candidate (**chosen**; – not run: budget):", "",
+                  "| dataset | " + " | ".join(names) + " | search s |", "|---|" + "---:|" * (len(names) + 1)]
+        for r in searched:
+            cells = [("–" if c["val_loss"] is None else
+                      f"**{c['val_loss']:.4f}**" if c["status"] == "chosen" else f"{c['val_loss']:.4f}")
+                     for c in r["search"]["candidates"]]
+            lines.append(f"| {r['dataset']} | " + " | ".join(cells) + f" | {r['search']['seconds']:.0f} |")
     for r in results:
         if "error" in r:
             lines.append(f"\n**{r['dataset']} failed:** {r['error']}")

@@ -157,6 +157,7 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
         # The shipped (model, calibrator) pair on rows it was not trained on, beside the CV metrics.
         "evaluation": {"rows": rows.to_dict(), "metrics": evaluation.candidate} if evaluation else None,
         "calibration": cal.brief,
+        "search": trained.search,
         "gate": gate.to_dict(),
         "data": {"path": data, "rows": full.n_rows, "positives": full.positives, "sha256": full.sha256,
                  "training_rows": ds.n_rows},

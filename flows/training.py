@@ -1,6 +1,7 @@
 """The train stage: cross-validation folds fitted one after another, or as parallel Prefect tasks on Dask.
 
-``training.parallel.runner: dask`` runs each fold as a ``fit-fold`` task of a ``train-folds`` subflow
+``training.parallel.runner: dask`` runs each fold (of each network the search tries, one network after
+another: ``tasks/training/search.py``) as a ``fit-fold`` task of a ``train-folds`` subflow
 whose task runner is prefect-dask's ``DaskTaskRunner``: on a local cluster sized to this machine
 (one process per fold up to the CPUs), or on the scheduler at ``training.parallel.address``. Each fold
 gets TensorFlow threads so that the folds of one host do not fight over its cores: the host's CPUs
@@ -26,6 +27,7 @@ from serving.schema import FeatureList, Schema
 from tasks.constants import MODEL_TYPE
 from tasks.settings import Settings
 from tasks.training.data import Dataset
+from tasks.training.search import SearchOutcome, run_search
 from tasks.training.train import FoldFit, TrainResult, fit_fold, train
 
 
@@ -60,10 +62,14 @@ def fit_fold_task(ds: Dataset, schema: Schema, features: FeatureList, settings: 
 
 @flow(name="train-folds", validate_parameters=False)
 def train_folds_flow(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings,
-                     folds: list[tuple[np.ndarray, np.ndarray]]) -> list[FoldFit]:
-    futures = [fit_fold_task.submit(ds, schema, features, settings, k, rows, held_out)
-               for k, (rows, held_out) in enumerate(folds)]
-    return [future.result() for future in futures]
+                     folds: list[tuple[np.ndarray, np.ndarray]]) -> SearchOutcome:
+    """The folds of the configured network, and of each search candidate in turn, as parallel tasks."""
+    def run_round(candidate: Settings, folds: list[tuple[np.ndarray, np.ndarray]]) -> list[FoldFit]:
+        futures = [fit_fold_task.submit(ds, schema, features, candidate, k, rows, held_out)
+                   for k, (rows, held_out) in enumerate(folds)]
+        return [future.result() for future in futures]
+
+    return run_search(settings, folds, run_round)
 
 
 def task_runner(settings: Settings):
@@ -84,7 +90,7 @@ def train_stage(ds: Dataset, schema: Schema, features: FeatureList, settings: Se
         return train_task(ds, schema, features, settings)
     runner = train_folds_flow.with_options(task_runner=task_runner(settings))
     result = train(ds, schema, features, settings,
-                   run_folds=lambda folds: runner(ds, schema, features, settings, folds))
+                   run_folds=lambda settings, folds: runner(ds, schema, features, settings, folds))
     get_run_logger().info("trained %s: %d folds in parallel on Dask in %.1fs, an ensemble of %d fold models",
                           MODEL_TYPE, len(result.folds), result.timings["cv_seconds"], result.ensemble_members)
     return result

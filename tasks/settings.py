@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -36,6 +36,36 @@ class ParallelSettings(_Section):
     workers: int | None = Field(None, ge=1)    # the local cluster's processes; None: the CPUs, at most the folds
 
 
+# What a search candidate may change: the network and how it is fitted, never the folds, the inner
+# validation split the candidates are judged on, or where they run.
+SEARCHABLE = frozenset({"epochs", "batch_size", "learning_rate", "hidden_units", "dropout", "l2",
+                        "early_stopping_patience", "lr_schedule", "numeric_embedding", "embedding_frequencies",
+                        "embedding_sigma", "embedding_dim", "embedding_with_value"})
+
+
+class SearchSettings(_Section):
+    """A small search over network sizes (``tasks/training/search.py``): each candidate is fitted on every
+    fold and judged on the folds' inner validation rows, never on the out-of-fold rows the metrics use."""
+
+    enabled: bool = False
+    # Wall-clock seconds for the whole search, the configured network included (it always runs); a
+    # candidate is started only while the time spent so far plus one more candidate fits. None: no limit.
+    budget_s: float | None = Field(600, gt=0)
+    # Each a mapping of training keys (SEARCHABLE) to values, tried in this order after the configured network.
+    candidates: tuple[dict[str, Any], ...] = ()
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> SearchSettings:
+        for i, candidate in enumerate(self.candidates):
+            unknown = sorted(set(candidate) - SEARCHABLE)
+            if unknown:
+                raise ValueError(f"candidates[{i}]: {', '.join(unknown)} cannot be searched "
+                                 f"(allowed: {', '.join(sorted(SEARCHABLE))})")
+            if not candidate:
+                raise ValueError(f"candidates[{i}] changes nothing")
+        return self
+
+
 class TrainingSettings(_Section):
     cv_folds: int = Field(5, ge=2, le=20)
     epochs: int = Field(60, ge=1)
@@ -59,6 +89,22 @@ class TrainingSettings(_Section):
     intra_op_threads: int | None = Field(None, ge=1)
     inter_op_threads: int | None = Field(None, ge=1)
     parallel: ParallelSettings = ParallelSettings()
+    search: SearchSettings = SearchSettings()
+
+    @model_validator(mode="after")
+    def _valid_candidates(self) -> TrainingSettings:
+        for i, _ in enumerate(self.search.candidates):
+            try:
+                self.candidate(i)
+            except ValidationError as exc:
+                parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+                raise ValueError(f"search.candidates[{i}]: " + "; ".join(parts)) from None
+        return self
+
+    def candidate(self, index: int) -> TrainingSettings:
+        """These settings with search candidate ``index``'s changes, and no search of their own."""
+        changes = self.search.candidates[index]
+        return TrainingSettings.model_validate({**self.model_dump(exclude={"search"}), **changes})
 
 
 class CalibrationSettings(_Section):

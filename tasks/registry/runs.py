@@ -154,6 +154,19 @@ def calibration_record(calibration) -> tuple[dict[str, str], dict[str, float]]:
     return params, metrics
 
 
+def search_record(search: dict | None) -> tuple[dict[str, str], dict[str, float]]:
+    """MLflow params and metrics for the search over network sizes: which candidate was chosen and why,
+    and every tried candidate's inner-validation figures (``search_<index>_val_loss``)."""
+    if not search:
+        return {}, {}
+    params = {"search.chosen": search["chosen"], "search.reason": search["reason"],
+              "search.budget_s": search["budget_s"],
+              "search.skipped": ",".join(str(c["index"]) for c in search["candidates"] if c["status"] == "skipped")}
+    metrics = {f"search_{c['index']}_{key}": c[key] for c in search["candidates"] if c["status"] != "skipped"
+               for key in ("val_loss", "val_auc", "seconds")}
+    return params, metrics
+
+
 def log_and_register(client, settings: Settings, reservation: Reservation, *, exported, calibration, train,
                      input_example, params: dict, extra_tags: dict[str, str]) -> RegisteredVersion:
     """Fill the reserved version: the run's params, metrics, diagram and metadata, the model, the tags.
@@ -172,6 +185,9 @@ def log_and_register(client, settings: Settings, reservation: Reservation, *, ex
     metrics |= {k: v for k, v in train.timings.items()}
     calibration_params, calibration_metrics = calibration_record(calibration)
     metrics |= calibration_metrics
+    search_params, search_metrics = search_record(train.search)
+    metrics |= search_metrics
+    params = {**params, **search_params}
     return register_export(client, settings, reservation, exported=exported, input_example=input_example,
                            params={**params, **calibration_params}, metrics=metrics,
                            steps=[(fold.fold, {f"fold_{k}": v for k, v in fold.metrics.items()})

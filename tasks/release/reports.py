@@ -101,6 +101,26 @@ def _calibration_lines(cal: dict) -> list[str]:
     return lines
 
 
+def _search_lines(search: dict | None) -> list[str]:
+    """The search over network sizes: every candidate, what it changes, its inner-validation figures."""
+    if not search:
+        return []
+    budget = "no limit" if search["budget_s"] is None else f"{search['budget_s']:g} s"
+    lines = [f"Network search: candidate {search['chosen']} chosen ({search['reason']}); "
+             f"{search['seconds']:.1f} s of a budget of {budget}.", "",
+             "| network: candidate | changes | inner-validation log-loss | inner-validation ROC-AUC | s | status |",
+             "|---|---|---|---|---|---|"]
+    for c in search["candidates"]:
+        changes = ", ".join(f"{k}={v}" for k, v in c["changes"].items()) or "configured"
+        status = {"chosen": "**chosen**", "skipped": "not run (budget)"}.get(c["status"], c["status"])
+        seconds = "–" if c["seconds"] is None else f"{c['seconds']:.1f}"
+        lines.append(f"| {c['index']} | {changes} | {_fmt(c['val_loss'])} | {_fmt(c['val_auc'])} | {seconds} | "
+                     f"{status} |")
+    lines += ["", "Each candidate is fitted on every fold and judged on the folds' inner validation rows; the "
+              "out-of-fold rows behind the metrics above play no part in the choice."]
+    return lines
+
+
 def release_report(summary: dict, run_link: str) -> str:
     reg, gate = summary["registry"], summary["gate"]
     lines = [f"# Release {summary['release']} of {reg['name']}", "",
@@ -114,6 +134,8 @@ def release_report(summary: dict, run_link: str) -> str:
     lines += ["## Cross-validated metrics (calibrated)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in summary["cv_metrics"].items()]
     lines += ["", *_calibration_lines(summary["calibration"]), ""]
+    search = _search_lines(summary.get("search"))
+    lines += [*search, ""] if search else []
     deploy = summary.get("deploy")
     if summary.get("post_promotion_failed"):
         lines += ["## Check after promotion FAILED", "", f"Version {reg['version']} was deployed and promoted to "

@@ -276,7 +276,7 @@ def export_model(train: TrainResult, cal: CalibrationResult, ds: Dataset, schema
                                               settings.export.reference_bins),
             training={"rows": ds.n_rows, "positives": ds.positives, "cv_folds": len(train.folds),
                       "folds": [f.__dict__ for f in train.fold_results], "ensemble_members": train.ensemble_members,
-                      "params": train.params,
+                      "params": train.params, "search": train.search,
                       "timings": train.timings, "rows_per_second": train.training_rows_per_second,
                       "cv_metrics_raw": cal.metrics_before},
             lineage={"data": ds.source, "data_sha256": ds.sha256, "tensorflow": tf.__version__,

@@ -26,6 +26,7 @@ from tasks.metrics import binary_metrics
 from tasks.settings import Settings, TrainingSettings
 from tasks.training.data import Dataset
 from tasks.training.network import FeatureStats
+from tasks.training.search import SearchOutcome, run_search
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class TrainResult:
     # (rows fitted x epochs) / fit wall time, over every fit; includes model building and validation passes.
     training_rows_per_second: float = 0.0
     model_type: str = MODEL_TYPE
+    search: dict | None = None   # the search over network sizes (tasks.training.search), None when it was off
 
     @property
     def stats(self) -> list[FeatureStats]:
@@ -168,7 +170,8 @@ def _optimizer(cfg: TrainingSettings, steps_per_epoch: int):
 def _fit(ds: Dataset, features: FeatureList, schema: Schema, rows: np.ndarray, cfg: TrainingSettings, seed: int):
     """Fit one model on ``rows``, early-stopped on a stratified inner split of them.
 
-    Returns the model, its preprocessing constants, the best epoch, epochs run and rows fitted.
+    Returns the model (best epoch's weights restored), its preprocessing constants, the best epoch, epochs run,
+    rows fitted, the best inner-validation loss and the inner-validation rows.
     """
     import keras
     from sklearn.model_selection import train_test_split
@@ -188,7 +191,7 @@ def _fit(ds: Dataset, features: FeatureList, schema: Schema, rows: np.ndarray, c
                         epochs=cfg.epochs, batch_size=cfg.batch_size, callbacks=_callbacks(cfg), verbose=0,
                         shuffle=True)
     losses = history.history["val_loss"]
-    return model, stats, int(np.argmin(losses)) + 1, len(losses), fit_rows.size
+    return model, stats, int(np.argmin(losses)) + 1, len(losses), fit_rows.size, float(np.min(losses)), val_rows
 
 
 def predict_raw(model, columns: dict[str, np.ndarray], stats: list[FeatureStats],
@@ -212,11 +215,14 @@ class FoldFit:
     rows_fitted: int
     seconds: float
     where: str = ""           # host:pid of the process that fitted it
+    val_loss: float = math.nan    # best inner-validation log-loss (the search compares candidates by it)
+    val_auc: float = math.nan     # inner-validation ROC-AUC at that epoch
 
 
-# A runner of folds: given the folds, returns every fold's FoldFit (in any order). ``train`` runs them one
-# after another here; ``flows.training`` runs them as parallel Prefect tasks on a Dask cluster.
-FoldRunner = Callable[[list[tuple[np.ndarray, np.ndarray]]], list[FoldFit]]
+# Runs the folds (and the search over network sizes, tasks.training.search): given the settings and the
+# folds, returns the chosen settings and their fold fits. ``train`` runs them one after another here;
+# ``flows.training`` runs each candidate's folds as parallel Prefect tasks on a Dask cluster.
+FoldRunner = Callable[[Settings, list[tuple[np.ndarray, np.ndarray]]], SearchOutcome]
 
 
 def cv_splits(ds: Dataset, settings: Settings) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -238,35 +244,43 @@ def fit_fold(ds: Dataset, schema: Schema, features: FeatureList, settings: Setti
     configure_tensorflow(*(threads or settings.threads()))
     seed = settings.seed + fold + 1
     t0 = time.perf_counter()
-    model, stats, best, ran, n_fit = _fit(ds, features, schema, rows, settings.training, seed)
+    model, stats, best, ran, n_fit, val_loss, val_rows = _fit(ds, features, schema, rows, settings.training, seed)
     oof = predict_raw(model, ds.columns, stats, held_out)
+    # After the held-out rows: the first predict() traces the graph for their batch shape, exactly as a
+    # rebuilt fold model's first predict() does, so the two agree bit for bit.
+    val_auc = float(binary_metrics(ds.y[val_rows], predict_raw(model, ds.columns, stats, val_rows))["roc_auc"])
     return FoldFit(fold=fold, seed=seed, weights=[np.asarray(w) for w in model.get_weights()], stats=stats, oof=oof,
                    best_epoch=best, epochs_run=ran, rows_fitted=n_fit, seconds=time.perf_counter() - t0,
-                   where=f"{socket.gethostname()}:{os.getpid()}")
+                   where=f"{socket.gethostname()}:{os.getpid()}", val_loss=val_loss, val_auc=val_auc)
 
 
 def train(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings,
           run_folds: FoldRunner | None = None) -> TrainResult:
-    """Cross-validate (out-of-fold predictions for metrics and calibration); the fold models, fused into
-    one ensemble, are the model that ships.
+    """Cross-validate (out-of-fold predictions for metrics and calibration), after a search over network
+    sizes when ``training.search`` is on; the chosen network's fold models, fused into one ensemble, are
+    the model that ships.
 
     Args:
-        run_folds: fits the folds elsewhere (in parallel); None: one after another in this process.
+        run_folds: fits the folds (and the search) elsewhere, in parallel; None: one after another here.
     """
     folds = cv_splits(ds, settings)
     t_cv = time.perf_counter()
     if run_folds is None:
-        fits = [fit_fold(ds, schema, features, settings, k, tr, va) for k, (tr, va) in enumerate(folds)]
+        def run_round(candidate: Settings, folds: list[tuple[np.ndarray, np.ndarray]]) -> list[FoldFit]:
+            return [fit_fold(ds, schema, features, candidate, k, tr, va) for k, (tr, va) in enumerate(folds)]
+
+        outcome = run_search(settings, folds, run_round)
     else:
-        fits = run_folds(folds)
-    return assemble(ds, features, settings, folds, fits, time.perf_counter() - t_cv)
+        outcome = run_folds(settings, folds)
+    return assemble(ds, features, outcome, folds, time.perf_counter() - t_cv)
 
 
-def assemble(ds: Dataset, features: FeatureList, settings: Settings, folds: list[tuple[np.ndarray, np.ndarray]],
-             fits: list[FoldFit], cv_seconds: float) -> TrainResult:
-    """The fold fits rebuilt into Keras models and fused into the ensemble; out-of-fold scores and metrics."""
+def assemble(ds: Dataset, features: FeatureList, outcome: SearchOutcome, folds: list[tuple[np.ndarray, np.ndarray]],
+             cv_seconds: float) -> TrainResult:
+    """The chosen fold fits rebuilt into Keras models and fused into the ensemble; out-of-fold scores and metrics."""
     from tasks.training.network import build_model, fuse
 
+    settings, fits = outcome.settings, outcome.fits
     cfg = settings.training
     configure_tensorflow(*settings.threads())
     fits = sorted(fits, key=lambda f: f.fold)
@@ -292,11 +306,12 @@ def assemble(ds: Dataset, features: FeatureList, settings: Settings, folds: list
     t0 = time.perf_counter()
     ensemble = fuse(models, member_stats, cfg, settings.seed)
     ensemble_seconds = time.perf_counter() - t0
-    params = {**cfg.model_dump(mode="json", exclude={"parallel"}), "seed": settings.seed, "model_type": MODEL_TYPE,
-              "features": features.names, "ensemble_members": len(models)}
+    params = {**cfg.model_dump(mode="json", exclude={"parallel", "search"}), "seed": settings.seed,
+              "model_type": MODEL_TYPE, "features": features.names, "ensemble_members": len(models)}
     return TrainResult(
         model=ensemble, oof_raw=oof, folds=folds, fold_results=fold_results, member_stats=member_stats,
-        params=params, fold_models=models,
-        timings={"cv_seconds": round(cv_seconds, 3), "ensemble_seconds": round(ensemble_seconds, 3)},
+        params=params, fold_models=models, search=outcome.record,
+        timings={"cv_seconds": round(cv_seconds, 3), "ensemble_seconds": round(ensemble_seconds, 3),
+                 **({"search_seconds": outcome.record["seconds"]} if outcome.record else {})},
         training_rows_per_second=round(rows_seen / fit_seconds, 1) if fit_seconds else 0.0,
     )

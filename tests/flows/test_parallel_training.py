@@ -30,13 +30,20 @@ def data(tmp_path_factory, demo_frame, contract):
     return load_dataset(path, contract[0])
 
 
-def _settings(tmp_path, **parallel):
+# A search with one candidate and no time limit: the same candidates run wherever the folds run.
+SEARCH = {"training.search": {"enabled": True, "budget_s": None,
+                              "candidates": [{"hidden_units": [8], "dropout": 0.0}]}}
+
+
+def _settings(tmp_path, search: bool = False, **parallel):
     from tasks.settings import load_settings
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "pipeline.yaml"
     config.write_text(FAST_CONFIG)
     return load_settings(config, env={"PIPELINE_HOME": str(tmp_path / "home")},
-                         overrides={f"training.parallel.{k}": v for k, v in parallel.items()})
+                         overrides={**{f"training.parallel.{k}": v for k, v in parallel.items()},
+                                    **(SEARCH if search else {})})
 
 
 @flow(name="train-in-a-flow", validate_parameters=False)
@@ -79,4 +86,18 @@ def test_folds_on_a_local_cluster_give_the_serial_model(tmp_path, data, contract
     settings = _settings(tmp_path, runner="dask", workers=2)
     parallel = _train_in_a_flow(data, *contract, settings)
     _same_model(serial, parallel)
+    assert f"{socket.gethostname()}:{os.getpid()}" not in {fold.where for fold in parallel.fold_results}
+
+
+def test_a_search_on_a_local_cluster_tries_and_chooses_as_the_serial_one(tmp_path, data, contract, prefect_server):
+    """Each candidate's folds run as parallel tasks; the record and the shipped model are the serial run's."""
+    serial = _train_in_a_flow(data, *contract, _settings(tmp_path / "serial", search=True))
+    parallel = _train_in_a_flow(data, *contract, _settings(tmp_path / "dask", search=True, runner="dask", workers=2))
+    _same_model(serial, parallel)
+
+    def choice(record):
+        return record["chosen"], [(c["status"], c["val_losses"], c["val_auc"]) for c in record["candidates"]]
+
+    assert choice(serial.search) == choice(parallel.search)
+    assert [c["status"] for c in parallel.search["candidates"]] in (["chosen", "tried"], ["tried", "chosen"])
     assert f"{socket.gethostname()}:{os.getpid()}" not in {fold.where for fold in parallel.fold_results}

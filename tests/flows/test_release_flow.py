@@ -105,12 +105,27 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
     third = _release(demo_csv, changed, feature_list_path, fast_config)
     assert third["release"] == "2.0.0" and third["version"] == "3"
 
-    # Another pipeline home in the same process starts from nothing: homes never interfere.
+    # Another pipeline home in the same process starts from nothing: homes never interfere. This release
+    # also searches over network sizes (one candidate): the choice is recorded beside the metrics.
     other = tmp_path / "other-home"
     os.environ["PIPELINE_HOME"] = str(other)
-    fresh = _release(demo_csv, schema_path, feature_list_path, fast_config)
+    searching = tmp_path / "search.yaml"
+    config = yaml.safe_load(fast_config.read_text())
+    config["training"]["search"] = {"enabled": True, "budget_s": None, "candidates": [{"hidden_units": [8]}]}
+    searching.write_text(yaml.safe_dump(config))
+    fresh = _release(demo_csv, schema_path, feature_list_path, searching)
     assert fresh["version"] == "1" and fresh["release"] == "1.0.0" and fresh["registry"]["version"] == "1"
     assert fresh["model_dir"].startswith(str(other))
+    search = fresh["search"]
+    assert [c["changes"] for c in search["candidates"]] == [{}, {"hidden_units": [8]}]
+    assert all(c["val_loss"] > 0 for c in search["candidates"]) and search["chosen"] in (0, 1)
+    meta = json.loads((other / "models" / "test-model" / "1" / "metadata.json").read_text())
+    assert meta["training"]["search"] == search
+    assert meta["training"]["params"]["hidden_units"] == [[16], [8]][search["chosen"]]
+    client, _uri = mlflow_client(other)
+    run = client.get_run(client.get_model_version("test-model", "1").run_id)
+    assert run.data.params["search.chosen"] == str(search["chosen"])
+    assert run.data.metrics["search_1_val_loss"] == pytest.approx(search["candidates"][1]["val_loss"])
 
 
 def _cli(args, home, timeout=600):

@@ -92,6 +92,28 @@ def test_the_model_that_ships_is_the_fold_models_that_were_evaluated(trained):
                                atol=1e-6)
 
 
+def test_the_search_ships_the_chosen_networks_fold_models_untouched(trained):
+    """A search whose configured network is crippled (1 epoch at a tiny rate) and whose one candidate is the
+    fast config: the candidate wins on inner validation, and what ships is bit for bit the model that
+    training the fast config without a search gives (its fold fits are not refitted or disturbed)."""
+    tmp = trained["tmp"]
+    settings = load_settings(tmp / "pipeline.yaml", env={"PIPELINE_HOME": str(tmp / "home")}, overrides={
+        "training.epochs": 1, "training.learning_rate": 1e-5,
+        "training.search": {"enabled": True, "budget_s": None,
+                            "candidates": [{"epochs": 12, "learning_rate": 0.01}]}})
+    result = train(trained["ds"], trained["schema"], trained["features"], settings)
+    record = result.search
+    assert record["chosen"] == 1 and [c["status"] for c in record["candidates"]] == ["tried", "chosen"]
+    crippled, fast = record["candidates"]
+    assert crippled["val_loss"] > fast["val_loss"] and len(fast["val_losses"]) == len(result.folds)
+    assert fast["val_auc"] > crippled["val_auc"]
+    np.testing.assert_array_equal(result.oof_raw, trained["train"].oof_raw)
+    assert result.params == trained["train"].params          # the chosen network's settings are recorded
+    assert result.timings["search_seconds"] == record["seconds"] > 0
+    for a, b in zip(result.model.get_weights(), trained["train"].model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_more_debt_means_more_risk(trained):
     ds, result = trained["ds"], trained["train"]
     columns = dict(ds.columns)
