@@ -15,8 +15,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.notify import publish
-from flows.release import _timed, deploy_blessed
+from flows.runs import VersionRun, deploy_blessed
 from flows.stages import (
     build_recalibrated_task,
     labelled_rows_task,
@@ -31,7 +30,7 @@ from tasks.errors import RegistryError
 from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.labels import split_rows
-from tasks.release.reports import failed_release_report, recalibration_report
+from tasks.release.reports import recalibration_report
 from tasks.settings import load_settings
 
 
@@ -45,20 +44,11 @@ def recalibrate_flow(version: str | int | None = None, labels: str = FEEDBACK, t
     promote it."""
     logger = get_run_logger()
     started = time.perf_counter()
-    timings: dict[str, float] = {}
     settings = load_settings(config)
-    state = {"reported": False, "version": None, "registered": False}
-    try:
-        return _recalibrate(logger, started, timings, state, settings, version, labels, targets, targets_file,
+    run = VersionRun("recalibration", settings.model_name)
+    with run.failure_reported(str(labels)):
+        return _recalibrate(logger, started, run, settings, version, labels, targets, targets_file,
                             config, label_targets or targets or ["local"])
-    except Exception as exc:
-        if not state["reported"]:
-            failed_at = getattr(exc, "release_stage", "recalibrate")
-            publish("recalibration-report", settings.model_name,
-                    failed_release_report(settings.model_name, str(labels), failed_at, timings, exc,
-                                          state["version"], state["registered"]),
-                    f"{settings.model_name} recalibration: FAILED at {failed_at}")
-        raise
 
 
 def _source_version(registry: MlflowRegistry, version: str | int | None):
@@ -70,33 +60,34 @@ def _source_version(registry: MlflowRegistry, version: str | int | None):
     return champion
 
 
-def _recalibrate(logger, started: float, timings: dict, state: dict, settings, version, labels: str,
+def _recalibrate(logger, started: float, run: VersionRun, settings, version, labels: str,
                  targets: list[str] | None, targets_file: str | None, config: str | None,
                  label_targets: list[str]) -> dict:
+    timings = run.timings
     registry = MlflowRegistry(settings)
-    with _timed(timings, "source"):
+    with run.stage("source"):
         mv = _source_version(registry, version)
         source_dir = registry.export_dir(mv, settings.pipeline_home / "registry-cache")   # SHA-256 checked
         source = LoadedModel.load(source_dir, mv.tags.get("metadata_sha256"))
     old = source.metadata
     logger.info("recalibrating %s version %s (release %s) from %s", registry.name, mv.version, old.release, labels)
-    with _timed(timings, "labels"):
+    with run.stage("labels"):
         readers = [] if labels != FEEDBACK else pick_targets(load_targets(targets_file, settings.pipeline_home),
                                                              label_targets,
                                                              targets_file or "configs/targets.yaml")
         rows = labelled_rows_task(labels, source, readers)
         rc = settings.recalibration
         split = split_rows(rows, rc.holdout_fraction, rc.min_class_labels, settings.seed)
-    with _timed(timings, "refit"):
+    with run.stage("refit"):
         recal = refit_task(rows, split, settings, source)
-    with _timed(timings, "reserve"):
+    with run.stage("reserve"):
         reservation = reserve_patch_task(registry, settings, old.release, old.feature_schema_hash)
-    state["version"], release = reservation.version, reservation.release
+    run.version, release = reservation.version, reservation.release
     lineage = {**code_lineage(), "recalibrated_from": old.version}
     try:
-        with _timed(timings, "export"):
+        with run.stage("export"):
             exported = build_recalibrated_task(source, recal, rows, settings, reservation.version, release, lineage)
-        with _timed(timings, "register"):
+        with run.stage("register"):
             cal = recal.calibration
             metrics = {f"cv_{k}": v for k, v in exported.metadata.cv_metrics.items()}
             metrics |= {f"holdout_before_{k}": v for k, v in recal.holdout_before.items()}
@@ -114,8 +105,8 @@ def _recalibrate(logger, started: float, timings: dict, state: dict, settings, v
     except Exception as exc:
         registry.abandon(reservation, getattr(exc, "release_stage", "register"), exc)
         raise
-    state["registered"] = True
-    with _timed(timings, "gate"):
+    run.registered = True
+    with run.stage("gate"):
         gate = recalibration_gate_task(rows, recal, source, settings)
         registry.record_gate(reg.version, gate)
     timings["flow_total"] = round(time.perf_counter() - started, 3)
@@ -139,12 +130,11 @@ def _recalibrate(logger, started: float, timings: dict, state: dict, settings, v
                 Path(exported.path), reg.name, reg.version, "passed" if gate.passed else "FAILED")
 
     def report(outcome: str) -> None:
-        state["reported"] = True
-        publish("recalibration-report", reg.name, recalibration_report(summary, registry.run_link(reg.run_id)),
-                f"{reg.name} recalibration {release}: v{reg.version}, {outcome}")
+        run.report(recalibration_report(summary, registry.run_link(reg.run_id)),
+                   f"{reg.name} recalibration {release}: v{reg.version}, {outcome}")
 
     if gate.passed and targets:
-        deploy_blessed(summary, timings, report, version=reg.version, targets=targets, targets_file=targets_file,
+        deploy_blessed(run, summary, report, version=reg.version, targets=targets, targets_file=targets_file,
                        config=config, reason=f"recalibration {release} of version {mv.version}: gate passed, "
                                              "smoke-tested")
         summary["timings"] = {**timings, "flow_total": round(time.perf_counter() - started, 3)}

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.deploy import deploy_flow
-from flows.notify import publish
+from flows.runs import VersionRun, deploy_blessed
 from flows.stages import (
     calibrate_task,
     evaluate_task,
@@ -34,26 +32,12 @@ from flows.stages import (
 )
 from flows.training import train_stage
 from serving.schema import feature_schema_hash, load_feature_list, load_schema
-from tasks.constants import CHALLENGER, CHAMPION
-from tasks.errors import PostPromotionCheckFailed
+from tasks.constants import CHALLENGER
 from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.evaluate import rows_of_file, rows_of_holdout
-from tasks.release.reports import failed_release_report, release_report
+from tasks.release.reports import release_report
 from tasks.settings import load_settings
-
-
-@contextmanager
-def _timed(timings: dict, stage: str):
-    start = time.perf_counter()
-    try:
-        yield
-    except Exception as exc:
-        if not hasattr(exc, "release_stage"):
-            exc.release_stage = stage   # the stage a failed run's report names
-        raise
-    finally:
-        timings[stage] = round(time.perf_counter() - start, 3)
 
 
 @flow(name="release", flow_run_name="release-{data}", validate_parameters=False)
@@ -66,31 +50,23 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     names a time column). Returns the run summary."""
     logger = get_run_logger()
     started = time.perf_counter()
-    timings: dict[str, float] = {}
     settings = load_settings(config)
-    state = {"reported": False, "version": None, "registered": False}
-    try:
-        return _release(logger, started, timings, state, settings, data, schema, feature_list, config, targets,
+    run = VersionRun("release", settings.model_name)
+    with run.failure_reported(data):
+        return _release(logger, started, run, settings, data, schema, feature_list, config, targets,
                         targets_file, eval_data, fleet)
-    except Exception as exc:
-        if not state["reported"]:   # the full report, once the gate ran, says what failed itself
-            failed_at = getattr(exc, "release_stage", "release")
-            publish("release-report", settings.model_name,
-                    failed_release_report(settings.model_name, data, failed_at, timings, exc, state["version"],
-                                          state["registered"]),
-                    f"{settings.model_name} release: FAILED at {failed_at}")
-        raise
 
 
-def _release(logger, started: float, timings: dict, state: dict, settings, data: str, schema: str,
+def _release(logger, started: float, run: VersionRun, settings, data: str, schema: str,
              feature_list: str, config: str | None, targets: list[str] | None, targets_file: str | None,
              eval_data: str | None, fleet: str | None = None) -> dict:
-    with _timed(timings, "contract"):
+    timings = run.timings
+    with run.stage("contract"):
         contract = load_schema(schema)
         features = load_feature_list(feature_list)
         features.check_against(contract, feature_list)
 
-    with _timed(timings, "validate"):
+    with run.stage("validate"):
         full = validate_data_task(data, contract, settings.training.min_rows, settings.training.min_class_rows)
         ds, eval_ds, rows = full, None, None
         if eval_data:   # wins over a time column
@@ -101,27 +77,27 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
             held = holdout_task(full, contract, settings)
             ds, eval_ds, rows = held.train, held.held_out, rows_of_holdout(held)
     registry = MlflowRegistry(settings)
-    with _timed(timings, "champion"):   # a registry that does not answer stops the run here, before training
+    with run.stage("champion"):   # a registry that does not answer stops the run here, before training
         champion = registry.champion()
     logger.info("champion: %s", f"version {champion.version}" if champion else "none yet")
 
-    with _timed(timings, "train"):
+    with run.stage("train"):
         trained = train_stage(ds, contract, features, settings)
     report_dir = settings.pipeline_home / "reports" / settings.model_name / \
         f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    with _timed(timings, "calibrate"):
+    with run.stage("calibrate"):
         cal = calibrate_task(trained.oof_raw, ds.y, trained.folds, settings.calibration.method,
                              settings.calibration.n_bins, report_dir / "reliability.png")
-    with _timed(timings, "reserve"):
+    with run.stage("reserve"):
         reservation = reserve_task(registry, settings, feature_schema_hash(contract, features))
-    state["version"], release = reservation.version, reservation.release
+    run.version, release = reservation.version, reservation.release
     try:
-        with _timed(timings, "export"):
+        with run.stage("export"):
             exported = export_task(trained, cal, ds, contract, features, settings, release,
                                    {"schema_file": str(Path(schema).resolve()),
                                     "feature_list_file": str(Path(feature_list).resolve()), **code_lineage()},
                                    reservation.version)
-        with _timed(timings, "register"):
+        with run.stage("register"):
             reg = register_task(registry, reservation, exported, cal, trained, input_example(exported.metadata),
                                 {"training": trained.params, "calibration": {"method": cal.method,
                                                                              "n_bins": settings.calibration.n_bins},
@@ -130,17 +106,17 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
     except Exception as exc:
         registry.abandon(reservation, getattr(exc, "release_stage", "register"), exc)
         raise
-    state["registered"] = True
+    run.registered = True
     evaluation = None
     if eval_ds is not None:
         def champion_dir() -> Path:
             return registry.export_dir(registry.get_version(champion.version),
                                        settings.pipeline_home / "registry-cache")
 
-        with _timed(timings, "evaluate"):
+        with run.stage("evaluate"):
             evaluation = evaluate_task(exported.path, eval_ds, rows, settings,
                                        champion.version if champion else None, champion_dir)
-    with _timed(timings, "gate"):
+    with run.stage("gate"):
         gate = gate_task(exported.metadata.cv_metrics, settings.gate,
                          champion.metrics if champion else None, champion.version if champion else None,
                          evaluation)
@@ -169,12 +145,11 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
     logger.info("release %s: version %s at %s, registered %s v%s, gate %s", release, exported.version,
                 exported.path, reg.name, reg.version, "passed" if gate.passed else "FAILED")
     def report(outcome: str) -> None:
-        state["reported"] = True
-        publish("release-report", reg.name, release_report(summary, registry.run_link(reg.run_id)),
-                f"{reg.name} release {release}: v{reg.version}, {outcome}")
+        run.report(release_report(summary, registry.run_link(reg.run_id)),
+                   f"{reg.name} release {release}: v{reg.version}, {outcome}")
 
     if gate.passed and (targets or fleet):
-        deploy_blessed(summary, timings, report, version=reg.version, targets=[] if fleet else targets,
+        deploy_blessed(run, summary, report, version=reg.version, targets=[] if fleet else targets,
                        targets_file=targets_file, config=config, reason=f"release {release}: gate passed, smoke-tested",
                        fleet=fleet)
         summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],
@@ -182,25 +157,3 @@ def _release(logger, started: float, timings: dict, state: dict, settings, data:
     report(f"gate {'passed' if gate.passed else 'FAILED'}")
     return summary
 
-
-def deploy_blessed(summary: dict, timings: dict, report, *, version: str, targets: list[str],
-                   targets_file: str | None, config: str | None, reason: str, fleet: str | None = None) -> None:
-    """Deploy a blessed version to ``targets`` and promote it (``deploy_flow``), into ``summary``; when that
-    fails, the summary says what became of the hosts and the champion, ``report(outcome)`` is sent and the
-    error raised."""
-    try:
-        with _timed(timings, "deploy"):
-            summary["deploy"] = deploy_flow(version=version, targets=targets, targets_file=targets_file,
-                                            config=config, reason=reason, fleet=fleet)
-    except Exception as exc:
-        summary["deploy_error"] = str(exc)
-        summary["deploy_restores"] = getattr(exc, "restores", None)   # what deploy_flow found afterwards
-        summary["deploy_champion"] = getattr(exc, "champion", None)
-        if getattr(exc, "outcome", None) is not None:                  # a fleet release: each host's outcome
-            summary["deploy_fleet"] = exc.outcome.to_dict()
-        if isinstance(exc, PostPromotionCheckFailed):   # the champion did move
-            summary["post_promotion_failed"] = True
-            summary["registry"]["alias"] = CHAMPION
-        report("check after promotion FAILED" if summary.get("post_promotion_failed") else "deploy FAILED")
-        raise
-    summary["registry"]["alias"] = CHAMPION
