@@ -69,7 +69,8 @@ def reserve_task(registry: MlflowRegistry, settings: Settings, feature_schema_ha
     """The next registry version and its release number, under the model's release lock: two releases
     at once read the same latest release, so reading it and taking the version must not interleave."""
     with exclusive(settings, "release", "reserving the next version"):
-        reservation = registry.reserve(feature_schema_hash, lambda prior: next_release(prior, feature_schema_hash))
+        reservation = registry.reserve(feature_schema_hash,
+                                       lambda prior, _taken: next_release(prior, feature_schema_hash))
     get_run_logger().info("reserved %s version %s for release %s", reservation.name, reservation.version,
                           reservation.release)
     return reservation
@@ -219,8 +220,7 @@ def reserve_patch_task(registry: MlflowRegistry, settings: Settings, of_release:
                        feature_schema_hash: str) -> Reservation:
     """The next registry version with the next free PATCH of ``of_release``, under the model's release lock."""
     with exclusive(settings, "release", "reserving the next version"):
-        taken = registry.releases()
-        reservation = registry.reserve(feature_schema_hash, lambda _prior: next_patch(of_release, taken))
+        reservation = registry.reserve(feature_schema_hash, lambda _prior, taken: next_patch(of_release, taken))
     get_run_logger().info("reserved %s version %s for release %s", reservation.name, reservation.version,
                           reservation.release)
     return reservation

@@ -120,15 +120,11 @@ class MlflowRegistry:
         """The highest release number given and its feature-schema hash (reserved, registered or failed alike:
         a release number, once taken, is never given again). The highest, not the latest version's: a
         recalibration of an older version (1.1.1 after 1.2.0) is not where the next release counts from."""
-        tagged = [v for v in self._versions() if v.tags.get("release") and v.tags.get("feature_schema_hash")]
-        if not tagged:
-            return None
-        latest = max(tagged, key=lambda v: (_release_key(v.tags["release"]), int(v.version)))
-        return PriorRelease(latest.tags["release"], latest.tags["feature_schema_hash"])
+        return _prior_release(self._versions())
 
     def releases(self) -> list[str]:
         """Every release number the registry has given (failed releases' included)."""
-        return [v.tags["release"] for v in self._versions() if v.tags.get("release")]
+        return _releases(self._versions())
 
     def alias_version(self, alias: str):
         """The version ``alias`` points at; None only when MLflow answers that the alias is not set.
@@ -188,14 +184,17 @@ class MlflowRegistry:
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
 
     # ------------------------------------------------------------ registering and exports
-    def reserve(self, feature_schema_hash: str, release_of: Callable[[PriorRelease | None], str]) -> Reservation:
-        """The next version and its release number (``release_of(prior release)``), taken together.
+    def reserve(self, feature_schema_hash: str,
+                release_of: Callable[[PriorRelease | None, list[str]], str]) -> Reservation:
+        """The next version and its release number (``release_of(prior release, every release given)``), taken
+        together, from one listing of the versions.
 
         Call it holding the model's release lock (``tasks.locks``): the release number is read from the
         versions before this one, so another run's reservation must not come in between.
         """
-        prior = self.prior_release()
-        release = release_of(prior)
+        versions = self._versions()
+        prior = _prior_release(versions)
+        release = release_of(prior, _releases(versions))
         with self._step("reserving a new version"):
             return runs.reserve(self.client, self.settings, release, {
                 "feature_schema_hash": feature_schema_hash, "previous_release": prior.release if prior else ""})
@@ -322,3 +321,15 @@ class MlflowRegistry:
             self.client.set_model_version_tag(self.name, from_version, ROLLED_BACK, to_version)
             self.client.set_registered_model_alias(self.name, CHAMPION, to_version)
         return {"champion_before": from_version, "champion_after": to_version}
+
+
+def _prior_release(versions) -> PriorRelease | None:
+    tagged = [v for v in versions if v.tags.get("release") and v.tags.get("feature_schema_hash")]
+    if not tagged:
+        return None
+    latest = max(tagged, key=lambda v: (_release_key(v.tags["release"]), int(v.version)))
+    return PriorRelease(latest.tags["release"], latest.tags["feature_schema_hash"])
+
+
+def _releases(versions) -> list[str]:
+    return [v.tags["release"] for v in versions if v.tags.get("release")]

@@ -105,7 +105,7 @@ def test_reservations_at_once_get_distinct_versions_and_release_numbers(sqlite_r
     def release():
         start.wait(timeout=60)
         with held(tmp_path, registry.name, "release", "reserving", timeout_s=120):
-            got.append(registry.reserve("h1", lambda prior: next_release(prior, "h1")))
+            got.append(registry.reserve("h1", lambda prior, _taken: next_release(prior, "h1")))
 
     threads = [threading.Thread(target=release) for _ in range(4)]
     for t in threads:
@@ -124,12 +124,12 @@ def test_a_failed_release_keeps_its_number_and_is_never_deployed(sqlite_registry
     from tasks.release.versioning import next_release
 
     registry = sqlite_registry
-    first = registry.reserve("h1", lambda prior: next_release(prior, "h1"))
+    first = registry.reserve("h1", lambda prior, _taken: next_release(prior, "h1"))
     registry.abandon(first, "export", RuntimeError("disk full"))
     mv = registry.get_version(first.version)
     assert mv.tags["release_status"] == "failed" and mv.tags["release_error"] == "export: RuntimeError: disk full"
     assert registry.client.get_run(first.run_id).info.status == "FAILED"
-    second = registry.reserve("h1", lambda prior: next_release(prior, "h1"))
+    second = registry.reserve("h1", lambda prior, _taken: next_release(prior, "h1"))
     assert (second.version, second.release) == ("2", "1.1.0")    # neither number is given again
     with pytest.raises(RegistryError, match="reserved by a release that failed .*disk full.*no model to deploy"):
         registry.export_dir(mv, registry.settings.pipeline_home / "registry-cache")

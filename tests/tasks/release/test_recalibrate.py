@@ -31,7 +31,7 @@ def test_the_next_release_counts_from_the_highest_release_not_the_latest_version
 
     registry = MlflowRegistry(load_settings(None, env={"PIPELINE_HOME": str(tmp_path)}))
     for release in ("1.0.0", "1.1.0", "1.0.1"):
-        registry.reserve("fsh", lambda _prior, r=release: r)
+        registry.reserve("fsh", lambda _prior, _taken, r=release: r)
     prior = registry.prior_release()
     assert (prior.release, prior.feature_schema_hash) == ("1.1.0", "fsh")
     assert sorted(registry.releases()) == ["1.0.0", "1.0.1", "1.1.0"]
