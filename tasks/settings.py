@@ -40,7 +40,7 @@ class ParallelSettings(_Section):
 # validation split the candidates are judged on, or where they run.
 SEARCHABLE = frozenset({"epochs", "batch_size", "learning_rate", "hidden_units", "dropout", "l2",
                         "early_stopping_patience", "lr_schedule", "numeric_embedding", "embedding_frequencies",
-                        "embedding_sigma", "embedding_dim", "embedding_with_value"})
+                        "embedding_sigma", "embedding_dim", "embedding_with_value", "wide_buckets"})
 
 
 class SearchSettings(_Section):
@@ -83,6 +83,10 @@ class TrainingSettings(_Section):
     embedding_sigma: float = Field(0.1, gt=0)              # initial frequencies ~ N(0, sigma)
     embedding_dim: int = Field(4, ge=1, le=64)             # per-feature Linear+ReLU output
     embedding_with_value: bool = True                      # feed the standardised value beside its embedding
+    # Wide & Deep's memorisation path (Cheng et al. 2016): a learned logit per hashed cross of all the raw
+    # feature values, this many buckets per fold model; it pays where whole feature vectors repeat
+    # (panel data). 0: off.
+    wide_buckets: int = Field(0, ge=0, le=1 << 22)
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     min_rows: int = Field(100, ge=10)
     min_class_rows: int = Field(10, ge=2)

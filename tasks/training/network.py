@@ -179,6 +179,28 @@ def build_model(members: list[list[FeatureStats]], cfg: TrainingSettings, seed: 
         def call(self, x):
             return self.activation(tf.matmul(x, self.kernel) + self.bias)
 
+    class WideCross(layers.Layer):
+        """Wide & Deep's memorisation path (Cheng et al. 2016): per member a learned logit for the hashed cross
+        of every raw input value, added to the member's logit: [B, M]. A feature vector seen in training
+        keeps its own logit; an unseen one lands in an untrained (zero) bucket, up to hash collisions."""
+
+        def __init__(self, buckets, **kwargs):
+            super().__init__(autocast=False, **kwargs)
+            self.buckets = buckets
+            self.offsets = np.arange(n_members, dtype=np.int64) * buckets
+            self.table = self.add_weight(shape=(n_members * buckets,), name="logits", initializer="zeros",
+                                         regularizer=reg)
+            self.fuse_rules = ["concat"]
+
+        def call(self, inputs):
+            # Numbers as float32 (what fit() hands over; the SavedModel takes float64) with 9 significant
+            # digits, which round-trips a float32 exactly: training and serving hash the same text.
+            parts = [tf.strings.strip(x) if x.dtype == tf.string else
+                     tf.strings.as_string(tf.cast(x, tf.float32), precision=8, scientific=True) for x in inputs]
+            key = tf.strings.reduce_join(tf.stack(parts, axis=1), axis=1, separator="\x1f")
+            idx = tf.strings.to_hash_bucket_fast(key, self.buckets)[:, None] + self.offsets   # [B, M]
+            return tf.gather(self.table, idx)
+
     class MemberMean(layers.Layer):
         def call(self, x):
             return tf.reduce_mean(x, axis=-1)
@@ -207,7 +229,12 @@ def build_model(members: list[list[FeatureStats]], cfg: TrainingSettings, seed: 
         x = MemberDense(units, "relu", name=f"dense_{i}")(x)
         if cfg.dropout:
             x = layers.Dropout(cfg.dropout, name=f"dropout_{i}", seed=next(seeds))(x)
-    x = MemberDense(1, "sigmoid", name="score")(x)                                       # [B, M]
+    if cfg.wide_buckets:
+        logits = MemberDense(1, "linear", name="score")(x)                                 # [B, M]
+        wide = WideCross(cfg.wide_buckets, name="wide")([inputs[tensor_name(s.name)] for s in layout])
+        x = layers.Activation("sigmoid", name="score_probability")(layers.Add(name="deep_and_wide")([logits, wide]))
+    else:
+        x = MemberDense(1, "sigmoid", name="score")(x)                                   # [B, M]
     out = MemberMean(name="probability")(x)
     return keras.Model(inputs, out, name=MODEL_TYPE)
 

@@ -114,6 +114,24 @@ def test_the_search_ships_the_chosen_networks_fold_models_untouched(trained):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_network_with_the_wide_path_trains_exports_and_serves_what_was_trained(trained, tmp_path):
+    """The memorisation path hashes the raw inputs in the graph: the SavedModel (float64 inputs) must score
+    exactly what the trained Keras model (float32 in fit) scored; export's fidelity check and the golden
+    examples through the server's loader say so."""
+    tmp = trained["tmp"]
+    settings = load_settings(tmp / "pipeline.yaml", env={"PIPELINE_HOME": str(tmp_path / "home")},
+                             overrides={"training.wide_buckets": 4096})
+    ds = trained["ds"]
+    result = train(ds, trained["schema"], trained["features"], settings)
+    assert result.params["wide_buckets"] == 4096
+    assert np.count_nonzero(result.model.get_layer("wide").get_weights()[0]) > 100    # it learned
+    cal = calibrate(result.oof_raw, ds.y, result.folds, "sigmoid", 10, None)
+    exported = export_model(result, cal, ds, trained["schema"], trained["features"], settings, "1.0.0", {},
+                            version="1")
+    assert exported.fidelity_max_abs_diff <= 1e-5 and exported.golden_max_abs_diff <= 1e-6
+    assert LoadedModel.load(exported.path).golden_max_error() <= 1e-6
+
+
 def test_more_debt_means_more_risk(trained):
     ds, result = trained["ds"], trained["train"]
     columns = dict(ds.columns)

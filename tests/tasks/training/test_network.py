@@ -94,3 +94,31 @@ def test_the_learning_rate_schedule_is_the_configured_one(schedule):
         assert float(schedule_fn(200)) == pytest.approx(0.0001)        # alpha 0.01 at the last step
     else:
         assert float(rate) == pytest.approx(0.01)
+
+
+def test_the_wide_path_is_fused_per_member_and_hashes_the_raw_values():
+    """Each member's wide logits (one per hashed cross of the raw values) survive fusing; a vector's bucket
+    is the same whether its numbers arrive as float64 (serving) or float32 (what fit() hands over)."""
+    from tasks.training.network import build_model, fuse
+
+    cfg = TrainingSettings(hidden_units=(4,), numeric_embedding="none", wide_buckets=64)
+    members = [_member(0.0, 0.0, 1.0, "red"), _member(2.0, -1.0, 3.0, "blue")]
+    models = [build_model([stats], cfg, seed) for seed, stats in enumerate(members, start=1)]
+    rng = np.random.default_rng(0)
+    for model in models:   # trained tables are not zero: give each member its own
+        model.get_layer("wide").set_weights([rng.normal(0, 2, 64).astype("float32")])
+    ensemble = fuse(models, members, cfg, seed=5)
+    columns = _columns(200)
+    each = np.stack([predict_raw(m, columns, stats) for m, stats in zip(models, members)])
+    np.testing.assert_allclose(predict_raw(ensemble, columns, members[0]), each.mean(axis=0), atol=1e-6)
+
+    wide = models[0].get_layer("wide")
+    as64 = [columns["x"], columns["amount"], columns["colour"], columns["size"]]
+    as32 = [columns["x"].astype(np.float32), columns["amount"].astype(np.float32), columns["colour"],
+            columns["size"]]
+    np.testing.assert_array_equal(np.asarray(wide(as64)), np.asarray(wide(as32)))
+    # Identical rows share a logit, different rows mostly do not.
+    logits = np.asarray(wide(as64))[:, 0]
+    first = {tuple(str(c[i]) for c in as64): logits[i] for i in range(200)}
+    assert all(first[tuple(str(c[i]) for c in as64)] == logits[i] for i in range(200))
+    assert np.unique(logits).size > 30
