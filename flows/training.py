@@ -20,6 +20,7 @@ import socket
 import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 
 from flows.stages import train_task
 from serving.config import available_cpus
@@ -63,9 +64,14 @@ def fit_fold_task(ds: Dataset, schema: Schema, features: FeatureList, settings: 
 @flow(name="train-folds", validate_parameters=False)
 def train_folds_flow(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings,
                      folds: list[tuple[np.ndarray, np.ndarray]]) -> SearchOutcome:
-    """The folds of the configured network, and of each search candidate in turn, as parallel tasks."""
+    """The folds of the configured network, and of each search candidate in turn, as parallel tasks.
+
+    The dataset goes to the workers once (scattered to every worker), not pickled into each of the
+    (candidates x folds) task submissions."""
+    data = FlowRunContext.get().task_runner.client.scatter(ds, broadcast=True)
+
     def run_round(candidate: Settings, folds: list[tuple[np.ndarray, np.ndarray]]) -> list[FoldFit]:
-        futures = [fit_fold_task.submit(ds, schema, features, candidate, k, rows, held_out)
+        futures = [fit_fold_task.submit(data, schema, features, candidate, k, rows, held_out)
                    for k, (rows, held_out) in enumerate(folds)]
         return [future.result() for future in futures]
 
