@@ -90,14 +90,15 @@ def _calibration_lines(cal: dict) -> list[str]:
              + (f" ({cal['reason']})." if cal.get("reason") else ".")]
     candidates = cal.get("candidates") or {}
     if candidates:
-        lines += ["", "| calibration: candidate | Brier | ECE | ROC-AUC | log-loss | chosen |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {name} | {_fmt(m.get('brier'))} | {_fmt(m.get('ece'))} | {_fmt(m.get('roc_auc'))} | "
-                  f"{_fmt(m.get('log_loss'))} | {'**yes**' if name == cal['method'] else ''} |"
-                  for name, m in candidates.items()]
-        lines += ["", "Brier, ECE and log-loss are cross-fitted on the same out-of-fold scores. ROC-AUC is the "
-                  "calibrator's ranking of those rows: the network's own, since each calibrator keeps the order "
-                  "of the scores."]
+        lines += ["", "| calibration: candidate | Brier | ECE | calibration test p | ROC-AUC | log-loss | chosen |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {_fmt(m.get('brier'))} | {_fmt(m.get('ece'))} | {_fmt(m.get('calibration_p'))} | "
+                  f"{_fmt(m.get('roc_auc'))} | {_fmt(m.get('log_loss'))} | "
+                  f"{'**yes**' if name == cal['method'] else ''} |" for name, m in candidates.items()]
+        lines += ["", "Brier, ECE and log-loss are cross-fitted on the same out-of-fold scores. The calibration test "
+                  "p is how often a model whose probabilities are exactly right shows that ECE or more on these rows; "
+                  "below 0.01 `auto` sets the candidate aside. ROC-AUC is the calibrator's ranking of those rows: "
+                  "the network's own, since each calibrator keeps the order of the scores."]
     return lines
 
 

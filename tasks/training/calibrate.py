@@ -14,6 +14,15 @@ the order of ``CANDIDATES``; an exact tie goes to the simpler one. So a calibrat
 (isotonic on few rows, or anything on scores that are already calibrated) is not chosen over a
 simpler one it does not beat by more than chance.
 
+Brier is a blunt test of calibration: on a few hundred rows a raw score whose ECE is far beyond what a
+calibrated model could show by chance can still be within one standard error of Platt scaling's Brier
+(anes96 in bench/README.md: "none" at ECE 0.035, above every one of 2,000 draws of a perfectly calibrated
+model with the same scores; sigmoid at 0.016). So before the Brier rule, a candidate whose cross-fitted
+probabilities fail a calibration test is set aside: the test asks how often labels drawn from the
+probabilities themselves (a model that is exactly right) give an ECE at least as large
+(``calibration_p_value``); below ``CALIBRATION_TEST_LEVEL`` the candidate is not chosen, unless every
+candidate fails.
+
 Every calibrator keeps the order of the raw scores (the shipped isotonic map through a small
 blend with the raw score), so after calibration ROC-AUC and PR-AUC are those of the shipped map
 on the out-of-fold rows, equal to the raw scores' (``keeps_ranking`` checks it; a map that ties
@@ -46,6 +55,8 @@ CANDIDATES = METHODS          # simplest first: none, sigmoid (2 parameters), be
 SE_RULE = 1.0                 # auto: within this many standard errors of the best Brier counts as a tie
 ISOTONIC_TIE_BREAK = 1e-3     # weight of the raw score in the shipped isotonic map (keeps the ranking)
 LOG_LOSS_CLIP = 1e-15
+CALIBRATION_TEST_LEVEL = 0.01  # auto: a candidate whose ECE a calibrated model reaches less often is set aside
+CALIBRATION_TEST_DRAWS = 2000
 
 
 @dataclass(frozen=True)
@@ -134,8 +145,25 @@ def log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def choose(y: np.ndarray, scores: dict[str, np.ndarray]) -> tuple[str, dict[str, float], str]:
-    """The one-standard-error rule on cross-fitted Brier scores (see the module docstring).
+def calibration_p_value(y: np.ndarray, p: np.ndarray, n_bins: int = 10, draws: int = CALIBRATION_TEST_DRAWS,
+                        seed: int = 0) -> float:
+    """How often a model whose probabilities ``p`` are exactly right shows a 10-bin (equal-width) ECE at least as
+    large as the one measured against ``y``: a parametric bootstrap of the ECE under perfect calibration.
+
+    In bin b the positive count of such a model has mean Σp and variance Σp(1-p) (a sum of Bernoullis), so
+    its |observed - predicted| is drawn as sd_b |Z| with Z standard normal; the draw's ECE is Σ_b sd_b |Z_b| / n.
+    Seeded: the same scores give the same answer.
+    """
+    s = np.asarray(p, dtype=np.float64)
+    idx = np.clip((s * n_bins).astype(int), 0, n_bins - 1)          # the bins of serving.metrics.ece
+    sd = np.sqrt(np.bincount(idx, weights=s * (1 - s), minlength=n_bins))
+    simulated = np.abs(np.random.default_rng(seed).standard_normal((draws, n_bins))) @ sd / max(s.size, 1)
+    return float(np.mean(simulated >= ece(y, s, n_bins, "width")))
+
+
+def choose(y: np.ndarray, scores: dict[str, np.ndarray], n_bins: int = 10) -> tuple[str, dict[str, float], str]:
+    """The one-standard-error rule on cross-fitted Brier scores, among the candidates that pass the calibration
+    test (see the module docstring).
 
     Args:
         scores: each candidate's cross-fitted probabilities, simplest candidate first.
@@ -144,17 +172,25 @@ def choose(y: np.ndarray, scores: dict[str, np.ndarray]) -> tuple[str, dict[str,
         (the chosen candidate, each candidate's standard error of its Brier difference to the best, why).
     """
     y = np.asarray(y, dtype=np.float64)
+    p_values = {name: calibration_p_value(y, p, n_bins) for name, p in scores.items()}
+    failed = [name for name in scores if p_values[name] < CALIBRATION_TEST_LEVEL]
+    eligible = [name for name in scores if name not in failed] or list(scores)
     sq = {name: (p - y) ** 2 for name, p in scores.items()}
     brier = {name: float(e.mean()) for name, e in sq.items()}
-    best = min(brier, key=lambda name: (brier[name], list(scores).index(name)))
+    best = min(eligible, key=lambda name: (brier[name], list(scores).index(name)))
     se = {name: float(np.std(e - sq[best], ddof=1) / np.sqrt(e.size)) if e.size > 1 else 0.0
           for name, e in sq.items()}
-    chosen = next(name for name in scores if brier[name] - brier[best] <= SE_RULE * se[name])
+    chosen = next(name for name in eligible if brier[name] - brier[best] <= SE_RULE * se[name])
     if chosen == best:
         why = f"lowest cross-fitted Brier ({brier[best]:.5f})"
     else:
         why = (f"simplest within {SE_RULE:g} SE of the lowest cross-fitted Brier ({best}, {brier[best]:.5f}): "
                f"{brier[chosen]:.5f}, +{brier[chosen] - brier[best]:.5f} <= {SE_RULE * se[chosen]:.5f}")
+    if failed and len(failed) < len(scores):
+        why += "; set aside, failing the calibration test: " + ", ".join(
+            f"{name} (ECE {ece(y, scores[name], n_bins, 'width'):.4f}, p = {p_values[name]:.4f})" for name in failed)
+    elif failed:
+        why += "; every candidate fails the calibration test"
     return chosen, se, why
 
 
@@ -173,11 +209,12 @@ def calibrate(raw: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.n
     raw = np.asarray(raw, dtype=np.float64)
     scores = {name: cross_fitted(name, raw, y, folds) for name in CANDIDATES}
     fitted = {name: fit_calibrator(name, raw, y) for name in CANDIDATES}
-    best, se, why = choose(y, scores)
+    best, se, why = choose(y, scores, n_bins)
     chosen, reason = (best, f"auto: {why}") if method == AUTO else (method, "configured")
     after = {name: _after(fitted[name], raw, y, p, n_bins) for name, p in scores.items()}
     candidates = {name: {**{k: after[name][k] for k in ("roc_auc", "pr_auc", "brier", "ece")},
                          "log_loss": log_loss(y, p), "brier_se": se[name],
+                         "calibration_p": calibration_p_value(y, p, n_bins),
                          "roc_auc_cross_fitted": float(roc_auc_score(y, p))}
                   for name, p in scores.items()}
     result = CalibrationResult(method=chosen, calibrator=fitted[chosen],

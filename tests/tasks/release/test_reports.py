@@ -17,15 +17,15 @@ def _summary(calibration: dict) -> dict:
 
 def test_the_release_report_tables_every_calibration_candidate_and_marks_the_one_shipped():
     candidates = {name: {"roc_auc": 0.81, "pr_auc": 0.6, "brier": brier, "ece": ece, "log_loss": 0.5,
-                         "brier_se": 0.0}
+                         "brier_se": 0.0, "calibration_p": 0.4}
                   for name, brier, ece in (("none", 0.2012, 0.0811), ("sigmoid", 0.1794, 0.0186),
                                            ("beta", 0.1795, 0.0179), ("isotonic", 0.1789, 0.0073))}
     report = release_report(_summary({"method": "sigmoid", "requested": "auto", "ece_before": 0.0811,
                                       "ece_after": 0.0186, "reason": "auto: simplest within 1 SE",
                                       "candidates": candidates}), "link")
-    assert "| calibration: candidate | Brier | ECE | ROC-AUC | log-loss | chosen |" in report
-    assert "| sigmoid | 0.1794 | 0.0186 | 0.8100 | 0.5000 | **yes** |" in report
-    assert "| isotonic | 0.1789 | 0.0073 | 0.8100 | 0.5000 |  |" in report
+    assert "| calibration: candidate | Brier | ECE | calibration test p | ROC-AUC | log-loss | chosen |" in report
+    assert "| sigmoid | 0.1794 | 0.0186 | 0.4000 | 0.8100 | 0.5000 | **yes** |" in report
+    assert "| isotonic | 0.1789 | 0.0073 | 0.4000 | 0.8100 | 0.5000 |  |" in report
     assert "Calibration: sigmoid, ECE 0.0811 before → 0.0186 after (auto: simplest within 1 SE)." in report
 
 

@@ -15,6 +15,7 @@ from tasks.training.calibrate import (
     CANDIDATES,
     ISOTONIC_TIE_BREAK,
     calibrate,
+    calibration_p_value,
     choose,
     fit_calibrator,
     keeps_ranking,
@@ -87,7 +88,8 @@ def test_every_candidate_is_reported_side_by_side_even_when_the_method_is_config
     cal = calibrate(raw, y, _folds(3000, rng), "isotonic", 10)
     assert (cal.method, cal.requested, cal.reason) == ("isotonic", "isotonic", "configured")
     for metrics in cal.candidates.values():
-        assert set(metrics) == {"roc_auc", "pr_auc", "brier", "ece", "log_loss", "brier_se", "roc_auc_cross_fitted"}
+        assert set(metrics) == {"roc_auc", "pr_auc", "brier", "ece", "log_loss", "brier_se", "roc_auc_cross_fitted",
+                                "calibration_p"}
         assert all(np.isfinite(v) for v in metrics.values())
         # Every shipped map keeps the network's order: its ranking of the out-of-fold rows is the raw one.
         assert (metrics["roc_auc"], metrics["pr_auc"]) == (cal.metrics_before["roc_auc"], cal.metrics_before["pr_auc"])
@@ -163,8 +165,8 @@ def test_an_exact_tie_goes_to_the_simpler_candidate():
 
 
 def test_a_clearly_better_complex_candidate_wins_over_simpler_ones():
-    y = np.tile([0, 1], 500)
-    good = np.where(y == 1, 0.9, 0.1)
+    good = np.tile([0.1, 0.9], 500)
+    y = (np.random.default_rng(0).random(good.size) < good).astype(int)     # good is calibrated and sharp
     chosen, _se, why = choose(y, {"none": np.full(y.size, 0.5), "isotonic": good})
     assert chosen == "isotonic" and "lowest cross-fitted Brier" in why
 
@@ -174,3 +176,51 @@ def test_an_unknown_method_is_refused_by_name():
         calibrate(np.array([0.1, 0.9]), np.array([0, 1]), [], "platt")
     with pytest.raises(ValueError, match="'platt'"):
         fit_calibrator("platt", np.array([0.1, 0.9]), np.array([0, 1]))
+
+
+def test_the_calibration_test_matches_drawing_labels_from_the_probabilities():
+    """The bootstrap's normal shortcut against the slow way (labels drawn as Bernoulli(p), ECE each time)."""
+    from serving.metrics import ece
+
+    rng = np.random.default_rng(4)
+    p = _sigmoid(rng.normal(0, 1.5, 600))
+    slow = np.array([ece((rng.random(p.size) < p).astype(int), p, 10) for _ in range(1000)])
+    for measured in np.quantile(slow, [0.5, 0.9, 0.99]):
+        y = np.zeros(p.size, dtype=int)    # a stand-in label vector whose ECE is `measured`: only the value matters
+        fraction = float(np.mean(slow >= measured))
+        import tasks.training.calibrate as module
+
+        original = module.ece
+        module.ece = lambda *_args, value=measured, **_kw: value
+        try:
+            assert calibration_p_value(y, p) == pytest.approx(fraction, abs=0.04)
+        finally:
+            module.ece = original
+
+
+def test_calibrated_scores_pass_the_calibration_test_and_shifted_ones_fail():
+    passed = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        raw, y = _calibrated(rng, 4000)
+        passed.append(calibration_p_value(y, raw) >= 0.01)
+        assert calibration_p_value(y, np.clip(raw.astype(np.float64) + 0.04, 0, 1)) < 0.01
+    assert sum(passed) >= 9, passed
+
+
+def test_a_raw_score_failing_the_calibration_test_is_set_aside_though_brier_cannot_tell():
+    """Over-confident scores on 400 rows of a sharp model (as anes96's raw scores): their Brier is within one
+    standard error of the calibrated probabilities', but their ECE is beyond what a calibrated model shows;
+    "none" is set aside and the reason says why."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(0, 3, 400)
+    truth = _sigmoid(z)
+    y = (rng.random(400) < truth).astype(int)
+    scores = {"none": _sigmoid(1.8 * z), "sigmoid": truth}
+    diff = (scores["none"] - y) ** 2 - (truth - y) ** 2
+    assert diff.mean() <= np.std(diff, ddof=1) / np.sqrt(400)          # the Brier rule alone keeps "none"
+    chosen, _se, why = choose(y, scores)
+    assert chosen == "sigmoid" and "set aside, failing the calibration test: none (ECE" in why
+    # When every candidate fails, the Brier rule decides among them all and says so.
+    chosen, _se, why = choose(y, {"none": scores["none"], "sigmoid": _sigmoid(2 * z)})
+    assert chosen == "none" and "every candidate fails the calibration test" in why
