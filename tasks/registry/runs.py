@@ -187,9 +187,8 @@ def log_and_register(client, settings: Settings, reservation: Reservation, *, ex
     metrics |= calibration_metrics
     search_params, search_metrics = search_record(train.search)
     metrics |= search_metrics
-    params = {**params, **search_params}
     return register_export(client, settings, reservation, exported=exported, input_example=input_example,
-                           params={**params, **calibration_params}, metrics=metrics,
+                           params={**params, **calibration_params, **search_params}, metrics=metrics,
                            steps=[(fold.fold, {f"fold_{k}": v for k, v in fold.metrics.items()})
                                   for fold in train.fold_results],
                            artifacts=[(calibration.diagram, "calibration")] if calibration.diagram else [],

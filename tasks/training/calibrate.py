@@ -161,18 +161,21 @@ def calibration_p_value(y: np.ndarray, p: np.ndarray, n_bins: int = 10, draws: i
     return float(np.mean(simulated >= ece(y, s, n_bins, "width")))
 
 
-def choose(y: np.ndarray, scores: dict[str, np.ndarray], n_bins: int = 10) -> tuple[str, dict[str, float], str]:
+def choose(y: np.ndarray, scores: dict[str, np.ndarray], n_bins: int = 10,
+           p_values: dict[str, float] | None = None) -> tuple[str, dict[str, float], str]:
     """The one-standard-error rule on cross-fitted Brier scores, among the candidates that pass the calibration
     test (see the module docstring).
 
     Args:
         scores: each candidate's cross-fitted probabilities, simplest candidate first.
+        p_values: each candidate's ``calibration_p_value``, when the caller has them already.
 
     Returns:
         (the chosen candidate, each candidate's standard error of its Brier difference to the best, why).
     """
     y = np.asarray(y, dtype=np.float64)
-    p_values = {name: calibration_p_value(y, p, n_bins) for name, p in scores.items()}
+    if p_values is None:
+        p_values = {name: calibration_p_value(y, p, n_bins) for name, p in scores.items()}
     failed = [name for name in scores if p_values[name] < CALIBRATION_TEST_LEVEL]
     eligible = [name for name in scores if name not in failed] or list(scores)
     sq = {name: (p - y) ** 2 for name, p in scores.items()}
@@ -209,12 +212,13 @@ def calibrate(raw: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.n
     raw = np.asarray(raw, dtype=np.float64)
     scores = {name: cross_fitted(name, raw, y, folds) for name in CANDIDATES}
     fitted = {name: fit_calibrator(name, raw, y) for name in CANDIDATES}
-    best, se, why = choose(y, scores, n_bins)
+    p_values = {name: calibration_p_value(y, p, n_bins) for name, p in scores.items()}
+    best, se, why = choose(y, scores, n_bins, p_values)
     chosen, reason = (best, f"auto: {why}") if method == AUTO else (method, "configured")
     after = {name: _after(fitted[name], raw, y, p, n_bins) for name, p in scores.items()}
     candidates = {name: {**{k: after[name][k] for k in ("roc_auc", "pr_auc", "brier", "ece")},
                          "log_loss": log_loss(y, p), "brier_se": se[name],
-                         "calibration_p": calibration_p_value(y, p, n_bins),
+                         "calibration_p": p_values[name],
                          "roc_auc_cross_fitted": float(roc_auc_score(y, p))}
                   for name, p in scores.items()}
     result = CalibrationResult(method=chosen, calibrator=fitted[chosen],
