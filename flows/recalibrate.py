@@ -45,9 +45,9 @@ def recalibrate_flow(version: str | int | None = None, labels: str = FEEDBACK, t
     logger = get_run_logger()
     started = time.perf_counter()
     settings = load_settings(config)
-    run = VersionRun("recalibration", settings.model_name)
+    run = VersionRun("recalibration", settings.model_name, started=started)
     with run.failure_reported(str(labels)):
-        return _recalibrate(logger, started, run, settings, version, labels, targets, targets_file,
+        return _recalibrate(logger, run, settings, version, labels, targets, targets_file,
                             config, label_targets or targets or ["local"])
 
 
@@ -60,7 +60,7 @@ def _source_version(registry: MlflowRegistry, version: str | int | None):
     return champion
 
 
-def _recalibrate(logger, started: float, run: VersionRun, settings, version, labels: str,
+def _recalibrate(logger, run: VersionRun, settings, version, labels: str,
                  targets: list[str] | None, targets_file: str | None, config: str | None,
                  label_targets: list[str]) -> dict:
     timings = run.timings
@@ -109,7 +109,7 @@ def _recalibrate(logger, started: float, run: VersionRun, settings, version, lab
     with run.stage("gate"):
         gate = recalibration_gate_task(rows, recal, source, settings)
         registry.record_gate(reg.version, gate)
-    timings["flow_total"] = round(time.perf_counter() - started, 3)
+    timings["flow_total"] = run.elapsed()
     summary = {
         "version": exported.version, "release": release, "model_dir": str(exported.path),
         "recalibrated_from": {"version": str(mv.version), "release": old.release, "model_dir": str(source_dir)},
@@ -137,6 +137,6 @@ def _recalibrate(logger, started: float, run: VersionRun, settings, version, lab
         deploy_blessed(run, summary, report, version=reg.version, targets=targets, targets_file=targets_file,
                        config=config, reason=f"recalibration {release} of version {mv.version}: gate passed, "
                                              "smoke-tested")
-        summary["timings"] = {**timings, "flow_total": round(time.perf_counter() - started, 3)}
+        summary["timings"] = {**timings, "flow_total": run.elapsed()}
     report(f"gate {'passed' if gate.passed else 'FAILED'}")
     return summary

@@ -51,13 +51,13 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     logger = get_run_logger()
     started = time.perf_counter()
     settings = load_settings(config)
-    run = VersionRun("release", settings.model_name)
+    run = VersionRun("release", settings.model_name, started=started)
     with run.failure_reported(data):
-        return _release(logger, started, run, settings, data, schema, feature_list, config, targets,
+        return _release(logger, run, settings, data, schema, feature_list, config, targets,
                         targets_file, eval_data, fleet)
 
 
-def _release(logger, started: float, run: VersionRun, settings, data: str, schema: str,
+def _release(logger, run: VersionRun, settings, data: str, schema: str,
              feature_list: str, config: str | None, targets: list[str] | None, targets_file: str | None,
              eval_data: str | None, fleet: str | None = None) -> dict:
     timings = run.timings
@@ -121,7 +121,7 @@ def _release(logger, started: float, run: VersionRun, settings, data: str, schem
                          champion.metrics if champion else None, champion.version if champion else None,
                          evaluation)
         registry.record_gate(reg.version, gate, evaluation)
-    timings["flow_total"] = round(time.perf_counter() - started, 3)
+    timings["flow_total"] = run.elapsed()
 
     summary = {
         "version": exported.version,
@@ -153,7 +153,7 @@ def _release(logger, started: float, run: VersionRun, settings, data: str, schem
                        targets_file=targets_file, config=config, reason=f"release {release}: gate passed, smoke-tested",
                        fleet=fleet)
         summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],
-                              "flow_total": round(time.perf_counter() - started, 3)}
+                              "flow_total": run.elapsed()}
     report(f"gate {'passed' if gate.passed else 'FAILED'}")
     return summary
 

@@ -30,6 +30,11 @@ class VersionRun:
     version: str | None = None     # the registry version reserved
     registered: bool = False
     reported: bool = False
+    started: float = field(default_factory=time.perf_counter)   # time.perf_counter() when the run began
+
+    def elapsed(self) -> float:
+        """Seconds since the run began (the summary's ``flow_total``)."""
+        return round(time.perf_counter() - self.started, 3)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
