@@ -13,6 +13,7 @@ from serving import peers as peers_module
 from serving.counts import Aggregate, LabelHist
 from serving.monitoring import Recorder
 from serving.peers import Peers
+from testkit.procs import run_together
 from tests.serving.test_monitoring import _columns, _metadata
 
 pytestmark = pytest.mark.unit
@@ -152,17 +153,9 @@ def _open_at_once(path: str, barrier, errors) -> None:
 def test_workers_starting_together_all_open_the_shared_store(tmp_path):
     """gunicorn forks the workers at once and each opens run/monitoring/scored.sqlite: switching a new file
     to WAL fails at once with "database is locked" unless they take turns (it did, booting a worker out)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
     for trial in range(3):
         path = tmp_path / f"t{trial}" / "scored.sqlite"
         path.parent.mkdir()
-        barrier, errors = ctx.Barrier(6), ctx.Queue()
-        procs = [ctx.Process(target=_open_at_once, args=(str(path), barrier, errors)) for _ in range(6)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=60)
-        assert all(p.exitcode == 0 for p in procs)
-        assert errors.empty(), errors.get()
+        exit_codes, errors = run_together(_open_at_once, 6, str(path), timeout=60)
+        assert all(code == 0 for code in exit_codes)
+        assert not errors, errors[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.errors import RegistryError
+from testkit.procs import run_together
 
 pytestmark = pytest.mark.unit
 
@@ -151,13 +152,5 @@ def _open_registry(home: str, go, results) -> None:
 def test_processes_opening_a_new_sqlite_store_at_once_do_not_break_its_creation(tmp_path):
     """Releases started together on a fresh pipeline home all create its SQLite store on first touch;
     MLflow's schema migrations must not run twice at once (one used to fail with an alembic error)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    go, results = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_open_registry, args=(str(tmp_path), go, results)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert sorted(results.get(timeout=10) for _ in procs) == ["None"] * 4
+    _exit_codes, results = run_together(_open_registry, 4, str(tmp_path), timeout=300)
+    assert sorted(results) == ["None"] * 4
