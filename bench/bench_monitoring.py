@@ -3,9 +3,9 @@ the server holds, how often PSI cries wolf, and Evidently's PSI on the same rows
 
   1. overhead   our server with monitoring on and off, alternating rounds (8 clients and 1 client,
                 single-row requests): requests/s and p50 — goal: at most 5 % fewer requests/s
-  2. scale      1,000,000 scored rows of 20 numeric features recorded by serving.monitoring.Recorder,
+  2. scale      1,000,000 scored rows of 20 numeric features recorded by serving.monitoring.recorder.Recorder,
                 labelled through Recorder.feedback; then PSI for the 20 features and the predictions,
-                ECE and ROC-AUC from what the recorder holds (window + serving.drift) — goal: < 1 s
+                ECE and ROC-AUC from what the recorder holds (window + serving.contract.drift) — goal: < 1 s
   3. false      two samples of one population (1,000 rows each; an integer and a continuous
      alarms     feature), 200 pairs: the share of pairs with PSI >= 0.1 — goal: < 1 %
   4. Evidently  its data drift report with the PSI test on the same 20 features (reference 100,000
@@ -32,10 +32,10 @@ from types import SimpleNamespace
 import numpy as np
 from bench_serving import PY, ROOT, drive, prepare_home, wait_ready
 
-from serving.drift import feature_drift, label_metrics, prediction_drift
-from serving.metadata import InputSpec
-from serving.metrics import bin_fractions, quantile_edges
-from serving.monitoring import Recorder
+from serving.contract.binning import bin_fractions, quantile_edges
+from serving.contract.drift import feature_drift, label_metrics, prediction_drift
+from serving.contract.metadata import InputSpec
+from serving.monitoring.recorder import Recorder
 from testkit.net import free_port
 
 N_FEATURES = 20

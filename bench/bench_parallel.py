@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "parallel.json")
     args = parser.parse_args()
-    from serving.config import available_cpus
+    from serving.contract.processes import available_cpus
     from testkit.demo import make_demo
 
     results = {"cpus": available_cpus(), "rounds": args.rounds, "datasets": {}}

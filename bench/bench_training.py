@@ -21,7 +21,7 @@ Run from the repository root:
 Goal checked (from issue 13): on every set our AUC (raw and calibrated) >= the baseline's, or at most
 0.005 below it where the paired 95% bootstrap interval of the difference includes zero; our ECE after
 calibration (cross-fitted) <= 0.02. The one-row p50 is scoring one row through the exported version
-with ``serving.model.LoadedModel.score_columns``, the call /predict makes.
+with ``serving.contract.model.LoadedModel.score_columns``, the call /predict makes.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def other_load(start: tuple[float, float, float]) -> dict:
 
 def prepare(name: str, workdir: Path):
     """Return (csv_path, schema, features, notes, infer_seconds) for one dataset."""
-    from serving.schema import load_feature_list, load_schema
+    from serving.contract.schema import load_feature_list, load_schema
     from tasks.training.data import infer_contract
 
     if name == "demo":
@@ -204,9 +204,9 @@ def per_fold_auc(y, scores, folds) -> list[float]:
 
 
 def one_row_latency(version_dir: Path, calls: int = LATENCY_CALLS) -> dict:
-    """p50/p99 of scoring ONE row through the exported version, the way /predict does (serving.scorer)."""
-    from serving.inputs import coerce_column
-    from serving.model import LoadedModel
+    """p50/p99 of scoring ONE row through the exported version, the way /predict does (serving.scoring.batcher)."""
+    from serving.contract.inputs import coerce_column
+    from serving.contract.model import LoadedModel
 
     model = LoadedModel.load(version_dir)
     row = model.metadata.golden_examples[0].features

@@ -5,7 +5,7 @@ Written the way a KServe user would serve it: a ``kserve.Model`` that loads the 
 v1 protocol, ``POST /v1/models/NAME:predict`` with ``{"instances": [{"feature": value, ...}, ...]}``,
 with ``{"predictions": [probability, ...]}``. No input checks beyond what numpy and TensorFlow refuse.
 
-The calibrator is applied by importing ``serving.calibration`` (the bench puts the repository root on
+The calibrator is applied by importing ``serving.contract.calibration`` (the bench puts the repository root on
 PYTHONPATH): that module needs numpy only, checks the file's SHA-256 and unpickles through its
 allow-list, as our server does. Runs in bench/.venv-kserve (kserve, tensorflow-cpu, numpy).
 
@@ -24,7 +24,7 @@ import kserve
 import numpy as np
 import tensorflow as tf
 
-from serving.calibration import load_calibrator
+from serving.contract.calibration import load_calibrator
 
 
 class TabularModel(kserve.Model):

@@ -53,7 +53,7 @@ async def run(args) -> None:
     os.environ.update({"SERVING_MODEL_ROOT": str(version_dir.parent.parent), "SERVING_MODEL_DIR":
                        str(version_dir.parent), "SERVING_MODEL_VERSION": version_dir.name,
                        "TF_CPP_MIN_LOG_LEVEL": "3"})
-    from serving.app import create_app
+    from serving.api.app import create_app
 
     app = create_app()
     rows = [g["features"] for g in json.loads((version_dir / "metadata.json").read_text())["golden_examples"]]

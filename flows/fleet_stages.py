@@ -13,7 +13,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from serving.metadata import ModelMetadata
+from serving.contract.metadata import ModelMetadata
 from tasks.deploy.balancer import NginxBalancer, State
 from tasks.deploy.deploy import Deployment, Restore, activate_on, restore, stage_on, switch_on
 from tasks.deploy.package import Bundle

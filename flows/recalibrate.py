@@ -23,7 +23,7 @@ from flows.stages import (
     refit_task,
     reserve_patch_task,
 )
-from serving.model import LoadedModel
+from serving.contract.model import LoadedModel
 from tasks.constants import CHALLENGER, CHAMPION, FEEDBACK
 from tasks.deploy.targets import load_targets, pick_targets
 from tasks.errors import RegistryError

@@ -31,7 +31,7 @@ from flows.stages import (
     validate_data_task,
 )
 from flows.training import train_stage
-from serving.schema import feature_schema_hash, load_feature_list, load_schema
+from serving.contract.schema import feature_schema_hash, load_feature_list, load_schema
 from tasks.constants import CHALLENGER
 from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example

@@ -17,9 +17,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
 from flows.locks import exclusive
-from serving.metadata import ModelMetadata
-from serving.model import LoadedModel
-from serving.schema import FeatureList, Schema
+from serving.contract.metadata import ModelMetadata
+from serving.contract.model import LoadedModel
+from serving.contract.schema import FeatureList, Schema
 from tasks.constants import FEEDBACK, MODEL_TYPE
 from tasks.deploy.deploy import Deployment, Restore, deploy_to, restore
 from tasks.deploy.package import Bundle, package_version

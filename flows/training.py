@@ -23,8 +23,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
 from flows.stages import train_task
-from serving.config import available_cpus
-from serving.schema import FeatureList, Schema
+from serving.contract.processes import available_cpus
+from serving.contract.schema import FeatureList, Schema
 from tasks.constants import MODEL_TYPE
 from tasks.settings import Settings
 from tasks.training.data import Dataset

@@ -1,16 +1,18 @@
 """``python -m serving``: start the model server, supervised (gunicorn's master restarts a dead worker;
-serving/supervise.py), or with ``--supervisor none`` as one plain process (``uvicorn serving.app:app``)."""
+serving/workers/supervise.py), or with ``--supervisor none`` as one plain process (``uvicorn serving.api.app:app``)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
+APP = "serving.api.app:app"   # the ASGI app every server process runs
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m serving", description="Serve exported TabularANN model versions over HTTP.",
-        epilog="Also configured by SERVING_* environment variables (see serving/config.py); "
+        epilog="Also configured by SERVING_* environment variables (see serving/settings.py); "
                "the admin token is read from SERVING_ADMIN_TOKEN only, never from the command line.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -37,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[env] = os.path.abspath(value) if flag in ("model_root", "model_dir") else str(value)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.supervisor == "gunicorn":
-        from serving.config import available_cpus
-        from serving.supervise import run
+        from serving.contract.processes import available_cpus
+        from serving.workers.supervise import run
 
         shared = bool(os.environ.get("SERVING_STATE_FILE"))
         wanted = args.workers or os.environ.get("SERVING_WORKERS") or ("auto" if shared else "1")
@@ -51,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         if workers > 1 and not shared:
             parser.error(f"{workers} workers need SERVING_STATE_FILE (the desired state they follow); "
                          "set it, or use --workers 1")
-        run(args.host, args.port, args.log_level, workers)
+        run(APP, args.host, args.port, args.log_level, workers)
         return 0
     os.environ["SERVING_WORKERS"] = "1"
     import uvicorn
 
-    uvicorn.run("serving.app:app", host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(APP, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 
 

@@ -8,7 +8,7 @@
 
     settings.py   the one configuration model (configs/pipeline.yaml + environment)
     constants.py  shared names and numbers; errors.py the pipeline's exception tree;
-    metrics.py    the release metrics (scikit-learn, and ECE from serving.metrics)
+    metrics.py    the release metrics (scikit-learn, and ECE from serving.contract.binning)
 
 Nothing here imports Prefect: the ``@task`` wrappers live in ``flows/stages.py``. The packages
 are layered (monitoring → deploy, release → registry → training → the modules above), and

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serving.constants import GOLDEN_TOLERANCE, MODEL_TYPE
-from serving.host import MANIFEST, VENV_TIMEOUT_S
+from serving.contract.constants import GOLDEN_TOLERANCE, MANIFEST, MODEL_TYPE, VENV_TIMEOUT_S
 
 __all__ = ["ALARM_CRITICAL", "ALARM_PAGE", "ALARM_RESOLVED", "ALARM_WARNING", "CHALLENGER", "CHAMPION", "CONFIGS",
            "CONSTRAINTS", "FEEDBACK", "GOLDEN_TOLERANCE", "HIGHER_IS_BETTER", "HOST_SCRIPT", "MANIFEST", "METRICS",
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 SERVING_DIR = ROOT / "serving"
 CONSTRAINTS = ROOT / "constraints.txt"   # the project's pins: bundled for the host's environment
-HOST_SCRIPT = SERVING_DIR / "host.py"   # the host-side operations, standard library only
+HOST_SCRIPT = SERVING_DIR / "host" / "agent.py"   # the host-side operations, standard library only
 
 # MLflow registry aliases (never stages) and the tag on a version the champion was rolled back from.
 CHAMPION = "champion"

@@ -18,14 +18,14 @@
 A candidate that fails the quality gate is not an exception: it is registered with ``blessed=false``
 and every reason (``tasks.release.gate.GateResult``); the CLI exits 3.
 
-``serving.errors.ContractError`` (a malformed schema or feature list) is a user
+``serving.contract.errors.ContractError`` (a malformed schema or feature list) is a user
 error too; the CLI reports it the same way. Only ``TransferError`` can be transient; nothing
 is retried automatically (a half-done registration or deploy retried would do it twice).
 """
 
 from __future__ import annotations
 
-from serving.errors import InputError, Problem
+from serving.contract.errors import InputError, Problem
 
 
 class ReleaseError(Exception):
@@ -50,7 +50,7 @@ class TrainingError(ReleaseError):
 class ArtifactIntegrityError(ReleaseError):
     """A fetched artifact (an export from the registry) fails the check against its SHA-256.
 
-    The server's own load-time check raises ``serving.errors.IntegrityError``."""
+    The server's own load-time check raises ``serving.contract.errors.IntegrityError``."""
 
 
 class RegistryError(ReleaseError):

@@ -1,6 +1,6 @@
 """The release metrics of a set of scores: scikit-learn's ranking metrics and Brier, and ECE.
 
-ECE comes from ``serving.metrics`` (shared with the model server), so a model is judged by the
+ECE comes from ``serving.contract.binning`` (shared with the model server), so a model is judged by the
 same binning at release time and in production.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.drift import THRESHOLD
-from serving.metrics import ece
+from serving.contract.binning import ece
+from serving.contract.drift import THRESHOLD
 
 
 def binary_metrics(y_true, p, n_bins: int = 10) -> dict[str, float]:

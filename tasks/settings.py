@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from serving.config import available_cpus
-from serving.schema import read_yaml
+from serving.contract.processes import available_cpus
+from serving.contract.schema import read_yaml
 from tasks.constants import CONFIGS
 from tasks.errors import ConfigError
 

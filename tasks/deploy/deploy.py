@@ -6,8 +6,8 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from serving.digest import sha256_file
-from serving.metadata import METADATA_FILE, ModelMetadata, read_metadata
+from serving.contract.digest import sha256_file
+from serving.contract.metadata import METADATA_FILE, ModelMetadata, read_metadata
 from tasks.deploy.package import Bundle, package_version
 from tasks.deploy.smoke import SmokeReport, smoke_test
 from tasks.deploy.targets import Target, url_of

@@ -23,9 +23,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.digest import sha256_bytes, sha256_file
-from serving.metadata import ModelMetadata, read_metadata
-from serving.schema import FeatureList, FeatureSpec, dump_feature_list, dump_schema, schema_from_dict
+from serving.contract.digest import sha256_bytes, sha256_file
+from serving.contract.metadata import ModelMetadata, read_metadata
+from serving.contract.schema import FeatureList, FeatureSpec, dump_feature_list, dump_schema, schema_from_dict
 from tasks.constants import CONSTRAINTS, MANIFEST, SERVING_DIR
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -49,8 +49,8 @@ def _entries(model_dir: Path, model_name: str, version: str, schema: Path, featu
             entries[f"model/{model_name}/{version}/{path.relative_to(model_dir).as_posix()}"] = path
     entries["configs/schema.yaml"] = schema
     entries["configs/feature_list.csv"] = feature_list
-    for path in sorted(SERVING_DIR.glob("*.py")) + [SERVING_DIR / "requirements.txt"]:
-        entries[f"serving/{path.name}"] = path
+    for path in sorted(SERVING_DIR.rglob("*.py")) + [SERVING_DIR / "requirements.txt"]:
+        entries[f"serving/{path.relative_to(SERVING_DIR).as_posix()}"] = path
     entries["requirements.txt"] = SERVING_DIR / "requirements.txt"
     # pip install -r requirements.txt -c constraints.txt on the host: the whole file, as pins of packages
     # the server does not install are ignored (and a subset computed here could miss a host's platform).

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from serving.metadata import ModelMetadata
+from serving.contract.metadata import ModelMetadata
 from tasks.constants import GOLDEN_TOLERANCE
 
 LATENCY_SAMPLES = 20

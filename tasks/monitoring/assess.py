@@ -3,7 +3,7 @@
 Everything is computed from counts (feature and prediction histograms on the export's frozen
 reference bins, per-label probability histograms, latency buckets, status counts), so the cost
 does not grow with traffic and no raw feature value leaves the host. Drift and label maths are
-``serving.drift`` (the server's dashboard computes the same); this module adds the traffic numbers
+``serving.contract.drift`` (the server's dashboard computes the same); this module adds the traffic numbers
 and puts one assessment together per served version:
 
     drift, prediction, labels (per hour and over the span), traffic (requests per minute, 4xx /
@@ -12,7 +12,7 @@ and puts one assessment together per served version:
 
 from __future__ import annotations
 
-from serving.drift import feature_drift, label_metrics, prediction_drift
+from serving.contract.drift import feature_drift, label_metrics, prediction_drift
 
 # ---------------------------------------------------------------- traffic
 

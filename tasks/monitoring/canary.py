@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from serving.metadata import ModelMetadata
+from serving.contract.metadata import ModelMetadata
 from tasks.deploy.targets import Target
 from tasks.monitoring.rules import CRITICAL, WARNING, Alarm
 from tasks.monitoring.watch import watch_target

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from serving.metadata import ModelMetadata
+from serving.contract.metadata import ModelMetadata
 from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_WARNING
 from tasks.deploy.smoke import smoke_test
 from tasks.deploy.targets import Target, url_of

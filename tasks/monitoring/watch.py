@@ -3,7 +3,7 @@
     probe     is the server up, serving the champion as trained? (``probe.check_target``, with
               retries before a host is called down)
     window    ``GET /monitoring/window`` for the lookback, and the day before it for the volume
-              baseline and the ECE trend; counts only (``serving.monitoring``)
+              baseline and the ECE trend; counts only (``serving.monitoring.recorder``)
     judge     ``assess.assess`` then ``rules.evaluate`` per served version
 
 The probe's finding becomes an alarm too: a champion failing its golden check is the one
@@ -18,8 +18,8 @@ from dataclasses import replace
 
 import httpx
 
-from serving.drift import label_metrics
-from serving.metadata import ModelMetadata
+from serving.contract.drift import label_metrics
+from serving.contract.metadata import ModelMetadata
 from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_WARNING
 from tasks.deploy.targets import Target, url_of
 from tasks.monitoring.assess import assess, error_rates

@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from serving.errors import IntegrityError
-from serving.metadata import ModelMetadata, read_metadata, verify_files, verify_metadata
+from serving.contract.errors import IntegrityError
+from serving.contract.metadata import ModelMetadata, read_metadata, verify_files, verify_metadata
 from tasks.errors import ArtifactIntegrityError, RegistryError
 from tasks.registry.links import redact, safe_uri, tracking_uri
 from tasks.settings import Settings

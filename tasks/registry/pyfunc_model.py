@@ -13,12 +13,12 @@ from mlflow.pyfunc import PythonModel
 
 class CalibratedTabularModel(PythonModel):
     def load_context(self, context) -> None:
-        from serving.model import LoadedModel
+        from serving.contract.model import LoadedModel
 
         self.model = LoadedModel.load(context.artifacts["model"])
 
     def predict(self, context, model_input, params=None) -> np.ndarray:
-        from serving.inputs import coerce_column
+        from serving.contract.inputs import coerce_column
 
         columns = {name: coerce_column(spec, model_input[name].tolist()).values
                    for name, spec in self.model.specs.items()}

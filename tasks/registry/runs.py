@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.digest import sha256_file
-from serving.metadata import METADATA_FILE
+from serving.contract.digest import sha256_file
+from serving.contract.metadata import METADATA_FILE
 from tasks.constants import SERVING_DIR
 from tasks.errors import RegistryError
 from tasks.lineage import CODE_TAGS
@@ -65,7 +65,7 @@ def input_example(metadata, rows: int = 5):
     """The first golden rows as a DataFrame typed as a client would send them."""
     import pandas as pd
 
-    from serving.schema import schema_from_dict
+    from serving.contract.schema import schema_from_dict
 
     schema = schema_from_dict(metadata.schema_)
     frame = pd.DataFrame([g.features for g in metadata.golden_examples[:rows]])

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.metadata import ModelMetadata
+from serving.contract.metadata import ModelMetadata
 from tasks.constants import CHALLENGER, CHAMPION, ROLLED_BACK
 from tasks.errors import RegistryError
 from tasks.locks import held_file

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.metrics import psi
+from serving.contract.binning import psi
 from tasks.constants import HIGHER_IS_BETTER, METRICS, ROLLED_BACK
 
 PSI_MODERATE, PSI_MAJOR = 0.1, 0.25

@@ -2,7 +2,7 @@
 
 The rows: an evaluation file (``--eval-data``), or the most recent slice of the training data held out
 from training (the schema's ``time_column``). Each side is what ships: the exported SavedModel
-and calibrator as ``serving.model.LoadedModel`` loads them, verified, so the candidate's figures here
+and calibrator as ``serving.contract.model.LoadedModel`` loads them, verified, so the candidate's figures here
 describe exactly the pair a target will serve (the cross-validated metrics describe the fold models).
 The champion's export comes from the registry (``tasks.registry.cache``, SHA-256 checked).
 
@@ -21,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from serving.errors import ServingError
-from serving.model import LoadedModel
+from serving.contract.errors import ServingError
+from serving.contract.model import LoadedModel
 from tasks.errors import ReleaseError
 from tasks.metrics import binary_metrics
 from tasks.release.bootstrap import BOOTSTRAP_METRICS, paired_bootstrap

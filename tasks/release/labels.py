@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.errors import Problem
-from serving.schema import schema_from_dict
+from serving.contract.errors import Problem
+from serving.contract.schema import schema_from_dict
 from tasks.errors import DataValidationError
 from tasks.training.data import validate_table
 from tasks.training.sources import read_table
@@ -79,7 +79,7 @@ def _times(text: np.ndarray, source: str) -> np.ndarray:
 
 def labels_from_csv(path: str | Path, metadata, model) -> LabelledRows:
     """A labels CSV held to version N's contract (``metadata``) and scored by its SavedModel (``model``, a
-    ``serving.model.LoadedModel`` of version N).
+    ``serving.contract.model.LoadedModel`` of version N).
 
     Raises:
         DataValidationError: every problem found, naming the file, column and rows (as for training data).

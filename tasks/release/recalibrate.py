@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.calibration import dump_calibrator
-from serving.metadata import (
+from serving.contract.calibration import dump_calibrator
+from serving.contract.metadata import (
     CALIBRATOR_FILE,
     METADATA_FILE,
     SAVED_MODEL_DIR,
@@ -37,7 +37,7 @@ from serving.metadata import (
     hash_tree,
     saved_model_digest,
 )
-from serving.model import LoadedModel
+from serving.contract.model import LoadedModel
 from tasks.constants import HIGHER_IS_BETTER
 from tasks.errors import TrainingError
 from tasks.metrics import binary_metrics

@@ -1,9 +1,9 @@
 """Arrow columns (CSV text or typed Parquet) to typed model inputs, vectorised.
 
-The rulebook is ``serving.inputs`` (lenient mode, as for a CSV): the same nulls, the same
+The rulebook is ``serving.contract.inputs`` (lenient mode, as for a CSV): the same nulls, the same
 spellings of true and false, the same problems with the same messages. The common, clean case
 runs in Arrow's compute kernels; a text column whose numbers Arrow cannot parse goes through
-``serving.inputs.check_typed`` cell by cell, so what is accepted and how a bad cell is reported
+``serving.contract.inputs.check_typed`` cell by cell, so what is accepted and how a bad cell is reported
 never depend on the path taken.
 
 Parquet columns carry a type. A string column (categorical) follows the CSV's text rules; an integer
@@ -15,9 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.errors import Problem
-from serving.inputs import EXPECTED, FALSE_TOKENS, MISSING_CATEGORY, NA_TOKENS, TRUE_TOKENS, TypedColumn, check_typed
-from serving.schema import ColumnSpec, check_column, column_problem
+from serving.contract.errors import Problem
+from serving.contract.inputs import (
+    EXPECTED,
+    FALSE_TOKENS,
+    MISSING_CATEGORY,
+    NA_TOKENS,
+    TRUE_TOKENS,
+    TypedColumn,
+    check_typed,
+)
+from serving.contract.schema import ColumnSpec, check_column, column_problem
 
 
 class Cells:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.errors import Problem
-from serving.schema import (
+from serving.contract.errors import Problem
+from serving.contract.schema import (
     ColumnSpec,
     FeatureList,
     FeatureSpec,
@@ -30,7 +30,7 @@ class Dataset:
 
     source: str
     sha256: str
-    columns: dict[str, np.ndarray]   # every schema column, typed (see serving.inputs)
+    columns: dict[str, np.ndarray]   # every schema column, typed (see serving.contract.inputs)
     y: np.ndarray                    # 1 = positive label
     n_rows: int
 

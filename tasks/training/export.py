@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.calibration import dump_calibrator
-from serving.metadata import (
+from serving.contract.binning import bin_fractions, quantile_edges
+from serving.contract.calibration import dump_calibrator
+from serving.contract.metadata import (
     CALIBRATOR_FILE,
     METADATA_FILE,
     SAVED_MODEL_DIR,
@@ -35,9 +36,8 @@ from serving.metadata import (
     hash_tree,
     saved_model_digest,
 )
-from serving.metrics import bin_fractions, quantile_edges
-from serving.model import LoadedModel
-from serving.schema import FeatureList, Schema, feature_schema_hash, tensor_name
+from serving.contract.model import LoadedModel
+from serving.contract.schema import FeatureList, Schema, feature_schema_hash, tensor_name
 from tasks.constants import GOLDEN_TOLERANCE
 from tasks.errors import TrainingError
 from tasks.settings import Settings

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from serving.inputs import MISSING_CATEGORY
-from serving.schema import tensor_name
+from serving.contract.inputs import MISSING_CATEGORY
+from serving.contract.schema import tensor_name
 from tasks.constants import MODEL_TYPE
 
 if TYPE_CHECKING:

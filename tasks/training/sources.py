@@ -20,8 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.digest import CHUNK, sha256_file
-from serving.errors import Problem
+from serving.contract.digest import CHUNK, sha256_file
+from serving.contract.errors import Problem
 from tasks.errors import DataValidationError
 
 log = logging.getLogger(__name__)

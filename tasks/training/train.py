@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.inputs import MISSING_CATEGORY
-from serving.schema import FeatureList, FeatureSpec, Schema, tensor_name
+from serving.contract.inputs import MISSING_CATEGORY
+from serving.contract.schema import FeatureList, FeatureSpec, Schema, tensor_name
 from tasks.constants import MODEL_TYPE
 from tasks.metrics import binary_metrics
 from tasks.settings import Settings, TrainingSettings

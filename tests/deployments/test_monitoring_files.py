@@ -11,8 +11,8 @@ import subprocess
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.config import ServingSettings
+from serving.api.app import create_app
+from serving.settings import ServingSettings
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from serving.app import create_app
-from serving.config import ServingSettings
-from serving.constants import GOLDEN_TOLERANCE
+from serving.api.app import create_app
+from serving.contract.constants import GOLDEN_TOLERANCE
+from serving.settings import ServingSettings
 from tests.faults.conftest import AUTH, TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

@@ -2,7 +2,7 @@
 
 The hosts share this machine's filesystem but not its network: each server binds its host's
 address (10.213.<k>.<10+i>) inside its namespace, and this process reaches it over the bridge.
-Before serving/host.py probed the address it binds, ``status`` on such a host said the server was
+Before serving/host/agent.py probed the address it binds, ``status`` on such a host said the server was
 unreachable and ``start`` never saw it healthy.
 """
 
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from serving.host import _alive
+from serving.host.agent import _alive
 from tasks.constants import GOLDEN_TOLERANCE
 from tasks.deploy.targets import Target
 from tasks.deploy.transports import transport_for

@@ -311,17 +311,17 @@ def test_bundles_are_deterministic_and_checked_on_the_host(served_models, tmp_pa
     assert a.sha256 == b.sha256 and a.path.read_bytes() == b.path.read_bytes()
     with zipfile.ZipFile(a.path) as zf:
         names = zf.namelist()
-    assert names[-1] == "MANIFEST" and "serving/app.py" in names and "requirements.txt" in names
+    assert names[-1] == "MANIFEST" and "serving/api/app.py" in names and "requirements.txt" in names
     assert "model/test-model/1/saved_model/saved_model.pb" in names and "configs/schema.yaml" in names
 
     tampered = tmp_path / "tampered.zip"
     with zipfile.ZipFile(a.path) as src, zipfile.ZipFile(tampered, "w") as dst:
         for item in src.infolist():
             data = src.read(item)
-            dst.writestr(item, data + b"#" if item.filename == "serving/app.py" else data)
+            dst.writestr(item, data + b"#" if item.filename == "serving/api/app.py" else data)
     target = Target(name="t", base_dir=tmp_path / "host", port=free_port())
     host = transport_for(target)
-    with pytest.raises(TransferError, match="checksum mismatch.*serving/app.py"):
+    with pytest.raises(TransferError, match="checksum mismatch.*serving/api/app.py"):
         host.host("unpack", "--bundle", str(tampered), "--version", "1")
     assert not (tmp_path / "host" / "releases" / "1").exists()
     assert host.host("unpack", "--bundle", str(a.path), "--version", "1")["reused"] is False
@@ -366,7 +366,7 @@ def test_cli_status_flags_a_difference(target_env, served_models, tmp_path):
 
 
 def test_host_venv_is_created_once_and_reused_while_requirements_are_unchanged(tmp_path):
-    """serving/host.py ensure-venv, for real (empty requirements keep pip off the network); the environment
+    """serving/host/agent.py ensure-venv, for real (empty requirements keep pip off the network); the environment
     is named after the requirements and the constraints."""
     import json
     import subprocess

@@ -62,7 +62,7 @@ class Recalibrations(Steps):
     def _from_csv(self, patch):
         """Labels of 1,200 new rows drawn so the true rate is well above what version 1 predicts."""
         from flows.recalibrate import recalibrate_flow
-        from serving.model import LoadedModel
+        from serving.contract.model import LoadedModel
         from tasks.release.labels import labels_from_csv
         from testkit.demo import make_demo
 
@@ -82,7 +82,7 @@ class Recalibrations(Steps):
         """Traffic to t1 (version 2), labels sent back through /feedback, then the guide's command."""
         from prefect.settings import PREFECT_API_URL
 
-        from serving.schema import load_feature_list, load_schema
+        from serving.contract.schema import load_feature_list, load_schema
         from tasks.training.data import load_dataset
         from tasks.training.export import golden_rows
         from testkit.demo import make_demo
@@ -129,8 +129,8 @@ def _served(scenario, rows: list[dict]) -> np.ndarray:
 
 
 def test_a_recalibration_from_a_labels_csv_is_a_patch_release_on_the_same_network(scenario):
-    from serving.calibration import load_calibrator
-    from serving.metadata import read_metadata
+    from serving.contract.calibration import load_calibrator
+    from serving.contract.metadata import read_metadata
 
     assert scenario.at("release")["release"] == "1.0.0"
     found = scenario.at("from_csv")

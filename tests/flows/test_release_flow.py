@@ -339,7 +339,7 @@ def test_a_release_killed_mid_way_leaves_nothing_half_written_and_moves_no_alias
     and the next release gets a new version and release number (the killed one is never a candidate)."""
     from prefect.settings import PREFECT_API_URL
 
-    from serving.metadata import read_metadata, verify_files, verify_metadata
+    from serving.contract.metadata import read_metadata, verify_files, verify_metadata
     from tests.faults.conftest import wait_until
 
     env = {**os.environ, "PIPELINE_HOME": str(home), "PREFECT_API_URL": PREFECT_API_URL.value()}
@@ -384,7 +384,7 @@ def test_a_release_killed_mid_way_leaves_nothing_half_written_and_moves_no_alias
 
 def _shipped_metrics(model_dir, ds) -> dict:
     """The metrics of an export, loaded as a server loads it, on ``ds``: what the gate must have measured."""
-    from serving.model import LoadedModel
+    from serving.contract.model import LoadedModel
     from tasks.metrics import binary_metrics
 
     model = LoadedModel.load(model_dir)
@@ -397,7 +397,7 @@ def test_the_gate_scores_champion_and_candidate_on_the_same_rows(prefect_server,
     """A time column: the newest rows are held out of training and the shipped model is measured on them.
     --eval-data (it wins over the time column): both shipped models score the same file, paired."""
     from flows.release import release_flow
-    from serving.schema import load_schema
+    from serving.contract.schema import load_schema
     from tasks.training.data import load_dataset, subset
     from tests.conftest import FAST_CONFIG
     from tests.flows.conftest import artifacts

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.config import ServingSettings
+from serving.api.app import create_app
+from serving.settings import ServingSettings
 
 pytestmark = pytest.mark.unit
 
@@ -316,7 +316,7 @@ def test_an_edited_metadata_json_is_refused(client, served_models, edit, why):
 
 @pytest.mark.faults
 def test_metadata_json_must_match_the_registry_and_the_release_manifest(client, served_models):
-    from serving.digest import sha256_file
+    from serving.contract.digest import sha256_file
 
     good = sha256_file(served_models["model_dir"] / "2" / "metadata.json")
     # A consistent edit (schema and both hashes rewritten) passes the self-checks; only an anchor outside
@@ -462,7 +462,7 @@ def test_full_model_info_holds_training_rows_and_needs_the_token(client, served_
 
 
 def test_the_server_starts_with_an_allow_listed_environment():
-    from serving.host import server_env
+    from serving.host.agent import server_env
 
     env = {"PATH": "/usr/bin", "HOME": "/h", "LC_ALL": "C", "SERVING_MAX_BATCH_ROWS": "5", "TF_NUM_THREADS": "1",
            "AWS_SECRET_ACCESS_KEY": "x", "MLFLOW_TRACKING_PASSWORD": "y", "PREFECT_API_KEY": "z",

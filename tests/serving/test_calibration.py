@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from serving.calibration import (
+from serving.contract.calibration import (
     BetaCalibrator,
     IdentityCalibrator,
     IsotonicCalibrator,
@@ -12,8 +12,8 @@ from serving.calibration import (
     dump_calibrator,
     load_calibrator,
 )
-from serving.digest import sha256_file
-from serving.errors import IntegrityError
+from serving.contract.digest import sha256_file
+from serving.contract.errors import IntegrityError
 from tasks.training.calibrate import ISOTONIC_TIE_BREAK, fit_calibrator
 
 pytestmark = pytest.mark.unit

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving.config import settings_from_env
-from serving.errors import ContractError
+from serving.contract.errors import ContractError
+from serving.settings import settings_from_env
 
 pytestmark = pytest.mark.unit
 

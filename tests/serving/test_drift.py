@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.drift import feature_drift, label_metrics, prediction_drift
-from serving.metrics import bin_fractions, quantile_edges
-from serving.monitoring import LabelHist
+from serving.contract.binning import bin_fractions, quantile_edges
+from serving.contract.drift import feature_drift, label_metrics, prediction_drift
+from serving.monitoring.recorder import LabelHist
 from tasks.metrics import binary_metrics
 
 pytestmark = pytest.mark.unit

@@ -4,13 +4,13 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.encoding import predictions_json
+from serving.api.encoding import predictions_json
 
 pytestmark = pytest.mark.unit
 
 
 def dict_form(request_id: str, version: str, prob: np.ndarray, raw: np.ndarray) -> bytes:
-    """How /predict encoded its answer before serving/encoding.py."""
+    """How /predict encoded its answer before serving/api/encoding.py."""
     return orjson.dumps({"request_id": request_id, "model_version": version,
                          "predictions": [{"probability": p, "raw_score": r, "version": version}
                                          for p, r in zip(prob.tolist(), raw.tolist())]})

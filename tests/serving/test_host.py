@@ -1,4 +1,4 @@
-"""serving/host.py's process and environment handling, with stand-in processes (sleep, stub interpreters)."""
+"""serving/host/agent.py's process and environment handling, with stand-in processes (sleep, stub interpreters)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving import host
+from serving.host import agent as host
 from testkit.net import free_port
 
 pytestmark = pytest.mark.unit

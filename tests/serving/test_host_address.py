@@ -1,4 +1,4 @@
-"""serving/host.py calls the server on the address it binds (the target's host), not on 127.0.0.1.
+"""serving/host/agent.py calls the server on the address it binds (the target's host), not on 127.0.0.1.
 
 A stand-in server (a thread of this process) binds 127.0.0.2, a loopback address that is not
 127.0.0.1: before the fix every health, load, status, activate and labelled call went to
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from serving import host
+from serving.host import agent as host
 
 pytestmark = pytest.mark.unit
 

@@ -10,20 +10,21 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.unit
 
 ALLOWED = {"serving", "numpy", "pydantic", "yaml", "fastapi", "uvicorn", "orjson", "prometheus_client",
-           "tensorflow", "gunicorn", "uvicorn_worker", "starlette"}   # starlette: fastapi's own, pinned with it
+           "tensorflow", "gunicorn", "uvicorn_worker", "starlette",   # starlette: fastapi's own, pinned with it
+           "psutil"}
 
 
 def test_serving_imports_only_its_own_requirements():
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     offenders = []
-    for path in (ROOT / "serving").glob("*.py"):
+    for path in (ROOT / "serving").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
             for name in names:
                 top = name.split(".")[0]
                 if top not in ALLOWED and top not in stdlib:
-                    offenders.append(f"{path.name}: {name}")
+                    offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert offenders == []
 
 
@@ -31,7 +32,7 @@ def test_serving_requirements_cover_its_imports():
     lines = (ROOT / "serving" / "requirements.txt").read_text().splitlines()
     reqs = "\n".join(ln for ln in lines if not ln.startswith("#"))
     for package in ("tensorflow-cpu", "numpy", "pydantic", "pyyaml", "fastapi", "uvicorn", "orjson",
-                    "prometheus-client", "gunicorn", "uvicorn-worker"):
+                    "prometheus-client", "gunicorn", "uvicorn-worker", "psutil"):
         assert f"{package}==" in reqs
     for banned in ("prefect", "mlflow", "pandas", "scikit-learn"):
         assert banned not in reqs
@@ -44,7 +45,7 @@ def test_the_server_scores_without_keras_or_scikit_learn_in_memory(served_models
     import subprocess
 
     code = ("import sys\n"
-            "from serving.model import LoadedModel\n"
+            "from serving.contract.model import LoadedModel\n"
             "model = LoadedModel.load(sys.argv[1])\n"
             "print(model.golden_max_error(), 'keras' in sys.modules, 'sklearn' in sys.modules)\n"
             "import keras, sklearn\n")

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import serving.inputs as inputs
-from serving.inputs import read_json_rows
-from serving.schema import ColumnSpec, check_column
+import serving.contract.inputs as inputs
+from serving.contract.inputs import read_json_rows
+from serving.contract.schema import ColumnSpec, check_column
 
 pytestmark = pytest.mark.unit
 

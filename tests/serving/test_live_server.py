@@ -1,4 +1,4 @@
-"""The server as operators start it: a real `uvicorn serving.app:app` process on 127.0.0.1."""
+"""The server as operators start it: a real `uvicorn serving.api.app:app` process on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def live_server(served_models, tmp_path):
            "SERVING_MODEL_DIR": str(served_models["model_dir"]), "SERVING_MODEL_VERSION": "1",
            "SERVING_ADMIN_TOKEN": TOKEN, "TF_CPP_MIN_LOG_LEVEL": "3"}
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.api.app:app", "--host", "127.0.0.1",
                              "--port", str(port), "--no-access-log"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serving.metrics import bin_fractions, ece, equal_mass_edges, psi, quantile_edges, reliability_bins
+from serving.contract.binning import bin_fractions, ece, equal_mass_edges, psi, quantile_edges, reliability_bins
 
 pytestmark = pytest.mark.unit
 

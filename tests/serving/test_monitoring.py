@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.config import ServingSettings
-from serving.metadata import InputSpec
-from serving.monitoring import LABEL_BINS, LABELLED_MAX_ROWS, FeatureBins, Recorder, feature_bins
+from serving.api.app import create_app
+from serving.contract.metadata import InputSpec
+from serving.monitoring.recorder import LABEL_BINS, LABELLED_MAX_ROWS, FeatureBins, Recorder, feature_bins
+from serving.settings import ServingSettings
 
 pytestmark = pytest.mark.unit
 
@@ -232,7 +232,7 @@ def test_the_dashboard_page_is_self_contained_and_the_summary_has_the_guides_pan
 
 def test_an_inferred_contract_scores_values_outside_the_training_range_and_counts_them(tmp_path):
     """The issue's case: the training data's oldest applicant was 68; one aged 70 is scored, not refused."""
-    from serving.inputs import read_json_rows
+    from serving.contract.inputs import read_json_rows
     from tasks.training.data import infer_contract
 
     csv = tmp_path / "data.csv"

@@ -9,10 +9,10 @@ import numpy as np
 import orjson
 import pytest
 
-from serving import peers as peers_module
-from serving.counts import Aggregate, LabelHist
-from serving.monitoring import Recorder
-from serving.peers import Peers
+from serving.monitoring import host_windows as peers_module
+from serving.monitoring.counts import Aggregate, LabelHist
+from serving.monitoring.host_windows import Peers
+from serving.monitoring.recorder import Recorder
 from testkit.procs import run_together
 from tests.serving.test_monitoring import _columns, _metadata
 
@@ -130,10 +130,10 @@ def test_counts_survive_the_trip_through_a_published_file():
 def test_a_starting_workers_empty_folder_is_kept_though_it_has_no_record_yet(tmp_path):
     import os
 
-    from serving.host import _started_at
+    from serving.contract.processes import started_at
 
     root = tmp_path / "monitoring"
-    starting = root / f"{os.getpid()}-{_started_at(os.getpid())}"
+    starting = root / f"{os.getpid()}-{started_at(os.getpid())}"
     starting.mkdir(parents=True)
     (root / "99999999-1").mkdir()                  # no such process: a dead worker's empty folder
     Peers(root, "8-1", lambda: {"8-1"}).drop(window_oldest=10, label_oldest=10)
@@ -141,11 +141,11 @@ def test_a_starting_workers_empty_folder_is_kept_though_it_has_no_record_yet(tmp
 
 
 def _open_at_once(path: str, barrier, errors) -> None:
-    from serving.scored import ScoredStore
+    from serving.monitoring.awaiting_labels import AwaitingLabels
 
     barrier.wait(timeout=30)
     try:
-        ScoredStore(Path(path), ttl_s=3600, max_rows=1000).close()
+        AwaitingLabels(Path(path), ttl_s=3600, max_rows=1000).close()
     except Exception as exc:          # reported to the test, which names it
         errors.put(f"{type(exc).__name__}: {exc}")
 

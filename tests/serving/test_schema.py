@@ -1,7 +1,7 @@
 import pytest
 
-from serving.errors import ContractError
-from serving.schema import (
+from serving.contract.errors import ContractError
+from serving.contract.schema import (
     ColumnSpec,
     FeatureList,
     FeatureSpec,
@@ -105,7 +105,7 @@ def test_features_that_collide_as_tensor_names_are_refused():
 
 
 def _soft(**extra):
-    from serving.schema import ColumnSpec
+    from serving.contract.schema import ColumnSpec
 
     return ColumnSpec(name="age", type="integer", min=20, max=68, bounds="soft", hard_min=0, **extra)
 
@@ -113,7 +113,7 @@ def _soft(**extra):
 def test_soft_bounds_describe_hard_bounds_refuse():
     import numpy as np
 
-    from serving.schema import check_column
+    from serving.contract.schema import check_column
 
     spec = _soft()
     values = np.array([70.0, 19.0, 40.0, -1.0])
@@ -127,7 +127,7 @@ def test_soft_bounds_describe_hard_bounds_refuse():
 def test_soft_categories_let_unknown_values_through_and_count_them():
     import numpy as np
 
-    from serving.schema import ColumnSpec, check_column
+    from serving.contract.schema import ColumnSpec, check_column
 
     spec = ColumnSpec(name="region", type="categorical", categories=("north", "south"), bounds="soft", nullable=True)
     values = np.array(["north", "mars", ""], dtype=object)
@@ -138,7 +138,14 @@ def test_soft_categories_let_unknown_values_through_and_count_them():
 
 def test_contracts_written_before_soft_bounds_keep_their_hashes():
     """A schema that does not use the new fields digests exactly as before they existed."""
-    from serving.schema import ColumnSpec, FeatureList, FeatureSpec, Schema, canonical_digest, feature_schema_hash
+    from serving.contract.schema import (
+        ColumnSpec,
+        FeatureList,
+        FeatureSpec,
+        Schema,
+        canonical_digest,
+        feature_schema_hash,
+    )
 
     col = ColumnSpec(name="age", type="integer", min=18, max=100)
     schema = Schema(target={"name": "y", "positive_label": "1"}, columns=(col,))

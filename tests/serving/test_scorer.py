@@ -7,8 +7,8 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from serving.observability import Metrics
-from serving.scorer import Scorer
+from serving.monitoring.prometheus import Metrics
+from serving.scoring.batcher import BatchScorer
 
 pytestmark = pytest.mark.unit
 
@@ -21,12 +21,12 @@ class Model:
 
 @pytest.mark.faults
 def test_a_cancelled_request_is_skipped_and_the_thread_keeps_scoring():
-    scorer = Scorer(Metrics())
+    scorer = BatchScorer(Metrics())
     try:
         model = Model()
         abandoned: Future = Future()
         abandoned.cancel()                 # what asyncio does when the client disconnects
-        from serving.scorer import Job
+        from serving.scoring.batcher import Job
 
         scorer._queue.put(Job(model, {"x": np.array([1.0])}, 1, abandoned))
         kept = scorer.submit(model, {"x": np.array([2.0, 3.0])}, 2)

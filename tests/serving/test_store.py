@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import serving.store as store_mod
-from serving.store import ModelStore
+import serving.scoring.versions as store_mod
+from serving.scoring.versions import LoadedVersions
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +19,7 @@ def store(monkeypatch, tmp_path):
     monkeypatch.setattr(store_mod, "resolve_inside", lambda root, model_dir, version: tmp_path / version)
     monkeypatch.setattr(store_mod.LoadedModel, "load", staticmethod(lambda path, metadata_sha256=None: SimpleNamespace(
         metadata=SimpleNamespace(version=Path(path).name), version_dir=Path(path), golden_max_error=lambda: 0.0)))
-    return ModelStore()
+    return LoadedVersions()
 
 
 def _load(store, version, default=True):

@@ -13,14 +13,14 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-import serving.sync as sync_mod
-import serving.workers as workers_mod
-from serving.app import create_app
-from serving.config import ServingSettings, threads_per_worker
-from serving.errors import ServingError
-from serving.host import _started_at
-from serving.store import ModelStore
-from serving.workers import (
+import serving.workers.state as workers_mod
+import serving.workers.sync as sync_mod
+from serving.api.app import create_app
+from serving.contract.errors import ServingError
+from serving.contract.processes import started_at
+from serving.scoring.versions import LoadedVersions
+from serving.settings import ServingSettings, threads_per_worker
+from serving.workers.state import (
     HostEvents,
     StateLock,
     StateLockTimeout,
@@ -81,7 +81,7 @@ def test_a_second_writer_waits_for_the_lock_and_gives_up_after_its_bound(tmp_pat
 
 def _record(pid: int, default: str = "1", versions: dict | None = None, generation: int = 1, **extra) -> dict:
     versions = versions or {"1": "a" * 64}
-    return {"pid": pid, "started_at": _started_at(pid), "generation": generation, "default": default,
+    return {"pid": pid, "started_at": started_at(pid), "generation": generation, "default": default,
             "shadow": None, "weights": {}, "last_error": None,
             "models": {v: {"model_dir": "/m", "metadata_sha256": h, "files": {"f": h}} for v, h in versions.items()},
             **extra}
@@ -133,8 +133,8 @@ def fake_store(monkeypatch, tmp_path):
             raise ServingError(f"{model_dir}/{version}: checksum mismatch")
         meta = SimpleNamespace(version=version, files={})
         return SimpleNamespace(metadata=meta, version_dir=Path(model_dir) / version, metadata_sha256=digest), 0.0
-    monkeypatch.setattr(ModelStore, "_verified", staticmethod(verified))
-    return ModelStore()
+    monkeypatch.setattr(LoadedVersions, "_verified", staticmethod(verified))
+    return LoadedVersions()
 
 
 def _snapshot(default, versions, model_dir="/m", weights=None, shadow=None, previous=None):
@@ -295,12 +295,13 @@ def test_several_workers_without_a_state_file_are_refused(monkeypatch, capsys):
 @pytest.mark.parametrize("state_file, expected", [(True, "cpus"), (False, 1)])
 def test_the_default_is_one_worker_per_cpu_with_a_state_file_and_one_without(monkeypatch, tmp_path, state_file,
                                                                              expected):
-    import serving.supervise
+    import serving.workers.supervise
     from serving.__main__ import main
-    from serving.config import available_cpus
+    from serving.contract.processes import available_cpus
 
     started = []
-    monkeypatch.setattr(serving.supervise, "run", lambda host, port, level, workers: started.append(workers))
+    monkeypatch.setattr(serving.workers.supervise, "run",
+                        lambda app, host, port, level, workers: started.append(workers))
     monkeypatch.delenv("SERVING_WORKERS", raising=False)
     if state_file:
         monkeypatch.setenv("SERVING_STATE_FILE", str(tmp_path / "run" / "serving-state.json"))
@@ -313,7 +314,7 @@ def test_the_default_is_one_worker_per_cpu_with_a_state_file_and_one_without(mon
 def test_the_master_empties_the_metrics_folder_and_drops_a_dead_workers_live_gauges(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from serving.supervise import metrics_folder, worker_exited
+    from serving.workers.supervise import metrics_folder, worker_exited
 
     folder = tmp_path / "metrics"
     folder.mkdir()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, precision_score, recall_score, roc_auc_score
 
-from serving.metrics import ece
+from serving.contract.binning import ece
 from tasks.metrics import binary_metrics
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,7 @@
 """The transport seam: what every transport does, and the receipt it returns.
 
 A transport moves a bundle to a target host (``put``) and runs one host operation there
-(``host``: ``serving/host.py COMMAND …``, which prints one JSON object). Everything a host
+(``host``: ``serving/host/agent.py COMMAND …``, which prints one JSON object). Everything a host
 does is in that one standard-library script, whatever the transport.
 """
 
@@ -37,7 +37,7 @@ class Transport(Protocol):
         ...
 
     def host(self, *args: str, stdin: str | None = None) -> dict:
-        """Run ``serving/host.py *args`` on the host and return its JSON answer.
+        """Run ``serving/host/agent.py *args`` on the host and return its JSON answer.
 
         ``stdin`` is written to the command's standard input: secrets (a presigned URL) go there,
         never on the command line, which every user of the host can read (``ps``).
@@ -53,7 +53,7 @@ MARGIN_S = 60   # what a transport waits beyond the host command's own timeout
 
 
 def host_command(target: Target, script: str, runner: str, server_python: str | None, *args: str) -> list[str]:
-    """The command line of one host operation (``serving/host.py`` is standard library only).
+    """The command line of one host operation (``serving/host/agent.py`` is standard library only).
 
     ``server_python`` None lets the host run the server in the release's own virtual environment.
     The environment's build (``ensure-venv``) gets the target's ``venv_timeout_s``, the other

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from serving.digest import sha256_file
+from serving.contract.digest import sha256_file
 from tasks.constants import HOST_SCRIPT, ROOT
 from tasks.deploy.package import Bundle
 from tasks.deploy.targets import Target

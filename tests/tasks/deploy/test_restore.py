@@ -66,7 +66,7 @@ def test_a_restore_that_fails_says_so_with_the_error(host, previous, action, op)
 
 
 def test_a_failed_smoke_test_reports_whether_the_host_was_put_back(host, monkeypatch):
-    from serving.metadata import ModelMetadata
+    from serving.contract.metadata import ModelMetadata
 
     monkeypatch.setattr(deploy_mod, "smoke_test", lambda target, url, metadata: SmokeReport(
         target, url, "3", False, ["/predict: golden examples off (injected)"]))

@@ -56,7 +56,7 @@ def test_interrupted_upload_resumes(sshd, tmp_path, bundle):
         transport.put(b, max_bytes=16 * 1024, chunk=8 * 1024)
     receipt = transport.put(b)
     assert receipt.resumed_from == 16 * 1024 and receipt.sha256 == b.sha256
-    from serving.digest import sha256_file
+    from serving.contract.digest import sha256_file
 
     assert sha256_file(receipt.remote_path) == b.sha256
 
@@ -95,7 +95,7 @@ def test_a_connection_cut_mid_upload_is_a_clear_error_and_the_next_put_resumes(s
     monkeypatch.undo()
     assert written["cut"] >= 1
     receipt = transport.put(b)
-    from serving.digest import sha256_file
+    from serving.contract.digest import sha256_file
 
     assert 8 * 1024 <= receipt.resumed_from < b.path.stat().st_size
     assert sha256_file(receipt.remote_path) == b.sha256
@@ -138,7 +138,7 @@ def test_auto_add_is_an_explicit_opt_in_that_warns(sshd, tmp_path, bundle, caplo
 
 
 def _small_bundle(tmp_path):
-    from serving.digest import sha256_file
+    from serving.contract.digest import sha256_file
     from tasks.deploy.package import Bundle
 
     path = tmp_path / "0.0.1.zip"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.metrics import bin_fractions, quantile_edges
+from serving.contract.binning import bin_fractions, quantile_edges
 from tasks.release.compare import feature_psi, merge_integer_bins, psi_level, rebin_integer, rebin_numeric
 
 pytestmark = pytest.mark.unit

@@ -1,6 +1,6 @@
 import pytest
 
-from serving.schema import FeatureList, FeatureSpec, feature_schema_hash, schema_from_dict
+from serving.contract.schema import FeatureList, FeatureSpec, feature_schema_hash, schema_from_dict
 from tasks.registry import PriorRelease
 from tasks.release.versioning import next_release, parse_release
 

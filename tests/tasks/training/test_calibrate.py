@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from serving.calibration import IdentityCalibrator, IsotonicCalibrator, dump_calibrator, load_calibrator
-from serving.digest import sha256_file
+from serving.contract.calibration import IdentityCalibrator, IsotonicCalibrator, dump_calibrator, load_calibrator
+from serving.contract.digest import sha256_file
 from tasks.metrics import binary_metrics
 from tasks.training.calibrate import (
     CANDIDATES,
@@ -180,7 +180,7 @@ def test_an_unknown_method_is_refused_by_name():
 
 def test_the_calibration_test_matches_drawing_labels_from_the_probabilities():
     """The bootstrap's normal shortcut against the slow way (labels drawn as Bernoulli(p), ECE each time)."""
-    from serving.metrics import ece
+    from serving.contract.binning import ece
 
     rng = np.random.default_rng(4)
     p = _sigmoid(rng.normal(0, 1.5, 600))

@@ -1,11 +1,11 @@
-"""The vectorised text path reads every cell exactly as serving.inputs' rulebook does, problems included."""
+"""The vectorised text path reads every cell exactly as serving.contract.inputs' rulebook does, problems included."""
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from serving.inputs import check_typed
-from serving.schema import ColumnSpec
+from serving.contract.inputs import check_typed
+from serving.contract.schema import ColumnSpec
 from tasks.training.columns import from_text
 
 pytestmark = pytest.mark.unit

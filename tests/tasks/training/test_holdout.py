@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import yaml
 
-from serving.errors import ContractError
-from serving.schema import canonical_digest, schema_from_dict
+from serving.contract.errors import ContractError
+from serving.contract.schema import canonical_digest, schema_from_dict
 from tasks.errors import DataValidationError
 from tasks.training.data import hold_out_latest, load_dataset, subset
 

@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from serving.errors import IntegrityError
-from serving.metadata import read_metadata, verify_files
-from serving.model import LoadedModel
-from serving.schema import load_feature_list, load_schema
+from serving.contract.errors import IntegrityError
+from serving.contract.metadata import read_metadata, verify_files
+from serving.contract.model import LoadedModel
+from serving.contract.schema import load_feature_list, load_schema
 from tasks.errors import TrainingError
 from tasks.settings import load_settings
 from tasks.training.calibrate import calibrate
@@ -206,7 +206,7 @@ def test_export_layout_and_metadata(exported, trained):
 def test_the_prediction_reference_is_out_of_sample(exported, trained):
     """The drift reference for predictions is the cross-fitted calibrated scores (no row scored by a
     calibrator that saw it), not the shipped calibrator applied to the rows it was fitted on."""
-    from serving.metrics import bin_fractions
+    from serving.contract.binning import bin_fractions
 
     cal = trained["cal"]
     prediction = read_metadata(exported.path).reference["prediction"]
@@ -250,8 +250,8 @@ def test_tampered_files_are_refused_before_loading(exported, tmp_path):
 
 
 def test_calibrator_from_another_model_is_refused(exported, tmp_path):
-    from serving.calibration import dump_calibrator, load_calibrator
-    from serving.digest import sha256_file
+    from serving.contract.calibration import dump_calibrator, load_calibrator
+    from serving.contract.digest import sha256_file
 
     copy = tmp_path / "mixed"
     shutil.copytree(exported.path, copy)
@@ -269,7 +269,7 @@ def test_column_names_with_spaces_train_export_and_serve(tmp_path):
     """CSV headers like scikit-learn's 'mean radius' must work end to end."""
     import pandas as pd
 
-    from serving.schema import FeatureList, FeatureSpec, schema_from_dict
+    from serving.contract.schema import FeatureList, FeatureSpec, schema_from_dict
 
     rng = np.random.default_rng(0)
     n = 300

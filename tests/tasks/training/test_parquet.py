@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from serving.digest import sha256_file
-from serving.schema import load_schema
+from serving.contract.digest import sha256_file
+from serving.contract.schema import load_schema
 from tasks.errors import DataValidationError
 from tasks.training.data import infer_contract, load_dataset
 

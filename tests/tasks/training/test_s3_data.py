@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from serving.digest import sha256_file
-from serving.schema import load_schema
+from serving.contract.digest import sha256_file
+from serving.contract.schema import load_schema
 from tasks.errors import DataValidationError
 from tasks.training.data import infer_contract, load_dataset
 from testkit.net import free_port

@@ -1,6 +1,6 @@
 """Drift and calibration from counts: what the monitor and the server's dashboard both compute.
 
-The inputs are what ``serving.monitoring`` records (counts on the export's reference bins, label
+The inputs are what ``serving.monitoring.recorder`` records (counts on the export's reference bins, label
 histograms), so the cost does not grow with traffic and no raw feature value is needed.
 
     feature_drift     PSI per feature against the export's reference; "not enough data" below a
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.metrics import PSI_EPSILON, psi
+from serving.contract.binning import PSI_EPSILON, psi
 
 THRESHOLD = 0.5   # precision and recall of "p >= 0.5"
 
@@ -22,7 +22,7 @@ THRESHOLD = 0.5   # precision and recall of "p >= 0.5"
 # ---------------------------------------------------------------- drift
 
 def _expected(feature: dict, reference: dict) -> np.ndarray | None:
-    """The reference distribution in the layout the server counts in (see serving.monitoring)."""
+    """The reference distribution in the layout the server counts in (see serving.monitoring.recorder)."""
     if feature["kind"] == "numeric":
         ref = (reference.get("numeric") or {}).get(feature["name"])
         if ref is None or list(ref["edges"]) != list(feature["edges"]):
@@ -108,7 +108,7 @@ def label_metrics(hours: list[dict], n_bins: int = 10) -> dict:
     n_pos, n_neg = pos.sum(), neg.sum()
     width = [np.arange(fine)[(np.arange(fine) * n_bins) // fine == b] for b in range(n_bins)]
     # Equal mass: cut the fine bins where the running count crosses k/n_bins of the rows (ties in a
-    # fine bin stay together, as in serving.metrics).
+    # fine bin stay together, as in serving.contract.binning).
     cum = np.cumsum(pos + neg)
     cuts = np.unique(np.searchsorted(cum, np.arange(1, n_bins) * cum[-1] / n_bins, side="left") + 1)
     mass = [g for g in np.split(np.arange(fine), cuts[(cuts > 0) & (cuts < fine)]) if g.size]

@@ -10,3 +10,9 @@ from __future__ import annotations
 GOLDEN_TOLERANCE = 1e-6
 
 MODEL_TYPE = "TabularANN"
+
+# A release bundle's "<sha256>  <path>" list of its other files (tasks/deploy/package.py writes it, the host
+# agent checks every entry against it before anything is unpacked).
+MANIFEST = "MANIFEST"
+
+VENV_TIMEOUT_S = 1800   # a first environment build (pip install of TensorFlow) on a fresh host

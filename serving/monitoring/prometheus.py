@@ -31,7 +31,7 @@ DIVERGENCE_BUCKETS = (1e-6, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 64, 256, 1024, 4096, 16384)
 
 
-# Set at each scrape from the last hour the monitoring recorder holds (serving.drift), so Prometheus
+# Set at each scrape from the last hour the monitoring recorder holds (serving.contract.drift), so Prometheus
 # rules can follow the guide's drift and calibration rows too: name -> (help, label names).
 SCRAPE_GAUGES = {
     "serving_healthy": ("1 while /health answers healthy", ()),
@@ -104,7 +104,7 @@ class Metrics:
                                       ["feature", "issue"], registry=r)
         self.model_events = Counter("serving_model_events", "Loads, failed loads, swaps, unloads, splits",
                                     ["event"], registry=r)
-        # Each worker serves the same versions (serving/sync.py): the largest of the live workers' values.
+        # Each worker serves the same versions (serving/workers/sync.py): the largest of the live workers' values.
         self.loaded = Gauge("serving_loaded_versions", "Number of versions loaded", registry=r,
                             multiprocess_mode="livemax")
         self.default = Gauge("serving_default_version", "1 for the version that is the default", ["version"],

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.digest import sha256_bytes
-from serving.errors import IntegrityError
+from serving.contract.digest import sha256_bytes
+from serving.contract.errors import IntegrityError
 
 LOGIT_CLIP = 1e-7
 
@@ -152,7 +152,7 @@ def beta_features(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 Calibrator = IdentityCalibrator | SigmoidCalibrator | BetaCalibrator | IsotonicCalibrator
 _CLASSES = (IdentityCalibrator, SigmoidCalibrator, BetaCalibrator, IsotonicCalibrator)
-_ALLOWED = {("serving.calibration", cls.__name__): cls for cls in _CLASSES}
+_ALLOWED = {("serving.contract.calibration", cls.__name__): cls for cls in _CLASSES}
 METHODS = tuple(cls.method for cls in _CLASSES)   # simplest first
 
 

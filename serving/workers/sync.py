@@ -5,8 +5,8 @@ desired state's lock, first catches up with the desired state if it is behind, v
 the change, writes the next generation, and publishes what it serves; then it waits (bounded) until
 the other workers have applied that generation and says which did. Every process watches the state
 file (a stat every ``WATCH_INTERVAL_S``) and, when the generation changes, serves exactly what it
-says (``ModelStore.converge``: all or nothing; a version that fails its checks leaves what it served
-in place, and the failure is published and retried). serving/workers.py holds the files.
+says (``LoadedVersions.converge``: all or nothing; a version that fails its checks leaves what it served
+in place, and the failure is published and retried). serving/workers/state.py holds the files.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
-from serving.config import ServingSettings
-from serving.errors import ServingError
-from serving.store import ModelStore
-from serving.workers import (
+from serving.contract.errors import ServingError
+from serving.scoring.versions import LoadedVersions
+from serving.settings import ServingSettings
+from serving.workers.state import (
     StateLock,
     generation_of,
     live_workers,
@@ -50,7 +50,7 @@ class SyncError(ServingError):
 class Sync:
     """The desired state seen from one server process."""
 
-    def __init__(self, settings: ServingSettings, store: ModelStore, load_lock: asyncio.Lock, warm,
+    def __init__(self, settings: ServingSettings, store: LoadedVersions, load_lock: asyncio.Lock, warm,
                  applied: Callable[[list[str]], None], event: Callable[[str, str], None]) -> None:
         assert settings.state_file is not None
         self.settings, self.store, self.load_lock, self.warm = settings, store, load_lock, warm

@@ -14,8 +14,8 @@ from operator import itemgetter
 
 import numpy as np
 
-from serving.errors import Problem
-from serving.schema import ColumnSpec, check_column, column_problem
+from serving.contract.errors import Problem
+from serving.contract.schema import ColumnSpec, check_column, column_problem
 
 NA_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})

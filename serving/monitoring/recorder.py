@@ -24,9 +24,9 @@ grow with traffic. Request handlers put an event on a queue; one thread aggregat
 applies what is queued before a read, so a reader sees every request this process answered before it.
 
 With several server processes on a host (a state file), monitoring is the host's: the scored rows
-awaiting labels are one SQLite file all of them share (serving/scored.py), so a label sent to any
+awaiting labels are one SQLite file all of them share (serving/monitoring/awaiting_labels.py), so a label sent to any
 worker finds the row any worker scored; the windows are published as files and a read on any worker
-merges every worker's (serving/peers.py). A lone process keeps the same in memory.
+merges every worker's (serving/monitoring/host_windows.py). A lone process keeps the same in memory.
 """
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ import time
 
 import numpy as np
 
-from serving.counts import (  # noqa: F401  (re-exported: what callers and tests import from here)
+from serving.contract.schema import schema_from_dict
+from serving.monitoring.awaiting_labels import AwaitingLabels
+from serving.monitoring.counts import (  # noqa: F401  (re-exported: what callers and tests import from here)
     LABEL_BINS,
     LATENCY_EDGES,
     Aggregate,
@@ -45,9 +47,8 @@ from serving.counts import (  # noqa: F401  (re-exported: what callers and tests
     LabelHist,
     feature_bins,
 )
-from serving.peers import PUBLISH_S, Peers
-from serving.schema import schema_from_dict
-from serving.scored import ScoredStore
+from serving.monitoring.host_windows import PUBLISH_S, Peers, host_peers
+from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ class Recorder:
     a read merges theirs; the scored rows are in ``<peers.root>/scored.sqlite``, shared.
     """
 
+    @classmethod
+    def for_settings(cls, settings: ServingSettings) -> Recorder:
+        """The server's recorder: the host's (shared with the other workers through the state file's folder,
+        serving/monitoring/host_windows.py) when there is a state file, else this process's alone."""
+        peers = host_peers(settings.state_file) if settings.state_file is not None else None
+        return cls(settings.monitor_window_s, settings.monitor_windows, settings.label_window_s,
+                   settings.feedback_ttl_s, settings.feedback_max_rows, peers=peers)
+
     def __init__(self, window_s: int = 60, keep_windows: int = 1440, label_window_s: int = 3600,
                  feedback_ttl_s: int = 7 * 86400, feedback_max_rows: int = 1_000_000, clock=time.time,
                  peers: Peers | None = None) -> None:
@@ -73,7 +82,7 @@ class Recorder:
         self.feedback_ttl_s, self.feedback_max_rows = feedback_ttl_s, feedback_max_rows
         self.clock = clock
         self.peers = peers
-        self.scored_rows = ScoredStore(peers.root / SCORED_FILE if peers else None, feedback_ttl_s,
+        self.scored_rows = AwaitingLabels(peers.root / SCORED_FILE if peers else None, feedback_ttl_s,
                                        feedback_max_rows)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -115,7 +124,8 @@ class Recorder:
     def _run(self) -> None:
         # Every LINGER_S, everything queued is recorded in one batch: one count per feature for all the
         # requests of that time instead of one per request keeps the thread's share of the GIL small.
-        # With peers, the thread waits on the socket a reader's request to publish comes to (serving/peers.py).
+        # With peers, the thread waits on the socket a reader's request to publish comes to
+        # (serving/monitoring/host_windows.py).
         while not self._stop.is_set():
             try:
                 if self.peers:
@@ -143,7 +153,7 @@ class Recorder:
             self.peers.close()
 
     def publish(self, ack: int | None = None) -> None:
-        """Write the windows changed since the last publication for the other processes (serving/peers.py)."""
+        """Write the windows changed since the last publication for the other processes (host_windows.py)."""
         with self._publishing:
             with self._lock:
                 dirty, self._dirty = self._dirty, set()

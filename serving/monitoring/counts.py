@@ -1,5 +1,5 @@
 """The counts a monitoring window holds (requests, inputs on the reference bins, predictions, latency,
-labels): additive, so windows of several processes merge by summing (serving/monitoring.py)."""
+labels): additive, so windows of several processes merge by summing (serving/monitoring/recorder.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.inputs import MISSING_CATEGORY
+from serving.contract.inputs import MISSING_CATEGORY
 
 EXTREME_LOW, EXTREME_HIGH = 0.05, 0.95
 LABEL_BINS = 200
@@ -144,7 +144,7 @@ class Aggregate:
         self.extremes += other.extremes
 
     def to_raw(self) -> dict:
-        """Everything, for another process to ``from_raw`` and merge (serving/peers.py)."""
+        """Everything, for another process to ``from_raw`` and merge (serving/monitoring/host_windows.py)."""
         return {"requests": self.requests, "rows": self.rows, "status": self.status, "rejected": self.rejected,
                 "latency": self.latency, "features": self.features, "outside": self.outside,
                 "prediction": self.prediction, "p_sum": self.p_sum, "p_sumsq": self.p_sumsq,

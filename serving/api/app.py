@@ -1,7 +1,7 @@
 """The model server: the handover guide's API (/load, /health, /model_info, /predict) and more.
 
-Start it with ``uvicorn serving.app:app --host 0.0.0.0 --port 8000`` (configured by
-SERVING_* environment variables, see serving/config.py) or ``python -m serving``.
+Start it with ``uvicorn serving.api.app:app --host 0.0.0.0 --port 8000`` (configured by
+SERVING_* environment variables, see serving/settings.py) or ``python -m serving``.
 The hot path keeps pandas and pydantic away: bytes → orjson → numpy columns →
 one batched SavedModel call → orjson bytes.
 """
@@ -26,20 +26,19 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
-from serving.config import ServingSettings, settings_from_env, threads_per_worker
-from serving.dashboard import PAGE, summary
-from serving.encoding import predictions_json
-from serving.errors import ServingError
-from serving.inputs import read_json_rows
-from serving.model import import_tensorflow
-from serving.monitoring import LABELLED_MAX_ROWS, Recorder
-from serving.observability import Metrics
-from serving.openapi import feedback_extra, labelled_extra, predict_extra, split_extra
-from serving.peers import host_peers
-from serving.scorer import Scorer
-from serving.store import Conflict, LoadRefused, ModelStore, NotLoaded
-from serving.sync import Sync, SyncError
-from serving.workers import HostEvents, StateLockTimeout
+from serving.api.encoding import predictions_json
+from serving.api.openapi import feedback_extra, labelled_extra, predict_extra, split_extra
+from serving.contract.errors import ServingError
+from serving.contract.inputs import read_json_rows
+from serving.contract.model import import_tensorflow
+from serving.monitoring.dashboard import PAGE, summary
+from serving.monitoring.prometheus import Metrics
+from serving.monitoring.recorder import LABELLED_MAX_ROWS, Recorder
+from serving.scoring.batcher import BatchScorer
+from serving.scoring.versions import Conflict, LoadedVersions, LoadRefused, NotLoaded
+from serving.settings import ServingSettings, settings_from_env, threads_per_worker
+from serving.workers.state import HostEvents, StateLockTimeout
+from serving.workers.sync import Sync, SyncError
 
 log = logging.getLogger("serving")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -79,7 +78,7 @@ def configure_threads(settings: ServingSettings) -> None:
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or settings_from_env()
     metrics = Metrics(settings.metrics_dir)
-    store = ModelStore()
+    store = LoadedVersions()
     load_lock = asyncio.Lock()
     shadow_log: collections.deque = collections.deque(maxlen=settings.shadow_log_size)
     started = time.time()
@@ -139,7 +138,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         routing_changed()
 
     # With a state file this is one of the host's server processes: they change what they serve
-    # through it, and follow it (serving/sync.py). Without one, a lone process.
+    # through it, and follow it (serving/workers/sync.py). Without one, a lone process.
     sync = Sync(settings, store, load_lock, warm, applied, event) if settings.state_file is not None else None
 
     async def changed(apply) -> dict:
@@ -181,13 +180,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await asyncio.to_thread(configure_threads, settings)
-        state["scorer"] = Scorer(metrics, settings.scorer_batch_rows)
+        state["scorer"] = BatchScorer(metrics, settings.scorer_batch_rows)
         if settings.monitoring:
-            # One of the host's processes (a state file): monitoring is the host's (serving/peers.py).
-            peers = host_peers(settings.state_file) if settings.state_file is not None else None
-            state["recorder"] = Recorder(settings.monitor_window_s, settings.monitor_windows,
-                                         settings.label_window_s, settings.feedback_ttl_s, settings.feedback_max_rows,
-                                         peers=peers)
+            state["recorder"] = Recorder.for_settings(settings)
         watcher = None
         if sync is None:
             async with load_lock:
@@ -607,7 +602,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
 
 def __getattr__(name: str):
-    # `uvicorn serving.app:app` builds the app on first access, not at import.
+    # `uvicorn serving.api.app:app` builds the app on first access, not at import.
     if name == "app":
         app = create_app()
         globals()["app"] = app

@@ -2,13 +2,13 @@
 
 /predict, /split and /feedback read their raw body (orjson, no pydantic: the hot path stays fast), so
 FastAPI cannot infer what they accept. These ``openapi_extra`` fragments say it, exactly as the
-handlers in serving/app.py check it; nothing here parses a request. The spec is static: a feature
+handlers in serving/api/app.py check it; nothing here parses a request. The spec is static: a feature
 row's keys are the loaded model's input columns, which the spec names only as "any key".
 """
 
 from __future__ import annotations
 
-from serving.config import ServingSettings
+from serving.settings import ServingSettings
 
 VERSION_PATTERN = "^[0-9]{1,9}$"
 # A feature value as JSON gives it: the model's schema decides which of these a column takes.

@@ -12,11 +12,14 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from serving.model import LoadedModel
-from serving.observability import Metrics
+from serving.contract.model import LoadedModel
+
+if TYPE_CHECKING:   # the app hands its Prometheus series in; scoring does not depend on monitoring
+    from serving.monitoring.prometheus import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ class Job:
     future: Future
 
 
-class Scorer:
+class BatchScorer:
     def __init__(self, metrics: Metrics, max_batch_rows: int = 20_000) -> None:
         self.metrics = metrics
         self.max_batch_rows = max_batch_rows

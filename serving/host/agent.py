@@ -1,4 +1,4 @@
-"""Host-side release operations: ``python -m serving.host COMMAND --base-dir DIR …``.
+"""Host-side release operations: ``python -m serving.host.agent COMMAND --base-dir DIR …``.
 
 Runs on the target host (locally, or over SSH) with the standard library and this
 package only, and prints one JSON object. Layout under the base directory:
@@ -554,7 +554,7 @@ def labelled(base: Path, host: str, port: int, version: str, since: float) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.host", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m serving.host.agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["fetch", "unpack", "ensure-venv", "start", "activate", "stop",
                                             "status", "labelled"])

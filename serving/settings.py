@@ -7,14 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serving.errors import ContractError
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (cgroup/affinity aware where the OS tells)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+from serving.contract.errors import ContractError
+from serving.contract.processes import available_cpus
 
 
 def threads_per_worker(workers: int | None, cpus: int | None = None) -> int:
@@ -32,11 +26,11 @@ class ServingSettings(BaseModel):
     # restarted server (its supervisor replaced it) serves that again instead of model_dir/model_version.
     state_file: Path | None = None
     # Server processes on this host (gunicorn workers; python -m serving sets it). They follow the state file: an
-    # admin change waits up to converge_timeout_s for the others to serve it (serving/sync.py).
+    # admin change waits up to converge_timeout_s for the others to serve it (serving/workers/sync.py).
     workers: int | None = Field(None, ge=1, le=256)
-    master_pid: int | None = None      # set by serving/supervise.py: the workers' parent
+    master_pid: int | None = None      # set by serving/workers/supervise.py: the workers' parent
     converge_timeout_s: float = Field(120, gt=0)
-    # prometheus_client's multiprocess folder (PROMETHEUS_MULTIPROC_DIR, set by serving/supervise.py): the
+    # prometheus_client's multiprocess folder (PROMETHEUS_MULTIPROC_DIR, set by serving/workers/supervise.py): the
     # workers' counters are kept there and a scrape of any worker merges them all.
     metrics_dir: Path | None = None
     admin_token: str | None = Field(default=None, repr=False)
@@ -51,7 +45,7 @@ class ServingSettings(BaseModel):
     inter_op_threads: int | None = Field(None, ge=1)
     degraded_queue_depth: int = Field(256, ge=1)
     shadow_log_size: int = Field(1000, ge=0)
-    # monitoring (serving/monitoring.py); off: nothing is recorded, /monitoring/* and /feedback answer 503
+    # monitoring (serving/monitoring/recorder.py); off: nothing is recorded, /monitoring/* and /feedback answer 503
     monitoring: bool = True
     monitor_window_s: int = Field(60, ge=1, le=86400)
     monitor_windows: int = Field(1440, ge=1, le=100_000)

@@ -1,6 +1,6 @@
 """SHA-256 of files and bytes: the one hashing helper of the pipeline and the model server.
 
-(``serving/host.py`` keeps its own few lines of ``hashlib``: it ships to hosts as a single
+(``serving/host/agent.py`` keeps its own few lines of ``hashlib``: it ships to hosts as a single
 standard-library file.)
 """
 

@@ -8,7 +8,7 @@ PSI, mean prediction, 4xx / 5xx, each with a small chart over the last hour.
 
 from __future__ import annotations
 
-from serving.drift import feature_drift, label_metrics, prediction_drift
+from serving.contract.drift import feature_drift, label_metrics, prediction_drift
 
 REFRESH_SECONDS = 30
 

@@ -48,7 +48,7 @@ def _opening(path: Path | None):
         yield
 
 
-class ScoredStore:
+class AwaitingLabels:
     """The rows awaiting labels (thread safe; several processes may open the same file)."""
 
     def __init__(self, path: Path | None, ttl_s: float, max_rows: int) -> None:

@@ -16,8 +16,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from serving.digest import sha256_bytes
-from serving.errors import ContractError, Problem
+from serving.contract.digest import sha256_bytes
+from serving.contract.errors import ContractError, Problem
 
 ColumnType = Literal["numeric", "integer", "categorical", "boolean"]
 Preprocessing = Literal["standardize", "log_standardize", "binary", "one_hot", "embedding"]

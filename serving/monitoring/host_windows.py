@@ -31,8 +31,8 @@ from pathlib import Path
 
 import orjson
 
-from serving.host import _alive, _started_at
-from serving.workers import live_workers, state_signature
+from serving.contract.processes import alive, started_at
+from serving.workers.state import live_workers, state_signature
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class Peers:
 def _running(name: str) -> bool:
     """Whether the process a folder is named after (``<pid>-<start time>``) still runs."""
     pid, _, started = name.partition("-")
-    return pid.isdigit() and _alive(int(pid)) and _started_at(int(pid)) == started
+    return pid.isdigit() and alive(int(pid), started)
 
 
 def _start(path: Path) -> int | None:
@@ -206,9 +206,9 @@ def _start(path: Path) -> int | None:
 
 def host_peers(state_file: Path) -> Peers:
     """The host's monitoring folder beside ``state_file`` (run/monitoring/), seen from this process; the live
-    workers are those with a record in run/workers/ (serving/workers.py)."""
+    workers are those with a record in run/workers/ (serving/workers/state.py)."""
     def live() -> set[str]:
         return {f"{r['pid']}-{r['started_at']}" for r in live_workers(state_file)}
 
     pid = os.getpid()
-    return Peers(state_file.parent / "monitoring", f"{pid}-{_started_at(pid)}", live)
+    return Peers(state_file.parent / "monitoring", f"{pid}-{started_at(pid)}", live)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
-from serving.constants import GOLDEN_TOLERANCE
-from serving.errors import IntegrityError, ServingError
-from serving.model import LoadedModel
+from serving.contract.constants import GOLDEN_TOLERANCE
+from serving.contract.errors import IntegrityError, ServingError
+from serving.contract.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def resolve_inside(root: Path, model_dir: str, version: str) -> Path:
     return target
 
 
-class ModelStore:
+class LoadedVersions:
     def __init__(self) -> None:
         self.routing = Routing()
         self._write = threading.Lock()
@@ -236,7 +236,7 @@ class ModelStore:
         weights = {str(v): float(w) for v, w in (snapshot.get("weights") or {}).items()}
         if default is not None and default not in models:
             raise Conflict(f"the desired state's default {default} is not among its versions")
-        staged = ModelStore()
+        staged = LoadedVersions()
         staged.routing = Routing(models=MappingProxyType(models), default=default,
                                  previous=previous if previous in models else None)
         if weights or shadow:

@@ -8,10 +8,10 @@ TensorFlow gets CPUs // N threads.
 
 The workers stay in step through the host's desired state, ``SERVING_STATE_FILE``: the worker that
 receives an admin change writes the next generation of it, the others follow within a second, and
-a new worker serves it from the start (serving/sync.py, serving/workers.py). Their Prometheus
+a new worker serves it from the start (serving/workers/sync.py, serving/workers/state.py). Their Prometheus
 counters are kept in prometheus_client's multiprocess files (run/metrics/, emptied here at start; the
-master drops a dead worker's live gauges) and their monitoring in run/monitoring/ (serving/peers.py,
-serving/scored.py), so any worker answers for the host. A dead master is systemd's to restart:
+master drops a dead worker's live gauges) and their monitoring in run/monitoring/ (serving/monitoring/host_windows.py,
+serving/monitoring/awaiting_labels.py), so any worker answers for the host. A dead master is systemd's to restart:
 deployments/systemd/ml-pipeline-api.service.
 """
 
@@ -21,9 +21,10 @@ import os
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.util import import_app
 from uvicorn_worker import UvicornWorker
 
-WORKER_CLASS = "serving.supervise.ServingWorker"
+WORKER_CLASS = "serving.workers.supervise.ServingWorker"
 # gunicorn kills a worker silent this long; start-up (TensorFlow import, load, warm-up) stays well inside.
 WORKER_TIMEOUT_S = 120
 GRACEFUL_TIMEOUT_S = 30
@@ -54,7 +55,8 @@ def metrics_folder(state_file: Path) -> Path:
 
 
 class Supervisor(BaseApplication):
-    def __init__(self, host: str, port: int, log_level: str, workers: int = 1) -> None:
+    def __init__(self, app_uri: str, host: str, port: int, log_level: str, workers: int = 1) -> None:
+        self.app_uri = app_uri   # "module:attribute", imported in each worker (serving/__main__.py names the app)
         self.options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": WORKER_CLASS,
                         "child_exit": worker_exited,
                         "timeout": WORKER_TIMEOUT_S, "graceful_timeout": GRACEFUL_TIMEOUT_S, "keepalive": 5,
@@ -68,13 +70,11 @@ class Supervisor(BaseApplication):
 
     def load(self):
         # Called in the worker after the fork: TensorFlow is imported there, never in the master.
-        from serving.app import app
-
-        return app
+        return import_app(self.app_uri)
 
 
-def run(host: str, port: int, log_level: str = "info", workers: int = 1) -> None:
-    """Run the master (this process) and ``workers`` server processes until a signal ends them."""
+def run(app_uri: str, host: str, port: int, log_level: str = "info", workers: int = 1) -> None:
+    """Run the master (this process) and ``workers`` server processes of ``app_uri`` until a signal ends them."""
     # The workers read these at start: how many they are (their share of the CPUs), and whose children.
     os.environ["SERVING_WORKERS"] = str(workers)
     os.environ["SERVING_MASTER_PID"] = str(os.getpid())
@@ -82,4 +82,4 @@ def run(host: str, port: int, log_level: str = "info", workers: int = 1) -> None
     if state_file:
         # Read by prometheus_client when the workers import it (after the fork; the master never does first).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_folder(Path(state_file).resolve()))
-    Supervisor(host, port, log_level, workers).run()
+    Supervisor(app_uri, host, port, log_level, workers).run()

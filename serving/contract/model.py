@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.calibration import Calibrator, load_calibrator
-from serving.errors import IntegrityError
-from serving.inputs import coerce_column
-from serving.metadata import (
+from serving.contract.calibration import Calibrator, load_calibrator
+from serving.contract.errors import IntegrityError
+from serving.contract.inputs import coerce_column
+from serving.contract.metadata import (
     CALIBRATOR_FILE,
     PACKED_SIGNATURE,
     SAVED_MODEL_DIR,
@@ -28,7 +28,7 @@ from serving.metadata import (
     verify_files,
     verify_metadata,
 )
-from serving.schema import ColumnSpec, schema_from_dict, tensor_name
+from serving.contract.schema import ColumnSpec, schema_from_dict, tensor_name
 
 # Imported by `import tensorflow` only if installed, and never used by the server: Keras (TensorFlow imports
 # it eagerly to register its objects for Keras' own loaders; the server calls the SavedModel's signature

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.constants import MODEL_TYPE
-from serving.digest import sha256_file
-from serving.errors import ContractError, IntegrityError
-from serving.schema import FeatureList, canonical_digest, feature_schema_hash, schema_from_dict
+from serving.contract.constants import MANIFEST, MODEL_TYPE
+from serving.contract.digest import sha256_file
+from serving.contract.errors import ContractError, IntegrityError
+from serving.contract.schema import FeatureList, canonical_digest, feature_schema_hash, schema_from_dict
 
 METADATA_FILE = "metadata.json"
-BUNDLE_MANIFEST = "MANIFEST"   # a release bundle's "<sha256>  <path>" list (tasks/deploy/package.py)
+
 CALIBRATOR_FILE = "calibrator.pkl"
 SAVED_MODEL_DIR = "saved_model"
 SERVING_SIGNATURE = "serving_default"
@@ -114,7 +114,7 @@ def _manifest_entry(version_dir: Path) -> tuple[Path, str, str | None] | None:
     """The release bundle MANIFEST above an unpacked version (releases/<v>/model/<name>/<v>/), if any:
     (manifest path, this metadata.json's path in it, the SHA-256 it records or None)."""
     for parent in version_dir.parents[:3]:
-        manifest = parent / BUNDLE_MANIFEST
+        manifest = parent / MANIFEST
         if manifest.is_file():
             rel = (version_dir / METADATA_FILE).relative_to(parent).as_posix()
             for line in manifest.read_text(errors="replace").splitlines():

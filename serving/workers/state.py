@@ -21,8 +21,8 @@ from pathlib import Path
 
 import orjson
 
-from serving.errors import ServingError
-from serving.host import _alive, _started_at
+from serving.contract.errors import ServingError
+from serving.contract.processes import alive, children, started_at
 
 WORKERS_DIR = "workers"
 
@@ -133,11 +133,11 @@ def publish(state_file: Path, record: dict) -> Path:
 
 def worker_record(snapshot: dict, files: dict[str, dict], generation: int | None, failed_generation: int | None,
                   error: str | None) -> dict:
-    """What this process serves, for ``publish``: ``snapshot`` is ``ModelStore.snapshot()``, ``files`` each
+    """What this process serves, for ``publish``: ``snapshot`` is ``LoadedVersions.snapshot()``, ``files`` each
     version's file hashes."""
     pid = os.getpid()
     models = {v: {**m, "files": files.get(v, {})} for v, m in (snapshot.get("models") or {}).items()}
-    return {"pid": pid, "started_at": _started_at(pid), "generation": generation,
+    return {"pid": pid, "started_at": started_at(pid), "generation": generation,
             "failed_generation": failed_generation, "last_error": error, "updated_at": round(time.time(), 3),
             "default": snapshot.get("default"), "previous": snapshot.get("previous"),
             "shadow": snapshot.get("shadow"), "weights": snapshot.get("weights") or {}, "models": models}
@@ -158,7 +158,7 @@ def live_workers(state_file: Path, prune: bool = False) -> list[dict]:
             pid = int(record["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue                      # being replaced, or not ours
-        if _alive(pid) and record.get("started_at") == _started_at(pid):
+        if alive(pid, record.get("started_at")):
             out.append(record)
         elif prune:
             path.unlink(missing_ok=True)
@@ -169,10 +169,7 @@ def siblings(master_pid: int | None) -> list[int]:
     """The worker processes of our gunicorn master (its children), or [] when not under one."""
     if not master_pid or os.getppid() != master_pid:
         return []
-    try:
-        return sorted(int(p) for p in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split())
-    except (OSError, ValueError):
-        return []
+    return children(master_pid)
 
 
 def _describe(view: dict) -> str:
