@@ -37,8 +37,7 @@ from serving.monitoring.recorder import LABELLED_MAX_ROWS, Recorder
 from serving.scoring.batcher import BatchScorer
 from serving.scoring.versions import Conflict, LoadedVersions, LoadRefused, NotLoaded
 from serving.settings import ServingSettings, settings_from_env, threads_per_worker
-from serving.workers.state import HostEvents, StateLockTimeout
-from serving.workers.sync import Sync, SyncError
+from serving.workers.sync import HostEvents, Sync, SyncError
 
 log = logging.getLogger("serving")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -148,7 +147,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 return await apply()
         try:
             return await sync.change(apply)
-        except (SyncError, StateLockTimeout) as exc:
+        except SyncError as exc:
             raise HTTPProblem(503, str(exc), retry_after=RETRY_AFTER_S) from None
 
     async def load_now(model_dir: str, version: str, make_default: bool, metadata_sha256: str | None = None) -> dict:

@@ -21,7 +21,9 @@ from serving.contract.errors import ServingError
 from serving.scoring.versions import LoadedVersions
 from serving.settings import ServingSettings
 from serving.workers.state import (
+    HostEvents,
     StateLock,
+    StateLockTimeout,
     generation_of,
     live_workers,
     publish,
@@ -41,6 +43,9 @@ RETRY_FAILED_S = 10        # a generation this process could not apply is tried 
 PRUNE_EVERY_S = 5          # records of dead workers are deleted this often
 WAIT_POLL_S = 0.02
 WAIT_MARGIN_S = 5          # the admin answer waits for the others: 3x its own apply time, plus this
+
+
+__all__ = ["HostEvents", "Sync", "SyncError"]   # the workers' face to the API (HostEvents: the host's events)
 
 
 class SyncError(ServingError):
@@ -203,12 +208,15 @@ class Sync:
             ``apply``'s answer, with ``workers``: the generation, which workers converged and which not.
 
         Raises:
-            SyncError: this process could not catch up with the desired state first (nothing changed).
-            StateLockTimeout: the lock stayed taken.
+            SyncError: this process could not catch up with the desired state first, or another process held
+                the desired state's lock for too long (nothing changed either way).
         """
         async with self.load_lock:
             lock = StateLock(self.path, self.settings.converge_timeout_s)
-            await asyncio.to_thread(lock.acquire)
+            try:
+                await asyncio.to_thread(lock.acquire)
+            except StateLockTimeout as exc:
+                raise SyncError(str(exc)) from None
             try:
                 desired = self._read()
                 generation = generation_of(desired)
