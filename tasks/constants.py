@@ -11,14 +11,15 @@ from pathlib import Path
 from serving.contract.constants import GOLDEN_TOLERANCE, MANIFEST, MODEL_TYPE, VENV_TIMEOUT_S
 
 __all__ = ["ALARM_CRITICAL", "ALARM_PAGE", "ALARM_RESOLVED", "ALARM_WARNING", "CHALLENGER", "CHAMPION", "CONFIGS",
-           "CONSTRAINTS", "FEEDBACK", "GOLDEN_TOLERANCE", "HIGHER_IS_BETTER", "HOST_SCRIPT", "MANIFEST", "METRICS",
+           "CONSTRAINTS", "FEEDBACK", "GOLDEN_TOLERANCE", "HIGHER_IS_BETTER", "HOST_AGENT", "MANIFEST", "METRICS",
            "MODEL_TYPE", "ROLLED_BACK", "ROOT", "SERVING_DIR", "VENV_TIMEOUT_S"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 SERVING_DIR = ROOT / "serving"
 CONSTRAINTS = ROOT / "constraints.txt"   # the project's pins: bundled for the host's environment
-HOST_SCRIPT = SERVING_DIR / "host" / "agent.py"   # the host-side operations, standard library only
+# The host agent (serving/host, standard library only) as shipped: a zipapp, <base_dir>/bin/host-agent.pyz on a host.
+HOST_AGENT = "host-agent.pyz"
 
 # MLflow registry aliases (never stages) and the tag on a version the champion was rolled back from.
 CHAMPION = "champion"

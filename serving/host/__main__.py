@@ -1,5 +1,5 @@
-"""``python -m serving.host COMMAND …``: the host agent's command line."""
+"""``python -m serving.host COMMAND …``: the host agent's command line (``cli``)."""
 
-from serving.host.agent import main
+from serving.host.cli import main
 
 raise SystemExit(main())

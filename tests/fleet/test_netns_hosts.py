@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from serving.host.agent import _alive
+from serving.host.processes import alive as _alive
 from tasks.constants import GOLDEN_TOLERANCE
 from tasks.deploy.targets import Target
 from tasks.deploy.transports import transport_for

@@ -366,11 +366,14 @@ def test_cli_status_flags_a_difference(target_env, served_models, tmp_path):
 
 
 def test_host_venv_is_created_once_and_reused_while_requirements_are_unchanged(tmp_path):
-    """serving/host/agent.py ensure-venv, for real (empty requirements keep pip off the network); the environment
+    """The host agent's ensure-venv, for real (empty requirements keep pip off the network); the environment
     is named after the requirements and the constraints."""
     import json
     import subprocess
     import sys
+
+    from tasks.constants import HOST_AGENT
+    from tasks.deploy.package import build_host_agent
 
     base = tmp_path / "host"
     release = base / "releases" / "1"
@@ -378,7 +381,7 @@ def test_host_venv_is_created_once_and_reused_while_requirements_are_unchanged(t
     (release / "requirements.txt").write_text("# nothing to install\n")
 
     def ensure():
-        out = subprocess.run([sys.executable, str(ROOT / "serving" / "host.py"), "ensure-venv", "--base-dir",
+        out = subprocess.run([sys.executable, str(build_host_agent(tmp_path / HOST_AGENT)), "ensure-venv", "--base-dir",
                               str(base), "--version", "1", "--timeout", "300"], capture_output=True, text=True,
                              timeout=600)
         return json.loads(out.stdout.strip().splitlines()[-1])

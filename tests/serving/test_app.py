@@ -462,7 +462,7 @@ def test_full_model_info_holds_training_rows_and_needs_the_token(client, served_
 
 
 def test_the_server_starts_with_an_allow_listed_environment():
-    from serving.host.agent import server_env
+    from serving.host.server import server_env
 
     env = {"PATH": "/usr/bin", "HOME": "/h", "LC_ALL": "C", "SERVING_MAX_BATCH_ROWS": "5", "TF_NUM_THREADS": "1",
            "AWS_SECRET_ACCESS_KEY": "x", "MLFLOW_TRACKING_PASSWORD": "y", "PREFECT_API_KEY": "z",

@@ -1,8 +1,9 @@
 """The transport seam: what every transport does, and the receipt it returns.
 
 A transport moves a bundle to a target host (``put``) and runs one host operation there
-(``host``: ``serving/host/agent.py COMMAND …``, which prints one JSON object). Everything a host
-does is in that one standard-library script, whatever the transport.
+(``host``: ``python3 <base_dir>/bin/host-agent.pyz COMMAND …``, which prints one JSON object). Everything
+a host does is in that one standard-library agent (``serving/host``, shipped as a zipapp by
+``tasks.deploy.package.build_host_agent``), whatever the transport.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Transport(Protocol):
         ...
 
     def host(self, *args: str, stdin: str | None = None) -> dict:
-        """Run ``serving/host/agent.py *args`` on the host and return its JSON answer.
+        """Run the host agent (``bin/host-agent.pyz *args``) on the host and return its JSON answer.
 
         ``stdin`` is written to the command's standard input: secrets (a presigned URL) go there,
         never on the command line, which every user of the host can read (``ps``).
@@ -53,7 +54,7 @@ MARGIN_S = 60   # what a transport waits beyond the host command's own timeout
 
 
 def host_command(target: Target, script: str, runner: str, server_python: str | None, *args: str) -> list[str]:
-    """The command line of one host operation (``serving/host/agent.py`` is standard library only).
+    """The command line of one host operation: ``runner`` (a Python 3) runs the host agent ``script``.
 
     ``server_python`` None lets the host run the server in the release's own virtual environment.
     The environment's build (``ensure-venv``) gets the target's ``venv_timeout_s``, the other

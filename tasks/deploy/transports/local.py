@@ -1,4 +1,8 @@
-"""The local transport: the target host is a directory on this machine and a local server process."""
+"""The local transport: the target host is a directory on this machine and a local server process.
+
+Host commands run the host agent as every host runs it: the zipapp in ``<base_dir>/bin/host-agent.pyz``
+(written when its content changed).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ import subprocess
 import sys
 
 from serving.contract.digest import sha256_file
-from tasks.constants import HOST_SCRIPT, ROOT
-from tasks.deploy.package import Bundle
+from tasks.constants import HOST_AGENT, ROOT
+from tasks.deploy.package import Bundle, build_host_agent
 from tasks.deploy.targets import Target
 from tasks.deploy.transports.base import MARGIN_S, TransferReceipt, host_command, parse_host_output, wait_timeout
 from tasks.errors import TransferError
@@ -39,7 +43,12 @@ class LocalTransport:
     def host(self, *args: str, stdin: str | None = None) -> dict:
         # The local target defaults to the pipeline's own interpreter: it has the serving requirements.
         python = self.target.python or sys.executable
-        cmd = host_command(self.target, str(HOST_SCRIPT), python, python, *args)
+        try:
+            agent = build_host_agent(self.target.base_dir / "bin" / HOST_AGENT)
+        except OSError as exc:
+            raise TransferError(f"target {self.target.name} ({self.target.base_dir}): {args[0]}: cannot install the "
+                                f"host agent: {exc}") from None
+        cmd = host_command(self.target, str(agent), python, python, *args)
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, input=stdin or "",
                               timeout=wait_timeout(self.target, args[0], self.target.start_timeout_s + MARGIN_S))
         return parse_host_output(self.target, args[0], proc.stdout, proc.stderr)

@@ -5,6 +5,8 @@
   logs a warning and saves it to ``known_hosts`` (created 0600): from then on that key, and only
   it, is accepted.
 - Key authentication only. Every operation has a hard timeout; the session sends keepalives.
+- The host agent goes to ``bin/host-agent.pyz`` (a zipapp, uploaded only when the host's copy has another
+  SHA-256) and every host command runs it: ``python3 bin/host-agent.pyz COMMAND …``.
 - The bundle goes to ``incoming/<name>-<version>.zip.part`` with pipelined writes; an interrupted
   upload resumes from the bytes already there. The host computes the SHA-256, and only a
   match is renamed into place.
@@ -12,13 +14,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shlex
+import uuid
 from pathlib import Path, PurePosixPath
 
-from tasks.constants import HOST_SCRIPT
-from tasks.deploy.package import Bundle
+from serving.contract.digest import sha256_bytes
+from tasks.constants import HOST_AGENT
+from tasks.deploy.package import Bundle, host_agent_zip
 from tasks.deploy.targets import Target
 from tasks.deploy.transports.base import TransferReceipt, host_command, parse_host_output, wait_timeout
 from tasks.errors import TransferError
@@ -68,6 +73,7 @@ class SSHTransport:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.where = f"target {target.name} ({target.user}@{target.host}:{target.ssh_port})"
+        self._agent_installed = False   # checked (and uploaded if it differed) once per transport
 
     def _connect(self):
         import paramiko
@@ -128,47 +134,84 @@ class SSHTransport:
             raise TransferError(f"{self.where}: {step}: the connection was lost ({exc or type(exc).__name__})") \
                 from None
 
+    def _install_agent(self, client, step: str) -> None:
+        """Put the host agent's zipapp at ``<base_dir>/bin/host-agent.pyz`` unless the file there already has
+        its SHA-256 (checked once per transport); it goes through a part file, so a host never runs half of it.
+
+        Raises:
+            TransferError: it could not be written (names the host and step).
+        """
+        if self._agent_installed:
+            return
+        blob = host_agent_zip()
+        bin_dir = PurePosixPath(str(self.target.base_dir)) / "bin"
+        remote = bin_dir / HOST_AGENT
+        out, _err, _code = self._exec(client, f"mkdir -p {shlex.quote(str(bin_dir))} && "
+                                              f"sha256sum {shlex.quote(str(remote))} 2>/dev/null", step)
+        if out.split()[:1] != [sha256_bytes(blob)]:
+            part = bin_dir / f".{HOST_AGENT}.{uuid.uuid4().hex}.part"
+            try:
+                sftp = client.open_sftp()
+                try:
+                    sftp.get_channel().settimeout(self.target.command_timeout_s)
+                    sftp.putfo(io.BytesIO(blob), str(part))
+                    sftp.posix_rename(str(part), str(remote))
+                finally:
+                    sftp.close()
+            except OSError as exc:
+                raise TransferError(f"{self.where}: {step}: cannot install the host agent at {remote}: {exc} "
+                                    "(disk full or permission denied on the host?)") from None
+        self._agent_installed = True
+
+    def _upload(self, sftp, bundle: Bundle, part: PurePosixPath, max_bytes: int | None, chunk: int) -> tuple[int, int]:
+        """Append the bundle to ``part`` from the bytes already there: (the offset resumed from, bytes sent).
+
+        Raises:
+            TransferError: ``max_bytes`` were sent, or fewer bytes landed than were sent.
+            OSError: the host refused a write.
+        """
+        size = bundle.path.stat().st_size
+        try:
+            offset = sftp.stat(str(part)).st_size
+        except OSError:
+            offset = 0
+        if offset > size:
+            offset = 0
+        sent = 0
+        with open(bundle.path, "rb") as src, sftp.open(str(part), "ab" if offset else "wb") as dst:
+            dst.set_pipelined(True)
+            src.seek(offset)
+            while block := src.read(chunk):
+                dst.write(block)
+                sent += len(block)
+                if max_bytes is not None and sent >= max_bytes:
+                    raise TransferError(f"{self.where}: transfer: stopped after {sent} bytes (max_bytes)")
+        # Pipelined writes report failures late or not at all: check what actually landed.
+        written = sftp.stat(str(part)).st_size
+        if written != size:
+            sftp.remove(str(part))
+            raise TransferError(f"{self.where}: transfer: only {written} of {size} bytes were written to "
+                                f"{part} — disk full or no permission on the host?")
+        return offset, sent
+
     def put(self, bundle: Bundle, max_bytes: int | None = None, chunk: int = CHUNK) -> TransferReceipt:
-        """Upload (resuming a partial .part), verify on the host, rename.
+        """Install the host agent, upload (resuming a partial .part), verify on the host, rename.
 
         ``max_bytes`` interrupts the upload after that many bytes, as a dropped connection would.
         """
-        base = PurePosixPath(str(self.target.base_dir))
-        incoming, bin_dir = base / "incoming", base / "bin"
+        incoming = PurePosixPath(str(self.target.base_dir)) / "incoming"
         final = incoming / bundle.path.name
         part = incoming / (bundle.path.name + ".part")
         client = self._connect()
         try:
-            out, err, code = self._exec(client, f"mkdir -p {shlex.quote(str(incoming))} {shlex.quote(str(bin_dir))}",
-                                        "transfer")
+            out, err, code = self._exec(client, f"mkdir -p {shlex.quote(str(incoming))}", "transfer")
             if code != 0:
                 raise TransferError(f"{self.where}: transfer: cannot create {incoming}: {err.strip()}")
+            self._install_agent(client, "transfer")
             sftp = client.open_sftp()
             sftp.get_channel().settimeout(self.target.command_timeout_s)
             try:
-                sftp.put(str(HOST_SCRIPT), str(bin_dir / "host.py"))
-                size = bundle.path.stat().st_size
-                try:
-                    offset = sftp.stat(str(part)).st_size
-                except OSError:
-                    offset = 0
-                if offset > size:
-                    offset = 0
-                sent = 0
-                with open(bundle.path, "rb") as src, sftp.open(str(part), "ab" if offset else "wb") as dst:
-                    dst.set_pipelined(True)
-                    src.seek(offset)
-                    while block := src.read(chunk):
-                        dst.write(block)
-                        sent += len(block)
-                        if max_bytes is not None and sent >= max_bytes:
-                            raise TransferError(f"{self.where}: transfer: stopped after {sent} bytes (max_bytes)")
-                # Pipelined writes report failures late or not at all: check what actually landed.
-                written = sftp.stat(str(part)).st_size
-                if written != size:
-                    sftp.remove(str(part))
-                    raise TransferError(f"{self.where}: transfer: only {written} of {size} bytes were written to "
-                                        f"{part} — disk full or no permission on the host?")
+                offset, sent = self._upload(sftp, bundle, part, max_bytes, chunk)
             except OSError as exc:
                 raise TransferError(f"{self.where}: transfer: {exc} (disk full or permission denied on the host?)") \
                     from None
@@ -189,15 +232,17 @@ class SSHTransport:
         finally:
             client.close()
         log.info("%s: %s uploaded (%d bytes resumed from offset %d)", self.where, final, sent, offset)
-        return TransferReceipt(self.target.name, str(final), bundle.sha256, size, resumed_from=offset)
+        return TransferReceipt(self.target.name, str(final), bundle.sha256, bundle.path.stat().st_size,
+                               resumed_from=offset)
 
     def host(self, *args: str, stdin: str | None = None) -> dict:
-        script = str(PurePosixPath(str(self.target.base_dir)) / "bin" / "host.py")
+        script = str(PurePosixPath(str(self.target.base_dir)) / "bin" / HOST_AGENT)
         runner = self.target.python or "python3"
         command = " ".join(shlex.quote(a) for a in host_command(self.target, script, runner, self.target.python,
                                                                  *args))
         client = self._connect()
         try:
+            self._install_agent(client, args[0])
             out, err, _code = self._exec(client, command, args[0], stdin=stdin,
                                          timeout=wait_timeout(self.target, args[0], self.target.command_timeout_s))
         finally:

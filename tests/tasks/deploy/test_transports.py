@@ -51,6 +51,7 @@ def ssh(tmp_path, monkeypatch):
     client = _Client({"python": "/srv/ml/venvs/x/bin/python", "path": "/srv/ml/incoming/1.0.0.zip", "bytes": 3})
     transport = SSHTransport(target)
     monkeypatch.setattr(transport, "_connect", lambda: client)
+    transport._agent_installed = True   # the agent's upload is tested against a real sshd (test_ssh.py)
     return target, transport, client
 
 
@@ -101,6 +102,7 @@ def test_the_presigned_url_reaches_the_host_on_stdin_not_its_command_line(ssh):
     url = "https://bucket.s3.amazonaws.com/models/1.0.0.zip?X-Amz-Signature=abc123&X-Amz-Credential=AKIA"
     s3 = S3Transport(target.model_copy(update={"transport": "s3", "bucket": "bucket"}))
     s3._host._connect = lambda: client
+    s3._host._agent_installed = True
     s3.upload = lambda bundle: "models/1.0.0.zip"
     s3._client = lambda: SimpleNamespace(generate_presigned_url=lambda *a, **k: url)
     s3.put(SimpleNamespace(sha256="0" * 64, path=SimpleNamespace(name="1.0.0.zip")))

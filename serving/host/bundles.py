@@ -1,0 +1,90 @@
+"""Bundles on the host: ``fetch`` downloads one into incoming/, ``unpack`` checks it and makes it a release.
+
+A bundle's MANIFEST lists "<sha256>  <path>" for every other entry; nothing is unpacked unless every entry
+matches it, none is missing or extra, and none would land outside the release directory.
+``fetch`` reads its URL from stdin (``cli``): a presigned URL is a credential, and ``ps`` shows arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+from serving.contract.constants import MANIFEST
+from serving.contract.files import replacing
+from serving.host.errors import HostError
+from serving.host.layout import release_dir
+
+BLOCK = 1 << 20
+
+
+def _checked_manifest(zf: zipfile.ZipFile, bundle: Path) -> str:
+    """The bundle's MANIFEST text, once every entry has been checked against it.
+
+    Raises:
+        HostError: no MANIFEST, an entry that would escape the release, or one that differs from it.
+    """
+    names = zf.namelist()
+    if MANIFEST not in names:
+        raise HostError(f"{bundle}: no MANIFEST")
+    manifest_text = zf.read(MANIFEST).decode()
+    manifest = dict(reversed(line.split("  ", 1)) for line in manifest_text.splitlines())
+    if any(n.startswith("/") or ".." in Path(n).parts for n in names):
+        raise HostError(f"{bundle}: an entry would escape the release directory")
+    bad = [n for n, d in manifest.items() if n not in names or hashlib.sha256(zf.read(n)).hexdigest() != d]
+    bad += sorted(set(names) - set(manifest) - {MANIFEST})
+    if bad:
+        raise HostError(f"{bundle}: checksum mismatch or unexpected files: {', '.join(bad[:10])}")
+    return manifest_text
+
+
+def unpack(base: Path, bundle: Path, version: str) -> dict:
+    """Check every entry against MANIFEST, then unpack into releases/<version>/ atomically.
+
+    An identical release already there is reused.
+
+    Raises:
+        HostError: the bundle fails its checks, or releases/<version>/ holds another release.
+    """
+    dest = release_dir(base, version)
+    with zipfile.ZipFile(bundle) as zf:
+        manifest_text = _checked_manifest(zf, bundle)
+        if dest.exists():
+            if (dest / MANIFEST).read_text() == manifest_text:
+                return {"release_dir": str(dest), "reused": True}
+            raise HostError(f"{dest} exists with different contents; refusing to overwrite a release")
+        staging = dest.with_name(f".{version}.unpacking")
+        shutil.rmtree(staging, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        zf.extractall(staging)
+    os.replace(staging, dest)    # a directory: seen whole or not at all
+    return {"release_dir": str(dest), "reused": False}
+
+
+def fetch(base: Path, url: str, sha256: str, name: str, timeout: float) -> dict:
+    """Download a bundle (e.g. a presigned S3 URL) into incoming/, keeping it only if the SHA-256 matches.
+
+    The command line reads the URL from stdin: a presigned URL is a credential, and arguments are visible
+    to every user of the host (``ps``).
+
+    Raises:
+        HostError: no URL, or what arrived hashes to something else (nothing is kept).
+    """
+    import urllib.request
+
+    if not url:
+        raise HostError("fetch reads the bundle's URL from its standard input (never from the command line); "
+                        "none was given")
+    final = base / "incoming" / Path(name).name
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=timeout) as resp, replacing(final) as out:  # noqa: S310
+        while block := resp.read(BLOCK):
+            digest.update(block)
+            out.write(block)
+        if digest.hexdigest() != sha256:   # raised inside: the partial file is removed, never renamed
+            raise HostError(f"checksum mismatch: the fetched bundle hashes to {digest.hexdigest()[:12]}…, "
+                            f"expected {sha256[:12]}…")
+    return {"path": str(final), "bytes": final.stat().st_size}
