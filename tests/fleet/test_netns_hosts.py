@@ -2,7 +2,7 @@
 
 The hosts share this machine's filesystem but not its network: each server binds its host's
 address (10.213.<k>.<10+i>) inside its namespace, and this process reaches it over the bridge.
-Before serving/host/agent.py probed the address it binds, ``status`` on such a host said the server was
+Before the host agent (serving/host/) probed the address it binds, ``status`` on such a host said the server was
 unreachable and ``start`` never saw it healthy.
 """
 
