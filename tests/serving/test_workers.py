@@ -25,11 +25,11 @@ from serving.workers.state import (
     StateLock,
     StateLockTimeout,
     live_workers,
-    publish,
     read_state,
     report,
     workers_dir,
     write_json,
+    write_worker_record,
 )
 
 pytestmark = pytest.mark.unit
@@ -92,9 +92,9 @@ def test_records_of_dead_or_reused_pids_are_ignored_and_pruned(tmp_path):
     dead = multiprocessing.get_context("fork").Process(target=time.sleep, args=(0,))
     dead.start()
     dead.join()
-    publish(state, _record(os.getpid()))
-    publish(state, _record(dead.pid))
-    publish(state, {**_record(os.getppid()), "started_at": "1"})          # that pid now names another process
+    write_worker_record(state, _record(os.getpid()))
+    write_worker_record(state, _record(dead.pid))
+    write_worker_record(state, {**_record(os.getppid()), "started_at": "1"})    # that pid now names another process
     assert [w["pid"] for w in live_workers(state)] == [os.getpid()]
     assert len(list(workers_dir(state).glob("*.json"))) == 3
     live_workers(state, prune=True)
