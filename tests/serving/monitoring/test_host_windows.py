@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -13,8 +12,7 @@ from serving.monitoring import host_windows as host_windows_module
 from serving.monitoring.counts import Aggregate, LabelHist
 from serving.monitoring.host_windows import HostWindows
 from serving.monitoring.recorder import Recorder
-from testkit.procs import run_together
-from tests.serving.test_monitoring import _columns, _metadata
+from tests.serving.monitoring.test_recorder import _columns, _metadata
 
 pytestmark = pytest.mark.unit
 
@@ -143,24 +141,3 @@ def test_a_starting_worker_is_kept_though_it_has_no_record_yet(tmp_path):
     assert reader.known() == {starting.me, "8-1"}
     starting.close()
     reader.close()
-
-
-def _open_at_once(path: str, barrier, errors) -> None:
-    from serving.monitoring.awaiting_labels import AwaitingLabels
-
-    barrier.wait(timeout=30)
-    try:
-        AwaitingLabels(Path(path), ttl_s=3600, max_rows=1000).close()
-    except Exception as exc:          # reported to the test, which names it
-        errors.put(f"{type(exc).__name__}: {exc}")
-
-
-def test_workers_starting_together_all_open_the_shared_store(tmp_path):
-    """gunicorn forks the workers at once and each opens run/monitoring/scored.sqlite: switching a new file
-    to WAL fails at once with "database is locked" unless they take turns (it did, booting a worker out)."""
-    for trial in range(3):
-        path = tmp_path / f"t{trial}" / "scored.sqlite"
-        path.parent.mkdir()
-        exit_codes, errors = run_together(_open_at_once, 6, str(path), timeout=60)
-        assert all(code == 0 for code in exit_codes)
-        assert not errors, errors[0]
