@@ -1,6 +1,6 @@
 """Scored rows awaiting their labels, a table of the host's monitoring store (serving/monitoring/host_store.py).
 
-A label sent to any worker finds the row any worker scored: the table is in ``run/monitoring/host.sqlite``
+A label sent to any worker finds the row any worker scored: the table is in ``run/monitoring/scored.sqlite``
 beside the state file, which the host's server processes share. A lone server without a state file keeps
 the same table in memory.
 

@@ -1,4 +1,4 @@
-"""The host's monitoring store: one SQLite file its server processes share (run/monitoring/host.sqlite).
+"""The host's monitoring store: one SQLite file its server processes share (run/monitoring/scored.sqlite).
 
 One channel carries monitoring between a host's workers: the scored rows awaiting labels
 (serving/monitoring/awaiting_labels.py: a label sent to any worker finds the row any worker scored) and
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from serving.contract.files import locked
 
-STORE_FILE = "host.sqlite"
+# The name from when the file held only the scored rows, kept: an upgrade keeps the rows awaiting their labels.
+STORE_FILE = "scored.sqlite"
 BUSY_TIMEOUT_S = 30          # another worker's transaction is short: waiting this long means something is wrong
 
 

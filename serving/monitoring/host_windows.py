@@ -1,6 +1,6 @@
 """The monitoring windows of the host's server processes, shared through the host's store and merged on read.
 
-Each worker writes what its recorder holds to the ``windows`` table of ``run/monitoring/host.sqlite``
+Each worker writes what its recorder holds to the ``windows`` table of ``run/monitoring/scored.sqlite``
 (serving/monitoring/host_store.py: the same file as the scored rows awaiting labels), at most once every
 ``SHARE_EVERY_S`` and whenever a reader asks, in one short transaction:
 
@@ -58,7 +58,7 @@ class HostWindows:
     """One worker's view of the windows the host's workers share.
 
     Args:
-        root: run/monitoring/ (the store is ``root/host.sqlite``).
+        root: run/monitoring/ (the store is ``root/scored.sqlite``).
         me: this worker's name (``<pid>-<start time>``).
         live: the names of the workers running now (from their records in run/workers/).
     """

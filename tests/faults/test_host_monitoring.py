@@ -21,9 +21,9 @@ PREDICTED = re.compile(r'^serving_requests_total\{endpoint="predict",status="200
 
 
 def _scored_by_worker(state) -> dict[int, int]:
-    """Requests in each worker's shared windows (the ``windows`` table of run/monitoring/host.sqlite)."""
+    """Requests in each worker's shared windows (the ``windows`` table of run/monitoring/scored.sqlite)."""
     out: dict[int, int] = {}
-    db = sqlite3.connect(state.parent / "monitoring" / "host.sqlite", timeout=30)
+    db = sqlite3.connect(state.parent / "monitoring" / "scored.sqlite", timeout=30)
     try:
         for worker, payload in db.execute("SELECT worker, payload FROM windows WHERE kind = 'w'"):
             pid = int(worker.split("-")[0])

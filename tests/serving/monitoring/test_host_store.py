@@ -28,10 +28,10 @@ def _open_at_once(path: str, barrier, errors) -> None:
 
 
 def test_workers_starting_together_all_open_the_shared_store(tmp_path):
-    """gunicorn forks the workers at once and each opens run/monitoring/host.sqlite: switching a new file
+    """gunicorn forks the workers at once and each opens run/monitoring/scored.sqlite: switching a new file
     to WAL fails at once with "database is locked" unless they take turns (it did, booting a worker out)."""
     for trial in range(3):
-        path = tmp_path / f"t{trial}" / "host.sqlite"
+        path = tmp_path / f"t{trial}" / "scored.sqlite"
         path.parent.mkdir()
         exit_codes, errors = run_together(_open_at_once, 6, str(path), timeout=60)
         assert all(code == 0 for code in exit_codes)
