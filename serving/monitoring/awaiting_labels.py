@@ -1,8 +1,8 @@
-"""Scored rows awaiting their labels, in SQLite: one file the host's server processes share.
+"""Scored rows awaiting their labels, a table of the host's monitoring store (serving/monitoring/host_store.py).
 
-A label sent to any worker finds the row any worker scored: ``run/monitoring/scored.sqlite`` beside
-the state file (WAL journal, so readers never wait for a writer; writers take turns, each write is
-one short transaction). A lone server without a state file keeps the same table in memory.
+A label sent to any worker finds the row any worker scored: the table is in ``run/monitoring/scored.sqlite``
+beside the state file, which the host's server processes share. A lone server without a state file keeps
+the same table in memory.
 
     scored(request_id, version, at, n, prob float32[n], raw float64[n] or NULL, labels int8[n] or NULL)
 
@@ -13,13 +13,12 @@ evicted rows for the host.
 
 from __future__ import annotations
 
-import fcntl
-import sqlite3
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from serving.monitoring.host_store import open_store, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scored (request_id TEXT PRIMARY KEY, version TEXT NOT NULL, at REAL NOT NULL,
@@ -33,19 +32,7 @@ CREATE TRIGGER IF NOT EXISTS scored_in AFTER INSERT ON scored
 CREATE TRIGGER IF NOT EXISTS scored_out AFTER DELETE ON scored
     BEGIN UPDATE totals SET requests = requests - 1, rows = rows - OLD.n WHERE id = 0; END;
 """
-BUSY_TIMEOUT_S = 30          # another worker's transaction is short: waiting this long means something is wrong
 EVICT_CHUNK = 1000
-
-
-@contextmanager
-def _opening(path: Path | None):
-    """Hold ``<path>.lock`` (an exclusive lock) while the store is opened and set up; nothing for memory."""
-    if path is None:
-        yield
-        return
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 class AwaitingLabels:
@@ -53,44 +40,12 @@ class AwaitingLabels:
 
     def __init__(self, path: Path | None, ttl_s: float, max_rows: int) -> None:
         self.path, self.ttl_s, self.max_rows = path, ttl_s, max_rows
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=BUSY_TIMEOUT_S,
-                                   isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
-        with self._lock, _opening(path):
-            if path is not None:
-                # Switching to WAL needs the file to itself, and SQLite answers "database is locked" at once,
-                # without its busy timeout, while another worker opens it: the workers open it in turn.
-                if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")    # a power cut may lose the last rows, not the file
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in SCHEMA.split(";\n"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        self._db = open_store(path, SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def _transaction(self):
-        db = self._db
-
-        class _Tx:
-            def __enter__(self_):
-                db.execute("BEGIN IMMEDIATE")
-                return db
-
-            def __exit__(self_, kind, *_exc):
-                db.execute("ROLLBACK" if kind else "COMMIT")
-
-        return _Tx()
 
     # ------------------------------------------------------------ write
     def add(self, rows: list[tuple[str, str, float, np.ndarray, np.ndarray | None]], now: float) -> None:
@@ -99,7 +54,7 @@ class AwaitingLabels:
         records = [(rid, version, at, int(prob.size), np.asarray(prob, dtype=np.float32).tobytes(),
                     None if raw is None else np.asarray(raw, dtype=np.float64).tobytes())
                    for rid, version, at, prob, raw in rows]
-        with self._lock, self._transaction() as db:
+        with self._lock, transaction(self._db) as db:
             if records:
                 db.executemany("DELETE FROM scored WHERE request_id = ?", [(r[0],) for r in records])
                 db.executemany("INSERT INTO scored (request_id, version, at, n, prob, raw) VALUES (?, ?, ?, ?, ?, ?)",
@@ -130,7 +85,7 @@ class AwaitingLabels:
         (outcome, version, scored at, probability, label before or -1) with outcome unchanged, accepted or
         replaced."""
         out = []
-        with self._lock, self._transaction() as db:
+        with self._lock, transaction(self._db) as db:
             held: dict[str, tuple | None] = {}        # request id -> (version, at, probabilities, labels)
             changed: set[str] = set()
             for rid, row, label in items:

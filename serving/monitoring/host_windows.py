@@ -1,20 +1,22 @@
-"""The monitoring windows of the host's server processes, published as files and merged on read.
+"""The monitoring windows of the host's server processes, shared through the host's store and merged on read.
 
-Each worker writes what its recorder holds under ``run/monitoring/<pid>-<start time>/`` (beside the
-state file), atomically, at most once every ``PUBLISH_S`` and whenever a reader asks:
+Each worker writes what its recorder holds to the ``windows`` table of ``run/monitoring/scored.sqlite``
+(serving/monitoring/host_store.py: the same file as the scored rows awaiting labels), at most once every
+``SHARE_EVERY_S`` and whenever a reader asks, in one short transaction:
 
-    w-<window start>.json   {version: request/row counts, histograms}   one per monitoring window
-    l-<label window start>.json   {version: label histograms}           one per label window
-    status.json             {"pid", "ack": the last read request it answered}
+    windows(worker, kind, start, payload, written_ns)   kind w: {version: request/row counts, histograms}
+                                                                 one per monitoring window
+                                                          kind l: {version: label histograms}, per label window
+    workers(worker, pid, ack, at)                        ack: the last read request it answered
 
-The counts are additive, so a read sums its own windows (in memory, flushed) with every other
-folder's files. A reader first asks the others to publish (``ask``: a datagram with a token to each
-worker's socket, in Linux's abstract namespace, named after the folder; the recorder thread waits on
-that socket between its batches, so it wakes at once, flushes, publishes and acknowledges the token
-in its status: no polling while nobody reads) and waits up to ``ASK_TIMEOUT_S``: every request a live worker answered
-before the read is counted, and a worker that does not acknowledge in time is named in the answer
-(its files are then at most PUBLISH_S old). A dead worker's folder stays until its windows expire,
-so a killed worker loses at most what it recorded in its last PUBLISH_S.
+``worker`` is ``<pid>-<start time>``. The counts are additive, so a read sums its own windows (in memory,
+flushed) with every other worker's rows. A reader first asks the others to write (``ask_others_to_share``:
+a datagram with a token to each worker's socket, in Linux's abstract namespace, named after the worker; the
+recorder thread waits on that socket between its batches, so it wakes at once, flushes, writes and
+acknowledges the token in ``workers``: no polling while nobody reads) and waits up to ``ASK_TIMEOUT_S``:
+every request a live worker answered before the read is counted, and a worker that does not acknowledge in
+time is named in the answer (its rows are then at most SHARE_EVERY_S old). A dead worker's rows stay until
+their windows expire, so a killed worker loses at most what it recorded in its last SHARE_EVERY_S.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import hashlib
 import logging
 import os
 import select
-import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,48 +34,70 @@ from pathlib import Path
 import orjson
 
 from serving.contract.processes import alive, started_at
-from serving.workers.state import live_workers, state_signature
+from serving.monitoring.host_store import STORE_FILE, open_store, transaction
+from serving.workers.state import live_workers
 
 log = logging.getLogger(__name__)
 
-PUBLISH_S = 1.0
+SHARE_EVERY_S = 1.0
 ASK_TIMEOUT_S = 2.0
 ASK_POLL_S = 0.01
-STATUS_FILE = "status.json"
+KINDS = ("w", "l")          # monitoring windows, label windows
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows (worker TEXT NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL,
+                                    payload BLOB NOT NULL, written_ns INTEGER NOT NULL,
+                                    PRIMARY KEY (worker, kind, start));
+CREATE INDEX IF NOT EXISTS windows_start ON windows (kind, start);
+CREATE TABLE IF NOT EXISTS workers (worker TEXT PRIMARY KEY, pid INTEGER NOT NULL, ack INTEGER NOT NULL,
+                                    at REAL NOT NULL);
+"""
 
 
-def _atomic(path: Path, payload) -> None:
-    part = path.with_name(f".{path.name}.part")
-    part.write_bytes(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
-    os.replace(part, path)       # no fsync: these are a second's worth of counts, rewritten every second
-
-
-class Peers:
-    """One worker's view of the host's monitoring folder.
+class HostWindows:
+    """One worker's view of the windows the host's workers share.
 
     Args:
-        root: run/monitoring/.
-        me: this worker's folder name (``<pid>-<start time>``).
-        live: the folder names of the workers running now (from their records in run/workers/).
+        root: run/monitoring/ (the store is ``root/scored.sqlite``).
+        me: this worker's name (``<pid>-<start time>``).
+        live: the names of the workers running now (from their records in run/workers/).
     """
 
     def __init__(self, root: Path, me: str, live: Callable[[], set[str]]) -> None:
         self.root, self.me, self.live = root, me, live
-        self.mine = root / me
-        self.mine.mkdir(parents=True, exist_ok=True)
+        self.store_path = root / STORE_FILE
+        self._db = open_store(self.store_path, SCHEMA)
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str, int], tuple[int, dict]] = {}
+        with self._lock, transaction(self._db) as db:      # known (and kept) from the start, before any window
+            db.execute("INSERT OR IGNORE INTO workers VALUES (?, ?, 0, ?)", (me, os.getpid(), time.time()))
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self._address(me))
         self._socket.setblocking(False)
-        self._cache: dict[Path, tuple[tuple, dict]] = {}
 
-    # ------------------------------------------------------------ this worker's side
+    @classmethod
+    def for_state_file(cls, state_file: Path) -> HostWindows:
+        """The host's windows beside ``state_file`` (run/monitoring/), seen from this process; the live workers
+        are those with a record in run/workers/ (serving/workers/state.py)."""
+        def live() -> set[str]:
+            return {f"{r['pid']}-{r['started_at']}" for r in live_workers(state_file)}
+
+        pid = os.getpid()
+        return cls(state_file.parent / "monitoring", f"{pid}-{started_at(pid)}", live)
+
     def _address(self, name: str) -> bytes:
         # Abstract namespace (a leading NUL): no file, no path-length limit, gone with the process.
         digest = hashlib.sha256(f"{self.root.resolve()}/{name}".encode()).hexdigest()[:32]
         return b"\0ml-pipeline-monitoring-" + digest.encode()
 
-    def wait(self, timeout: float) -> int | None:
-        """Wait up to ``timeout`` for a reader's request to publish: the newest token, or None."""
+    def close(self) -> None:
+        self._socket.close()
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------ this worker's side
+    def wait_for_ask(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` for a reader's request to share: the newest token, or None."""
         try:
             ready, _w, _x = select.select([self._socket], [], [], timeout)
         except (OSError, ValueError):          # closed
@@ -90,37 +114,33 @@ class Peers:
                 continue
         return token
 
-    def close(self) -> None:
-        self._socket.close()
+    def write_mine(self, windows: dict[int, dict], labels: dict[int, dict], ack: int | None) -> None:
+        """Write this worker's windows and label windows given (start -> {version: counts}) and, with ``ack``,
+        acknowledge that reader's token: one transaction."""
+        written = time.time_ns()
+        rows = [(self.me, kind, start, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), written)
+                for kind, items in zip(KINDS, (windows, labels)) for start, payload in items.items()]
+        with self._lock, transaction(self._db) as db:
+            db.executemany("INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?, ?)", rows)
+            if ack is not None:
+                db.execute("INSERT OR REPLACE INTO workers VALUES (?, ?, ?, ?)", (self.me, os.getpid(), ack,
+                                                                                  time.time()))
 
-    def publish(self, windows: dict[int, dict], labels: dict[int, dict], ack: int | None) -> None:
-        """Write the windows and label windows given (start -> {version: counts}), then the status."""
-        self.mine.mkdir(parents=True, exist_ok=True)
-        for prefix, items in (("w", windows), ("l", labels)):
-            for start, payload in items.items():
-                _atomic(self.mine / f"{prefix}-{start}.json", payload)
-        if ack is not None or not (self.mine / STATUS_FILE).exists():
-            _atomic(self.mine / STATUS_FILE, {"pid": os.getpid(), "ack": ack or 0, "at": time.time()})
-
-    def drop(self, window_oldest: int, label_oldest: int) -> None:
-        """Delete expired files: this worker's, and those of dead workers (whose folder goes once empty)."""
+    def delete_expired(self, window_oldest: int, label_oldest: int) -> None:
+        """Delete expired windows (every worker's), and the entries of dead workers that have none left."""
         live = self.live() | {self.me}
-        for folder in self._folders():
-            # A worker that is starting has no record yet: its process, named by the folder, still runs.
-            dead = folder.name not in live and not _running(folder.name)
-            left = 0
-            for path in folder.glob("[wl]-*.json"):
-                start = _start(path)
-                if start is not None and start < (window_oldest if path.name[0] == "w" else label_oldest):
-                    path.unlink(missing_ok=True)
-                else:
-                    left += 1
-            if dead and not left:
-                shutil.rmtree(folder, ignore_errors=True)
+        with self._lock, transaction(self._db) as db:
+            db.execute("DELETE FROM windows WHERE (kind = 'w' AND start < ?) OR (kind = 'l' AND start < ?)",
+                       (window_oldest, label_oldest))
+            # A worker that is starting has no record yet: its process, named by the worker, still runs.
+            gone = [(name,) for (name,) in db.execute(
+                        "SELECT worker FROM workers WHERE worker NOT IN (SELECT DISTINCT worker FROM windows)")
+                    if name not in live and not _running(name)]
+            db.executemany("DELETE FROM workers WHERE worker = ?", gone)
 
     # ------------------------------------------------------------ a reader's side
-    def ask(self, timeout: float | None = None) -> dict:
-        """Ask the other live workers to publish now and wait (up to ``timeout``, default ASK_TIMEOUT_S) for
+    def ask_others_to_share(self, timeout: float | None = None) -> dict:
+        """Ask the other live workers to write now and wait (up to ``timeout``, default ASK_TIMEOUT_S) for
         their acknowledgements: merged (the workers counted), late (the pids that did not answer), waited_s."""
         timeout = ASK_TIMEOUT_S if timeout is None else timeout
         started = time.monotonic()
@@ -132,83 +152,62 @@ class Peers:
                 try:
                     out.sendto(str(token).encode(), self._address(name))
                     pending.add(name)
-                except OSError:     # no socket: the process is going; counted as of its last publication
-                    log.info("monitoring: worker %s did not take the request to publish", name)
+                except OSError:     # no socket: the process is going; counted as of its last writing
+                    log.info("monitoring: worker %s did not take the request to share its windows", name)
         late = others - pending
         while pending:
-            pending = {name for name in pending if self._ack(name) < token}
+            acks = self._acks()
+            pending = {name for name in pending if acks.get(name, 0) < token}
             if not pending or time.monotonic() - started > timeout:
                 break
             time.sleep(ASK_POLL_S)
         return {"merged": 1 + len(others), "late": sorted(int(name.split("-")[0]) for name in pending | late),
                 "waited_s": round(time.monotonic() - started, 3)}
 
-    def _ack(self, name: str) -> int:
-        try:
-            return int(orjson.loads((self.root / name / STATUS_FILE).read_bytes())["ack"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
+    def _acks(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT worker, ack FROM workers"))
 
-    def read(self, prefix: str, lo: int, hi: float) -> list[tuple[int, dict]]:
-        """The other folders' ``prefix`` files (w: windows, l: label windows) whose start is in [lo, hi)."""
-        out = []
-        seen = set()
-        for folder in self._folders():
-            if folder.name == self.me:
-                continue
-            for path in folder.glob(f"{prefix}-*.json"):
-                start = _start(path)
-                if start is None or not lo <= start < hi:
-                    continue
-                payload = self._load(path)
+    def known(self) -> set[str]:
+        """The workers the store has an entry for (live, starting, or dead with windows not yet expired)."""
+        with self._lock:
+            return {name for (name,) in self._db.execute("SELECT worker FROM workers")}
+
+    def others_windows(self, kind: str, lo: int, hi: float) -> list[tuple[int, dict]]:
+        """The other workers' windows of ``kind`` (w: windows, l: label windows) whose start is in [lo, hi)."""
+        with self._lock:
+            found = self._db.execute("SELECT worker, start, written_ns FROM windows WHERE kind = ? AND start >= ? "
+                                     "AND start < ? AND worker != ?", (kind, lo, hi, self.me)).fetchall()
+            out = []
+            for worker, start, written in found:
+                payload = self._payload(worker, kind, start, written)
                 if payload is not None:
-                    seen.add(path)
                     out.append((start, payload))
-        for path in [p for p in self._cache if p.name[0] == prefix and p not in seen]:
-            del self._cache[path]
+        wanted = {(worker, kind, start) for worker, start, _ in found}
+        for key in [k for k in self._cache if k[1] == kind and k not in wanted]:
+            del self._cache[key]
         return out
 
-    def _load(self, path: Path) -> dict | None:
+    def _payload(self, worker: str, kind: str, start: int, written: int) -> dict | None:
         # A window that has ended is no longer rewritten: parsed once, then served from the cache.
-        signature = state_signature(path)
-        if signature is None:
-            return None
-        cached = self._cache.get(path)
-        if cached is not None and cached[0] == signature:
+        key = (worker, kind, start)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == written:
             return cached[1]
-        try:
-            payload = orjson.loads(path.read_bytes())
-        except (OSError, ValueError):
-            log.warning("monitoring: %s unreadable; left out of this read", path)
+        row = self._db.execute("SELECT payload FROM windows WHERE worker = ? AND kind = ? AND start = ?",
+                               key).fetchone()
+        if row is None:            # expired since the first query
             return None
-        self._cache[path] = (signature, payload)
-        return payload
-
-    def _folders(self) -> list[Path]:
         try:
-            return [p for p in self.root.iterdir() if p.is_dir()]
-        except OSError:
-            return []
+            payload = orjson.loads(row[0])
+        except orjson.JSONDecodeError:
+            log.warning("monitoring: worker %s's %s window %s unreadable; left out of this read", worker, kind, start)
+            return None
+        self._cache[key] = (written, payload)
+        return payload
 
 
 def _running(name: str) -> bool:
-    """Whether the process a folder is named after (``<pid>-<start time>``) still runs."""
+    """Whether the process a worker is named after (``<pid>-<start time>``) still runs."""
     pid, _, started = name.partition("-")
     return pid.isdigit() and alive(int(pid), started)
-
-
-def _start(path: Path) -> int | None:
-    try:
-        return int(path.stem.split("-", 1)[1])
-    except (IndexError, ValueError):
-        return None
-
-
-def host_peers(state_file: Path) -> Peers:
-    """The host's monitoring folder beside ``state_file`` (run/monitoring/), seen from this process; the live
-    workers are those with a record in run/workers/ (serving/workers/state.py)."""
-    def live() -> set[str]:
-        return {f"{r['pid']}-{r['started_at']}" for r in live_workers(state_file)}
-
-    pid = os.getpid()
-    return Peers(state_file.parent / "monitoring", f"{pid}-{started_at(pid)}", live)

@@ -23,10 +23,11 @@ No raw feature value is kept, so what leaves the host are counts and the cost of
 grow with traffic. Request handlers put an event on a queue; one thread aggregates; ``flush``
 applies what is queued before a read, so a reader sees every request this process answered before it.
 
-With several server processes on a host (a state file), monitoring is the host's: the scored rows
-awaiting labels are one SQLite file all of them share (serving/monitoring/awaiting_labels.py), so a label sent to any
-worker finds the row any worker scored; the windows are published as files and a read on any worker
-merges every worker's (serving/monitoring/host_windows.py). A lone process keeps the same in memory.
+With several server processes on a host (a state file), monitoring is the host's, through one SQLite file
+they share (serving/monitoring/host_store.py): the scored rows awaiting labels are a table of it, so a label
+sent to any worker finds the row any worker scored (serving/monitoring/awaiting_labels.py), and each worker
+writes its windows to it, so a read on any worker merges every worker's (serving/monitoring/host_windows.py).
+A lone process keeps the same in memory.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from serving.monitoring.counts import (  # noqa: F401  (re-exported: what caller
     LabelHist,
     feature_bins,
 )
-from serving.monitoring.host_windows import PUBLISH_S, Peers, host_peers
+from serving.monitoring.host_windows import SHARE_EVERY_S, HostWindows
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -56,44 +57,42 @@ LINGER_S = 0.1              # how long the thread lets events gather into one ba
 MAX_BATCH_EVENTS = 20_000
 # The most labelled rows one read returns (the newest ones); ~100 bytes each as JSON, so ~10 MB.
 LABELLED_MAX_ROWS = 100_000
-DROP_EVERY_S = 60           # expired files (this worker's, dead workers') are deleted this often
-SCORED_FILE = "scored.sqlite"
+DELETE_EXPIRED_EVERY_S = 60   # expired windows (this worker's, the others') are deleted from the store this often
 
 
 class Recorder:
     """Aggregates request events per (window, version); holds scored rows until their labels arrive.
 
-    With ``peers`` (one of several processes on a host) the windows are published for the others and
-    a read merges theirs; the scored rows are in ``<peers.root>/scored.sqlite``, shared.
+    With ``host`` (one of several processes on a host) this worker's windows are written to the host's store
+    for the others and a read merges theirs; the scored rows are in the same store, shared.
     """
 
     @classmethod
     def for_settings(cls, settings: ServingSettings) -> Recorder:
-        """The server's recorder: the host's (shared with the other workers through the state file's folder,
-        serving/monitoring/host_windows.py) when there is a state file, else this process's alone."""
-        peers = host_peers(settings.state_file) if settings.state_file is not None else None
+        """The server's recorder: the host's (shared with the other workers through the store in the state
+        file's folder, serving/monitoring/host_store.py) when there is a state file, else this process's alone."""
+        host = HostWindows.for_state_file(settings.state_file) if settings.state_file is not None else None
         return cls(settings.monitor_window_s, settings.monitor_windows, settings.label_window_s,
-                   settings.feedback_ttl_s, settings.feedback_max_rows, peers=peers)
+                   settings.feedback_ttl_s, settings.feedback_max_rows, host=host)
 
     def __init__(self, window_s: int = 60, keep_windows: int = 1440, label_window_s: int = 3600,
                  feedback_ttl_s: int = 7 * 86400, feedback_max_rows: int = 1_000_000, clock=time.time,
-                 peers: Peers | None = None) -> None:
+                 host: HostWindows | None = None) -> None:
         self.window_s, self.keep_windows, self.label_window_s = window_s, keep_windows, label_window_s
         self.feedback_ttl_s, self.feedback_max_rows = feedback_ttl_s, feedback_max_rows
         self.clock = clock
-        self.peers = peers
-        self.scored_rows = AwaitingLabels(peers.root / SCORED_FILE if peers else None, feedback_ttl_s,
-                                       feedback_max_rows)
+        self.host = host
+        self.scored_rows = AwaitingLabels(host.store_path if host else None, feedback_ttl_s, feedback_max_rows)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._draining = threading.Lock()
-        self._publishing = threading.Lock()
+        self._sharing = threading.Lock()
         self._bins: dict[str, tuple[dict[str, FeatureBins], np.ndarray]] = {}
         self._soft: dict[str, tuple] = {}
         self._windows: dict[tuple[int, str], Aggregate] = {}
         self._labels: dict[tuple[int, str], LabelHist] = {}
-        self._dirty: set[tuple[str, int]] = set()        # ("w" | "l", start) changed since the last publication
-        self._published_at = self._dropped_at = 0.0
+        self._dirty: set[tuple[str, int]] = set()        # ("w" | "l", start) changed since they were last shared
+        self._shared_at = self._expired_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="monitoring", daemon=True)
         self._thread.start()
@@ -124,37 +123,38 @@ class Recorder:
     def _run(self) -> None:
         # Every LINGER_S, everything queued is recorded in one batch: one count per feature for all the
         # requests of that time instead of one per request keeps the thread's share of the GIL small.
-        # With peers, the thread waits on the socket a reader's request to publish comes to
+        # On a host, the thread waits on the socket a reader's request to share comes to
         # (serving/monitoring/host_windows.py).
         while not self._stop.is_set():
             try:
-                if self.peers:
-                    token = self.peers.wait(LINGER_S)
+                if self.host:
+                    token = self.host.wait_for_ask(LINGER_S)
                 else:
                     token = None
                     self._stop.wait(LINGER_S)
                 self.flush()
-                if self.peers and (token is not None or time.monotonic() - self._published_at >= PUBLISH_S):
-                    self.publish(token)
+                if self.host and (token is not None or time.monotonic() - self._shared_at >= SHARE_EVERY_S):
+                    self.share_windows(token)
             except Exception:     # the thread must outlive any one bad round
                 log.exception("monitoring: a round of the recorder failed")
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        if self.peers:
+        if self.host:
             try:
                 self.flush()
-                self.publish()      # a worker that stops loses nothing
+                self.share_windows()      # a worker that stops loses nothing
             except Exception:
-                log.exception("monitoring: the last publication failed")
+                log.exception("monitoring: the last writing of this worker's windows failed")
         self.scored_rows.close()
-        if self.peers:
-            self.peers.close()
+        if self.host:
+            self.host.close()
 
-    def publish(self, ack: int | None = None) -> None:
-        """Write the windows changed since the last publication for the other processes (host_windows.py)."""
-        with self._publishing:
+    def share_windows(self, ack: int | None = None) -> None:
+        """Write the windows changed since they were last shared to the host's store, for the other processes
+        (host_windows.py); with ``ack``, acknowledge that reader's request."""
+        with self._sharing:
             with self._lock:
                 dirty, self._dirty = self._dirty, set()
                 windows: dict[int, dict] = {}
@@ -165,12 +165,12 @@ class Recorder:
                 for (start, version), hist in self._labels.items():
                     if ("l", start) in dirty:
                         labels.setdefault(start, {})[version] = hist.to_raw()
-            self.peers.publish(windows, labels, ack)
-            self._published_at = time.monotonic()
-            if time.monotonic() - self._dropped_at >= DROP_EVERY_S:
-                self._dropped_at = time.monotonic()
+            self.host.write_mine(windows, labels, ack)
+            self._shared_at = time.monotonic()
+            if time.monotonic() - self._expired_at >= DELETE_EXPIRED_EVERY_S:
+                self._expired_at = time.monotonic()
                 now = self.clock()
-                self.peers.drop(self._window(now) - (self.keep_windows - 1) * self.window_s,
+                self.host.delete_expired(self._window(now) - (self.keep_windows - 1) * self.window_s,
                                 int(now - self.feedback_ttl_s - self.label_window_s))
 
     def _drain(self) -> list[tuple]:
@@ -242,43 +242,40 @@ class Recorder:
         nothing, a different label replaces the first. A row another process scored is found too; one it
         scored so recently that it is not yet stored is waited for once (the others are asked to flush)."""
         self.flush()
-        counts = {"accepted": 0, "unchanged": 0, "replaced": 0, "unknown": 0, "invalid": 0}
-        invalid, valid = [], []
-        for i, item in enumerate(items):
-            rid = item.get("request_id") if isinstance(item, dict) else None
-            label, row = (item.get("label"), item.get("row", 0)) if isinstance(item, dict) else (None, None)
-            if label in (True, False, 0, 1) and not isinstance(label, float):
-                label = int(label)
-            else:
-                label = None
-            if not isinstance(rid, str) or label is None or type(row) is not int:
-                counts["invalid"] += 1
-                invalid.append(i)
-                continue
-            valid.append((rid, row, label))
-        outcomes = self.scored_rows.label(valid)
-        missing = [k for k, o in enumerate(outcomes) if o[0] == "unknown"]
-        if missing and self.peers and self.peers.live() - {self.peers.me}:
-            self.peers.ask()
-            for k, outcome in zip(missing, self.scored_rows.label([valid[k] for k in missing])):
-                outcomes[k] = outcome
+        valid, invalid = _valid_labels(items)
+        outcomes = self._label_rows(valid)
+        counts = {"accepted": 0, "unchanged": 0, "replaced": 0, "unknown": 0, "invalid": len(invalid)}
         unknown = []
         with self._lock:
             for (rid, row, label), outcome in zip(valid, outcomes):
                 counts[outcome[0]] += 1
                 if outcome[0] == "unknown":
                     unknown.append(rid if row == 0 else f"{rid}#{row}")
-                    continue
-                if outcome[0] == "unchanged":
-                    continue
-                _, version, at, p, before = outcome
-                start = int(at // self.label_window_s) * self.label_window_s
-                hist = self._labels.setdefault((start, version), LabelHist())
-                self._dirty.add(("l", start))
-                if before >= 0:
-                    hist.add(p, before, sign=-1)
-                hist.add(p, label)
+                elif outcome[0] != "unchanged":
+                    self._count_label(outcome, label)
         return {**counts, "unknown_ids": unknown[:20], "invalid_items": invalid[:20]}
+
+    def _label_rows(self, valid: list[tuple[str, int, int]]) -> list[tuple]:
+        """Label the stored rows (``AwaitingLabels.label``'s outcomes); rows not found are looked for once more
+        after the other live workers were asked to flush (they may have scored them within the last batch)."""
+        outcomes = self.scored_rows.label(valid)
+        missing = [k for k, o in enumerate(outcomes) if o[0] == "unknown"]
+        if missing and self.host and self.host.live() - {self.host.me}:
+            self.host.ask_others_to_share()
+            for k, outcome in zip(missing, self.scored_rows.label([valid[k] for k in missing])):
+                outcomes[k] = outcome
+        return outcomes
+
+    def _count_label(self, outcome: tuple, label: int) -> None:
+        """Move a labelled row into its label window's histogram (out of the one its previous label put it in);
+        the caller holds ``_lock``."""
+        _, version, at, p, before = outcome
+        start = int(at // self.label_window_s) * self.label_window_s
+        hist = self._labels.setdefault((start, version), LabelHist())
+        self._dirty.add(("l", start))
+        if before >= 0:
+            hist.add(p, before, sign=-1)
+        hist.add(p, label)
 
     # ------------------------------------------------------------ reads
     def labelled(self, version: str, since: float = 0.0, limit: int = LABELLED_MAX_ROWS) -> dict:
@@ -295,18 +292,18 @@ class Recorder:
     def window(self, since: float, until: float | None = None, fresh: bool = True) -> dict:
         """Everything recorded in [since, until): merged per version, a series per window, and labels.
 
-        With other processes on the host, theirs are merged in; ``fresh`` asks them to publish first
-        (bounded: ``workers.late`` names any that did not answer in time), else their last publication
-        (at most PUBLISH_S old) is used."""
+        With other processes on the host, theirs are merged in; ``fresh`` asks them to share theirs first
+        (bounded: ``workers.late`` names any that did not answer in time), else what they last wrote
+        (at most SHARE_EVERY_S old) is used."""
         self.flush()
         until = self.clock() if until is None else until
         asked = None
-        if self.peers:
-            asked = self.peers.ask() if fresh else {"merged": None, "late": [], "waited_s": 0.0}
+        if self.host:
+            asked = self.host.ask_others_to_share() if fresh else {"merged": None, "late": [], "waited_s": 0.0}
         theirs = ([], [])
-        if self.peers:       # files read before the lock is taken: the recorder thread waits for no I/O
-            theirs = (self.peers.read("w", int(since - self.window_s), until),
-                      self.peers.read("l", int(since - self.label_window_s), until))
+        if self.host:        # the store read before the lock is taken: the recorder thread waits for no I/O
+            theirs = (self.host.others_windows("w", int(since - self.window_s), until),
+                      self.host.others_windows("l", int(since - self.label_window_s), until))
         with self._lock:
             return self._answer(since, until, _merged(self._windows, theirs[0], Aggregate),
                                 _merged(self._labels, theirs[1], LabelHist), asked)
@@ -336,11 +333,33 @@ class Recorder:
         return answer
 
 
-def _merged(own: dict, published: list[tuple[int, dict]], kind) -> dict:
-    """This process's (start, version) -> counts with the other processes' published ones added (copies:
-    this process's own are never changed)."""
+def _valid_labels(items: list) -> tuple[list[tuple[str, int, int]], list[int]]:
+    """The well-formed label items as (request id, row, label), and the indexes of the others."""
+    valid, invalid = [], []
+    for i, item in enumerate(items):
+        parsed = _label_item(item)
+        if parsed is None:
+            invalid.append(i)
+        else:
+            valid.append(parsed)
+    return valid, invalid
+
+
+def _label_item(item) -> tuple[str, int, int] | None:
+    """``{"request_id": str, "label": 0 | 1 | true | false, "row": int (default 0)}``, or None."""
+    if not isinstance(item, dict):
+        return None
+    rid, label, row = item.get("request_id"), item.get("label"), item.get("row", 0)
+    if not isinstance(rid, str) or type(row) is not int or isinstance(label, float) or label not in (True, False, 0, 1):
+        return None
+    return rid, row, int(label)
+
+
+def _merged(own: dict, theirs: list[tuple[int, dict]], kind) -> dict:
+    """This process's (start, version) -> counts with the other processes' added (copies: this process's own
+    are never changed)."""
     out = dict(own)
-    for start, by_version in published:
+    for start, by_version in theirs:
         for version, raw in by_version.items():
             key = (start, version)
             total = kind()

@@ -8,7 +8,6 @@ model object stays alive until the last request holding it is done.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import logging
 import os
 import random
@@ -19,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from serving.contract.constants import GOLDEN_TOLERANCE
+from serving.contract.digest import sha256_bytes
 from serving.contract.errors import IntegrityError, ServingError
 from serving.contract.model import LoadedModel
 
@@ -59,7 +59,7 @@ class Routing:
         if key is None:
             u = random.random()
         else:
-            u = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+            u = int(sha256_bytes(key.encode())[:16], 16) / 2**64     # the digest's first 8 bytes, big-endian
         cum = [c for _v, c in self.split]
         return self.split[min(bisect.bisect_right(cum, u), len(self.split) - 1)][0]
 
@@ -109,7 +109,7 @@ class LoadedVersions:
     # ------------------------------------------------------------ loading
     def load(self, root: Path, model_dir: str, version: str, make_default: bool = True,
              warm=None, metadata_sha256: str | None = None) -> LoadedModel:
-        """Verify, load, warm and golden-check a version; only then publish it.
+        """Verify, load, warm and golden-check a version; only then route to it.
 
         Raises:
             LoadRefused, IntegrityError: nothing was changed.

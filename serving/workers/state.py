@@ -6,7 +6,7 @@ It is rewritten atomically (a reader sees the old file or the new one) and only 
 lock on ``<state file>.lock``, so two workers' changes cannot interleave: the second one starts from
 what the first wrote.
 
-Each worker publishes what it actually serves in ``workers/<pid>.json`` beside the state file: the
+Each worker writes what it actually serves to ``workers/<pid>.json`` beside the state file: the
 generation it applied, the default, the versions with their metadata and file hashes, and its last
 error. A file whose process is gone (or whose pid now names another process) is ignored and pruned.
 ``report`` compares the workers with the desired state: that is what /health and /model_info show.
@@ -14,7 +14,7 @@ error. A file whose process is gone (or whose pid now names another process) is 
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import orjson
 
 from serving.contract.errors import ServingError
+from serving.contract.files import LockBusy, atomic_write, locked
 from serving.contract.processes import alive, children, started_at
 
 WORKERS_DIR = "workers"
@@ -32,14 +33,8 @@ class StateLockTimeout(ServingError):
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write ``path`` atomically: a reader sees the old file or the new one, never half of one."""
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(part, "wb") as fh:
-        fh.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(part, path)
+    """Write ``path`` as indented JSON, atomically and durably: a reader sees the old file or the new one."""
+    atomic_write(path, orjson.dumps(payload, option=orjson.OPT_INDENT_2))
 
 
 def read_state(path: Path) -> dict | None:
@@ -79,30 +74,22 @@ class StateLock:
     def __init__(self, state_file: Path, timeout: float) -> None:
         self.path = state_file.with_name(state_file.name + ".lock")
         self.timeout = timeout
-        self._fh = None
+        self._held: contextlib.ExitStack | None = None
 
     def acquire(self) -> None:
         """Raises: StateLockTimeout: not free within ``timeout`` seconds."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a")
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fh = fh
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    fh.close()
-                    raise StateLockTimeout(f"{self.path}: another server process held the desired state's lock "
-                                           f"for more than {self.timeout:g} s; retry") from None
-                time.sleep(0.02)
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(locked(self.path, self.timeout))
+        except LockBusy:
+            raise StateLockTimeout(f"{self.path}: another server process held the desired state's lock "
+                                   f"for more than {self.timeout:g} s; retry") from None
+        self._held = held
 
     def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.close()
 
     def __enter__(self) -> StateLock:
         self.acquire()
@@ -124,8 +111,8 @@ def served_view(entry: dict) -> dict:
             "versions": {v: (m or {}).get("metadata_sha256") for v, m in versions.items()}}
 
 
-def publish(state_file: Path, record: dict) -> Path:
-    """Write this worker's record (``workers/<pid>.json``) atomically."""
+def write_worker_record(state_file: Path, record: dict) -> Path:
+    """Write this worker's record of what it serves (``workers/<pid>.json``) atomically."""
     path = workers_dir(state_file) / f"{record['pid']}.json"
     write_json(path, record)
     return path
@@ -133,8 +120,8 @@ def publish(state_file: Path, record: dict) -> Path:
 
 def worker_record(snapshot: dict, files: dict[str, dict], generation: int | None, failed_generation: int | None,
                   error: str | None) -> dict:
-    """What this process serves, for ``publish``: ``snapshot`` is ``LoadedVersions.snapshot()``, ``files`` each
-    version's file hashes."""
+    """What this process serves, for ``write_worker_record``: ``snapshot`` is ``LoadedVersions.snapshot()``,
+    ``files`` each version's file hashes."""
     pid = os.getpid()
     models = {v: {**m, "files": files.get(v, {})} for v, m in (snapshot.get("models") or {}).items()}
     return {"pid": pid, "started_at": started_at(pid), "generation": generation,
@@ -144,7 +131,7 @@ def worker_record(snapshot: dict, files: dict[str, dict], generation: int | None
 
 
 def live_workers(state_file: Path, prune: bool = False) -> list[dict]:
-    """The published records of running workers, by pid; records of dead (or reused) pids are skipped,
+    """The records of running workers, by pid; records of dead (or reused) pids are skipped,
     and deleted with ``prune``."""
     folder = workers_dir(state_file)
     try:
@@ -232,9 +219,7 @@ class HostEvents:
         self.kept = kept
 
     def append(self, event: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with locked(self.path), open(self.path, "ab") as fh:    # the lock is the file's own: see the class
             fh.write(orjson.dumps(event) + b"\n")
             fh.flush()
             if fh.tell() > EVENTS_TRIM_BYTES:   # cut back in place: every appender locks this same file

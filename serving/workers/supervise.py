@@ -10,8 +10,8 @@ The workers stay in step through the host's desired state, ``SERVING_STATE_FILE`
 receives an admin change writes the next generation of it, the others follow within a second, and
 a new worker serves it from the start (serving/workers/sync.py, serving/workers/state.py). Their Prometheus
 counters are kept in prometheus_client's multiprocess files (run/metrics/, emptied here at start; the
-master drops a dead worker's live gauges) and their monitoring in run/monitoring/ (serving/monitoring/host_windows.py,
-serving/monitoring/awaiting_labels.py), so any worker answers for the host. A dead master is systemd's to restart:
+master drops a dead worker's live gauges) and their monitoring in one SQLite file, run/monitoring/scored.sqlite
+(serving/monitoring/host_store.py), so any worker answers for the host. A dead master is systemd's to restart:
 deployments/systemd/ml-pipeline-api.service.
 """
 

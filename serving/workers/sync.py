@@ -2,11 +2,11 @@
 
 The process that receives an admin change (``/load``, ``/default``, ``/split``, ``/unload``) takes the
 desired state's lock, first catches up with the desired state if it is behind, validates and applies
-the change, writes the next generation, and publishes what it serves; then it waits (bounded) until
+the change, writes the next generation, and writes its record of what it serves; then it waits (bounded) until
 the other workers have applied that generation and says which did. Every process watches the state
 file (a stat every ``WATCH_INTERVAL_S``) and, when the generation changes, serves exactly what it
 says (``LoadedVersions.converge``: all or nothing; a version that fails its checks leaves what it served
-in place, and the failure is published and retried). serving/workers/state.py holds the files.
+in place, and the failure is written to its record and retried). serving/workers/state.py holds the files.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from serving.workers.state import (
     StateLockTimeout,
     generation_of,
     live_workers,
-    publish,
     read_state,
     report,
     siblings,
@@ -34,6 +33,7 @@ from serving.workers.state import (
     worker_record,
     workers_dir,
     write_json,
+    write_worker_record,
 )
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,10 @@ class Sync:
         files = {v: m.metadata.files for v, m in self.store.routing.models.items()}
         return worker_record(self.store.snapshot(), files, self.generation, self.failed_generation, self.error)
 
-    def publish(self) -> None:
+    def write_my_record(self) -> None:
+        """Write what this process serves for the other workers (``workers/<pid>.json``); a failure is an event."""
         try:
-            publish(self.path, self._record())
+            write_worker_record(self.path, self._record())
         except OSError as exc:
             self.event("state_not_saved", f"{workers_dir(self.path)}: {exc}; other workers cannot see this one")
 
@@ -123,7 +124,7 @@ class Sync:
                     else:
                         self.generation = generation
                         self._signature = state_signature(self.path)
-                    self.publish()
+                    self.write_my_record()
                 return
         finally:
             lock.release()
@@ -137,7 +138,7 @@ class Sync:
                 self.error = f"generation {generation} served in part: " + "; ".join(problems)
             else:
                 self.generation = generation
-            self.publish()
+            self.write_my_record()
         await self.check()       # a change written while this process loaded
 
     async def _restore(self, desired: dict) -> list[str]:
@@ -183,7 +184,7 @@ class Sync:
             await self._apply(desired, generation)
 
     async def _apply(self, desired: dict, generation: int) -> bool:
-        """Serve ``desired`` (under the load lock); False: it failed, the failure is published."""
+        """Serve ``desired`` (under the load lock); False: it failed, the failure is in this worker's record."""
         started = time.monotonic()
         try:
             loaded = await asyncio.to_thread(self.store.converge, self.settings.model_root, desired, self.warm)
@@ -191,11 +192,11 @@ class Sync:
             self.failed_generation, self._retry_at = generation, time.monotonic() + RETRY_FAILED_S
             self.error = f"generation {generation}: {exc}"
             self.event("sync_failed", self.error)
-            self.publish()
+            self.write_my_record()
             return False
         self.generation, self.failed_generation, self.error = generation, None, None
         self.applied(loaded)
-        self.publish()
+        self.write_my_record()
         log.info("applied generation %s of %s in %.3f s: default %s, loaded %s", generation, self.path,
                  time.monotonic() - started, self.store.routing.default, sorted(self.store.routing.models, key=int))
         return True
@@ -227,7 +228,7 @@ class Sync:
                 body = await apply()
                 took = time.monotonic() - started
                 self._write_desired(generation + 1)
-                self.publish()
+                self.write_my_record()
             finally:
                 lock.release()
         bound = min(self.settings.converge_timeout_s, WAIT_MARGIN_S + 3 * took)

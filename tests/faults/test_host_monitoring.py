@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 
 import pytest
@@ -20,11 +21,15 @@ PREDICTED = re.compile(r'^serving_requests_total\{endpoint="predict",status="200
 
 
 def _scored_by_worker(state) -> dict[int, int]:
-    """Requests in each worker's published windows (run/monitoring/<pid>-<start>/w-*.json)."""
+    """Requests in each worker's shared windows (the ``windows`` table of run/monitoring/scored.sqlite)."""
     out: dict[int, int] = {}
-    for path in (state.parent / "monitoring").glob("*/w-*.json"):
-        pid = int(path.parent.name.split("-")[0])
-        out[pid] = out.get(pid, 0) + sum(v["requests"] for v in json.loads(path.read_text()).values())
+    db = sqlite3.connect(state.parent / "monitoring" / "scored.sqlite", timeout=30)
+    try:
+        for worker, payload in db.execute("SELECT worker, payload FROM windows WHERE kind = 'w'"):
+            pid = int(worker.split("-")[0])
+            out[pid] = out.get(pid, 0) + sum(v["requests"] for v in json.loads(payload).values())
+    finally:
+        db.close()
     return out
 
 
@@ -39,7 +44,7 @@ def test_two_workers_count_every_request_and_join_every_label_whoever_answers(se
                 status, answer = _call(port, "POST", "/predict", body)
                 assert status == 200, answer
                 ids.append(answer["request_id"])
-            assert _call(port, "GET", "/monitoring/window?since=0")[0] == 200    # makes both publish
+            assert _call(port, "GET", "/monitoring/window?since=0")[0] == 200    # makes both share their windows
             if sorted(p for p, n in _scored_by_worker(state).items() if n) == pids:
                 break
         by_worker = _scored_by_worker(state)
@@ -60,7 +65,8 @@ def test_two_workers_count_every_request_and_join_every_label_whoever_answers(se
             assert summary["versions"]["1"]["requests"] == n
             answered_by.add(_call(port, "GET", "/health")[1]["pid"])
         figure("host_monitoring_window_read_ms", round(1e3 * sorted(took)[len(took) // 2], 1), "ms",
-               f"/monitoring/window?since=0 with 2 workers (median of {READS}, asks the other worker to publish)")
+               f"/monitoring/window?since=0 with 2 workers (median of {READS}, asks the other worker to share its "
+               "windows)")
 
         outcomes: dict[str, int] = {}
         for i, rid in enumerate(ids):                    # one label per call: both workers receive some

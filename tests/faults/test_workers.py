@@ -98,8 +98,10 @@ def test_a_worker_that_cannot_follow_is_named_and_the_host_is_degraded(served_mo
             os.kill(follower, signal.SIGCONT)
 
         def degraded():
-            health = _call(port, "GET", "/health")[1]
+            # The record first: a /health read after the follower recorded its failure names its error (read
+            # before, it may show the follower behind while it was still trying).
             record = json.loads((server["state"].parent / "workers" / f"{follower}.json").read_text())
+            health = _call(port, "GET", "/health")[1]
             return health["status"] == "degraded" and record.get("failed_generation") and health
 
         health = wait_until(degraded, 30, "/health to report the follower's failure")

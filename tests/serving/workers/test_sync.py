@@ -1,9 +1,8 @@
-"""Several server processes on a host: the desired state's file, the workers' records, following it."""
+"""One server process among several: following the desired state, and changes as its next generation."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import time
@@ -13,21 +12,14 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-import serving.workers.state as workers_mod
 import serving.workers.sync as sync_mod
 from serving.api.app import create_app
 from serving.contract.errors import ServingError
-from serving.contract.processes import started_at
 from serving.scoring.versions import LoadedVersions
-from serving.settings import ServingSettings, threads_per_worker
+from serving.settings import ServingSettings
 from serving.workers.state import (
     HostEvents,
-    StateLock,
-    StateLockTimeout,
-    live_workers,
-    publish,
     read_state,
-    report,
     workers_dir,
     write_json,
 )
@@ -36,92 +28,6 @@ pytestmark = pytest.mark.unit
 
 TOKEN = "workers-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-# ------------------------------------------------------------ the files
-def test_the_state_file_is_replaced_whole_and_leaves_nothing_behind(tmp_path):
-    path = tmp_path / "run" / "serving-state.json"
-    write_json(path, {"generation": 1, "default": "1"})
-    inode = path.stat().st_ino
-    write_json(path, {"generation": 2, "default": "2"})
-    assert read_state(path) == {"generation": 2, "default": "2"}
-    assert path.stat().st_ino != inode                        # a new file renamed over the old one
-    assert [p.name for p in path.parent.iterdir()] == ["serving-state.json"]
-    assert read_state(tmp_path / "none.json") is None
-    path.write_text("[1, 2]")
-    with pytest.raises(ValueError, match="not a JSON object"):
-        read_state(path)
-
-
-def _hold_lock(state_file: str, held, release) -> None:
-    with StateLock(Path(state_file), timeout=5):
-        held.set()
-        release.wait(10)
-
-
-def test_a_second_writer_waits_for_the_lock_and_gives_up_after_its_bound(tmp_path):
-    state = tmp_path / "serving-state.json"
-    held, release = multiprocessing.Event(), multiprocessing.Event()
-    other = multiprocessing.get_context("fork").Process(target=_hold_lock, args=(str(state), held, release))
-    other.start()
-    try:
-        assert held.wait(10)
-        started = time.monotonic()
-        with pytest.raises(StateLockTimeout, match="another server process held"):
-            StateLock(state, timeout=0.3).acquire()
-        assert 0.3 <= time.monotonic() - started < 3
-        release.set()
-        other.join(10)
-        with StateLock(state, timeout=2):                     # free again once the holder lets go
-            pass
-    finally:
-        release.set()
-        other.join(10)
-
-
-def _record(pid: int, default: str = "1", versions: dict | None = None, generation: int = 1, **extra) -> dict:
-    versions = versions or {"1": "a" * 64}
-    return {"pid": pid, "started_at": started_at(pid), "generation": generation, "default": default,
-            "shadow": None, "weights": {}, "last_error": None,
-            "models": {v: {"model_dir": "/m", "metadata_sha256": h, "files": {"f": h}} for v, h in versions.items()},
-            **extra}
-
-
-def test_records_of_dead_or_reused_pids_are_ignored_and_pruned(tmp_path):
-    state = tmp_path / "serving-state.json"
-    dead = multiprocessing.get_context("fork").Process(target=time.sleep, args=(0,))
-    dead.start()
-    dead.join()
-    publish(state, _record(os.getpid()))
-    publish(state, _record(dead.pid))
-    publish(state, {**_record(os.getppid()), "started_at": "1"})          # that pid now names another process
-    assert [w["pid"] for w in live_workers(state)] == [os.getpid()]
-    assert len(list(workers_dir(state).glob("*.json"))) == 3
-    live_workers(state, prune=True)
-    assert [p.name for p in workers_dir(state).glob("*.json")] == [f"{os.getpid()}.json"]
-
-
-def test_the_report_names_the_worker_that_differs_and_why():
-    desired = {"generation": 5, "default": "2", "shadow": None, "weights": {},
-               "models": {"1": {"metadata_sha256": "a" * 64}, "2": {"metadata_sha256": "b" * 64}}}
-    good = _record(101, "2", {"1": "a" * 64, "2": "b" * 64}, generation=5)
-    behind = _record(202, "1", {"1": "a" * 64}, generation=4, failed_generation=5,
-                     last_error="generation 5: version 2: checksum mismatch")
-    agreed = report(desired, [good, {**good, "pid": 303}], expected=2)
-    assert agreed["agree"] and agreed["count"] == 2 and agreed["differences"] == [] and agreed["generation"] == 5
-    split = report(desired, [good, behind], expected=2)
-    assert split["agree"] is False and len(split["differences"]) == 1
-    line = split["differences"][0]
-    assert "worker pid 202 serves default 1" in line and "desired state (generation 5) is default 2" in line
-    assert "checksum mismatch" in line and "101" not in line
-    assert [w["versions"] for w in split["workers"]] == [["1", "2"], ["1"]]
-    full = report(desired, [good], full=True)["workers"][0]["versions"]
-    assert full["2"] == {"metadata_sha256": "b" * 64, "files": {"f": "b" * 64}}
-
-
-@pytest.mark.parametrize("workers, cpus, threads", [(None, 2, 2), (1, 2, 2), (2, 2, 1), (4, 2, 1), (2, 16, 8)])
-def test_each_worker_gets_its_share_of_the_cpus(workers, cpus, threads):
-    assert threads_per_worker(workers, cpus) == threads
 
 
 # ------------------------------------------------------------ following the desired state
@@ -258,7 +164,7 @@ def test_a_worker_that_cannot_follow_keeps_serving_and_health_is_degraded_naming
             models = {**desired["models"], "2": {"model_dir": str(copy), "metadata_sha256": digest}}
             write_json(state, {**desired, "models": models, "default": "2", "previous": "1",
                                "generation": desired["generation"] + 1})
-            _wait(lambda: _own_record(state)["failed_generation"], 2.0, "the failed attempt to be published")
+            _wait(lambda: _own_record(state)["failed_generation"], 2.0, "the failed attempt to be in its record")
             health = client.get("/health")
             assert health.json()["status"] == "degraded"
             assert health.status_code == 200                                   # it still serves
@@ -280,52 +186,6 @@ def test_a_worker_that_cannot_follow_keeps_serving_and_health_is_degraded_naming
             assert read_state(state)["generation"] == desired["generation"] + 1
     finally:
         shutil.rmtree(copy, ignore_errors=True)
-
-
-def test_several_workers_without_a_state_file_are_refused(monkeypatch, capsys):
-    from serving.__main__ import main
-
-    monkeypatch.delenv("SERVING_STATE_FILE", raising=False)
-    monkeypatch.delenv("SERVING_WORKERS", raising=False)
-    with pytest.raises(SystemExit) as exit_:
-        main(["--workers", "2"])
-    assert exit_.value.code == 2 and "2 workers need SERVING_STATE_FILE" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("state_file, expected", [(True, "cpus"), (False, 1)])
-def test_the_default_is_one_worker_per_cpu_with_a_state_file_and_one_without(monkeypatch, tmp_path, state_file,
-                                                                             expected):
-    import serving.workers.supervise
-    from serving.__main__ import main
-    from serving.contract.processes import available_cpus
-
-    started = []
-    monkeypatch.setattr(serving.workers.supervise, "run",
-                        lambda app, host, port, level, workers: started.append(workers))
-    monkeypatch.delenv("SERVING_WORKERS", raising=False)
-    if state_file:
-        monkeypatch.setenv("SERVING_STATE_FILE", str(tmp_path / "run" / "serving-state.json"))
-    else:
-        monkeypatch.delenv("SERVING_STATE_FILE", raising=False)
-    assert main([]) == 0
-    assert started == [available_cpus() if expected == "cpus" else 1]
-
-
-def test_the_master_empties_the_metrics_folder_and_drops_a_dead_workers_live_gauges(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from serving.workers.supervise import metrics_folder, worker_exited
-
-    folder = tmp_path / "metrics"
-    folder.mkdir()
-    for name in ("counter_41.db", "gauge_livemax_41.db", "gauge_livesum_42.db"):
-        (folder / name).write_bytes(b"x")
-    assert metrics_folder(tmp_path / "serving-state.json") == folder and list(folder.iterdir()) == []
-    for name in ("counter_41.db", "gauge_livemax_41.db", "gauge_livesum_42.db"):
-        (folder / name).write_bytes(b"x")
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
-    worker_exited(None, SimpleNamespace(pid=41))
-    assert sorted(p.name for p in folder.iterdir()) == ["counter_41.db", "gauge_livesum_42.db"]
 
 
 def test_a_load_refused_on_one_worker_is_a_warning_on_every_worker_until_the_next_change(served_models, tmp_path):
@@ -352,16 +212,3 @@ def test_a_load_refused_on_one_worker_is_a_warning_on_every_worker_until_the_nex
                            headers=AUTH).status_code == 200
         health = client.get("/health").json()
         assert health["warnings"] == [] and len(health["recent_events"]) == 2
-
-
-def test_host_events_are_cut_back_in_place_to_the_newest(tmp_path, monkeypatch):
-    monkeypatch.setattr(workers_mod, "EVENTS_TRIM_BYTES", 2000)
-    events = HostEvents(tmp_path / "serving-state.json", kept=5)
-    for i in range(200):
-        events.append({"event": "load_failed", "detail": f"refusal {i}"})
-    recent = events.recent()
-    assert [e["detail"] for e in recent] == [f"refusal {i}" for i in range(195, 200)]
-    assert events.path.stat().st_size <= 2000 + 100
-    with open(events.path, "ab") as fh:        # a line torn by a crash is skipped
-        fh.write(b'{"event": "load_fa')
-    assert [e["detail"] for e in events.recent()][-1] == "refusal 199"

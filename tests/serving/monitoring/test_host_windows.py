@@ -3,31 +3,30 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
-from serving.monitoring import host_windows as peers_module
+from serving.monitoring import host_windows as host_windows_module
 from serving.monitoring.counts import Aggregate, LabelHist
-from serving.monitoring.host_windows import Peers
+from serving.monitoring.host_windows import HostWindows
 from serving.monitoring.recorder import Recorder
-from testkit.procs import run_together
-from tests.serving.test_monitoring import _columns, _metadata
+from tests.serving.monitoring.test_recorder import _columns, _metadata
 
 pytestmark = pytest.mark.unit
 
 
 class Host:
-    """Recorders sharing one run/monitoring folder as the workers of one host do (names stand for pids)."""
+    """Recorders sharing one run/monitoring store as the workers of one host do (names stand for pids)."""
 
     def __init__(self, root, names=("101-1", "102-1")) -> None:
         self.live = set(names)
         self.recorders = {}
         for name in names:
             rec = Recorder(window_s=60, keep_windows=60, label_window_s=3600, feedback_ttl_s=7200,
-                           feedback_max_rows=1000, peers=Peers(root, name, lambda: set(self.live)))
+                           feedback_max_rows=1000,
+                           host=HostWindows(root, name, lambda: set(self.live)))
             rec.register("1", _metadata())
             self.recorders[name] = rec
 
@@ -80,14 +79,14 @@ def test_a_dead_workers_counts_stay_and_a_silent_one_is_named_late(tmp_path, mon
     try:
         a, b = host.recorders.values()
         b.request("1", 200, 0.01)
-        b.close()                                   # a worker that stops publishes what it holds
+        b.close()                                   # a worker that stops shares what it holds
         host.live.discard("102-1")
         assert a.window(since=0)["versions"]["1"]["requests"] == 1
-        monkeypatch.setattr(peers_module, "ASK_TIMEOUT_S", 0.3)
+        monkeypatch.setattr(host_windows_module, "ASK_TIMEOUT_S", 0.3)
         host.live.add("103-1")                      # recorded as live, but no socket: late at once
         w = a.window(since=0)
         assert w["workers"]["late"] == [103] and w["workers"]["waited_s"] < 0.3
-        silent = Peers(tmp_path / "monitoring", "104-1", lambda: set())     # a socket, nobody reading it
+        silent = HostWindows(tmp_path / "monitoring", "104-1", lambda: set())     # a socket, nobody reading it
         host.live = {"101-1", "104-1"}
         w = a.window(since=0)
         silent.close()
@@ -98,19 +97,21 @@ def test_a_dead_workers_counts_stay_and_a_silent_one_is_named_late(tmp_path, mon
         host.close()
 
 
-def test_expired_files_of_dead_workers_are_deleted_and_their_folder_goes(tmp_path):
+def test_expired_windows_of_dead_workers_are_deleted_and_then_the_worker(tmp_path):
     root = tmp_path / "monitoring"
-    dead = Peers(root, "7-1", lambda: set())
-    dead.publish({0: {"1": Aggregate().to_raw()}, 600: {"1": Aggregate().to_raw()}}, {0: {}}, None)
-    reader = Peers(root, "8-1", lambda: {"8-1"})
-    assert [s for s, _ in sorted(reader.read("w", 0, 10_000))] == [0, 600]
-    reader.drop(window_oldest=300, label_oldest=-1)
-    assert [s for s, _ in reader.read("w", 0, 10_000)] == [600] and (root / "7-1").exists()
-    reader.drop(window_oldest=10_000, label_oldest=10_000)
-    assert not (root / "7-1").exists() and (root / "8-1").exists()
+    dead = HostWindows(root, "7-1", lambda: set())
+    dead.write_mine({0: {"1": Aggregate().to_raw()}, 600: {"1": Aggregate().to_raw()}}, {0: {}}, None)
+    dead.close()
+    reader = HostWindows(root, "8-1", lambda: {"8-1"})
+    assert [s for s, _ in sorted(reader.others_windows("w", 0, 10_000))] == [0, 600]
+    reader.delete_expired(window_oldest=300, label_oldest=-1)
+    assert [s for s, _ in reader.others_windows("w", 0, 10_000)] == [600] and "7-1" in reader.known()
+    reader.delete_expired(window_oldest=10_000, label_oldest=10_000)
+    assert reader.known() == {"8-1"}
+    reader.close()
 
 
-def test_counts_survive_the_trip_through_a_published_file():
+def test_counts_survive_the_trip_through_the_shared_store():
     agg = Aggregate()
     agg.add_requests([200, 422], np.array([0.004, 0.2]), ["region"])
     agg.features["age"] = np.array([1, 2, 3], dtype=np.int64)
@@ -127,35 +128,16 @@ def test_counts_survive_the_trip_through_a_published_file():
     assert merged.to_dict()["n"] == 2 and sum(merged.to_dict()["probability_sum"]) == pytest.approx(0.6)
 
 
-def test_a_starting_workers_empty_folder_is_kept_though_it_has_no_record_yet(tmp_path):
+def test_a_starting_worker_is_kept_though_it_has_no_record_yet(tmp_path):
     import os
 
     from serving.contract.processes import started_at
 
     root = tmp_path / "monitoring"
-    starting = root / f"{os.getpid()}-{started_at(os.getpid())}"
-    starting.mkdir(parents=True)
-    (root / "99999999-1").mkdir()                  # no such process: a dead worker's empty folder
-    Peers(root, "8-1", lambda: {"8-1"}).drop(window_oldest=10, label_oldest=10)
-    assert starting.exists() and not (root / "99999999-1").exists()
-
-
-def _open_at_once(path: str, barrier, errors) -> None:
-    from serving.monitoring.awaiting_labels import AwaitingLabels
-
-    barrier.wait(timeout=30)
-    try:
-        AwaitingLabels(Path(path), ttl_s=3600, max_rows=1000).close()
-    except Exception as exc:          # reported to the test, which names it
-        errors.put(f"{type(exc).__name__}: {exc}")
-
-
-def test_workers_starting_together_all_open_the_shared_store(tmp_path):
-    """gunicorn forks the workers at once and each opens run/monitoring/scored.sqlite: switching a new file
-    to WAL fails at once with "database is locked" unless they take turns (it did, booting a worker out)."""
-    for trial in range(3):
-        path = tmp_path / f"t{trial}" / "scored.sqlite"
-        path.parent.mkdir()
-        exit_codes, errors = run_together(_open_at_once, 6, str(path), timeout=60)
-        assert all(code == 0 for code in exit_codes)
-        assert not errors, errors[0]
+    starting = HostWindows(root, f"{os.getpid()}-{started_at(os.getpid())}", lambda: set())
+    HostWindows(root, "99999999-1", lambda: set()).close()      # no such process: a dead worker, no windows
+    reader = HostWindows(root, "8-1", lambda: {"8-1"})
+    reader.delete_expired(window_oldest=10, label_oldest=10)
+    assert reader.known() == {starting.me, "8-1"}
+    starting.close()
+    reader.close()
