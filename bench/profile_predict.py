@@ -74,7 +74,8 @@ async def run(args) -> None:
             profiler.disable()
     times.sort()
     print(f"{args.rows} row(s): median {statistics.median(times) * 1e3:.3f} ms, "
-          f"p90 {times[int(len(times) * 0.9)] * 1e3:.3f} ms over {len(times)} requests; response {len(answer)} bytes")
+          f"p90 {times[int(len(times) * 0.9)] * 1e3:.3f} ms, p99 {times[int(len(times) * 0.99)] * 1e3:.3f} ms "
+          f"over {len(times)} requests; response {len(answer)} bytes")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.top)
 
