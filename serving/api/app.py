@@ -9,7 +9,6 @@ predict.py) around one ``ServerState`` on ``app.state.server`` (serving/api/serv
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from contextlib import asynccontextmanager
 from functools import partial
@@ -50,7 +49,6 @@ async def lifespan(app: FastAPI):
         yield
     finally:
         server.stop()
-        gc.unfreeze()      # what the server kept out of the collector's sight (ServerState.settle) may go now
 
 
 async def problem_answer(request: Request, exc: HTTPProblem) -> Response:

@@ -15,19 +15,18 @@ import random
 import re
 import time
 from functools import partial
-from typing import Annotated
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from serving.api.accounting import AccountedRoute, is_probe
-from serving.api.auth import ReadAccess
+from serving.api.auth import bearer, require_read
 from serving.api.encoding import predictions_json
 from serving.api.errors import RETRY_AFTER_S, HTTPProblem
 from serving.api.schemas import REQUEST_ID_PATTERN, PredictAnswer, PredictRequest, body_spec, problems, read_body
-from serving.api.server import Server, ServerState
+from serving.api.server import ServerState
 from serving.contract.inputs import read_json_rows
 from serving.contract.model import LoadedModel
 from serving.scoring.versions import Routing
@@ -41,16 +40,15 @@ JSON_KINDS = {dict: "an object", list: "an array", bool: "true or false"}
 RETRY_LATER = {"retry-after": str(RETRY_AFTER_S)}
 
 
-async def request_id(request: Request, x_request_id: Annotated[str | None, Header(
-        alias="X-Request-ID", description="echoed back; anything else is replaced by a generated id",
-        json_schema_extra={"pattern": REQUEST_ID_PATTERN})] = None) -> str:
-    """The client's request id when it is a sane one, else a new one; kept for the answer, refusals included."""
-    if x_request_id is None or not REQUEST_ID_RE.match(x_request_id):
+def request_id(request: Request) -> str:
+    """The client's X-Request-ID when it is a sane one, else a new one; kept for the answer, refusals included."""
+    given = request.headers.get("x-request-id")
+    if given is None or not REQUEST_ID_RE.match(given):
         # 128 random bits as 32 hex digits, like uuid4().hex, without its system call per request:
         # an id to quote and to join labels on, not a secret.
-        x_request_id = f"{random.getrandbits(128):032x}"
-    request.state.request_id = x_request_id
-    return x_request_id
+        given = f"{random.getrandbits(128):032x}"
+    request.state.request_id = given
+    return given
 
 
 def parse_rows(body: bytes, max_rows: int) -> tuple[list[dict], object]:
@@ -177,8 +175,27 @@ def observe_answer(server: ServerState, version: str, request_id: str, columns: 
         server.recorder.scored(version, request_id, columns, prob, seconds, raw)
 
 
-@router.post("/predict", openapi_extra=body_spec(PredictRequest, "feature rows, scored in one batch; rows are "
-                                                                 "0-based in error answers"),
+def _header(name: str, description: str, **schema) -> dict:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": {"type": "string", **schema}}
+
+
+# /predict reads its request itself: FastAPI resolving parameters and dependencies costs more than a 1-row
+# request's own work (bench/profile_predict.py), so they are declared here and read in the handler. The
+# security requirement is the ReadAccess dependency's (checked by ``require_read``, called directly).
+PREDICT_SPEC = {
+    **body_spec(PredictRequest, "feature rows, scored in one batch; rows are 0-based in error answers"),
+    "parameters": [
+        {"name": "version", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "score with this loaded version instead of the routed one"},
+        _header("X-Request-ID", "echoed back; anything else is replaced by a generated id",
+                pattern=REQUEST_ID_PATTERN),
+        _header("X-Request-Key", "sticky routing key for a traffic split")],
+    "security": [{bearer.scheme_name: []}, {}],
+}
+
+
+@router.post("/predict", openapi_extra=PREDICT_SPEC,
              responses={200: {"model": PredictAnswer, "description": "one prediction per row, in order"},
                         **problems({401: "missing or wrong bearer token (with SERVING_PROTECT_READS)",
                                     404: "the version asked for is not loaded",
@@ -187,19 +204,18 @@ def observe_answer(server: ServerState, version: str, request_id: str, columns: 
                                     422: 'not JSON, not {"features": [...]}, or rows that break the data contract '
                                          '("errors" names row and feature)',
                                     503: "no model loaded, or the model did not answer in time (see Retry-After)"})})
-async def predict(request: Request, server: Server, rid: Annotated[str, Depends(request_id)],
-                  _reader: Annotated[None, ReadAccess],
-                  version: Annotated[str | None, Query(
-                      description="score with this loaded version instead of the routed one")] = None,
-                  x_request_key: Annotated[str | None, Header(
-                      alias="X-Request-Key", description="sticky routing key for a traffic split")] = None):
+async def predict(request: Request):
     """Score feature rows with the routed (or the asked-for) version: one probability per row, in order."""
     start = time.perf_counter()
+    rid = request_id(request)
+    server: ServerState = request.app.state.server
+    await require_read(request, await bearer(request))
     try:
         rows, key = parse_rows(await read_body(request, server.settings.max_body_bytes),
                                server.settings.max_batch_rows)
         routing = server.versions.routing
-        version = pick_version(routing, version, x_request_key or key)
+        version = pick_version(routing, request.query_params.get("version"),
+                               request.headers.get("x-request-key") or key)
         request.state.version = version
         model = routing.models[version]
         columns = typed_columns(server, model, rows)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import gc
 import logging
 import os
 import time
@@ -72,17 +71,6 @@ class ServerState:
             self._watcher = asyncio.create_task(self.sync.watch())
         if str(Path(self.settings.model_root).resolve()) == "/":
             log.warning("SERVING_MODEL_ROOT is /: models may be loaded from anywhere")
-        self.settle()
-
-    @staticmethod
-    def settle() -> None:
-        """Put what exists now (TensorFlow, the loaded versions' graphs) out of the cyclic collector's sight.
-
-        Those objects live as long as they are served; left in the oldest generation, every full collection
-        walks them all (hundreds of thousands of objects, tens of milliseconds) in the middle of some request:
-        the one-client p99. Frozen, a full collection walks only what requests made. Freed versions are
-        still freed by reference counting; ``gc.unfreeze`` at shutdown hands the rest back."""
-        gc.freeze()
 
     def stop(self) -> None:
         if self._watcher is not None:
@@ -144,8 +132,6 @@ class ServerState:
             if self.recorder is not None and version in self.versions.routing.models:
                 self.recorder.register(version, self.versions.routing.models[version].metadata)
         self.routing_changed()
-        if loaded:
-            self.settle()
 
     async def changed(self, apply) -> dict:
         """Run an admin change: through the host's desired state when there is one."""
@@ -178,7 +164,6 @@ class ServerState:
         if store.routing.default != before:
             self.metrics.model_events.labels("swap").inc()
         self.routing_changed()
-        self.settle()
         return {"status": "loaded", "version": version, "model_dir": str(model.version_dir),
                 "default_version": store.routing.default, "release": model.metadata.release,
                 "loaded_versions": sorted(store.routing.models, key=int)}
