@@ -38,6 +38,7 @@ REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 SHADOW_ROWS_OBSERVED = 100     # rows per request that enter the probability and divergence histograms
 JSON_KINDS = {dict: "an object", list: "an array", bool: "true or false"}
 RETRY_LATER = {"retry-after": str(RETRY_AFTER_S)}
+FEW_VALUES = 8                 # below this, observe_many calls Histogram.observe per value
 
 
 def request_id(request: Request) -> str:
@@ -129,6 +130,10 @@ def observe_many(histogram, values: np.ndarray) -> None:
     prometheus_client has no bulk observe; this writes what ``Histogram.observe`` writes (``_sum`` and one
     bucket per value: the first bound at or above it) through the same value objects (multiprocess files
     included)."""
+    if values.size < FEW_VALUES:       # numpy's set-up costs more than a few plain calls
+        for value in values.tolist():
+            histogram.observe(value)
+        return
     bounds = histogram._upper_bounds
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
     histogram._sum.inc(float(values.sum()))
