@@ -234,7 +234,7 @@ def test_a_failing_shadow_is_a_warning_and_an_event_not_an_error(client, served_
     _load(client, served_models, "1")
     _load(client, served_models, "2", default="false")
     client.post("/split", json={"weights": {}, "shadow": "2"}, headers=AUTH)
-    shadow = client.app.state.store.routing.models["2"]
+    shadow = client.app.state.server.versions.routing.models["2"]
 
     def broken(columns):
         raise RuntimeError("injected shadow failure")
@@ -437,7 +437,7 @@ def test_a_request_waits_for_the_model_a_bounded_time(served_models, monkeypatch
     settings = ServingSettings(model_root=served_models["root"], admin_token=TOKEN, score_timeout_s=0.3)
     with TestClient(create_app(settings)) as c:
         _load(c, served_models)
-        model = c.app.state.store.routing.models["1"]
+        model = c.app.state.server.versions.routing.models["1"]
         release = threading.Event()
         real = model.score_columns
 
