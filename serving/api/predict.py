@@ -29,6 +29,7 @@ from serving.api.schemas import REQUEST_ID_PATTERN, PredictAnswer, PredictReques
 from serving.api.server import ServerState
 from serving.contract.inputs import read_json_rows
 from serving.contract.model import LoadedModel
+from serving.monitoring.prometheus import observe_many
 from serving.scoring.versions import Routing
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 SHADOW_ROWS_OBSERVED = 100     # rows per request that enter the probability and divergence histograms
 JSON_KINDS = {dict: "an object", list: "an array", bool: "true or false"}
 RETRY_LATER = {"retry-after": str(RETRY_AFTER_S)}
-FEW_VALUES = 8                 # below this, observe_many calls Histogram.observe per value
 
 
 def request_id(request: Request) -> str:
@@ -122,24 +122,6 @@ async def score(server: ServerState, model: LoadedModel, columns: dict[str, np.n
     except TimeoutError:
         raise HTTPProblem(503, f"the model did not answer within {timeout:g} s; retry later",
                           headers=RETRY_LATER, retry_after=RETRY_AFTER_S) from None
-
-
-def observe_many(histogram, values: np.ndarray) -> None:
-    """``histogram.observe(v)`` for each of ``values``, in one count per bucket instead of one call per value.
-
-    prometheus_client has no bulk observe; this writes what ``Histogram.observe`` writes (``_sum`` and one
-    bucket per value: the first bound at or above it) through the same value objects (multiprocess files
-    included)."""
-    if values.size < FEW_VALUES:       # numpy's set-up costs more than a few plain calls
-        for value in values.tolist():
-            histogram.observe(value)
-        return
-    bounds = histogram._upper_bounds
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
-    histogram._sum.inc(float(values.sum()))
-    for bucket, n in zip(histogram._buckets, counts[:len(bounds)].tolist(), strict=True):
-        if n:
-            bucket.inc(n)
 
 
 def record_shadow(server: ServerState, request_id: str, served: str, shadow_version: str, served_prob: np.ndarray,

@@ -194,17 +194,13 @@ def conforms(spec: ColumnSpec, values: Sequence, kinds: set, col: TypedColumn) -
 
 
 def _by_column(names: list[str], rows: list[dict]) -> list[Sequence] | None:
-    """Each feature's values across the rows, in one pass over the rows done in C; None when a row lacks
-    one of them (the caller then reads feature by feature to name what is missing where)."""
-    if not names:
-        return []
+    """Each feature's values across the rows, one pass over the rows in C per feature (no row tuples to
+    transpose); None when a row lacks one of them (the caller then reads feature by feature to name what
+    is missing where)."""
     try:
-        picked = list(map(itemgetter(*names), rows))
+        return [list(map(itemgetter(name), rows)) for name in names]
     except KeyError:
         return None
-    if len(names) == 1:
-        return [picked]
-    return list(zip(*picked, strict=True)) if picked else [[] for _ in names]
 
 
 def read_json_rows(specs: dict[str, ColumnSpec], rows: list[dict], policy: frozenset[str] = frozenset()

@@ -8,8 +8,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 
 from serving.api.app import create_app
-from serving.api.predict import observe_many
-from serving.monitoring.prometheus import PROBABILITY_BUCKETS
+from serving.monitoring.prometheus import PROBABILITY_BUCKETS, observe_many
 from serving.settings import ServingSettings
 
 pytestmark = pytest.mark.unit
