@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from testkit.load import percentile
+from testkit.procs import machine_busy_seconds
+
 # TensorFlow is only imported inside functions (through tasks.*), after this line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF 2.21 logs harmless tf.data attribute errors at level 2
 
@@ -58,15 +61,8 @@ LATENCY_ROUNDS = 5
 
 def cpu_snapshot() -> tuple[float, float, float]:
     """(CPU seconds busy on the whole machine, CPU seconds of this process, wall clock)."""
-    busy = float("nan")
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
-        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        pass
     t = os.times()
-    return busy, t.user + t.system + t.children_user + t.children_system, time.perf_counter()
+    return machine_busy_seconds(), t.user + t.system + t.children_user + t.children_system, time.perf_counter()
 
 
 def other_load(start: tuple[float, float, float]) -> dict:
@@ -222,8 +218,8 @@ def one_row_latency(version_dir: Path, calls: int = LATENCY_CALLS) -> dict:
             t0 = time.perf_counter()
             model.score_columns(columns)
             times.append(time.perf_counter() - t0)
-        p50s.append(float(np.median(times)) * 1e3)
-        p99s.append(float(np.quantile(times, 0.99)) * 1e3)
+        p50s.append(percentile(times, 50) * 1e3)
+        p99s.append(percentile(times, 99) * 1e3)
     return {"p50_ms": round(float(np.median(p50s)), 3), "p99_ms": round(float(np.median(p99s)), 3),
             "round_p50s_ms": [round(v, 3) for v in p50s], "calls": calls, "rounds": LATENCY_ROUNDS}
 
