@@ -19,7 +19,6 @@ Usage: .venv/bin/python bench/bench_host_monitoring.py --model-dir DIR --before 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import statistics
@@ -33,20 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from testkit.host_server import host_server  # noqa: E402
-from testkit.load import Load, percentile  # noqa: E402
+from testkit.load import Load, percentile, request  # noqa: E402
 
 PY = sys.executable
 TOKEN = "bench-token"
-
-
-def call(port: int, method: str, path: str, timeout: float = 60) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, headers={"Authorization": f"Bearer {TOKEN}"})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 @contextmanager
@@ -56,19 +45,17 @@ def server(code: Path, model_dir: Path, workers: int, run: Path):
 
 
 def one_client(port: int, body: bytes, requests: int) -> dict:
-    with Load(port, body, clients=1, max_requests=requests, max_seconds=120) as load:
-        outcomes = load.wait()
-    ok = [o.seconds for o in outcomes if o.status == 200]
+    load = Load(port, body, clients=1, max_requests=requests, max_seconds=120)
+    outcomes = load.run()
+    ok = load.latencies(only_ok=True)
     return {"p50_ms": round(percentile(ok, 50) * 1e3, 3), "p99_ms": round(percentile(ok, 99) * 1e3, 3),
             "errors": len(outcomes) - len(ok)}
 
 
 def eight_clients(port: int, body: bytes, seconds: float) -> dict:
-    t0 = time.monotonic()
-    with Load(port, body, clients=8, max_requests=10**6, max_seconds=seconds, timeout=60) as load:
-        outcomes = load.wait()
-    ok = sum(o.status == 200 for o in outcomes)
-    return {"rps": round(ok / (time.monotonic() - t0), 1), "errors": len(outcomes) - ok}
+    load = Load(port, body, clients=8, max_requests=10**6, max_seconds=seconds, timeout=60)
+    outcomes = load.run()
+    return {"rps": round(load.rps(only_ok=True), 1), "errors": len(outcomes) - len(load.latencies(only_ok=True))}
 
 
 def reads(port: int, n: int) -> dict:
@@ -77,11 +64,11 @@ def reads(port: int, n: int) -> dict:
         took = []
         for _ in range(n):
             t0 = time.perf_counter()
-            status, _raw = call(port, "GET", path)
+            status, _raw = request(port, "GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
             took.append(time.perf_counter() - t0)
             assert status == 200, path
-        ms = sorted(t * 1e3 for t in took)
-        out[path] = {"median_ms": round(statistics.median(ms), 2), "max_ms": round(ms[-1], 2), "n": n}
+        ms = [t * 1e3 for t in took]
+        out[path] = {"median_ms": round(percentile(ms, 50), 2), "max_ms": round(max(ms), 2), "n": n}
     return out
 
 

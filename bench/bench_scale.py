@@ -28,13 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "bench" / "scale_pipeline.yaml"
 STAGES = ("contract", "validate", "champion", "train", "calibrate", "reserve", "export", "register", "gate", "deploy")
 
-# One data stage in a fresh interpreter: prints {"seconds", "peak_rss_mb", "rss_before_mb"}.
+# One data stage in a fresh interpreter: prints {"seconds", "peak_rss_mb", "rss_before_mb"}. The peak is the
+# process's high-water mark of resident memory (getrusage's ru_maxrss, KiB on Linux: VmHWM).
 CHILD = """
-import json, sys, time
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) / 1024
+import json, resource, sys, time
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 stage, data, folder, module = sys.argv[1:5]
 from serving.contract.schema import load_schema
 if module:   # the data stage of another commit (--baseline), imported from its file
@@ -48,14 +47,14 @@ else:
     from tasks.training.data import infer_contract, load_dataset
 import pyarrow, pandas, numpy   # imports are not the stage
 schema = load_schema(folder + "/schema.yaml")
-before = status("VmHWM")
+before = peak_mb()
 start = time.perf_counter()
 if stage == "infer":
     infer_contract(data, "label", "1")
 else:
     ds = load_dataset(data, schema)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(status("VmHWM")),
+print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb()),
                   "rss_before_mb": round(before)}))
 """
 

@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -39,6 +38,9 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from training_report import cpu_snapshot, environment, markdown, other_load
+
+from testkit.load import percentile
 
 # TensorFlow is only imported inside functions (through tasks.*), after this line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF 2.21 logs harmless tf.data attribute errors at level 2
@@ -52,31 +54,6 @@ ECE_TARGET = 0.02         # our calibrated, cross-fitted ECE (equal-width bins)
 BOOTSTRAP_REPS = 1000
 LATENCY_CALLS = 400          # per round
 LATENCY_ROUNDS = 5
-
-
-# ---------------------------------------------------------------- machine load
-
-def cpu_snapshot() -> tuple[float, float, float]:
-    """(CPU seconds busy on the whole machine, CPU seconds of this process, wall clock)."""
-    busy = float("nan")
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
-        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        pass
-    t = os.times()
-    return busy, t.user + t.system + t.children_user + t.children_system, time.perf_counter()
-
-
-def other_load(start: tuple[float, float, float]) -> dict:
-    """CPU used by other processes since ``start``: non-zero means the timings were disturbed."""
-    end = cpu_snapshot()
-    wall = end[2] - start[2]
-    own = end[1] - start[1]
-    others = max(0.0, (end[0] - start[0]) - own)
-    return {"wall_s": round(wall, 1), "own_cpu_s": round(own, 1), "other_processes_cpu_s": round(others, 1),
-            "other_processes_cores": round(others / wall, 2) if wall else 0.0}
 
 
 # ---------------------------------------------------------------- datasets
@@ -222,8 +199,8 @@ def one_row_latency(version_dir: Path, calls: int = LATENCY_CALLS) -> dict:
             t0 = time.perf_counter()
             model.score_columns(columns)
             times.append(time.perf_counter() - t0)
-        p50s.append(float(np.median(times)) * 1e3)
-        p99s.append(float(np.quantile(times, 0.99)) * 1e3)
+        p50s.append(percentile(times, 50) * 1e3)
+        p99s.append(percentile(times, 99) * 1e3)
     return {"p50_ms": round(float(np.median(p50s)), 3), "p99_ms": round(float(np.median(p99s)), 3),
             "round_p50s_ms": [round(v, 3) for v in p50s], "calls": calls, "rounds": LATENCY_ROUNDS}
 
@@ -315,85 +292,6 @@ def run_dataset(name: str, workdir: Path, overrides: dict) -> dict:
     }
     out["stages_seconds"] = {k: (round(v, 3) if v is not None else None) for k, v in stages.items()}
     return out
-
-
-# ---------------------------------------------------------------- report
-
-def environment() -> dict:
-    import keras
-    import sklearn
-    import tensorflow as tf
-
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "cpu": cpu, "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "scikit_learn": sklearn.__version__, "numpy": np.__version__,
-            "platform": platform.platform()}
-
-
-def _f(v, fmt=".4f"):
-    return "—" if v is None else format(v, fmt)
-
-
-def markdown(results: list[dict]) -> str:
-    ok = [r for r in results if "error" not in r]
-    lines = [
-        ("| dataset | rows | pos. rate | ours AUC raw / cal | HGB AUC raw / cal | Δ AUC cal (95% CI) "
-         "| ours ECE raw → cal (calibrator) | HGB ECE cal | ours Brier cal | HGB Brier cal | AUC goal | ECE goal |"),
-        "|---|---:|---:|---|---|---|---|---:|---:|---:|:-:|:-:|",
-    ]
-    for r in ok:
-        o, b, d = r["ours"], r["baseline"], r["auc_diff_calibrated"]
-        lines.append(
-            f"| {r['dataset']} | {r['rows']} | {r['positive_rate']:.3f} "
-            f"| {o['raw']['roc_auc']:.4f} / {o['calibrated']['roc_auc']:.4f} "
-            f"| {b['raw']['roc_auc']:.4f} / {b['calibrated']['roc_auc']:.4f} "
-            f"| {d['point']:+.4f} ({d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}) "
-            f"| {o['raw']['ece']:.4f} → {o['calibrated']['ece']:.4f} ({r['calibration']['chosen']}) "
-            f"| {b['calibrated']['ece']:.4f} "
-            f"| {o['calibrated']['brier']:.4f} | {b['calibrated']['brier']:.4f} "
-            f"| {'met' if r['goal']['auc_met'] else 'MISSED'} | {'met' if r['goal']['ece_met'] else 'MISSED'} |")
-    lines += [
-        "",
-        ("| dataset | infer contract s | validate/load s | CV s | fuse ensemble s | calibrate s | export s "
-         "| HGB CV s | train rows/s | epochs run per fold | one-row p50 / p99 ms | other processes' cores |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
-    ]
-    for r in ok:
-        s = r["stages_seconds"]
-        epochs = ",".join(str(f["epochs_run"]) for f in r["ours_folds"])
-        lat = r.get("one_row_latency")
-        lat_s = f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f}" if lat else "—"
-        lines.append(
-            f"| {r['dataset']} | {_f(s['infer_contract'], '.2f')} | {_f(s['validate_load'], '.2f')} "
-            f"| {_f(s['cross_validation'], '.1f')} | {_f(s['ensemble'], '.1f')} | {_f(s['calibrate'], '.3f')} "
-            f"| {_f(s['export'], '.1f')} | {_f(s['baseline_cross_validation'], '.1f')} "
-            f"| {r['rows_per_second']:.0f} | {epochs} | {lat_s} | {r['machine_load']['other_processes_cores']:.2f} |")
-    searched = [r for r in ok if r.get("search")]
-    if searched:
-        candidates = searched[0]["search"]["candidates"]
-        names = ["configured" if not c["changes"] else ", ".join(f"{k}={v}" for k, v in c["changes"].items())
-                 for c in candidates]
-        lines += ["", "Network search, inner-validation log-loss per candidate (**chosen**; – not run: budget):", "",
-                  "| dataset | " + " | ".join(names) + " | search s |", "|---|" + "---:|" * (len(names) + 1)]
-        for r in searched:
-            cells = [("–" if c["val_loss"] is None else
-                      f"**{c['val_loss']:.4f}**" if c["status"] == "chosen" else f"{c['val_loss']:.4f}")
-                     for c in r["search"]["candidates"]]
-            lines.append(f"| {r['dataset']} | " + " | ".join(cells) + f" | {r['search']['seconds']:.0f} |")
-    for r in results:
-        if "error" in r:
-            lines.append(f"\n**{r['dataset']} failed:** {r['error']}")
-        elif not r["export"]["ok"]:
-            lines.append(f"\n**{r['dataset']}: export failed:** {r['export']['error']}")
-    return "\n".join(lines)
 
 
 def parse_overrides(items: list[str]) -> dict:

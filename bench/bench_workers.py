@@ -22,7 +22,6 @@ demo model with the shipped configuration in a temporary pipeline home first.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -36,8 +35,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
+
+from serving.contract.processes import children  # noqa: E402
 from testkit.host_server import host_server  # noqa: E402
-from testkit.load import Load, percentile  # noqa: E402
+from testkit.load import Load, percentile, request  # noqa: E402
+from testkit.procs import machine_busy_seconds  # noqa: E402
 
 PY = sys.executable
 TOKEN = "bench-token"
@@ -46,33 +49,17 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def call(port: int, method: str, path: str, timeout: float = 180) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, headers=AUTH)
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"null")
-    finally:
-        conn.close()
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    status, raw = request(port, method, path, headers=AUTH, timeout=timeout)
+    return status, json.loads(raw or b"null")
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (clock ticks to seconds)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (all processes), from /proc/stat."""
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = parts[3] + parts[4]
-    return (sum(parts[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of one process (0 once it is gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0.0
+    return times.user + times.system
 
 
 def server(model_dir: Path, version: str, workers: int, run: Path):
@@ -82,15 +69,14 @@ def server(model_dir: Path, version: str, workers: int, run: Path):
 def throughput(srv: dict, body: bytes, seconds: float) -> dict:
     workers = children(srv["master"])
     cpu0 = {p: cpu_seconds(p) for p in workers}
-    busy0, own0, t0 = machine_busy_seconds(), time.process_time(), time.monotonic()
-    with Load(srv["port"], body, clients=CLIENTS, max_requests=10**6, max_seconds=seconds, timeout=60) as load:
-        outcomes = load.wait()
-    elapsed = time.monotonic() - t0
+    busy0, own0 = machine_busy_seconds(), time.process_time()
+    load = Load(srv["port"], body, clients=CLIENTS, max_requests=10**6, max_seconds=seconds, timeout=60)
+    outcomes = load.run()
     busy, own = machine_busy_seconds() - busy0, time.process_time() - own0
     served = {p: round(cpu_seconds(p) - cpu0[p], 2) for p in workers}
-    ok = [o.seconds for o in outcomes if o.status == 200]
-    return {"requests": len(outcomes), "errors": len(outcomes) - len(ok), "seconds": round(elapsed, 2),
-            "rps": round(len(ok) / elapsed, 1), "p50_ms": round(percentile(ok, 50) * 1e3, 2),
+    ok = load.latencies(only_ok=True)
+    return {"requests": len(outcomes), "errors": len(outcomes) - len(ok), "seconds": round(load.elapsed, 2),
+            "rps": round(load.rps(only_ok=True), 1), "p50_ms": round(percentile(ok, 50) * 1e3, 2),
             "p99_ms": round(percentile(ok, 99) * 1e3, 2), "worker_cpu_s": served,
             "load_generator_cpu_s": round(own, 2),
             "other_processes_cpu_s": round(max(0.0, busy - own - sum(served.values())), 2)}
@@ -115,9 +101,9 @@ def admin(srv: dict, path: str) -> tuple[float, dict]:
 
 
 def summary(values: list[float]) -> dict:
-    ms = sorted(v * 1e3 for v in values)
-    return {"n": len(ms), "median_ms": round(statistics.median(ms), 1), "max_ms": round(ms[-1], 1),
-            "min_ms": round(ms[0], 1)}
+    ms = [v * 1e3 for v in values]
+    return {"n": len(ms), "median_ms": round(percentile(ms, 50), 1), "max_ms": round(max(ms), 1),
+            "min_ms": round(min(ms), 1)}
 
 
 def convergence_trials(srv: dict, model_dir: Path, a: str, b: str, trials: int) -> dict:
@@ -196,8 +182,7 @@ def main() -> int:
                          "versions": [a, b], "seconds_per_round": args.seconds, "rounds": args.rounds}
         with server(model_dir, a, 1, tmp / "one") as one, server(model_dir, a, 2, tmp / "two") as two:
             for srv in (one, two):      # warm-up
-                with Load(srv["port"], body, clients=CLIENTS, max_requests=50, max_seconds=30) as load:
-                    load.wait()
+                Load(srv["port"], body, clients=CLIENTS, max_requests=50, max_seconds=30).run()
             rounds: dict[str, list] = {"1": [], "2": []}
             for r in range(args.rounds):
                 for name, srv in (("1", one), ("2", two)) if r % 2 == 0 else (("2", two), ("1", one)):

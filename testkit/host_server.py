@@ -3,7 +3,6 @@ the benchmarks: started on a free 127.0.0.1 port, ready once every worker serves
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -13,6 +12,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from testkit.load import request
 from testkit.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,13 +20,8 @@ READY_TIMEOUT_S = 300
 
 
 def _health(port: int) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", "/health")
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"null")
-    finally:
-        conn.close()
+    status, raw = request(port, "GET", "/health", timeout=2)
+    return status, json.loads(raw or b"null")
 
 
 @contextmanager

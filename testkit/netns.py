@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.contract.processes import started_at
 from testkit.sshd import start_sshd
 
 log = logging.getLogger(__name__)
@@ -93,15 +94,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and proc.returncode:
         raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
     return proc
-
-
-def _started_at(pid: int) -> str | None:
-    """The process's start time in clock ticks after boot (/proc/<pid>/stat field 22)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2:].split()[19]
 
 
 _unavailable: list[str | None] = []
@@ -175,12 +167,21 @@ def reap_leftovers() -> list[str]:
                 for name in _namespaces() + [li["ifname"].split("@")[0] for li in links] if (m := NAME.match(name))}
     removed = []
     for prefix, pid in sorted(creators.items()):
-        started = _started_at(pid)
-        if started is None or recorded.get(prefix, started) != started:
+        if _left_behind(pid, recorded.get(prefix)):
             removed += _remove(prefix)
     if removed:
         log.warning("testkit.netns: removed what an aborted run left: %s", ", ".join(removed))
     return removed
+
+
+def _left_behind(pid: int, recorded: str | None) -> bool:
+    """Whether a set's creator is gone: no process ``pid``, or one started at another time than its bridge's
+    alias records. A record in another format (an older testkit wrote clock ticks after boot, without the
+    decimal point of ``started_at``) cannot be compared: that set stays while its pid runs."""
+    started = started_at(pid)
+    if started is None:
+        return True
+    return recorded is not None and "." in recorded and recorded != started
 
 
 @contextmanager
@@ -223,7 +224,7 @@ def _claim() -> str:
 def _create(prefix: str, n: int, root: Path, hosts: list[NetnsHost]) -> None:
     """The bridge's address, namespaces, links, addresses, then one sshd per host (appended to ``hosts``)."""
     bridge = f"{prefix}br"
-    _ip("link", "set", bridge, "alias", f"{ALIAS} pid={os.getpid()} start={_started_at(os.getpid())}")
+    _ip("link", "set", bridge, "alias", f"{ALIAS} pid={os.getpid()} start={started_at(os.getpid())}")
     with _lock():
         k = _free_subnet()
         _ip("addr", "add", f"{SUBNET}.{k}.1/24", "dev", bridge)

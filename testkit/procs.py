@@ -1,10 +1,13 @@
-"""Processes started together, for tests of what happens when several open the same thing at once."""
+"""Processes for the tests and benchmarks: started together (tests of what happens when several open the same
+thing at once), and the CPU the whole machine spent meanwhile (benchmarks on a shared machine)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import queue
 from collections.abc import Callable
+
+import psutil
 
 
 def run_together(target: Callable, n: int, *args, timeout: float) -> tuple[list[int | None], list]:
@@ -23,3 +26,10 @@ def run_together(target: Callable, n: int, *args, timeout: float) -> tuple[list[
             items.append(results.get(timeout=0.2))
         except queue.Empty:
             return [p.exitcode for p in procs], items
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot, all processes together: every CPU state but
+    idle and waiting for I/O (guest time is inside user time already)."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + sum(getattr(times, f, 0.0) for f in ("irq", "softirq", "steal"))

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from serving.contract.processes import children
 from testkit.net import free_port, wait_for_port
 
 SSHD = "/usr/sbin/sshd"
@@ -59,13 +60,10 @@ def cut_connections(sshd_pid: int) -> int:
     the daemon keeps listening. Returns how many were killed."""
     import signal
 
-    try:
-        children = [int(p) for p in Path(f"/proc/{sshd_pid}/task/{sshd_pid}/children").read_text().split()]
-    except OSError:
-        return 0
-    for pid in children:
+    sessions = children(sshd_pid)
+    for pid in sessions:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    return len(children)
+    return len(sessions)

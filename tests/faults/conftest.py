@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.contract.processes import alive, children, rss_bytes
 from testkit.net import free_port
 from tests.conftest import ROOT
 
@@ -22,11 +23,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 def worker_pids(master: int) -> list[int]:
     """The server processes gunicorn's master runs (its children)."""
-    try:
-        text = Path(f"/proc/{master}/task/{master}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
+    return children(master)
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -99,7 +96,7 @@ def golden_request(models: dict, version: str = "1") -> bytes:
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    """The process's resident memory in KiB."""
+    if not alive(pid):
+        raise AssertionError(f"no process {pid}")
+    return rss_bytes([pid]) // 1024

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from serving.host.processes import alive as _alive
+from serving.contract.processes import alive
 from tasks.constants import GOLDEN_TOLERANCE
 from tasks.deploy.targets import Target
 from tasks.deploy.transports import transport_for
@@ -148,5 +148,5 @@ def test_leftovers_of_an_aborted_run_are_reaped_and_a_live_run_is_not(hosts, tmp
     removed = netns.reap_leftovers()
     assert left in removed and f"{left[:-2]}br" in removed
     assert left not in netns._namespaces()
-    assert not [pid for pid in orphans if _alive(int(pid))]     # a zombie (not yet reaped) does not run
+    assert not [pid for pid in orphans if alive(int(pid))]     # a zombie (not yet reaped) does not run
     assert all(h.name in netns._namespaces() for h in hosts)
