@@ -35,9 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psutil  # noqa: E402
-
-from serving.contract.processes import children  # noqa: E402
+from serving.contract.processes import children, cpu_seconds  # noqa: E402
 from testkit.host_server import host_server  # noqa: E402
 from testkit.load import Load, percentile, request  # noqa: E402
 from testkit.procs import machine_busy_seconds  # noqa: E402
@@ -51,15 +49,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def call(port: int, method: str, path: str, timeout: float = 180) -> tuple[int, dict]:
     status, raw = request(port, method, path, headers=AUTH, timeout=timeout)
     return status, json.loads(raw or b"null")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (0 once it is gone)."""
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return 0.0
-    return times.user + times.system
 
 
 def server(model_dir: Path, version: str, workers: int, run: Path):

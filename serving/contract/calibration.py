@@ -152,7 +152,10 @@ def beta_features(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 Calibrator = IdentityCalibrator | SigmoidCalibrator | BetaCalibrator | IsotonicCalibrator
 _CLASSES = (IdentityCalibrator, SigmoidCalibrator, BetaCalibrator, IsotonicCalibrator)
-_ALLOWED = {("serving.contract.calibration", cls.__name__): cls for cls in _CLASSES}
+# Calibrators pickled before the server's rooms (issue 21) name the flat module ``serving.calibration``:
+# a version exported then must still load (a rollback to it, a registry cache), so both names map here.
+LEGACY_MODULES = ("serving.calibration",)
+_ALLOWED = {(module, cls.__name__): cls for module in (__name__, *LEGACY_MODULES) for cls in _CLASSES}
 METHODS = tuple(cls.method for cls in _CLASSES)   # simplest first
 
 

@@ -49,6 +49,15 @@ def children(pid: int, recursive: bool = False) -> list[int]:
         return []
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds the process has used so far (0.0 without such a process)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0.0
+    return times.user + times.system
+
+
 def rss_bytes(pids: list[int]) -> int:
     """The resident memory of these processes together (those gone since are left out)."""
     total = 0
