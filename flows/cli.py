@@ -134,7 +134,7 @@ def model_name_from(data: str | Path) -> str:
 
 
 def cmd_infer_schema(args) -> int:
-    from serving.contract.schema import dump_feature_list, dump_schema
+    from tasks.contract_files import dump_feature_list, dump_schema
     from tasks.settings import MODEL_NAME_PATTERN
     from tasks.training.data import infer_contract
     from tasks.training.sources import data_name
@@ -166,7 +166,7 @@ def cmd_infer_schema(args) -> int:
 
 
 def _load_inputs(args):
-    from serving.contract.schema import load_feature_list, load_schema
+    from tasks.contract_files import load_feature_list, load_schema
     from tasks.settings import load_settings
     from tasks.training.data import load_dataset
 

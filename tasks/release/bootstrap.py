@@ -39,7 +39,7 @@ class _Sorted:
         self.pos = y[self.order] == 1
         self.sq_err = (p - y) ** 2
         self.residual = y - p
-        bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)   # as serving.contract.binning.ece, "width"
+        bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)   # as tasks.metrics.ece, "width"
         self.onehot = np.zeros((p.size, n_bins))
         self.onehot[np.arange(p.size), bins] = 1.0
 
