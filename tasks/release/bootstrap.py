@@ -62,14 +62,6 @@ class _Sorted:
         return {"roc_auc": auc, "pr_auc": ap, "brier": brier, "ece": ece}
 
 
-def weighted_metrics(y, p, counts, n_bins: int = 10) -> dict[str, np.ndarray]:
-    """ROC-AUC, average precision, Brier and ECE (equal-width bins) of the rows repeated ``counts``
-    times, for each row of ``counts`` (resamples × rows)."""
-    y = np.asarray(y, dtype=np.float64).ravel()
-    p = np.asarray(p, dtype=np.float64).ravel()
-    return _Sorted(y, p, n_bins).metrics(np.atleast_2d(np.asarray(counts, dtype=np.float64)))
-
-
 def _counts(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """``size`` stratified resamples as counts per row: each class's rows drawn with replacement."""
     w = np.zeros((size, y.size))
