@@ -35,7 +35,7 @@ import json, resource, sys, time
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 stage, data, folder, module = sys.argv[1:5]
-from serving.contract.schema import load_schema
+from tasks.contract_files import load_schema
 if module:   # the data stage of another commit (--baseline), imported from its file
     import importlib.util
     spec = importlib.util.spec_from_file_location("baseline_data", module)

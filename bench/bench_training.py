@@ -60,7 +60,7 @@ LATENCY_ROUNDS = 5
 
 def prepare(name: str, workdir: Path):
     """Return (csv_path, schema, features, notes, infer_seconds) for one dataset."""
-    from serving.contract.schema import load_feature_list, load_schema
+    from tasks.contract_files import load_feature_list, load_schema
     from tasks.training.data import infer_contract
 
     if name == "demo":

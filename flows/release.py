@@ -31,8 +31,9 @@ from flows.stages import (
     validate_data_task,
 )
 from flows.training import train_stage
-from serving.contract.schema import feature_schema_hash, load_feature_list, load_schema
+from serving.contract.schema import feature_schema_hash
 from tasks.constants import CHALLENGER
+from tasks.contract_files import load_feature_list, load_schema
 from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.evaluate import rows_of_file, rows_of_holdout

@@ -14,27 +14,27 @@ of the same name instead (``flows/locks.py``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from serving.contract.files import LockBusy, locked
 from tasks.errors import LockTimeout
 
-POLL_S = 0.2
+POLL_S = 0.2   # a waiter for minutes (a deploy) need not look fifty times a second
 
 
 def lock_path(home: Path, model: str, what: str) -> Path:
     return home / "locks" / f"{model}.{what}.lock"
 
 
-def _holder(fd: int) -> str:
+def _holder(path: Path) -> str:
+    """Who holds the lock, as its holder wrote it into the lock file (host, pid, purpose, since)."""
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        info = json.loads(path.read_bytes() or b"{}")
     except (OSError, ValueError):
         return "another run"
     if not info:
@@ -62,28 +62,19 @@ def held_file(path: Path, purpose: str, timeout_s: float, on_wait: Callable[[str
               subject: str = "") -> Iterator[None]:
     """Hold the lock file ``path`` for the block (``held``, for any path); ``subject`` begins the messages."""
     me = f"{subject}: {purpose}" if subject else purpose
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _holder(fd)
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(f"{me} waited {timeout_s:g} s for {path}, held by {holder}; "
-                                      "try again when that run has finished") from None
-                if not told and on_wait is not None:
-                    on_wait(f"{me} waits for {holder} ({path})")
-                    told = True
-                time.sleep(POLL_S)
+
+    def tell(_fd: int) -> None:
+        if on_wait is not None:
+            on_wait(f"{me} waits for {_holder(path)} ({path})")
+
+    with contextlib.ExitStack() as stack:
+        try:
+            fd = stack.enter_context(locked(path, timeout_s, tell, poll_s=POLL_S))
+        except LockBusy:
+            raise LockTimeout(f"{me} waited {timeout_s:g} s for {path}, held by {_holder(path)}; "
+                              "try again when that run has finished") from None
         record = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),
                   "since": datetime.now(UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         yield
-    finally:
-        os.close(fd)   # drops the lock

@@ -1,15 +1,20 @@
 """The release metrics of a set of scores: scikit-learn's ranking metrics and Brier, and ECE.
 
-ECE comes from ``serving.contract.binning`` (shared with the model server), so a model is judged by the
+ECE is count-weighted over equal-width or equal-mass bins. Production's hourly ECE
+(``serving.contract.drift.label_metrics``) uses the same equal-width bins, so a model is judged by the
 same binning at release time and in production.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
-from serving.contract.binning import ece
 from serving.contract.drift import THRESHOLD
+
+BinStrategy = Literal["width", "mass"]
 
 
 def binary_metrics(y_true, p, n_bins: int = 10) -> dict[str, float]:
@@ -36,3 +41,69 @@ def binary_metrics(y_true, p, n_bins: int = 10) -> dict[str, float]:
         "precision": float(y[predicted].mean()) if predicted.any() else 0.0,
         "recall": float(predicted[y == 1].mean()),
     }
+
+
+def _as_arrays(y_true, p) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    s = np.asarray(p, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"labels ({y.size}) and scores ({s.size}) differ in length")
+    return y, s
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    lower: float
+    upper: float
+    count: int
+    mean_predicted: float
+    observed_rate: float
+
+
+def equal_mass_edges(p, n_bins: int) -> np.ndarray:
+    """Inner edges that cut the sorted scores into ``n_bins`` (nearly) equal parts, ties kept together.
+
+    Each cut goes at the start of the run of equal scores it falls in, so a score value never
+    straddles two bins and the result depends on the values only, not on the row order. With
+    many ties there are fewer, unequal bins.
+    """
+    s = np.sort(np.asarray(p, dtype=np.float64).ravel())
+    if s.size == 0:
+        return s
+    cuts = np.round(np.arange(1, n_bins) * s.size / n_bins).astype(int)
+    cuts = cuts[(cuts > 0) & (cuts < s.size)]
+    return np.unique(s[cuts])
+
+
+def reliability_bins(y_true, p, n_bins: int = 10, strategy: BinStrategy = "width") -> list[ReliabilityBin]:
+    """Group predictions into bins by score value; empty bins are left out.
+
+    ``width``: equal-width bins on [0, 1]. ``mass``: bins of (nearly) equal counts whose edges are
+    score values (``equal_mass_edges``): equal scores always share a bin.
+    """
+    y, s = _as_arrays(y_true, p)
+    if y.size == 0:
+        return []
+    if strategy == "width":
+        idx = np.clip((s * n_bins).astype(int), 0, n_bins - 1)
+        n_groups = n_bins
+    elif strategy == "mass":
+        idx = np.searchsorted(equal_mass_edges(s, n_bins), s, side="right")
+        n_groups = int(idx.max()) + 1
+    else:
+        raise ValueError(f"unknown bin strategy {strategy!r}")
+    out = []
+    for b in range(n_groups):
+        g = idx == b
+        if not g.any():
+            continue
+        lo, hi = (b / n_bins, (b + 1) / n_bins) if strategy == "width" else (float(s[g].min()), float(s[g].max()))
+        out.append(ReliabilityBin(lo, hi, int(g.sum()), float(s[g].mean()), float(y[g].mean())))
+    return out
+
+
+def ece(y_true, p, n_bins: int = 10, strategy: BinStrategy = "width") -> float:
+    """Expected calibration error: count-weighted mean |observed rate - mean prediction| over bins."""
+    bins = reliability_bins(y_true, p, n_bins, strategy)
+    total = sum(b.count for b in bins)
+    return float(sum(b.count * abs(b.observed_rate - b.mean_predicted) for b in bins) / total) if total else 0.0

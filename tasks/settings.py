@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from serving.contract.processes import available_cpus
-from serving.contract.schema import read_yaml
 from tasks.constants import CONFIGS
+from tasks.contract_files import read_yaml
 from tasks.errors import ConfigError
 
 DEFAULT_CONFIG = CONFIGS / "pipeline.yaml"

@@ -122,7 +122,7 @@ def prefect_server():
 
 def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG) -> list:
     """Train and export one version per seed under ``home``; returns the ExportedModel of each."""
-    from serving.contract.schema import load_feature_list, load_schema
+    from tasks.contract_files import load_feature_list, load_schema
     from tasks.settings import load_settings
     from tasks.training.calibrate import calibrate
     from tasks.training.data import load_dataset

@@ -7,7 +7,9 @@ standard-library file.)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 1 << 20
 
@@ -22,4 +24,13 @@ def sha256_file(path: str | Path, chunk: int = CHUNK) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_copy(blocks: Iterable[bytes], out: BinaryIO) -> str:
+    """Write ``blocks`` to ``out`` and return their hex SHA-256: a download hashed as it arrives, read once."""
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(block)
+        out.write(block)
     return digest.hexdigest()

@@ -108,7 +108,7 @@ def label_metrics(hours: list[dict], n_bins: int = 10) -> dict:
     n_pos, n_neg = pos.sum(), neg.sum()
     width = [np.arange(fine)[(np.arange(fine) * n_bins) // fine == b] for b in range(n_bins)]
     # Equal mass: cut the fine bins where the running count crosses k/n_bins of the rows (ties in a
-    # fine bin stay together, as in serving.contract.binning).
+    # fine bin stay together, as in the pipeline's tasks.metrics.equal_mass_edges).
     cum = np.cumsum(pos + neg)
     cuts = np.unique(np.searchsorted(cum, np.arange(1, n_bins) * cum[-1] / n_bins, side="left") + 1)
     mass = [g for g in np.split(np.arange(fine), cuts[(cuts > 0) & (cuts < fine)]) if g.size]

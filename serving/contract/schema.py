@@ -246,7 +246,8 @@ def feature_schema_hash(schema: Schema, features: FeatureList) -> str:
                              for n in features.names])
 
 
-def _pydantic_message(exc: ValidationError) -> str:
+def pydantic_message(exc: ValidationError) -> str:
+    """A pydantic error as one line: each failing field's dotted location and message."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
@@ -258,27 +259,12 @@ def schema_from_dict(data: object, source: str = "schema") -> Schema:
     try:
         return Schema.model_validate(data)
     except ValidationError as exc:
-        raise ContractError(f"{source}: {_pydantic_message(exc)}") from None
+        raise ContractError(f"{source}: {pydantic_message(exc)}") from None
 
 
-def read_yaml(path: Path, what: str, error: type[Exception] = ContractError) -> object:
-    """Parse a YAML file; a file that cannot be read, is not text or is not YAML raises ``error``
-    naming the file (the pipeline passes its ConfigError)."""
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise error(f"{path}: not a text file (the {what} is YAML)") from None
-    except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML: {exc}") from None
-
-
-def load_schema(path: str | Path) -> Schema:
-    path = Path(path)
-    return schema_from_dict(read_yaml(path, "schema"), str(path))
+# Only the pipeline writes these files (tasks/contract_files.py re-exports both writers): they move there, and
+# pyyaml leaves serving/requirements.txt, once tasks/deploy/package.py imports them from tasks.contract_files.
+FEATURE_LIST_COLUMNS = ("feature", "preprocessing", "imputation", "embedding_dim")
 
 
 def dump_schema(schema: Schema, path: str | Path) -> None:
@@ -296,43 +282,6 @@ def dump_schema(schema: Schema, path: str | Path) -> None:
         "# with `bounds: soft` a value outside min/max/categories is scored and counted as drift.\n"
         + yaml.safe_dump(data, sort_keys=False)
     )
-
-
-FEATURE_LIST_COLUMNS = ("feature", "preprocessing", "imputation", "embedding_dim")
-
-
-def load_feature_list(path: str | Path) -> FeatureList:
-    path = Path(path)
-    try:
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(row for row in fh if not row.lstrip().startswith("#"))
-            header = reader.fieldnames or []
-            missing = [c for c in ("feature", "preprocessing") if c not in header]
-            if missing:
-                raise ContractError(f"{path}: missing header column(s) {missing}; "
-                                    f"expected {list(FEATURE_LIST_COLUMNS)}")
-            specs = []
-            for lineno, row in enumerate(reader, start=2):
-                raw = {
-                    "name": (row.get("feature") or "").strip(),
-                    "preprocessing": (row.get("preprocessing") or "").strip(),
-                    "imputation": (row.get("imputation") or "none").strip() or "none",
-                }
-                dim = (row.get("embedding_dim") or "").strip()
-                if dim:
-                    raw["embedding_dim"] = dim
-                try:
-                    specs.append(FeatureSpec.model_validate(raw))
-                except ValidationError as exc:
-                    raise ContractError(f"{path}, row {lineno - 1}: {_pydantic_message(exc)}") from None
-    except OSError as exc:
-        raise ContractError(f"{path}: cannot read feature list: {exc.strerror}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ContractError(f"{path}: not a readable CSV feature list ({type(exc).__name__})") from None
-    try:
-        return FeatureList(features=tuple(specs))
-    except ValidationError as exc:
-        raise ContractError(f"{path}: {_pydantic_message(exc)}") from None
 
 
 def dump_feature_list(features: FeatureList, path: str | Path) -> None:

@@ -22,7 +22,6 @@ recorded twice would weigh twice. The servers' admin endpoints are per host and 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -30,6 +29,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.contract.files import atomic_write
+from serving.contract.processes import alive, children
 from tasks.deploy.fleets import Fleet
 from tasks.deploy.targets import Target
 from tasks.errors import BalancerError
@@ -117,12 +118,6 @@ def render_main_conf(fleet: Fleet) -> str:
             "}\n")
 
 
-def _write(path: Path, text: str) -> None:
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(text)
-    os.replace(part, path)
-
-
 class NginxBalancer:
     """The nginx in front of one fleet: writes its configuration, drains and restores hosts."""
 
@@ -158,10 +153,11 @@ class NginxBalancer:
         self.dir.mkdir(parents=True, exist_ok=True)
         for sub in () if example else ("run", "logs", *(f"tmp/{k}" for k in TEMP_DIRS)):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        _write(self.fleet_conf, render_fleet_conf(self.fleet, self.targets, state, self.source))
-        _write(self.conf, render_main_conf(self.fleet))
+        # Durable (the default): written a few times per deploy, and nginx would not start on a torn file.
+        atomic_write(self.fleet_conf, render_fleet_conf(self.fleet, self.targets, state, self.source))
+        atomic_write(self.conf, render_main_conf(self.fleet))
         if not example:
-            _write(self.state_file, json.dumps(state.to_dict(), indent=2) + "\n")
+            atomic_write(self.state_file, json.dumps(state.to_dict(), indent=2) + "\n")
         return state
 
     def command(self, *args: str) -> list[str]:
@@ -215,6 +211,10 @@ class NginxBalancer:
         if check.returncode != 0:
             raise BalancerError(f"fleet {self.fleet.name}: nginx refused {self.fleet_conf}: "
                                 f"{(check.stderr or check.stdout).strip()[-800:]}")
+        master = self._master_pid()
+        # The workers before the reload: one that has not yet been told to shut down still accepts connections
+        # (under the old generation) although it is not "shutting down" yet, so wait for each to be gone.
+        earlier = children(master) if master is not None else []
         reload = self.spec.reload_command or self.command("-s", "reload")
         done = subprocess.run(reload, capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
@@ -222,7 +222,8 @@ class NginxBalancer:
                                 f"{(done.stderr or done.stdout).strip()[-800:]} — is nginx running?")
         deadline = time.monotonic() + self.spec.reload_timeout_s
         while time.monotonic() < deadline:
-            if self.served_generation() == state.generation and not self.old_workers():
+            if (self.served_generation() == state.generation and not self.old_workers()
+                    and not any(alive(pid) for pid in earlier)):
                 return state
             time.sleep(POLL_S)
         raise BalancerError(f"fleet {self.fleet.name}: nginx at {self.url} still answers generation "

@@ -21,8 +21,6 @@ from tasks.deploy.targets import DEFAULT_TARGETS, Target, load_targets
 from tasks.errors import ConfigError
 from tasks.settings import read_config
 
-STRATEGIES = ("all-at-once", "rolling", "canary")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

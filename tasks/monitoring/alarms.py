@@ -14,15 +14,14 @@ recorded in the history; it never stops the monitor.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from serving.contract import files
 from tasks.monitoring.rules import CRITICAL, WARNING, Alarm
 
 log = logging.getLogger(__name__)
@@ -63,13 +62,8 @@ class AlarmBook:
     def locked(cls, directory: Path) -> Iterator[AlarmBook]:
         """The book, read and (by the caller's ``save``) written under an exclusive lock: the hourly
         monitor and the 30-second health check may run at the same moment."""
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        with open(Path(directory) / "alarms.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield cls(directory)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with files.locked(Path(directory) / "alarms.lock"):
+            yield cls(directory)
 
     def update(self, target: str, model: str, found: dict[str, list[Alarm]], now: float,
                scope: Callable[[str], bool] = lambda rule: True) -> list[Transition]:
@@ -92,11 +86,9 @@ class AlarmBook:
         return changes
 
     def save_state(self) -> None:
-        """Write the alarms firing now (atomically; under ``locked``)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.firing, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        """Write the alarms firing now (atomically and durably: a crash must not lose a firing alarm, which
+        would be sent again as new; under ``locked``)."""
+        files.atomic_write(self.path, json.dumps(self.firing, indent=1, sort_keys=True))
 
     def log(self, transitions: list[Transition], deliveries: dict[str, list[str]]) -> None:
         """Append the changes and where each went to the history (once they were sent, outside the lock)."""

@@ -7,12 +7,11 @@ rule ``liveness``); it resolves as soon as the server answers healthy again.
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
 from tasks.deploy.targets import Target, url_of
 from tasks.monitoring.rules import CRITICAL, Alarm
+from tasks.retry import retry
 from tasks.settings import MonitoringSettings
 
 RULE = "liveness"
@@ -22,19 +21,23 @@ def in_scope(rule: str) -> bool:
     return rule == RULE
 
 
+def _ask_health(target: Target, timeout_s: float) -> tuple[dict, str | None]:
+    """One ``GET /health``: (its body, what is wrong, None when healthy)."""
+    try:
+        resp = httpx.get(f"{url_of(target)}/health", timeout=timeout_s, headers={"X-Pipeline-Probe": "health"})
+        body = resp.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return {}, f"/health unreachable: {type(exc).__name__}: {exc}"
+    if resp.status_code == 200 and body.get("status") == "healthy":
+        return body, None
+    return body, f"/health answered {resp.status_code} {body.get('status')}: {'; '.join(body.get('reasons', []))}"
+
+
 def check_health(target: Target, cfg: MonitoringSettings, timeout_s: float = 5) -> tuple[dict, Alarm | None]:
     """(what ``/health`` said, the alarm when it was not healthy on every attempt)."""
-    problem = ""
-    for attempt in range(cfg.host_attempts):
-        try:
-            resp = httpx.get(f"{url_of(target)}/health", timeout=timeout_s, headers={"X-Pipeline-Probe": "health"})
-            body = resp.json()
-            if resp.status_code == 200 and body.get("status") == "healthy":
-                return body, None
-            problem = f"/health answered {resp.status_code} {body.get('status')}: {'; '.join(body.get('reasons', []))}"
-        except (httpx.HTTPError, ValueError) as exc:
-            body, problem = {}, f"/health unreachable: {type(exc).__name__}: {exc}"
-        if attempt + 1 < cfg.host_attempts:
-            time.sleep(cfg.host_retry_wait_s)
+    body, problem = retry(lambda: _ask_health(target, timeout_s), cfg.host_attempts, cfg.host_retry_wait_s,
+                          done=lambda answer: answer[1] is None)
+    if problem is None:
+        return body, None
     return body, Alarm(RULE, CRITICAL, None, 0.0, f"{problem} ({cfg.host_attempts} attempt(s))",
                        "Immediate response: bring the server back (a rollback would not)")

@@ -25,6 +25,7 @@ from tasks.deploy.targets import Target, url_of
 from tasks.monitoring.assess import assess, error_rates
 from tasks.monitoring.probe import Finding, check_target
 from tasks.monitoring.rules import CRITICAL, WARNING, Alarm, evaluate
+from tasks.retry import retry
 from tasks.settings import MonitoringSettings
 
 DAY = 24 * 3600
@@ -76,6 +77,34 @@ def began_with(alarm: Alarm, before: dict | None, min_requests: int) -> str | No
     return f"{key} was {value:.4g} on the version served before (threshold {alarm.threshold:g})"
 
 
+def _rollback_alarms(found: list[Alarm], version: str, prior: dict | None, min_requests: int) -> list[Alarm]:
+    """The champion's critical latency or error alarms that the version before it did not show on this host
+    become rollback alarms (``began_with`` says why)."""
+    return [replace(alarm, rollback=True, action=f"Roll back: it began with version {version}",
+                    message=f"{alarm.message}; {why}")
+            if (why := began_with(alarm, prior, min_requests)) else alarm for alarm in found]
+
+
+def _judge(window: dict, before: dict, metadata: ModelMetadata | None, cfg: MonitoringSettings, now: float,
+           previous_export: str | None) -> tuple[dict, dict[str, list[Alarm]]]:
+    """The assessment and the alarms per served version, from the lookback's window and the day before it."""
+    lookback = cfg.lookback_minutes * 60
+    known = {metadata.version: metadata} if metadata is not None else {}
+    assessment = assess(window, known, cfg.lookback_minutes, cfg.min_rows_for_drift)
+    earlier_versions = before.get("versions") or {}
+    alarms: dict[str, list[Alarm]] = {}
+    for version, a in assessment.items():
+        earlier = earlier_versions.get(version, {})
+        a["labels_per_hour_24h"] = [{"start": h["start"], **label_metrics([h])} for h in earlier.get("labels") or []] \
+            + a["labels_per_hour"]
+        found = evaluate(a, cfg, now, window["window_seconds"], previous_rate(earlier, now - lookback))
+        if metadata is not None and version == metadata.version and previous_export:
+            found = _rollback_alarms(found, version, earlier_versions.get(previous_export), cfg.volume.min_requests)
+        if found:
+            alarms[version] = found
+    return assessment, alarms
+
+
 def watch_target(target: Target, champion_version: str | None, metadata: ModelMetadata | None,
                  cfg: MonitoringSettings, now: float | None = None, previous_export: str | None = None) -> dict:
     """Probe, read and judge one target. Returns the finding, the assessment per served version and
@@ -84,13 +113,9 @@ def watch_target(target: Target, champion_version: str | None, metadata: ModelMe
     ``previous_export``: the export version of the champion before this one; a critical latency or
     error alarm on the champion that it did not show on this host becomes a rollback alarm."""
     now = time.time() if now is None else now
-    finding = None
-    for attempt in range(cfg.host_attempts):
-        finding = check_target(target, champion_version, metadata)
-        if finding.alarm != ALARM_PAGE:
-            break
-        if attempt + 1 < cfg.host_attempts:
-            time.sleep(cfg.host_retry_wait_s)      # a host is called down only after every attempt failed
+    # a host is called down only after every attempt failed
+    finding = retry(lambda: check_target(target, champion_version, metadata), cfg.host_attempts,
+                    cfg.host_retry_wait_s, done=lambda found: found.alarm != ALARM_PAGE)
     alarms: dict[str, list[Alarm]] = {}
     out = {"target": target.name, "finding": finding.to_dict(), "assessment": {}, "alarms": alarms}
     first = probe_alarm(finding)
@@ -105,19 +130,7 @@ def watch_target(target: Target, champion_version: str | None, metadata: ModelMe
     except (httpx.HTTPError, ValueError) as exc:
         out["window_error"] = f"{url_of(target)}/monitoring/window: {type(exc).__name__}: {exc}"
         return out
-    known = {metadata.version: metadata} if metadata is not None else {}
-    assessment = assess(window, known, cfg.lookback_minutes, cfg.min_rows_for_drift)
-    out["assessment"] = assessment
-    for version, a in assessment.items():
-        earlier = (before.get("versions") or {}).get(version, {})
-        a["labels_per_hour_24h"] = [{"start": h["start"], **label_metrics([h])} for h in earlier.get("labels") or []] \
-            + a["labels_per_hour"]
-        found = evaluate(a, cfg, now, window["window_seconds"], previous_rate(earlier, now - lookback))
-        if metadata is not None and version == metadata.version and previous_export:
-            prior = (before.get("versions") or {}).get(previous_export)
-            found = [replace(alarm, rollback=True, action=f"Roll back: it began with version {version}",
-                             message=f"{alarm.message}; {why}")
-                     if (why := began_with(alarm, prior, cfg.volume.min_requests)) else alarm for alarm in found]
-        if found:
-            alarms.setdefault(version, []).extend(found)
+    out["assessment"], judged = _judge(window, before, metadata, cfg, now, previous_export)
+    for version, found in judged.items():
+        alarms.setdefault(version, []).extend(found)
     return out

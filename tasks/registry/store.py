@@ -116,16 +116,6 @@ class MlflowRegistry:
     def run_link(self, run_id: str) -> str:
         return run_link(self.client, self.settings.tracking_uri, run_id)
 
-    def prior_release(self) -> PriorRelease | None:
-        """The highest release number given and its feature-schema hash (reserved, registered or failed alike:
-        a release number, once taken, is never given again). The highest, not the latest version's: a
-        recalibration of an older version (1.1.1 after 1.2.0) is not where the next release counts from."""
-        return _prior_release(self._versions())
-
-    def releases(self) -> list[str]:
-        """Every release number the registry has given (failed releases' included)."""
-        return _releases(self._versions())
-
     def alias_version(self, alias: str):
         """The version ``alias`` points at; None only when MLflow answers that the alias is not set.
 
@@ -324,6 +314,9 @@ class MlflowRegistry:
 
 
 def _prior_release(versions) -> PriorRelease | None:
+    """The highest release number given and its feature-schema hash (reserved, registered or failed alike:
+    a release number, once taken, is never given again). The highest, not the latest version's: a
+    recalibration of an older version (1.1.1 after 1.2.0) is not where the next release counts from."""
     tagged = [v for v in versions if v.tags.get("release") and v.tags.get("feature_schema_hash")]
     if not tagged:
         return None
@@ -332,4 +325,5 @@ def _prior_release(versions) -> PriorRelease | None:
 
 
 def _releases(versions) -> list[str]:
+    """Every release number the registry has given (failed releases' included)."""
     return [v.tags["release"] for v in versions if v.tags.get("release")]

@@ -39,7 +39,7 @@ class _Sorted:
         self.pos = y[self.order] == 1
         self.sq_err = (p - y) ** 2
         self.residual = y - p
-        bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)   # as serving.contract.binning.ece, "width"
+        bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)   # as tasks.metrics.ece, "width"
         self.onehot = np.zeros((p.size, n_bins))
         self.onehot[np.arange(p.size), bins] = 1.0
 
@@ -60,14 +60,6 @@ class _Sorted:
         brier = (w * self.sq_err).sum(1) / total
         ece = np.abs((w * self.residual) @ self.onehot).sum(1) / total
         return {"roc_auc": auc, "pr_auc": ap, "brier": brier, "ece": ece}
-
-
-def weighted_metrics(y, p, counts, n_bins: int = 10) -> dict[str, np.ndarray]:
-    """ROC-AUC, average precision, Brier and ECE (equal-width bins) of the rows repeated ``counts``
-    times, for each row of ``counts`` (resamples × rows)."""
-    y = np.asarray(y, dtype=np.float64).ravel()
-    p = np.asarray(p, dtype=np.float64).ravel()
-    return _Sorted(y, p, n_bins).metrics(np.atleast_2d(np.asarray(counts, dtype=np.float64)))
 
 
 def _counts(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

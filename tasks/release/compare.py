@@ -90,34 +90,43 @@ def _with_nulls(fractions: list[float], null_fraction: float) -> list[float]:
     return [f * present for f in fractions] + [null_fraction]
 
 
+def _numeric_psi(a: dict, b: dict, is_integer: bool) -> float:
+    """PSI of one numeric column: the candidate re-binned onto the champion's edges (or both merged onto the
+    cut points they share, for an integer column), a null bin added where either side has nulls."""
+    expected, actual = list(a["fractions"]), list(b["fractions"])
+    if a["edges"] != b["edges"]:
+        merged = merge_integer_bins(a, b) if is_integer else None
+        if merged is not None:
+            expected, actual = merged
+        else:
+            actual = (rebin_integer if is_integer else rebin_numeric)(b, a["edges"])
+    if a["null_fraction"] or b["null_fraction"]:
+        expected, actual = _with_nulls(expected, a["null_fraction"]), _with_nulls(actual, b["null_fraction"])
+    return psi(expected, actual)
+
+
+def _categorical_psi(a: dict, b: dict) -> float:
+    """PSI of one categorical column over the categories either side knows, a null bin added where needed."""
+    cats = list(dict.fromkeys([*a["categories"], *b["categories"]]))
+    expected = [a["frequencies"].get(c, 0.0) for c in cats]
+    actual = [b["frequencies"].get(c, 0.0) for c in cats]
+    if a["null_fraction"] or b["null_fraction"]:
+        expected, actual = _with_nulls(expected, a["null_fraction"]), _with_nulls(actual, b["null_fraction"])
+    return psi(expected, actual)
+
+
 def feature_psi(champion_ref: dict, candidate_ref: dict, integer: frozenset[str] = frozenset()) -> dict[str, float]:
     """PSI (champion as expected, candidate as actual) for every feature both references know, and
     for the calibrated predictions under the key ``__prediction__``. ``integer``: the integer columns."""
     out: dict[str, float] = {}
+    candidate_numeric = candidate_ref.get("numeric") or {}
     for name, a in (champion_ref.get("numeric") or {}).items():
-        b = (candidate_ref.get("numeric") or {}).get(name)
-        if b is None:
-            continue
-        expected, actual = list(a["fractions"]), list(b["fractions"])
-        if a["edges"] != b["edges"]:
-            merged = merge_integer_bins(a, b) if name in integer else None
-            if merged is not None:
-                expected, actual = merged
-            else:
-                actual = (rebin_integer if name in integer else rebin_numeric)(b, a["edges"])
-        if a["null_fraction"] or b["null_fraction"]:
-            expected, actual = _with_nulls(expected, a["null_fraction"]), _with_nulls(actual, b["null_fraction"])
-        out[name] = psi(expected, actual)
+        if name in candidate_numeric:
+            out[name] = _numeric_psi(a, candidate_numeric[name], name in integer)
+    candidate_categorical = candidate_ref.get("categorical") or {}
     for name, a in (champion_ref.get("categorical") or {}).items():
-        b = (candidate_ref.get("categorical") or {}).get(name)
-        if b is None:
-            continue
-        cats = list(dict.fromkeys([*a["categories"], *b["categories"]]))
-        expected = [a["frequencies"].get(c, 0.0) for c in cats]
-        actual = [b["frequencies"].get(c, 0.0) for c in cats]
-        if a["null_fraction"] or b["null_fraction"]:
-            expected, actual = _with_nulls(expected, a["null_fraction"]), _with_nulls(actual, b["null_fraction"])
-        out[name] = psi(expected, actual)
+        if name in candidate_categorical:
+            out[name] = _categorical_psi(a, candidate_categorical[name])
     pa, pb = champion_ref.get("prediction"), candidate_ref.get("prediction")
     if pa and pb and pa["edges"] == pb["edges"]:
         out["__prediction__"] = psi(pa["fractions"], pb["fractions"])
@@ -210,18 +219,21 @@ def _side(mv, metadata) -> dict:
             "calibration": {k: metadata.calibration.get(k) for k in ("method", "ece_before", "ece_after")}}
 
 
-def compare(model: str, candidate_mv, candidate_meta, champion_mv=None, champion_meta=None) -> Comparison:
-    cand = _side(candidate_mv, candidate_meta)
-    champ = _side(champion_mv, champion_meta) if champion_mv is not None else None
-    rows, notes = [], []
+def _metric_rows(cand: dict, champ: dict | None) -> list[dict]:
+    """Each release metric on both sides, the candidate's change and whether it is for the better."""
+    rows = []
     for metric in METRICS:
         b = cand["cv_metrics"].get(metric)
         a = champ["cv_metrics"].get(metric) if champ else None
         delta = None if a is None or b is None else b - a
         better = None if not delta else (delta > 0) == HIGHER_IS_BETTER[metric]
         rows.append({"metric": metric, "champion": a, "candidate": b, "delta": delta, "better": better})
-    integer = frozenset(c["name"] for c in candidate_meta.schema_.get("columns", []) if c.get("type") == "integer")
-    psis = feature_psi(champion_meta.reference, candidate_meta.reference, integer) if champ else {}
+    return rows
+
+
+def _candidate_notes(cand: dict, champ: dict | None, candidate_mv, psis: dict[str, float]) -> list[str]:
+    """What the approver should know from the two versions and the candidate's tags (shift, rollback, gate)."""
+    notes = []
     shifted = sorted(n for n, v in psis.items() if v >= PSI_MAJOR)
     if shifted:
         notes.append(f"training data of the two versions differs strongly (PSI ≥ {PSI_MAJOR}) in: "
@@ -234,12 +246,27 @@ def compare(model: str, candidate_mv, candidate_meta, champion_mv=None, champion
                      f"on version {back_to}'s tag rolled_back_to_reason)")
     if candidate_mv.tags.get("gate_reasons") not in (None, "", "[]"):
         notes.append(f"gate reasons: {candidate_mv.tags['gate_reasons']}")
-    same = gate_same_rows(candidate_mv)
+    return notes
+
+
+def _same_rows_notes(same: dict | None, champ: dict | None) -> list[str]:
+    """Whether the metrics shown are on the same rows, and against which champion the gate paired them."""
     if same is None and champ:
-        notes.append("the metrics above are each version's own cross-validation, not the same rows: release with "
-                     "--eval-data or a schema time_column for a paired comparison")
-    elif champ and same["against"] != champ["version"]:
-        notes.append(f"the gate's same-rows comparison was against version {same['against']}, which is no longer "
-                     f"the champion (version {champ['version']} is)")
-    return Comparison(model=model, candidate=cand, champion=champ, metrics=rows, psi=psis, notes=notes,
-                      same_rows=same)
+        return ["the metrics above are each version's own cross-validation, not the same rows: release with "
+                "--eval-data or a schema time_column for a paired comparison"]
+    if champ and same["against"] != champ["version"]:
+        return [f"the gate's same-rows comparison was against version {same['against']}, which is no longer "
+                f"the champion (version {champ['version']} is)"]
+    return []
+
+
+def compare(model: str, candidate_mv, candidate_meta, champion_mv=None, champion_meta=None) -> Comparison:
+    """The candidate beside the champion (None: this would be the first) for the person approving it."""
+    cand = _side(candidate_mv, candidate_meta)
+    champ = _side(champion_mv, champion_meta) if champion_mv is not None else None
+    integer = frozenset(c["name"] for c in candidate_meta.schema_.get("columns", []) if c.get("type") == "integer")
+    psis = feature_psi(champion_meta.reference, candidate_meta.reference, integer) if champ else {}
+    same = gate_same_rows(candidate_mv)
+    notes = _candidate_notes(cand, champ, candidate_mv, psis) + _same_rows_notes(same, champ)
+    return Comparison(model=model, candidate=cand, champion=champ, metrics=_metric_rows(cand, champ), psi=psis,
+                      notes=notes, same_rows=same)

@@ -18,13 +18,13 @@ are needed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from serving.contract.digest import sha256_bytes
 from serving.contract.errors import Problem
 from serving.contract.schema import schema_from_dict
 from tasks.errors import DataValidationError
@@ -111,7 +111,7 @@ def labels_from_feedback(answers: dict[str, dict], version: str) -> LabelledRows
                                            f"{version}: send labels to POST /feedback (with the request ids "
                                            "/predict answered), or give --labels FILE")], source)
     rows.sort(key=lambda r: (r["scored_at"], r["request_id"], r["row"]))
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    digest = sha256_bytes(json.dumps(rows, sort_keys=True, separators=(",", ":")).encode())
     return LabelledRows(source=source, sha256=digest,
                         raw=np.asarray([r["raw_score"] for r in rows], dtype=np.float64),
                         y=np.asarray([r["label"] for r in rows], dtype=np.int64),

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.contract.binning import ece, reliability_bins
 from serving.contract.calibration import (
     METHODS,
     BetaCalibrator,
@@ -48,7 +47,7 @@ from serving.contract.calibration import (
     beta_features,
     logit,
 )
-from tasks.metrics import binary_metrics
+from tasks.metrics import binary_metrics, ece, reliability_bins
 
 AUTO = "auto"
 CANDIDATES = METHODS          # simplest first: none, sigmoid (2 parameters), beta (3), isotonic
@@ -155,7 +154,7 @@ def calibration_p_value(y: np.ndarray, p: np.ndarray, n_bins: int = 10, draws: i
     Seeded: the same scores give the same answer.
     """
     s = np.asarray(p, dtype=np.float64)
-    idx = np.clip((s * n_bins).astype(int), 0, n_bins - 1)          # the bins of serving.contract.binning.ece
+    idx = np.clip((s * n_bins).astype(int), 0, n_bins - 1)          # the bins of tasks.metrics.ece
     sd = np.sqrt(np.bincount(idx, weights=s * (1 - s), minlength=n_bins))
     simulated = np.abs(np.random.default_rng(seed).standard_normal((draws, n_bins))) @ sd / max(s.size, 1)
     return float(np.mean(simulated >= ece(y, s, n_bins, "width")))

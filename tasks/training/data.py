@@ -39,31 +39,72 @@ class Dataset:
         return int(self.y.sum())
 
 
-def validate_table(raw: RawTable, schema: Schema, min_rows: int = 100, min_class_rows: int = 10) -> Dataset:
-    """Hold a data file's table to the schema; raise once with every problem found.
-
-    Rows are numbered from 1, the first data row (a CSV's header is not a row; a Parquet file's rows
-    count across its row groups in the file's order).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    table = raw.table
-    problems: list[Problem] = []
-    header = table.column_names
+def _header_problems(header: list[str], schema: Schema, n_rows: int, min_rows: int) -> list[Problem]:
+    """Columns twice, missing or not in the schema, and too few rows."""
     expected = schema.names + [schema.target.name]
     twice = sorted({c for c in header if header.count(c) > 1})
     missing = [c for c in expected if c not in header]
     extra = [c for c in dict.fromkeys(header) if c not in expected]
+    problems: list[Problem] = []
     if twice:
         problems.append(Problem(None, "duplicate columns", ", ".join(twice) + " (each name once)", count=len(twice)))
     if missing:
         problems.append(Problem(None, "missing columns", ", ".join(missing), count=len(missing)))
     if extra:
         problems.append(Problem(None, "extra columns", ", ".join(extra) + " (not in the schema)", count=len(extra)))
+    if n_rows < min_rows:
+        problems.append(Problem(None, "too few rows", f"{n_rows} rows, at least {min_rows} needed", count=n_rows))
+    return problems
+
+
+def _class_problems(target: TargetSpec, classes: list[str]) -> list[Problem]:
+    """The distinct labels present are not exactly the positive label and one other."""
+    if len(classes) > 2:
+        return [Problem(target.name, "not binary", f"{len(classes)} distinct labels, expected 2",
+                        count=len(classes), examples=tuple(classes[:5]))]
+    if target.positive_label not in classes:
+        return [Problem(target.name, "positive label absent",
+                        f"no row has the positive label {target.positive_label!r}", examples=tuple(classes[:5]))]
+    if len(classes) < 2:
+        return [Problem(target.name, "one class", "the target has only one class; nothing to learn",
+                        examples=tuple(classes))]
+    return []
+
+
+def _labels(column, target: TargetSpec, n_rows: int, min_class_rows: int) -> tuple[np.ndarray, list[Problem]]:
+    """The target column as 0/1 (1 = the positive label, 0 where missing) and what is wrong with it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    problems: list[Problem] = []
+    labels, null = text_nulls(as_text(column))
+    if null.any():
+        rows = tuple(int(i) + 1 for i in np.flatnonzero(null)[:10])
+        problems.append(Problem(target.name, "missing labels", "every row needs a label",
+                                count=int(null.sum()), rows=rows))
+    classes = sorted(pc.unique(labels.filter(pa.array(~null))).to_pylist())
+    problems += _class_problems(target, classes)
+    y = np.asarray(pc.equal(labels, target.positive_label).fill_null(False).to_numpy(zero_copy_only=False),
+                   dtype=np.int64) & ~null
+    if len(classes) == 2 and not null.any():
+        smallest = int(min(y.sum(), n_rows - y.sum()))
+        if smallest < min_class_rows:
+            problems.append(Problem(target.name, "too few rows", f"the rarer class has {smallest} rows, "
+                                    f"at least {min_class_rows} needed", count=smallest))
+    return y, problems
+
+
+def validate_table(raw: RawTable, schema: Schema, min_rows: int = 100, min_class_rows: int = 10) -> Dataset:
+    """Hold a data file's table to the schema; raise once with every problem found.
+
+    Rows are numbered from 1, the first data row (a CSV's header is not a row; a Parquet file's rows
+    count across its row groups in the file's order).
+    """
+    table = raw.table
+    header = table.column_names
+    twice = {c for c in header if header.count(c) > 1}
     n = table.num_rows
-    if n < min_rows:
-        problems.append(Problem(None, "too few rows", f"{n} rows, at least {min_rows} needed", count=n))
+    problems = _header_problems(header, schema, n, min_rows)
 
     convert = from_parquet if raw.format == "parquet" else from_text
     columns: dict[str, np.ndarray] = {}
@@ -75,31 +116,9 @@ def validate_table(raw: RawTable, schema: Schema, min_rows: int = 100, min_class
         columns[spec.name] = typed.values
 
     y = np.zeros(n, dtype=np.int64)
-    target = schema.target
-    if target.name in header and target.name not in twice:
-        labels, null = text_nulls(as_text(table.column(target.name)))
-        if null.any():
-            rows = tuple(int(i) + 1 for i in np.flatnonzero(null)[:10])
-            problems.append(Problem(target.name, "missing labels", "every row needs a label",
-                                    count=int(null.sum()), rows=rows))
-        classes = sorted(pc.unique(labels.filter(pa.array(~null))).to_pylist())
-        if len(classes) > 2:
-            problems.append(Problem(target.name, "not binary", f"{len(classes)} distinct labels, expected 2",
-                                    count=len(classes), examples=tuple(classes[:5])))
-        elif target.positive_label not in classes:
-            problems.append(Problem(target.name, "positive label absent",
-                                    f"no row has the positive label {target.positive_label!r}",
-                                    examples=tuple(classes[:5])))
-        elif len(classes) < 2:
-            problems.append(Problem(target.name, "one class", "the target has only one class; nothing to learn",
-                                    examples=tuple(classes)))
-        y = np.asarray(pc.equal(labels, target.positive_label).fill_null(False).to_numpy(zero_copy_only=False),
-                       dtype=np.int64) & ~null
-        if len(classes) == 2 and not null.any():
-            smallest = int(min(y.sum(), n - y.sum()))
-            if smallest < min_class_rows:
-                problems.append(Problem(target.name, "too few rows", f"the rarer class has {smallest} rows, "
-                                        f"at least {min_class_rows} needed", count=smallest))
+    if schema.target.name in header and schema.target.name not in twice:
+        y, label_problems = _labels(table.column(schema.target.name), schema.target, n, min_class_rows)
+        problems += label_problems
     if problems:
         raise DataValidationError(problems, raw.source)
     return Dataset(source=raw.source, sha256=raw.sha256, columns=columns, y=y, n_rows=n)

@@ -13,14 +13,13 @@ S3-compatible store, ``AWS_DEFAULT_REGION``); no message names a credential.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.contract.digest import CHUNK, sha256_file
+from serving.contract.digest import CHUNK, sha256_copy, sha256_file
 from serving.contract.errors import Problem
 from tasks.errors import DataValidationError
 
@@ -182,7 +181,6 @@ def download_s3(uri: str, dest: Path) -> str:
                     retries={"max_attempts": 3, "mode": "standard"})
     client = boto3.session.Session().client("s3", config=config)
     endpoint = client.meta.endpoint_url
-    digest = hashlib.sha256()
     try:
         obj = client.get_object(Bucket=bucket, Key=key)
         size = int(obj.get("ContentLength") or 0)
@@ -191,9 +189,7 @@ def download_s3(uri: str, dest: Path) -> str:
             obj["Body"].close()
             raise _fail(uri, "too large", f"{size} bytes, {free} free in {dest.parent} (set TMPDIR elsewhere)")
         with open(dest, "wb") as fh:
-            for block in obj["Body"].iter_chunks(CHUNK):
-                digest.update(block)
-                fh.write(block)
+            sha256 = sha256_copy(obj["Body"].iter_chunks(CHUNK), fh)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -214,4 +210,4 @@ def download_s3(uri: str, dest: Path) -> str:
     except OSError as exc:
         raise _fail(uri, "unreadable object", f"writing {dest}: {exc.strerror or exc}") from None
     log.info("%s: %d bytes from %s", uri, dest.stat().st_size, endpoint)
-    return digest.hexdigest()
+    return sha256

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from prefect import flow
 
-from serving.contract.schema import load_feature_list, load_schema
+from tasks.contract_files import load_feature_list, load_schema
 from tests.conftest import FAST_CONFIG, ROOT
 
 pytestmark = pytest.mark.integration

@@ -82,7 +82,7 @@ class Recalibrations(Steps):
         """Traffic to t1 (version 2), labels sent back through /feedback, then the guide's command."""
         from prefect.settings import PREFECT_API_URL
 
-        from serving.contract.schema import load_feature_list, load_schema
+        from tasks.contract_files import load_feature_list, load_schema
         from tasks.training.data import load_dataset
         from tasks.training.export import golden_rows
         from testkit.demo import make_demo

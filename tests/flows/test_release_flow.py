@@ -397,7 +397,7 @@ def test_the_gate_scores_champion_and_candidate_on_the_same_rows(prefect_server,
     """A time column: the newest rows are held out of training and the shipped model is measured on them.
     --eval-data (it wins over the time column): both shipped models score the same file, paired."""
     from flows.release import release_flow
-    from serving.contract.schema import load_schema
+    from tasks.contract_files import load_schema
     from tasks.training.data import load_dataset, subset
     from tests.conftest import FAST_CONFIG
     from tests.flows.conftest import artifacts

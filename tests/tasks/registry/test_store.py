@@ -53,9 +53,9 @@ def _says_registry_failed(error: RegistryError, step: str) -> None:
     (lambda r: r.resolve(None), "reading alias 'challenger'"),
     (lambda r: r.rollback_version(None), "reading alias 'champion'"),
     (lambda r: r.get_version("3"), "reading version 3"),
-    (lambda r: r.prior_release(), "listing the versions"),
+    (lambda r: r.reserve("fsh", lambda _prior, _taken: "1.0.0"), "listing the versions"),
     (lambda r: r.promote("3", "test", None), "reading alias 'champion'"),
-], ids=["champion", "alias", "resolve", "rollback", "get_version", "prior_release", "promote"])
+], ids=["champion", "alias", "resolve", "rollback", "get_version", "reserve", "promote"])
 def test_an_unreachable_registry_is_an_error_never_no_champion(down, call, step):
     """A registry that cannot be reached fails the step, naming the registry (no credentials) and the step,
     instead of reading as "no champion" (which skipped the gate's regression check and every rollback)."""

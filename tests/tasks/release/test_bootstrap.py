@@ -5,7 +5,7 @@ import pytest
 
 from tasks.metrics import binary_metrics
 from tasks.release import bootstrap
-from tasks.release.bootstrap import BOOTSTRAP_METRICS, paired_bootstrap, resamples_for, weighted_metrics
+from tasks.release.bootstrap import BOOTSTRAP_METRICS, paired_bootstrap, resamples_for
 
 pytestmark = pytest.mark.unit
 
@@ -17,12 +17,18 @@ def _scores(n: int, seed: int, skill: float, ties: bool = False):
     return y, (np.round(p, 1) if ties else p)
 
 
+def _weighted(y, p, counts) -> dict[str, np.ndarray]:
+    """The metrics the bootstrap computes for each row of ``counts`` (resamples × rows), as it computes them."""
+    return bootstrap._Sorted(np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64), 10).metrics(
+        np.atleast_2d(np.asarray(counts, dtype=np.float64)))
+
+
 @pytest.mark.parametrize("ties", [False, True])
 def test_weighted_metrics_are_the_metrics_of_the_repeated_rows(ties):
     y, p = _scores(400, 1, 0.4, ties)
     counts = np.random.default_rng(2).multinomial(400, np.full(400, 1 / 400), size=4)
     counts[0] = 1                                               # the rows themselves
-    got = weighted_metrics(y, p, counts)
+    got = _weighted(y, p, counts)
     for i, c in enumerate(counts):
         rows = np.repeat(np.arange(y.size), c)
         want = binary_metrics(y[rows], p[rows])
@@ -63,7 +69,7 @@ def test_pairing_narrows_the_interval_against_unpaired_resamples():
     y, p = _scores(500, 8, 0.4)
     q = np.clip(p + rng.normal(0, 0.02, y.size), 0, 1)
     paired, _ = paired_bootstrap(y, p, q, resamples=400, seed=2)
-    alone = weighted_metrics(y, p, bootstrap._counts(y.astype(float), 400, np.random.default_rng(2)))["roc_auc"]
+    alone = _weighted(y, p, bootstrap._counts(y.astype(float), 400, np.random.default_rng(2)))["roc_auc"]
     own_width = np.quantile(alone, 0.975) - np.quantile(alone, 0.025)
     assert paired["roc_auc"][1] - paired["roc_auc"][0] < own_width / 3
 

@@ -180,7 +180,7 @@ def test_an_unknown_method_is_refused_by_name():
 
 def test_the_calibration_test_matches_drawing_labels_from_the_probabilities():
     """The bootstrap's normal shortcut against the slow way (labels drawn as Bernoulli(p), ECE each time)."""
-    from serving.contract.binning import ece
+    from tasks.metrics import ece
 
     rng = np.random.default_rng(4)
     p = _sigmoid(rng.normal(0, 1.5, 600))

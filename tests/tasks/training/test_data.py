@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serving.contract.schema import load_schema
+from tasks.contract_files import load_schema
 from tasks.errors import DataValidationError
 from tasks.training.data import infer_contract, load_dataset
 

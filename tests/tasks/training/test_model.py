@@ -11,7 +11,7 @@ import pytest
 from serving.contract.errors import IntegrityError
 from serving.contract.metadata import read_metadata, verify_files
 from serving.contract.model import LoadedModel
-from serving.contract.schema import load_feature_list, load_schema
+from tasks.contract_files import load_feature_list, load_schema
 from tasks.errors import TrainingError
 from tasks.settings import load_settings
 from tasks.training.calibrate import calibrate

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from serving.contract.digest import sha256_file
-from serving.contract.schema import load_schema
+from tasks.contract_files import load_schema
 from tasks.errors import DataValidationError
 from tasks.training.data import infer_contract, load_dataset
 

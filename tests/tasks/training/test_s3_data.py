@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from serving.contract.digest import sha256_file
-from serving.contract.schema import load_schema
+from tasks.contract_files import load_schema
 from tasks.errors import DataValidationError
 from tasks.training.data import infer_contract, load_dataset
 from testkit.net import free_port

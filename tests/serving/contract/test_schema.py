@@ -1,17 +1,7 @@
 import pytest
 
 from serving.contract.errors import ContractError
-from serving.contract.schema import (
-    ColumnSpec,
-    FeatureList,
-    FeatureSpec,
-    Schema,
-    dump_feature_list,
-    dump_schema,
-    load_feature_list,
-    load_schema,
-    schema_from_dict,
-)
+from serving.contract.schema import ColumnSpec, FeatureList, FeatureSpec, Schema, schema_from_dict
 
 pytestmark = pytest.mark.unit
 
@@ -41,39 +31,6 @@ def test_bad_columns_are_named(column, message):
 def test_target_may_not_be_a_column():
     with pytest.raises(ContractError, match="must not also be listed"):
         schema_from_dict(_schema(columns=[{"name": "y", "type": "numeric"}]))
-
-
-def test_schema_round_trip_and_digest(tmp_path):
-    schema = schema_from_dict(_schema())
-    dump_schema(schema, tmp_path / "schema.yaml")
-    again = load_schema(tmp_path / "schema.yaml")
-    assert again == schema
-    assert again.digest() == schema.digest()
-    changed = schema_from_dict(_schema(columns=[{"name": "a", "type": "numeric", "nullable": False}]))
-    assert changed.digest() != schema.digest()
-
-
-def test_unreadable_schema_names_the_file(tmp_path):
-    with pytest.raises(ContractError, match="nope.yaml: cannot read"):
-        load_schema(tmp_path / "nope.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("target: [unclosed")
-    with pytest.raises(ContractError, match="bad.yaml: not valid YAML"):
-        load_schema(bad)
-
-
-def test_feature_list_round_trip(tmp_path):
-    fl = FeatureList(features=(FeatureSpec(name="a", preprocessing="log_standardize", imputation="median"),
-                               FeatureSpec(name="c", preprocessing="embedding", embedding_dim=3)))
-    dump_feature_list(fl, tmp_path / "f.csv")
-    assert load_feature_list(tmp_path / "f.csv") == fl
-
-
-def test_feature_list_row_errors_name_the_row(tmp_path):
-    path = tmp_path / "f.csv"
-    path.write_text("feature,preprocessing,imputation\na,standardize,median\nc,sparkle,none\n")
-    with pytest.raises(ContractError, match=r"f.csv, row 2: preprocessing"):
-        load_feature_list(path)
 
 
 @pytest.mark.parametrize("feature, message", [
