@@ -15,21 +15,32 @@ import yaml
 from pydantic import ValidationError
 
 from serving.contract.errors import ContractError
-from serving.contract.schema import (
-    FEATURE_LIST_COLUMNS,
-    FeatureList,
-    FeatureSpec,
-    Schema,
-    dump_feature_list,
-    dump_schema,
-    pydantic_message,
-    schema_from_dict,
-)
+from serving.contract.schema import FeatureList, FeatureSpec, Schema, pydantic_message, schema_from_dict
 
-# dump_schema and dump_feature_list are re-exported until tasks/deploy/package.py imports them from here;
-# then their bodies move here too and pyyaml leaves serving/requirements.txt.
-__all__ = ["FEATURE_LIST_COLUMNS", "dump_feature_list", "dump_schema", "load_feature_list", "load_schema",
-           "read_yaml"]
+FEATURE_LIST_COLUMNS = ("feature", "preprocessing", "imputation", "embedding_dim")
+
+
+def dump_schema(schema: Schema, path: str | Path) -> None:
+    data = schema.model_dump(mode="json", exclude_none=True)
+    data["columns"] = [{k: v for k, v in c.contract().items() if v is not None} for c in schema.columns]
+    for col in data["columns"]:
+        for key in ("min", "max", "hard_min", "hard_max"):
+            if isinstance(col.get(key), float) and col[key].is_integer():
+                col[key] = int(col[key])
+    Path(path).write_text(
+        "# Data contract: every column of the training CSV, its type and what values are allowed.\n"
+        "# Edit the ranges and category lists. Hard bounds (the default, and hard_min/hard_max) are refused;\n"
+        "# with `bounds: soft` a value outside min/max/categories is scored and counted as drift.\n"
+        + yaml.safe_dump(data, sort_keys=False)
+    )
+
+
+def dump_feature_list(features: FeatureList, path: str | Path) -> None:
+    with Path(path).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(FEATURE_LIST_COLUMNS)
+        for f in features.features:
+            writer.writerow([f.name, f.preprocessing, f.imputation, f.embedding_dim or ""])
 
 
 def read_yaml(path: Path, what: str, error: type[Exception] = ContractError) -> object:

@@ -1,7 +1,6 @@
-"""SHA-256 of files and bytes: the one hashing helper of the pipeline and the model server.
+"""SHA-256 of files and bytes: the one hashing helper of the pipeline, the model server and the host agent.
 
-(``serving/host/agent.py`` keeps its own few lines of ``hashlib``: it ships to hosts as a single
-standard-library file.)
+Standard library only: the host agent's zipapp carries it (tasks/deploy/package.py).
 """
 
 from __future__ import annotations

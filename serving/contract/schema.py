@@ -7,10 +7,8 @@ row go through the same rules.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -260,36 +258,6 @@ def schema_from_dict(data: object, source: str = "schema") -> Schema:
         return Schema.model_validate(data)
     except ValidationError as exc:
         raise ContractError(f"{source}: {pydantic_message(exc)}") from None
-
-
-# Only the pipeline writes these files (tasks/contract_files.py re-exports both writers): they move there, and
-# pyyaml leaves serving/requirements.txt, once tasks/deploy/package.py imports them from tasks.contract_files.
-FEATURE_LIST_COLUMNS = ("feature", "preprocessing", "imputation", "embedding_dim")
-
-
-def dump_schema(schema: Schema, path: str | Path) -> None:
-    import yaml
-
-    data = schema.model_dump(mode="json", exclude_none=True)
-    data["columns"] = [{k: v for k, v in c.contract().items() if v is not None} for c in schema.columns]
-    for col in data["columns"]:
-        for key in ("min", "max", "hard_min", "hard_max"):
-            if isinstance(col.get(key), float) and col[key].is_integer():
-                col[key] = int(col[key])
-    Path(path).write_text(
-        "# Data contract: every column of the training CSV, its type and what values are allowed.\n"
-        "# Edit the ranges and category lists. Hard bounds (the default, and hard_min/hard_max) are refused;\n"
-        "# with `bounds: soft` a value outside min/max/categories is scored and counted as drift.\n"
-        + yaml.safe_dump(data, sort_keys=False)
-    )
-
-
-def dump_feature_list(features: FeatureList, path: str | Path) -> None:
-    with Path(path).open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(FEATURE_LIST_COLUMNS)
-        for f in features.features:
-            writer.writerow([f.name, f.preprocessing, f.imputation, f.embedding_dim or ""])
 
 
 # ---------------------------------------------------------------- column checks

@@ -7,13 +7,13 @@ matches it, none is missing or extra, and none would land outside the release di
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import zipfile
 from pathlib import Path
 
 from serving.contract.constants import MANIFEST
+from serving.contract.digest import sha256_bytes, sha256_copy
 from serving.contract.files import replacing
 from serving.host.errors import HostError
 from serving.host.layout import release_dir
@@ -34,7 +34,7 @@ def _checked_manifest(zf: zipfile.ZipFile, bundle: Path) -> str:
     manifest = dict(reversed(line.split("  ", 1)) for line in manifest_text.splitlines())
     if any(n.startswith("/") or ".." in Path(n).parts for n in names):
         raise HostError(f"{bundle}: an entry would escape the release directory")
-    bad = [n for n, d in manifest.items() if n not in names or hashlib.sha256(zf.read(n)).hexdigest() != d]
+    bad = [n for n, d in manifest.items() if n not in names or sha256_bytes(zf.read(n)) != d]
     bad += sorted(set(names) - set(manifest) - {MANIFEST})
     if bad:
         raise HostError(f"{bundle}: checksum mismatch or unexpected files: {', '.join(bad[:10])}")
@@ -79,12 +79,9 @@ def fetch(base: Path, url: str, sha256: str, name: str, timeout: float) -> dict:
         raise HostError("fetch reads the bundle's URL from its standard input (never from the command line); "
                         "none was given")
     final = base / "incoming" / Path(name).name
-    digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=timeout) as resp, replacing(final) as out:  # noqa: S310
-        while block := resp.read(BLOCK):
-            digest.update(block)
-            out.write(block)
-        if digest.hexdigest() != sha256:   # raised inside: the partial file is removed, never renamed
-            raise HostError(f"checksum mismatch: the fetched bundle hashes to {digest.hexdigest()[:12]}…, "
+        digest = sha256_copy(iter(lambda: resp.read(BLOCK), b""), out)
+        if digest != sha256:   # raised inside: the partial file is removed, never renamed
+            raise HostError(f"checksum mismatch: the fetched bundle hashes to {digest[:12]}…, "
                             f"expected {sha256[:12]}…")
     return {"path": str(final), "bytes": final.stat().st_size}

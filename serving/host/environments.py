@@ -8,7 +8,6 @@ venvs/<first 16 hex of the SHA-256 of both files>/ and appear atomically (built 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from serving.contract.digest import sha256_bytes
 from serving.contract.files import locked
 from serving.host.errors import HostError
 from serving.host.layout import release_dir
@@ -26,10 +26,10 @@ READY = ".ready"   # written last inside a built environment: one without it is 
 
 def _env_digest(requirements: Path, constraints: Path | None) -> str:
     """What names an environment: the requirements, and the constraints (pins) they are installed with."""
-    digest = hashlib.sha256(requirements.read_bytes())
+    named = requirements.read_bytes()
     if constraints is not None:
-        digest.update(b"\0constraints.txt\0" + constraints.read_bytes())
-    return digest.hexdigest()[:16]
+        named += b"\0constraints.txt\0" + constraints.read_bytes()
+    return sha256_bytes(named)[:16]
 
 
 def _venv_of(base: Path, version: str) -> tuple[Path, Path | None, Path]:

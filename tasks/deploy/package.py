@@ -16,7 +16,7 @@ The host agent ships the same way, as a zipapp of its own (``build_host_agent``)
 
     host-agent.pyz                  python3 host-agent.pyz COMMAND … (what python -m serving.host runs)
     ├── __main__.py                 runs serving.host.cli
-    ├── serving/__init__.py, serving/contract/{__init__,files,constants}.py
+    ├── serving/__init__.py, serving/contract/{__init__,files,constants,digest}.py
     └── serving/host/*.py           the agent: standard library only, like everything here
 """
 
@@ -35,12 +35,14 @@ from pathlib import Path
 from serving.contract.digest import sha256_bytes, sha256_file
 from serving.contract.files import atomic_write, locked
 from serving.contract.metadata import ModelMetadata, read_metadata
-from serving.contract.schema import FeatureList, FeatureSpec, dump_feature_list, dump_schema, schema_from_dict
+from serving.contract.schema import FeatureList, FeatureSpec, schema_from_dict
 from tasks.constants import CONSTRAINTS, MANIFEST, SERVING_DIR
+from tasks.contract_files import dump_feature_list, dump_schema
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 # What of serving/ the host agent needs besides serving/host/ (the import contract host-agent-alone keeps it so).
-HOST_AGENT_MODULES = ("__init__.py", "contract/__init__.py", "contract/files.py", "contract/constants.py")
+HOST_AGENT_MODULES = ("__init__.py", "contract/__init__.py", "contract/files.py", "contract/constants.py",
+                      "contract/digest.py")
 HOST_AGENT_MAIN = b'''"""The host agent as a zipapp: ``python3 host-agent.pyz COMMAND ...`` runs ``serving.host``."""
 
 from serving.host.cli import main

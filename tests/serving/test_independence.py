@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.unit
 
-ALLOWED = {"serving", "numpy", "pydantic", "yaml", "fastapi", "uvicorn", "orjson", "prometheus_client",
+ALLOWED = {"serving", "numpy", "pydantic", "fastapi", "uvicorn", "orjson", "prometheus_client",
            "tensorflow", "gunicorn", "uvicorn_worker", "starlette",   # starlette: fastapi's own, pinned with it
            "psutil"}
 
@@ -31,10 +31,10 @@ def test_serving_imports_only_its_own_requirements():
 def test_serving_requirements_cover_its_imports():
     lines = (ROOT / "serving" / "requirements.txt").read_text().splitlines()
     reqs = "\n".join(ln for ln in lines if not ln.startswith("#"))
-    for package in ("tensorflow-cpu", "numpy", "pydantic", "pyyaml", "fastapi", "uvicorn", "orjson",
+    for package in ("tensorflow-cpu", "numpy", "pydantic", "fastapi", "uvicorn", "orjson",
                     "prometheus-client", "gunicorn", "uvicorn-worker", "psutil"):
         assert f"{package}==" in reqs
-    for banned in ("prefect", "mlflow", "pandas", "scikit-learn"):
+    for banned in ("prefect", "mlflow", "pandas", "scikit-learn", "pyyaml"):   # YAML is the pipeline's alone
         assert banned not in reqs
 
 

@@ -62,7 +62,8 @@ def test_the_host_agent_ships_as_a_deterministic_zipapp_of_the_agent_alone(tmp_p
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     agent = sorted(f"serving/host/{p.name}" for p in (SERVING_DIR / "host").glob("*.py"))
     assert names == ["__main__.py", "serving/__init__.py", "serving/contract/__init__.py",
-                     "serving/contract/constants.py", "serving/contract/files.py", *agent]
+                     "serving/contract/constants.py", "serving/contract/digest.py", "serving/contract/files.py",
+                     *agent]
     before = a.stat()
     assert build_host_agent(a) == a and (a.stat().st_ino, a.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     a.write_bytes(b"an older agent")
