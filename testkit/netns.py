@@ -18,7 +18,6 @@ later run removes what an aborted one left (``reap_leftovers``) without touching
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
 import logging
@@ -35,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.contract.files import locked
 from serving.contract.processes import started_at
 from testkit.sshd import start_sshd
 
@@ -187,8 +187,7 @@ def _left_behind(pid: int, recorded: str | None) -> bool:
 @contextmanager
 def _lock() -> Iterator[None]:
     """Serialise the choice of a subnet and of a prefix between processes."""
-    with open(Path(tempfile.gettempdir()) / "ml-pipeline-netns.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with locked(Path(tempfile.gettempdir()) / "ml-pipeline-netns.lock"):
         yield
 
 

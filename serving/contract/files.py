@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,11 +43,12 @@ def _sync_dir(folder: Path) -> None:
 def replacing(path: Path, durable: bool = True, mode: int | None = None) -> Iterator[BinaryIO]:
     """Write ``path`` through a private ``.part`` file that replaces it only when the block ends without error.
 
-    The part file is named after this process (two writers never share one) and removed on error.
+    The part file is named after this process and a random token (two writers, processes or threads, never
+    share one) and removed on error.
     ``mode`` sets the file's permission bits before any byte is written (a secret is never readable).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     fd = os.open(part, flags, 0o644 if mode is None else mode)
     try:

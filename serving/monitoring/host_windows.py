@@ -21,7 +21,6 @@ their windows expire, so a killed worker loses at most what it recorded in its l
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import select
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import orjson
 
+from serving.contract.digest import sha256_bytes
 from serving.contract.processes import alive, started_at
 from serving.monitoring.host_store import STORE_FILE, open_store, transaction
 from serving.workers.state import live_workers
@@ -87,7 +87,7 @@ class HostWindows:
 
     def _address(self, name: str) -> bytes:
         # Abstract namespace (a leading NUL): no file, no path-length limit, gone with the process.
-        digest = hashlib.sha256(f"{self.root.resolve()}/{name}".encode()).hexdigest()[:32]
+        digest = sha256_bytes(f"{self.root.resolve()}/{name}".encode())[:32]
         return b"\0ml-pipeline-monitoring-" + digest.encode()
 
     def close(self) -> None:

@@ -26,7 +26,6 @@ import functools
 import io
 import os
 import tempfile
-import uuid
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -97,11 +96,8 @@ def build_bundle(model_dir: Path, model_name: str, version: str, release: str, s
     files = {name: sha256_file(path) for name, path in entries.items()}
     manifest = "".join(f"{digest}  {name}\n" for name, digest in files.items()).encode()
     blob = _deterministic_zip([*((name, path.read_bytes()) for name, path in entries.items()), (MANIFEST, manifest)])
-    bundles_dir.mkdir(parents=True, exist_ok=True)
     target = bundles_dir / f"{model_name}-{version}.zip"
-    part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")   # two packagers never share one
-    part.write_bytes(blob)
-    os.replace(part, target)
+    atomic_write(target, blob)
     return Bundle(path=target, sha256=sha256_bytes(blob), release=release, model_name=model_name,
                   version=version, files=files)
 

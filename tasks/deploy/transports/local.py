@@ -6,12 +6,11 @@ Host commands run the host agent as every host runs it: the zipapp in ``<base_di
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 
-from serving.contract.digest import sha256_file
+from serving.contract.digest import CHUNK, sha256_copy
+from serving.contract.files import replacing
 from tasks.constants import HOST_AGENT, ROOT
 from tasks.deploy.package import Bundle, build_host_agent
 from tasks.deploy.targets import Target
@@ -24,18 +23,15 @@ class LocalTransport:
         self.target = target
 
     def put(self, bundle: Bundle) -> TransferReceipt:
-        """Copy into ``incoming/`` through a ``.part`` file, check the SHA-256, rename."""
+        """Copy into ``incoming/`` through a part file hashed as it is written, renamed only if the SHA-256 matches."""
         incoming = self.target.base_dir / "incoming"
         try:
             incoming.mkdir(parents=True, exist_ok=True)
             dest = incoming / bundle.path.name
-            part = dest.with_name(dest.name + ".part")
-            shutil.copyfile(bundle.path, part)
-            digest = sha256_file(part)
-            if digest != bundle.sha256:
-                part.unlink(missing_ok=True)
-                raise TransferError(f"target {self.target.name}: transfer: checksum mismatch for {dest}")
-            os.replace(part, dest)
+            with bundle.path.open("rb") as src, replacing(dest) as out:
+                digest = sha256_copy(iter(lambda: src.read(CHUNK), b""), out)
+                if digest != bundle.sha256:    # raised inside: the part file is removed, never renamed
+                    raise TransferError(f"target {self.target.name}: transfer: checksum mismatch for {dest}")
         except OSError as exc:
             raise TransferError(f"target {self.target.name} ({self.target.base_dir}): transfer: {exc}") from None
         return TransferReceipt(self.target.name, str(dest), digest, dest.stat().st_size)
