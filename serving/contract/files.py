@@ -9,8 +9,8 @@ alarm state and nginx configuration; the host's token, server record and environ
     locked(path, timeout_s)         an exclusive ``flock``, waited for up to a bound (or for ever)
 
 ``durable=True`` (the default) flushes the data to disk before the rename, and the directory after it, so a
-power cut leaves the old file or the new one too; files rewritten every second (monitoring windows) pass
-``durable=False``: losing the last second of them on a crash costs nothing, a fsync each costs milliseconds.
+power cut leaves the old file or the new one too; ``durable=False`` is for a file rewritten so often that
+losing its last version on a crash costs nothing while a fsync each time costs milliseconds (none today).
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def replacing(path: Path, durable: bool = True, mode: int | None = None) -> Iter
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     fd = os.open(part, flags, 0o644 if mode is None else mode)
     try:
-        if mode is not None:
-            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)   # the umask may have narrowed os.open's mode
             yield fh
             fh.flush()
             if durable:

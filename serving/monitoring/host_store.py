@@ -45,17 +45,21 @@ def open_store(path: Path | None, schema: str) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=BUSY_TIMEOUT_S,
                          isolation_level=None, check_same_thread=False)
-    with _opening(path):
-        if path is not None:
-            # Switching to WAL needs the file to itself, and SQLite answers "database is locked" at once,
-            # without its busy timeout, while another worker opens it: the workers open it in turn.
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")    # a power cut may lose the last writes, not the file
-        with transaction(db):
-            for statement in schema.split(";\n"):
-                if statement.strip():
-                    db.execute(statement)
+    try:
+        with _opening(path):
+            if path is not None:
+                # Switching to WAL needs the file to itself, and SQLite answers "database is locked" at once,
+                # without its busy timeout, while another worker opens it: the workers open it in turn.
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")    # a power cut may lose the last writes, not the file
+            with transaction(db):
+                for statement in schema.split(";\n"):
+                    if statement.strip():
+                        db.execute(statement)
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
@@ -66,7 +70,10 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # A failed COMMIT must not leave the write lock held (every other worker would wait on it), and
+        # SQLite may have rolled back by itself already (disk full, I/O error): then there is nothing to undo.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")

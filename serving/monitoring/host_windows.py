@@ -183,9 +183,10 @@ class HostWindows:
                 payload = self._payload(worker, kind, start, written)
                 if payload is not None:
                     out.append((start, payload))
-        wanted = {(worker, kind, start) for worker, start, _ in found}
-        for key in [k for k in self._cache if k[1] == kind and k not in wanted]:
-            del self._cache[key]
+            # Pruned under the lock: another thread's read adds to the cache under it.
+            wanted = {(worker, kind, start) for worker, start, _ in found}
+            for key in [k for k in self._cache if k[1] == kind and k not in wanted]:
+                del self._cache[key]
         return out
 
     def _payload(self, worker: str, kind: str, start: int, written: int) -> dict | None:

@@ -165,7 +165,12 @@ class Recorder:
                 for (start, version), hist in self._labels.items():
                     if ("l", start) in dirty:
                         labels.setdefault(start, {})[version] = hist.to_raw()
-            self.host.write_mine(windows, labels, ack)
+            try:
+                self.host.write_mine(windows, labels, ack)
+            except BaseException:
+                with self._lock:             # not shared: written again with the next share
+                    self._dirty |= dirty
+                raise
             self._shared_at = time.monotonic()
             if time.monotonic() - self._expired_at >= DELETE_EXPIRED_EVERY_S:
                 self._expired_at = time.monotonic()
