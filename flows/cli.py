@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from flows.commands import COMMANDS, EXIT_BUSY, EXIT_USER_ERROR, user_errors
+from flows.output import configure_output
 
 # A string, not a Path: Path("s3://b/k") is "s3:/b/k".
 DATA_HELP = ("training data: a CSV with a header row or a Parquet file (.parquet/.pq), a path or s3://bucket/key "
@@ -122,12 +123,12 @@ def _prefect_defaults(env: dict[str, str]) -> None:
     # The temporary server migrates its database on first start; 2 slow cores need more than 20 s.
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF 2.21 logs harmless tf.data attribute errors
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _prefect_defaults(os.environ)
+    configure_output(getattr(args, "verbose", False), os.environ)
     from tasks.errors import LockTimeout
 
     try:
