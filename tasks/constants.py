@@ -39,5 +39,6 @@ ALARM_RESOLVED = "pipeline.alarm.resolved"
 FEEDBACK = "feedback"
 
 # The release metrics and which way is better.
-METRICS = ("roc_auc", "pr_auc", "brier", "ece", "ece_equal_mass")
-HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "brier": False, "ece": False, "ece_equal_mass": False}
+METRICS = ("roc_auc", "pr_auc", "brier", "ece", "ece_equal_mass", "pr_auc_lift", "brier_skill", "ece_relative")
+HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "brier": False, "ece": False, "ece_equal_mass": False,
+                    "pr_auc_lift": True, "brier_skill": True, "ece_relative": False}

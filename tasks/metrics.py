@@ -31,7 +31,7 @@ def binary_metrics(y_true, p, n_bins: int = 10) -> dict[str, float]:
     if np.unique(y).size < 2:
         raise ValueError("ROC-AUC needs both classes")
     predicted = s >= THRESHOLD
-    return {
+    absolute = {
         "roc_auc": float(roc_auc_score(y, s)),
         "pr_auc": float(average_precision_score(y, s)),
         "brier": float(brier_score_loss(y, s)),
@@ -41,6 +41,25 @@ def binary_metrics(y_true, p, n_bins: int = 10) -> dict[str, float]:
         "precision": float(y[predicted].mean()) if predicted.any() else 0.0,
         "recall": float(predicted[y == 1].mean()),
     }
+    return {**absolute, **chance_relative(absolute, float(y.mean()))}
+
+
+def chance_relative(metrics: dict, positive_rate) -> dict:
+    """PR-AUC, Brier and ECE against what chance gives at the positive rate ``p``, so one bound means the
+    same on a 5 % and a 50 % positive rate (the quality gate's defaults use these):
+
+    - ``pr_auc_lift`` = PR-AUC / p: a random ranking's average precision is p, so 1 is chance;
+    - ``brier_skill`` = 1 - Brier / (p (1 - p)): the Brier skill score over always predicting p
+      (0: no better than the base rate, 1: perfect);
+    - ``ece_relative`` = ECE / min(p, 1 - p): the calibration error as a share of the minority class's rate.
+
+    ``metrics`` and ``positive_rate`` may be floats or arrays (one per bootstrap resample); also returns p.
+    """
+    p = positive_rate
+    out = {"positive_rate": p, "pr_auc_lift": metrics["pr_auc"] / p,
+           "brier_skill": 1.0 - metrics["brier"] / (p * (1.0 - p)),
+           "ece_relative": metrics["ece"] / np.minimum(p, 1.0 - p)}
+    return {k: float(v) if np.ndim(v) == 0 else v for k, v in out.items()}
 
 
 def _as_arrays(y_true, p) -> tuple[np.ndarray, np.ndarray]:

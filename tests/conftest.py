@@ -36,6 +36,7 @@ training:
   min_rows: 50
   intra_op_threads: 2
   inter_op_threads: 1
+  search: {enabled: false}   # the defaults search five candidates: minutes, not seconds
 export:
   golden_examples: 12
 gate:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.constants import HIGHER_IS_BETTER
+from tasks.metrics import chance_relative
 
-BOOTSTRAP_METRICS = ("roc_auc", "pr_auc", "brier", "ece")
+BOOTSTRAP_METRICS = ("roc_auc", "pr_auc", "brier", "ece", "pr_auc_lift", "brier_skill", "ece_relative")
 MAX_CELLS = 50_000_000    # resamples × rows, all chunks together: bounds the work on large eval sets
 MIN_RESAMPLES = 200
 CHUNK_CELLS = 2_000_000   # resamples × rows held in memory at once
@@ -59,7 +60,8 @@ class _Sorted:
         ap = (precision * wp).sum(1) / n_pos
         brier = (w * self.sq_err).sum(1) / total
         ece = np.abs((w * self.residual) @ self.onehot).sum(1) / total
-        return {"roc_auc": auc, "pr_auc": ap, "brier": brier, "ece": ece}
+        absolute = {"roc_auc": auc, "pr_auc": ap, "brier": brier, "ece": ece}
+        return {**absolute, **chance_relative(absolute, n_pos / total)}
 
 
 def _counts(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

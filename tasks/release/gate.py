@@ -2,8 +2,10 @@
 
 Two kinds of threshold, as TFX's ``GenericValueThreshold`` and ``GenericChangeThreshold``:
 
-- **Absolute bounds** (``gate.bounds``) on the candidate's cross-validated metrics: out-of-fold
-  scores of every training row, the largest sample the release has. They are not applied to the
+- **Bounds** (``gate.bounds``) on the candidate's cross-validated metrics: out-of-fold scores of every
+  training row, the largest sample the release has. The default bounds are relative to what chance gives
+  at the data's positive rate (``tasks.metrics.chance_relative``), so they mean the same on a 5 % and a
+  50 % positive rate; the absolute metrics can be bounded too. They are not applied to the
   evaluation rows, which are fewer (ECE in particular reads high on a few hundred rows); those
   figures are reported beside the cross-validated ones.
 - **Allowed change against the champion** (``gate.max_regression``), judged on the same rows when
@@ -58,6 +60,17 @@ class GateResult:
                 "comparison": self.comparison, "notes": self.notes}
 
 
+def _relative_to_chance(metric: str, m: dict[str, float]) -> str:
+    """What a chance-relative metric was computed from (``tasks.metrics.chance_relative``), for its reason."""
+    rate = m.get("positive_rate")
+    if rate is None or metric not in ("pr_auc_lift", "brier_skill", "ece_relative"):
+        return ""
+    how = {"pr_auc_lift": f"PR-AUC {m.get('pr_auc', float('nan')):.4f} / positive rate {rate:.4f}",
+           "brier_skill": f"1 - Brier {m.get('brier', float('nan')):.4f} / the base rate's {rate * (1 - rate):.4f}",
+           "ece_relative": f"ECE {m.get('ece', float('nan')):.4f} / minority rate {min(rate, 1 - rate):.4f}"}
+    return f" ({how[metric]})"
+
+
 def _bounds(candidate: dict[str, float], settings: GateSettings) -> list[str]:
     reasons = []
     for metric, bound in settings.bounds.items():
@@ -65,10 +78,11 @@ def _bounds(candidate: dict[str, float], settings: GateSettings) -> list[str]:
         if value is None:
             reasons.append(f"{metric}: not measured")
             continue
+        said = f"{metric} {value:.4f}{_relative_to_chance(metric, candidate)}"
         if bound.min is not None and value < bound.min:
-            reasons.append(f"{metric} {value:.4f} is below the minimum {bound.min:g}")
+            reasons.append(f"{said} is below the minimum {bound.min:g}")
         if bound.max is not None and value > bound.max:
-            reasons.append(f"{metric} {value:.4f} is above the maximum {bound.max:g}")
+            reasons.append(f"{said} is above the maximum {bound.max:g}")
     return reasons
 
 

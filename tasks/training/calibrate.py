@@ -47,7 +47,7 @@ from serving.contract.calibration import (
     beta_features,
     logit,
 )
-from tasks.metrics import binary_metrics, ece, reliability_bins
+from tasks.metrics import binary_metrics, chance_relative, ece, reliability_bins
 
 AUTO = "auto"
 CANDIDATES = METHODS          # simplest first: none, sigmoid (2 parameters), beta (3), isotonic
@@ -258,6 +258,7 @@ def _after(calibrator: Calibrator, raw: np.ndarray, y: np.ndarray, cross_fitted_
     if keeps_ranking(calibrator, raw, y):
         shipped = calibrator(raw)
         after |= {"roc_auc": float(roc_auc_score(y, shipped)), "pr_auc": float(average_precision_score(y, shipped))}
+        after |= chance_relative(after, after["positive_rate"])   # the lift follows the PR-AUC it is of
     return after
 
 

@@ -6,9 +6,11 @@ runs in Arrow's compute kernels; a text column whose numbers Arrow cannot parse 
 ``serving.contract.inputs.check_typed`` cell by cell, so what is accepted and how a bad cell is reported
 never depend on the path taken.
 
-Parquet columns carry a type. A string column (categorical) follows the CSV's text rules; an integer
-column may hold booleans (0/1) or categories; any other pairing the schema contradicts (text for a
-number, a float for a category, a timestamp for anything) is one "wrong type" problem for the column.
+Parquet columns carry a type. A string column reads exactly like the CSV's text, whatever the schema
+says: yes/no, true/false and 1/0 for booleans, numbers written as text, the same messages for a cell
+that is none of those (``pandas.to_parquet`` of a CSV writes such columns). A number column may hold
+booleans (0 and 1; another value is a "wrong type" cell) or, integers only, categories. Any other
+pairing (a float for a category, a timestamp for anything) is one "wrong type" problem for the column.
 """
 
 from __future__ import annotations
@@ -130,10 +132,9 @@ def arrow_kind(arrow_type) -> str:
     return "other"
 
 
-# The Parquet types each schema type accepts. Strings are categories only: a number written as text
-# in a typed file is a mistake upstream, better reported than guessed at.
-ACCEPTS = {"numeric": {"integer", "float"}, "integer": {"integer", "float"},
-           "boolean": {"boolean", "integer"}, "categorical": {"string", "integer"}}
+# The Parquet types each schema type accepts; a string column goes through the CSV's text rules.
+ACCEPTS = {"numeric": {"integer", "float", "string"}, "integer": {"integer", "float", "string"},
+           "boolean": {"boolean", "integer", "float", "string"}, "categorical": {"string", "integer"}}
 
 
 WORDS = {"boolean": "booleans", "integer": "integers", "float": "decimal numbers", "string": "text"}
@@ -157,11 +158,12 @@ def from_parquet(spec: ColumnSpec, column) -> tuple[TypedColumn, list[Problem]]:
                              f"({column.type}), the schema says "
                              f"{spec.type} ({EXPECTED[spec.type]}): convert the column or change the schema",
                              count=n)]
-    null = _mask(pc.is_null(column))
-    if spec.type == "categorical":
+    if kind == "string" or spec.type == "categorical":
         return from_text(spec, as_text(column))
+    null = _mask(pc.is_null(column))
     values = np.array(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     null |= np.isnan(values)
-    values[null] = np.nan
-    col = TypedColumn(values, null, np.zeros(n, dtype=bool))
-    return col, _problems(spec, col, values)
+    invalid = ~null & ~np.isin(values, (0.0, 1.0)) if spec.type == "boolean" else np.zeros(n, dtype=bool)
+    values[null | invalid] = np.nan
+    col = TypedColumn(values, null, invalid)
+    return col, _problems(spec, col, Cells(column))

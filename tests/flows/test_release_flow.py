@@ -92,7 +92,7 @@ def test_release_flow_end_to_end(prefect_server, env_home, demo_csv, schema_path
     second = _release(demo_csv, schema_path, feature_list_path, fast_config)
     assert second["version"] == "2" and second["release"] == "1.1.0"
     assert second["gate"]["champion_version"] == "1"
-    assert set(second["gate"]["comparison"]["metrics"]) == {"roc_auc", "pr_auc", "brier", "ece"}
+    assert set(second["gate"]["comparison"]["metrics"]) == {"roc_auc", "pr_auc_lift", "brier_skill", "ece_relative"}
     assert second["gate"]["comparison"]["basis"] == "cross-validation"   # no rows to score both on: flagged
     assert "not on the same rows" in second["gate"]["notes"][0]
     assert client.get_model_version("test-model", "2").tags["previous_release"] == "1.0.0"

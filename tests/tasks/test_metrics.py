@@ -17,10 +17,24 @@ def _data(seed: int, n: int = 500):
 def test_release_metrics_are_scikit_learns_and_the_shared_ece(seed):
     y, p = _data(seed)
     m = binary_metrics(y, p)
-    assert m == {"roc_auc": roc_auc_score(y, p), "pr_auc": average_precision_score(y, p),
-                 "brier": brier_score_loss(y, p), "ece": ece(y, p, 10, "width"),
-                 "ece_equal_mass": ece(y, p, 10, "mass"), "precision": precision_score(y, p >= 0.5),
-                 "recall": recall_score(y, p >= 0.5)}
+    rate = y.mean()
+    assert m == pytest.approx({
+        "roc_auc": roc_auc_score(y, p), "pr_auc": average_precision_score(y, p), "brier": brier_score_loss(y, p),
+        "ece": ece(y, p, 10, "width"), "ece_equal_mass": ece(y, p, 10, "mass"),
+        "precision": precision_score(y, p >= 0.5), "recall": recall_score(y, p >= 0.5), "positive_rate": rate,
+        "pr_auc_lift": average_precision_score(y, p) / rate,
+        "brier_skill": 1 - brier_score_loss(y, p) / brier_score_loss(y, np.full(y.size, rate)),
+        "ece_relative": ece(y, p, 10, "width") / min(rate, 1 - rate)}, rel=1e-12)
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.05, 0.5, 0.95])
+def test_chance_scores_zero_skill_and_unit_lift_on_any_positive_rate(rate):
+    """Always predicting the positive rate: Brier skill 0, ECE 0; a random ranking's PR-AUC lift is about 1."""
+    rng = np.random.default_rng(3)
+    y = (rng.random(40_000) < rate).astype(int)
+    m = binary_metrics(y, np.full(y.size, y.mean()))
+    assert m["brier_skill"] == pytest.approx(0.0, abs=1e-12) and m["ece_relative"] == pytest.approx(0.0, abs=1e-12)
+    assert binary_metrics(y, rng.random(y.size))["pr_auc_lift"] == pytest.approx(1.0, abs=0.08)
 
 
 def test_one_class_is_refused():

@@ -46,3 +46,45 @@ def test_calibration_defaults_to_auto_and_a_bad_method_names_the_key_and_the_cho
     path.write_text("calibration:\n  method: platt\n")
     with pytest.raises(ConfigError, match=r"p\.yaml: calibration\.method: .*'auto'.*'none'.*'sigmoid'.*'beta'"):
         load_settings(path, env={})
+
+
+def _keys(tree: dict, prefix: str = "") -> set[str]:
+    """Every leaf key of a config mapping; a mapping of metrics (bounds, max_regression) counts as one leaf."""
+    out = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in ("bounds", "max_regression"):
+            out |= _keys(value, path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+@pytest.mark.parametrize("name", ["pipeline", "monitoring"])
+def test_the_shipped_configs_list_every_key_with_the_codes_default(name):
+    """One source for every default: a key a config leaves out takes the value the shipped file shows."""
+    from tasks.settings import (
+        DEFAULT_CONFIG,
+        DEFAULT_MONITORING,
+        MonitoringSettings,
+        Settings,
+        load_monitoring,
+        read_config,
+    )
+
+    if name == "pipeline":
+        path, defaults = DEFAULT_CONFIG, Settings(pipeline_home="artifacts")
+        assert load_settings(path, env={}) == defaults
+    else:
+        path, defaults = DEFAULT_MONITORING, MonitoringSettings()
+        assert load_monitoring(path, env={}) == defaults
+    assert _keys(read_config(path, "config")) == _keys(defaults.model_dump(mode="json"))
+
+
+def test_a_drafted_config_naming_only_the_model_inherits_the_search_and_the_gate(tmp_path):
+    drafted = tmp_path / "pipeline.yaml"
+    drafted.write_text("model_name: loans\n")
+    settings, shipped = load_settings(drafted, env={}), load_settings(None, env={})
+    assert settings.model_name == "loans" and settings.training == shipped.training
+    assert settings.training.search.enabled and len(settings.training.search.candidates) == 5
+    assert settings.gate == shipped.gate and "pr_auc_lift" in settings.gate.bounds

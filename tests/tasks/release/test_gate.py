@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from tasks.release.evaluate import EvalRows, Evaluation
@@ -135,3 +136,38 @@ def test_a_champion_of_another_contract_falls_back_to_cross_validation_flagged()
 def test_first_model_with_evaluation_rows_has_nothing_to_compare():
     result = evaluate_gate(GOOD, SETTINGS, None, None, Evaluation(rows=ROWS, candidate=CANDIDATE_ROWS))
     assert result.passed and result.comparison == {} and result.notes == []
+
+
+def _calibrated_scores(rate: float, slope: float, n: int = 100_000, seed: int = 0):
+    """Labels drawn from calibrated probabilities sigmoid(a + slope * x) whose mean is ``rate``: the same
+    ranking power (slope) on any positive rate."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    lo, hi = -12.0, 12.0
+    for _ in range(60):
+        a = (lo + hi) / 2
+        lo, hi = (a, hi) if (1 / (1 + np.exp(-(a + slope * x)))).mean() < rate else (lo, a)
+    p = 1 / (1 + np.exp(-(a + slope * x)))
+    return (rng.random(n) < p).astype(int), p
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.05, 0.2, 0.5])
+def test_the_default_bounds_mean_the_same_on_any_positive_rate(rate):
+    """A calibrated model of ROC-AUC about 0.73 passes the default gate at 2 % positives as at 50 %; one that
+    knows nothing (its probabilities are the base rate plus noise) fails it at every rate, and each reason says
+    what the relative figure was computed from. The old absolute pr_auc >= 0.3 failed the first at 2 and 5 %."""
+    from tasks.metrics import binary_metrics
+
+    y, p = _calibrated_scores(rate, slope=0.9)
+    useful = binary_metrics(y, p)
+    assert 0.70 < useful["roc_auc"] < 0.76
+    assert evaluate_gate(useful, GateSettings()).passed
+    assert (useful["pr_auc"] >= 0.3) == (rate >= 0.2)     # what an absolute PR-AUC floor did
+
+    noise = np.random.default_rng(1).normal(0, 0.3 * min(rate, 1 - rate), y.size)
+    useless = binary_metrics(y, np.clip(y.mean() + noise, 1e-4, 1 - 1e-4))
+    reasons = evaluate_gate(useless, GateSettings()).reasons
+    assert any(r.startswith("roc_auc") for r in reasons)
+    lift = [r for r in reasons if r.startswith("pr_auc_lift")]
+    assert lift and f"/ positive rate {y.mean():.4f})" in lift[0] and "below the minimum 1.25" in lift[0]
+    assert any(r.startswith("brier_skill") and "below the minimum 0" in r for r in reasons)

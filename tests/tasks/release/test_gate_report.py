@@ -9,6 +9,9 @@ from tasks.settings import GateSettings
 
 pytestmark = pytest.mark.unit
 
+# The report's layout, on the absolute metrics (the defaults judge the chance-relative ones).
+ABSOLUTE = GateSettings(bounds={}, max_regression={"roc_auc": 0.01, "pr_auc": 0.02, "brier": 0.01, "ece": 0.02})
+
 CV = {"roc_auc": 0.85, "pr_auc": 0.6, "brier": 0.12, "ece": 0.02}
 ROWS = EvalRows("time-holdout", "data.csv (rows with day at or after 300)", 180, 50,
                 "the most recent rows, held out from training: day at or after 300 (training rows until 299)")
@@ -31,7 +34,7 @@ def test_the_report_shows_the_paired_comparison_on_the_same_rows():
                     difference={m: ON_ROWS[m] - champion[m] for m in ON_ROWS},
                     interval={"roc_auc": (-0.05, -0.012), "pr_auc": (-0.03, 0.05), "brier": (-0.01, 0.02),
                               "ece": (-0.01, 0.02)}, resamples=1000)
-    gate = evaluate_gate(CV, GateSettings(), None, "1", ev)
+    gate = evaluate_gate(CV, ABSOLUTE, None, "1", ev)
     report = release_report(_summary(gate, ev), "http://mlflow/run")
     assert "**FAILED**" in report and "roc_auc on the same 180 rows" in report
     assert "## Champion version 1 vs candidate on the same rows" in report
@@ -43,7 +46,7 @@ def test_the_report_shows_the_paired_comparison_on_the_same_rows():
 
 
 def test_the_report_flags_a_comparison_not_on_the_same_rows():
-    gate = evaluate_gate(CV, GateSettings(), {"roc_auc": 0.855, "pr_auc": 0.6, "brier": 0.12, "ece": 0.02}, "1")
+    gate = evaluate_gate(CV, ABSOLUTE, {"roc_auc": 0.855, "pr_auc": 0.6, "brier": 0.12, "ece": 0.02}, "1")
     report = release_report(_summary(gate), "http://mlflow/run")
     assert "## Champion version 1 vs candidate: NOT on the same rows" in report
     assert NOT_SAME_ROWS in report and "## Gate notes" in report
