@@ -273,3 +273,19 @@ def test_the_guides_other_figures_are_the_codes():
     [deployment] = [d for d in spec["deployments"] if d["name"] == "promote"]
     assert deployment["parameters"]["approval_timeout_s"] == 24 * 3600
     assert "`approval_timeout_s` (24 h by default)" in guide
+
+
+def test_the_exit_codes_the_pages_quote_are_the_command_lines(all_quoting):
+    source = "\n".join(text(p) for p in (ROOT / "flows").glob("*.py"))
+    defined = {int(n) for n in re.findall(r"\bEXIT_[A-Z_]+ = (\d+)", source)}
+    defined |= {int(n) for n in re.findall(r"\breturn (\d+) if ", source)}
+    quoted = {f"{name}: exit {n}": int(n) for name, body in all_quoting.items()
+              for n in re.findall(r"\bexits? (\d+)\b", flat(body))}
+    assert {k: v for k, v in quoted.items() if v not in defined} == {}
+
+
+def test_the_extremes_of_the_prediction_check_are_the_servers():
+    from serving.monitoring.counts import EXTREME_HIGH, EXTREME_LOW
+
+    page = flat(text(DOCS / "explanation" / "monitoring.md"))
+    assert f"share of predictions below {EXTREME_LOW:g} or above {EXTREME_HIGH:g}" in page
