@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# What the fault-injection suite (pytest -m faults) measured in its last run; docs/RELIABILITY.md quotes it.
+# What the fault-injection suite (pytest -m faults) measured in its last run; docs/explanation/reliability.md quotes it.
 FIGURES = ROOT / "build" / "reliability" / "figures.json"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Never touch the user's ~/.prefect: every test session gets its own Prefect home.

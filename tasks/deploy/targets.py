@@ -30,8 +30,9 @@ class Target(BaseModel):
     python: str | None = None            # the server's interpreter; unset: a venv from the bundle (local: this one)
     start_timeout_s: float = Field(180, gt=0)
     venv_timeout_s: float = Field(VENV_TIMEOUT_S, gt=0)   # the host's first environment build (pip), python unset
-    # Server processes on the host (auto: one per CPU there; unset: 1). Several share one desired state, but
-    # each keeps its own monitoring counts and /feedback rows (README, "The model server").
+    # Server processes on the host (a number, or auto: one per CPU there; unset: the server's default, auto on a
+    # host, since the pipeline always gives it a state file). They share one desired state and one monitoring
+    # store: counts and /feedback rows are the host's, whichever process answers (serving/monitoring/).
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] | None = None
     # ssh
     user: str | None = None
