@@ -201,8 +201,6 @@ def test_the_soak_and_the_unit_tiers_durations_quoted_are_the_codes():
         in text(ROOT / "pyproject.toml")
 
 
-@pytest.mark.skipif("pr_auc_lift" not in text(ROOT / "tasks" / "settings.py"),
-                    reason="the gate's relative metrics (issue 22) are not in tasks/settings.py yet")
 def test_the_gate_metrics_the_page_defines_are_the_codes():
     from typing import get_args
 
