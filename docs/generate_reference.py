@@ -19,6 +19,7 @@ import json
 import re
 import sys
 import textwrap
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from pydantic_core import to_jsonable_python  # noqa: E402
 
 PAGES_DIR = ROOT / "docs" / "reference"
 COMMAND = "python docs/generate_reference.py"
+HELP_WIDTH = 100          # the epilogs' lines, as --help wraps them in a terminal this wide
 # Defaults a factory computes where the page is built; the page says what they mean instead.
 FACTORY_WORDS = {Path.cwd: "the working directory"}
 CODE_SPAN = re.compile(r"(``.+?``|`[^`]+`)")
@@ -287,8 +289,13 @@ def commands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.A
     return found
 
 
-def epilog_block(text: str | None) -> list[str]:
-    return ["```text", textwrap.dedent(text).strip(), "```", ""] if text else []
+def epilog_block(parser: argparse.ArgumentParser) -> list[str]:
+    """The parser's epilog as its --help prints it (its own formatter), at a fixed width: not the terminal's."""
+    if not parser.epilog:
+        return []
+    formatter = parser.formatter_class(prog=parser.prog, width=HELP_WIDTH)
+    formatter.add_text(parser.epilog)
+    return ["```text", formatter.format_help().strip("\n"), "```", ""]
 
 
 def command_lines(name: str, summary: str, command: argparse.ArgumentParser, shared_epilog: str | None) -> list[str]:
@@ -298,22 +305,29 @@ def command_lines(name: str, summary: str, command: argparse.ArgumentParser, sha
     if actions:
         lines += table(("option", "value", "default", "meaning"), option_rows(command))
     if command.epilog and command.epilog != shared_epilog:
-        lines += epilog_block(command.epilog)
+        lines += epilog_block(command)
     return lines
+
+
+def console_commands(target_package: str = "flows") -> list[str]:
+    """The console commands pyproject.toml installs for ``target_package``'s command line."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text()).get("project", {}).get("scripts", {})
+    return sorted(name for name, target in scripts.items() if target.split(".")[0] == target_package)
 
 
 def cli_page() -> str:
     from flows.cli import _parser
 
     parser = _parser()
-    intro = (f"`{parser.prog} COMMAND [OPTIONS]`; `{parser.prog} COMMAND --help` prints the same. "
-             + (parser.description or ""))
+    also = "".join(f" (also installed as `{name}`)" for name in console_commands())
+    intro = (f"`{parser.prog} COMMAND [OPTIONS]`{also}; `{parser.prog} COMMAND --help` prints what this page "
+             "shows for one command. " + (parser.description or ""))
     lines = header("Command line", "the argument parser of `flows/cli.py`", intro)
-    lines += epilog_block(parser.epilog)
-    own = visible_actions(parser)
-    if own:
-        lines += ["## Options of every command line", ""] + table(("option", "value", "default", "meaning"),
-                                                                  option_rows(parser))
+    if parser.epilog:
+        lines += [f"`{parser.prog} --help` ends with:", ""] + epilog_block(parser)
+    if visible_actions(parser):
+        lines += [f"## Options of {parser.prog}", "", "Given before the command.", ""]
+        lines += table(("option", "value", "default", "meaning"), option_rows(parser))
     found = commands(parser)
     lines += ["## Commands", ""] + table(("command", "what it does"), [(code(n), s) for n, s, _ in found])
     for name, summary, command in found:
@@ -372,7 +386,8 @@ def body_schema(operation: dict, components: dict) -> tuple[dict, dict]:
 
 def property_rows(schema: dict) -> list[tuple]:
     required = set(schema.get("required", ()))
-    return [(code(name), schema_type(prop), "yes" if name in required else "no", prop.get("description"))
+    return [(code(name), schema_type(prop), "yes" if name in required else "no",
+             prop.get("description") or prop.get("items", {}).get("description"))   # an array: what one item is
             for name, prop in schema.get("properties", {}).items()]
 
 
