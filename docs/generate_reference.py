@@ -454,7 +454,7 @@ PAGES: dict[str, Callable[[], str]] = {
 
 def stale_pages() -> list[str]:
     """The pages (paths from the repository root) whose text differs from what the code gives now."""
-    return [(PAGES_DIR / name).relative_to(ROOT).as_posix() for name, render in PAGES.items()
+    return [f"docs/reference/{name}" for name, render in PAGES.items()
             if not (PAGES_DIR / name).is_file() or (PAGES_DIR / name).read_text() != render()]
 
 
