@@ -88,27 +88,27 @@ def value_text(value: Any) -> str:
 
 
 # ---------------------------------------------------------------- JSON schema types (settings and OpenAPI alike)
-def schema_type(schema: dict, defs: dict | None = None) -> str:
+def schema_type(schema: dict) -> str:
     """A JSON schema as a short type: ``integer, ≥ 1``, ``one of reject, allow``, ``array of string``."""
-    return ", ".join([_base_type(schema, defs or {}), *_bounds(schema)])
+    return ", ".join([_base_type(schema), *_bounds(schema)])
 
 
-def _base_type(schema: dict, defs: dict) -> str:
+def _base_type(schema: dict) -> str:
     if "$ref" in schema:
         return schema["$ref"].rsplit("/", 1)[-1]
     if "anyOf" in schema:
-        return " or ".join(_base_type(part, defs) for part in schema["anyOf"])
+        return " or ".join(_base_type(part) for part in schema["anyOf"])
     if "const" in schema:
         return json.dumps(schema["const"])
     if "enum" in schema:
         return "one of " + ", ".join(str(v) for v in schema["enum"])
     kind = schema.get("type", "any")
     if kind == "array":
-        return "array of " + _base_type(schema.get("items", {}), defs)
+        return "array of " + _base_type(schema.get("items", {}))
     if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
         keys = schema.get("propertyNames", {}).get("enum")
         inside = f"({', '.join(keys)})" if keys else "string"
-        return f"mapping of {inside} to {_base_type(schema['additionalProperties'], defs)}"
+        return f"mapping of {inside} to {_base_type(schema['additionalProperties'])}"
     if kind == "string" and schema.get("format") == "path":
         return "path"
     return " or ".join(kind) if isinstance(kind, list) else kind
@@ -149,8 +149,7 @@ def settings_sections(model: type[BaseModel], value: BaseModel | None = None,
     A row is (dotted key, type, default, description). Defaults come from ``value``, the parent's default
     section when there is one: a section's default can differ from its class's (``ece``'s levels).
     """
-    properties = model.model_json_schema()
-    defs = properties.get("$defs", {})
+    properties = model.model_json_schema()["properties"]
     rows, below = [], []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
@@ -160,7 +159,7 @@ def settings_sections(model: type[BaseModel], value: BaseModel | None = None,
             rows.append((code(key), "section (below)", "—", field.description))
             below.append((inner, default, f"{key}."))
         else:
-            kind = schema_type(properties["properties"][name], defs)
+            kind = schema_type(properties[name])
             rows.append((code(key), kind, code(value_text(default)), field.description))
     yield prefix.rstrip("."), model, rows
     for inner, default, inner_prefix in below:
@@ -200,6 +199,14 @@ def configuration_page() -> str:
 
 
 # ---------------------------------------------------------------- serving-settings.md
+def serving_default(field: FieldInfo) -> str:
+    """A variable's default: unset, a value, or what a factory's value means where the server runs."""
+    default = field_default(field)
+    if default is None:
+        return "unset"
+    return default if field.default_factory in FACTORY_WORDS else code(value_text(default))
+
+
 def serving_rows() -> list[tuple[str, str, str, str]]:
     """(variable, type, default, meaning) of every variable the model server reads, in serving/settings.py's order."""
     from serving.settings import ENV, TOKEN_FILE_ENV, TOKEN_FILE_MEANING, ServingSettings
@@ -208,11 +215,8 @@ def serving_rows() -> list[tuple[str, str, str, str]]:
     rows = []
     for variable, name in ENV.items():
         field = ServingSettings.model_fields[name]
-        default = field_default(field)
-        shown = "unset" if default is None else code(value_text(default)) if field.default_factory is None \
-            else default
         kind = schema_type(properties[name]).replace(" or null", "")      # null: the variable is unset
-        rows.append((variable, kind, shown, field.description))
+        rows.append((variable, kind, serving_default(field), field.description))
     rows.append((TOKEN_FILE_ENV, "path", "unset", TOKEN_FILE_MEANING))
     return rows
 
