@@ -30,10 +30,11 @@ class _Section(BaseModel):
 class ParallelSettings(_Section):
     """Where the cross-validation folds are fitted (``flows.training``)."""
 
-    # serial: one after another in the release's process; dask: as parallel Prefect tasks on a Dask cluster
-    runner: Literal["serial", "dask"] = "serial"
-    address: str | None = None                 # a Dask scheduler, tcp://host:8786; None: a local cluster here
-    workers: int | None = Field(None, ge=1)    # the local cluster's processes; None: the CPUs, at most the folds
+    runner: Literal["serial", "dask"] = Field("serial", description=(
+        "serial: one fold after another in the release's process; dask: as parallel Prefect tasks on a Dask cluster"))
+    address: str | None = Field(None, description="a Dask scheduler, tcp://host:8786; null: a local cluster here")
+    workers: int | None = Field(None, ge=1, description=(
+        "the local Dask cluster's worker processes; null: the CPUs, at most cv_folds"))
 
 
 # What a search candidate may change: the network and how it is fitted, never the folds, the inner
@@ -78,33 +79,42 @@ class SearchSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    cv_folds: int = Field(5, ge=2, le=20)
-    epochs: int = Field(60, ge=1)
-    batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
-    hidden_units: tuple[int, ...] = (64, 32)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    l2: float = Field(1e-5, ge=0)
-    early_stopping_patience: int = Field(6, ge=1)
-    # constant | plateau (halve the rate when validation loss stalls) | cosine (decay over `epochs`)
-    lr_schedule: Literal["constant", "plateau", "cosine"] = "cosine"
-    # periodic: PLR embeddings of numeric features (Gorishniy et al. 2022); none: the standardised value
-    numeric_embedding: Literal["none", "periodic"] = "periodic"
-    embedding_frequencies: int = Field(16, ge=1, le=128)   # k: sin/cos pairs per numeric feature
-    embedding_sigma: float = Field(0.1, gt=0)              # initial frequencies ~ N(0, sigma)
-    embedding_dim: int = Field(4, ge=1, le=64)             # per-feature Linear+ReLU output
-    embedding_with_value: bool = True                      # feed the standardised value beside its embedding
-    # Wide & Deep's memorisation path (Cheng et al. 2016): a learned logit per hashed cross of all the raw
-    # feature values, this many buckets per fold model; it pays where whole feature vectors repeat
-    # (panel data). 0: off.
-    wide_buckets: int = Field(0, ge=0, le=1 << 22)
-    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
-    min_rows: int = Field(100, ge=10)
-    min_class_rows: int = Field(10, ge=2)
-    intra_op_threads: int | None = Field(None, ge=1)
-    inter_op_threads: int | None = Field(None, ge=1)
-    parallel: ParallelSettings = ParallelSettings()
-    search: SearchSettings = SearchSettings()
+    """How the network is trained: one model per cross-validation fold, all of them shipped together."""
+
+    cv_folds: int = Field(5, ge=2, le=20, description=(
+        "cross-validation folds: each fold's model is scored on the rows it never saw (the out-of-fold metrics)"))
+    epochs: int = Field(60, ge=1, description="most passes over a fold's training rows (early stopping may end sooner)")
+    batch_size: int = Field(256, ge=1, description="rows per gradient step")
+    learning_rate: float = Field(3e-3, gt=0, description="the optimiser's initial learning rate")
+    hidden_units: tuple[int, ...] = Field((64, 32), description="units of each hidden layer, input side first")
+    dropout: float = Field(0.1, ge=0, lt=1, description="share of a hidden layer's units dropped at each training step")
+    l2: float = Field(1e-5, ge=0, description="L2 weight penalty of the hidden layers")
+    early_stopping_patience: int = Field(6, ge=1, description=(
+        "epochs without a better validation loss before a fold's training stops (its best weights are kept)"))
+    lr_schedule: Literal["constant", "plateau", "cosine"] = Field("cosine", description=(
+        "constant | plateau (halve the rate when validation loss stalls) | cosine (decay over `epochs`)"))
+    numeric_embedding: Literal["none", "periodic"] = Field("periodic", description=(
+        "periodic: PLR embeddings of numeric features (Gorishniy et al. 2022); none: the standardised value only"))
+    embedding_frequencies: int = Field(16, ge=1, le=128, description="k: sin/cos pairs per numeric feature")
+    embedding_sigma: float = Field(0.1, gt=0, description=(
+        "initial frequencies ~ N(0, sigma); larger fits finer detail (and overfits small sets)"))
+    embedding_dim: int = Field(4, ge=1, le=64, description="per-feature output of the embedding's Linear + ReLU")
+    embedding_with_value: bool = Field(True, description="feed the standardised value beside its embedding")
+    wide_buckets: int = Field(0, ge=0, le=1 << 22, description=(
+        "Wide & Deep's memorisation path (Cheng et al. 2016): a learned logit per hashed cross of all the raw "
+        "feature values, this many buckets per fold model; pays where whole feature vectors repeat (panel data); "
+        "0: off"))
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5, description=(
+        "share of a fold's training rows held out for early stopping (never the out-of-fold rows)"))
+    min_rows: int = Field(100, ge=10, description="fewest data rows a release trains on (fewer: a data error)")
+    min_class_rows: int = Field(10, ge=2, description="fewest rows of each class a release trains on")
+    intra_op_threads: int | None = Field(None, ge=1, description=(
+        "TensorFlow's threads inside one operation while training; null: the CPUs available"))
+    inter_op_threads: int | None = Field(None, ge=1, description=(
+        "TensorFlow's operations run side by side while training; null: 2, or 1 on one CPU"))
+    parallel: ParallelSettings = Field(ParallelSettings(), description="where the cross-validation folds are fitted")
+    search: SearchSettings = Field(SearchSettings(), description=(
+        "a small search over network sizes (tasks/training/search.py)"))
 
     @model_validator(mode="after")
     def _valid_candidates(self) -> TrainingSettings:
@@ -124,21 +134,30 @@ class TrainingSettings(_Section):
 
 
 class CalibrationSettings(_Section):
-    # auto: every candidate is measured cross-fitted and the simplest within one standard error of the
-    # lowest Brier is shipped (tasks/training/calibrate.py); the others ship that calibrator.
-    method: Literal["auto", "none", "sigmoid", "beta", "isotonic"] = "auto"
-    n_bins: int = Field(10, ge=2, le=100)
+    """How the out-of-fold scores become probabilities (tasks/training/calibrate.py)."""
+
+    method: Literal["auto", "none", "sigmoid", "beta", "isotonic"] = Field("auto", description=(
+        "auto: every candidate is measured cross-fitted and the simplest within one standard error of the lowest "
+        "Brier is shipped; the others ship that calibrator"))
+    n_bins: int = Field(10, ge=2, le=100, description="probability bins of ECE and the reliability diagram")
 
 
 class ExportSettings(_Section):
-    golden_examples: int = Field(32, ge=1, le=500)
-    reference_bins: int = Field(10, ge=2, le=100)
-    fidelity_tolerance: float = Field(1e-5, gt=0)
+    """What the exported model carries besides its network (tasks/training/export.py)."""
+
+    golden_examples: int = Field(32, ge=1, le=500, description=(
+        "training rows shipped with their expected probabilities; a server loading the model checks them"))
+    reference_bins: int = Field(10, ge=2, le=100, description="quantile bins per numeric feature, for PSI")
+    fidelity_tolerance: float = Field(1e-5, gt=0, description=(
+        "largest |difference| allowed between the exported model's and the trained model's scores"))
 
 
 class MlflowSettings(_Section):
-    tracking_uri: str | None = None
-    experiment: str = "tabular-release"
+    """Where runs and registered versions are recorded."""
+
+    tracking_uri: str | None = Field(None, description=(
+        "the MLflow tracking and registry URI ($MLFLOW_TRACKING_URI wins); null: SQLite under pipeline_home/mlflow"))
+    experiment: str = Field("tabular-release", description="the MLflow experiment the release runs are logged in")
 
 
 # Absolute metrics, and the same relative to what chance gives on the data's positive rate p
@@ -173,32 +192,37 @@ class GateSettings(_Section):
 class RecalibrationSettings(_Section):
     """``python -m flows recalibrate``: how labelled rows are split, refitted on and judged."""
 
-    holdout_fraction: float = Field(0.3, gt=0, lt=1)   # the newest rows (or a stratified share) for the gate
-    min_class_labels: int = Field(20, ge=2)            # per class, in the fitted rows and in the held-out rows
-    folds: int = Field(5, ge=2, le=20)                 # cross-fitting folds of the fitted rows' metrics
-    bootstrap: int = Field(1000, ge=100, le=100_000)   # paired bootstrap resamples of the held-out rows
-    confidence: float = Field(0.95, gt=0.5, lt=1)
-    # How much worse than version N's pair the recalibrated pair may be on the held-out rows (absolute
-    # change); each difference is reported with its paired bootstrap interval.
+    holdout_fraction: float = Field(0.3, gt=0, lt=1, description=(
+        "share of the labelled rows held out for the gate: the newest (or a stratified share)"))
+    min_class_labels: int = Field(20, ge=2, description=(
+        "fewest labels per class, in the fitted rows and in the held-out rows"))
+    folds: int = Field(5, ge=2, le=20, description="cross-fitting folds of the fitted rows' metrics")
+    bootstrap: int = Field(1000, ge=100, le=100_000, description="paired bootstrap resamples of the held-out rows")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the paired bootstrap intervals")
     max_regression: dict[Literal["brier", "ece", "roc_auc"], float] = Field(default_factory=lambda: {
-        "brier": 0.002, "ece": 0.01, "roc_auc": 0.02})
+        "brier": 0.002, "ece": 0.01, "roc_auc": 0.02}, description=(
+        "how much worse than version N's pair the recalibrated pair may be on the held-out rows (absolute change); "
+        "each difference is reported with its paired bootstrap interval"))
 
 
 class Settings(_Section):
     """Resolved settings of one run."""
 
-    model_name: str = Field("credit-risk", pattern=MODEL_NAME_PATTERN)
-    seed: int = 42
-    pipeline_home: Path = Path("artifacts")
-    training: TrainingSettings = TrainingSettings()
-    calibration: CalibrationSettings = CalibrationSettings()
-    export: ExportSettings = ExportSettings()
-    mlflow: MlflowSettings = MlflowSettings()
-    gate: GateSettings = GateSettings()
-    recalibration: RecalibrationSettings = RecalibrationSettings()
-    # How long a run waits for another run of the same model (its release numbering, a deploy or a
-    # rollback) before it gives up; tasks/locks.py.
-    lock_timeout_s: float = Field(3600, ge=0)
+    model_name: str = Field("credit-risk", pattern=MODEL_NAME_PATTERN, description=(
+        "the registered model's name, and its directory under pipeline_home/models/"))
+    seed: int = Field(42, description="seeds the folds, the network and the samples: same seed, same data, same model")
+    pipeline_home: Path = Field(Path("artifacts"), description=(
+        "where all state lives ($PIPELINE_HOME wins); relative to the working directory"))
+    training: TrainingSettings = Field(TrainingSettings(), description="how the network is trained")
+    calibration: CalibrationSettings = Field(CalibrationSettings(), description="how scores become probabilities")
+    export: ExportSettings = Field(ExportSettings(), description="what the exported model carries")
+    mlflow: MlflowSettings = Field(MlflowSettings(), description="where runs and versions are recorded")
+    gate: GateSettings = Field(GateSettings(), description="what a candidate must reach to be released")
+    recalibration: RecalibrationSettings = Field(RecalibrationSettings(), description=(
+        "python -m flows recalibrate: how labelled rows are split, refitted on and judged"))
+    lock_timeout_s: float = Field(3600, ge=0, description=(
+        "how long a run waits for another run of the same model (its release numbering, a deploy or a rollback) "
+        "before it gives up (tasks/locks.py)"))
 
     @model_validator(mode="after")
     def _absolute_home(self) -> Settings:
@@ -269,8 +293,8 @@ def _validated(model: type[BaseModel], data: dict, path: Path):
 # ---------------------------------------------------------------- monitoring thresholds
 
 class LevelThresholds(_Section):
-    warning: float = Field(gt=0)
-    critical: float = Field(gt=0)
+    warning: float = Field(gt=0, description="the level that raises a warning")
+    critical: float = Field(gt=0, description="the level that raises a critical alarm (a page); at least warning")
 
     @model_validator(mode="after")
     def _ordered(self) -> LevelThresholds:
@@ -280,66 +304,82 @@ class LevelThresholds(_Section):
 
 
 class EceThresholds(LevelThresholds):
-    critical_hours: int = Field(2, ge=1)
-    # "ECE increasing trend over 24 hours": a least-squares line through the hourly ECE values of
-    # the last day (hours with at least trend_min_labels labels, at least trend_min_points of them)
-    # rising by trend_rise or more is a warning.
-    trend_rise: float = Field(0.02, gt=0)
-    trend_min_points: int = Field(4, ge=2)
-    trend_min_labels: int = Field(50, ge=1)
+    """Calibration error on the labelled rows; the trend is a least-squares line through the hourly ECE values of
+    the last day (hours with at least trend_min_labels labels, at least trend_min_points of them)."""
+
+    critical_hours: int = Field(2, ge=1, description="consecutive hours at or above critical before it is critical")
+    trend_rise: float = Field(0.02, gt=0, description="a rise of the day's ECE trend line this large: a warning")
+    trend_min_points: int = Field(4, ge=2, description="fewest hours the trend line is drawn through")
+    trend_min_labels: int = Field(50, ge=1, description="fewest labels an hour needs to count in the trend")
 
 
 class PsiThresholds(LevelThresholds):
-    many_features: int = Field(3, ge=1)
+    """PSI of each input feature against the training data's reference bins."""
+
+    many_features: int = Field(3, ge=1, description="more features than this above warning: critical")
 
 
 class PredictionThresholds(_Section):
-    mean_shift: float = Field(0.10, gt=0)
-    variance_increase: float = Field(0.50, gt=0)
-    extreme_share: float = Field(0.20, gt=0, le=1)
+    """The prediction distribution against the training baseline (warnings)."""
+
+    mean_shift: float = Field(0.10, gt=0, description="|mean prediction - training mean| above this")
+    variance_increase: float = Field(0.50, gt=0, description="prediction variance up by more than this share")
+    extreme_share: float = Field(0.20, gt=0, le=1, description="share of predictions below 0.05 or above 0.95")
 
 
 class LatencyThresholds(_Section):
-    p95_warning: float = Field(100, gt=0)
-    p95_critical: float = Field(200, gt=0)
-    p95_minutes: int = Field(5, ge=1)
-    p99_critical: float = Field(500, gt=0)
-    p99_minutes: int = Field(2, ge=1)
+    """Request latency in milliseconds, per minute."""
+
+    p95_warning: float = Field(100, gt=0, description="p95 above this: a warning")
+    p95_critical: float = Field(200, gt=0, description="p95 above this for p95_minutes: critical")
+    p95_minutes: int = Field(5, ge=1, description="minutes p95 must stay above p95_critical")
+    p99_critical: float = Field(500, gt=0, description="p99 above this for p99_minutes: critical")
+    p99_minutes: int = Field(2, ge=1, description="minutes p99 must stay above p99_critical")
 
 
 class ErrorThresholds(LevelThresholds):
-    minutes: int = Field(5, ge=1)
-    server_errors: float = Field(0.001, gt=0)
-    server_minutes: int = Field(10, ge=1)
+    """Share of requests answered with an error (warning/critical), and of server errors (5xx)."""
+
+    minutes: int = Field(5, ge=1, description="minutes the error rate must stay above critical")
+    server_errors: float = Field(0.001, gt=0, description="5xx rate above this for server_minutes: critical")
+    server_minutes: int = Field(10, ge=1, description="minutes the 5xx rate must stay above server_errors")
 
 
 class PerformanceThresholds(_Section):
-    roc_auc_drop: float = Field(0.05, gt=0)
-    precision_drop: float = Field(0.10, gt=0)
+    """The labelled rows' metrics against training's (warnings: retrain)."""
+
+    roc_auc_drop: float = Field(0.05, gt=0, description="ROC-AUC this far below training's")
+    precision_drop: float = Field(0.10, gt=0, description="precision this far below training's")
 
 
 class VolumeThresholds(_Section):
-    drop: float = Field(0.50, gt=0, lt=1)
-    spike: float = Field(2.00, gt=0)
-    min_requests: int = Field(100, ge=1)
+    """Requests per minute against the previous windows' rate (warnings)."""
+
+    drop: float = Field(0.50, gt=0, lt=1, description="a fall by more than this share")
+    spike: float = Field(2.00, gt=0, description="a rise by more than this share")
+    min_requests: int = Field(100, ge=1, description="fewest requests before, for the rate to be compared")
 
 
 class MonitoringSettings(_Section):
     """``configs/monitoring.yaml``: the guide's checklist thresholds."""
 
-    lookback_minutes: int = Field(60, ge=1, le=24 * 60)
-    min_rows_for_drift: int = Field(200, ge=1)
-    min_labels: int = Field(200, ge=1)
-    ece: EceThresholds = EceThresholds(warning=0.05, critical=0.10)
-    psi: PsiThresholds = PsiThresholds(warning=0.15, critical=0.25)
-    prediction: PredictionThresholds = PredictionThresholds()
-    latency_ms: LatencyThresholds = LatencyThresholds()
-    error_rate: ErrorThresholds = ErrorThresholds(warning=0.005, critical=0.01)
-    performance: PerformanceThresholds = PerformanceThresholds()
-    volume: VolumeThresholds = VolumeThresholds()
-    host_attempts: int = Field(3, ge=1, le=10)          # before a host is called down
-    host_retry_wait_s: float = Field(2.0, ge=0, le=60)
-    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"   # the routing key: $PIPELINE_PAGERDUTY_ROUTING_KEY
+    lookback_minutes: int = Field(60, ge=1, le=24 * 60, description=(
+        "the traffic each monitor run judges (the hourly deployment)"))
+    min_rows_for_drift: int = Field(200, ge=1, description=(
+        "below this many scored rows PSI and the prediction checks say \"not enough data\""))
+    min_labels: int = Field(200, ge=1, description=(
+        "below this many labelled rows ECE, ROC-AUC, precision and recall are not judged"))
+    ece: EceThresholds = Field(EceThresholds(warning=0.05, critical=0.10), description="calibration error (ECE)")
+    psi: PsiThresholds = Field(PsiThresholds(warning=0.15, critical=0.25), description="input drift (PSI)")
+    prediction: PredictionThresholds = Field(PredictionThresholds(), description="prediction drift")
+    latency_ms: LatencyThresholds = Field(LatencyThresholds(), description="request latency (ms)")
+    error_rate: ErrorThresholds = Field(ErrorThresholds(warning=0.005, critical=0.01), description="error rates")
+    performance: PerformanceThresholds = Field(PerformanceThresholds(), description="metrics on the labelled rows")
+    volume: VolumeThresholds = Field(VolumeThresholds(), description="request volume")
+    host_attempts: int = Field(3, ge=1, le=10, description="health checks of a host before it is called down")
+    host_retry_wait_s: float = Field(2.0, ge=0, le=60, description="seconds between a host's health checks")
+    pagerduty_url: str = Field("https://events.pagerduty.com/v2/enqueue", description=(
+        "PagerDuty's events endpoint for critical alarms (the routing key: $PIPELINE_PAGERDUTY_ROUTING_KEY)"))
 
 
 def load_monitoring(path: str | Path | None = None, env: dict[str, str] | None = None) -> MonitoringSettings:
