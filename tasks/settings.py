@@ -58,13 +58,13 @@ class SearchSettings(_Section):
     """A small search over network sizes (``tasks/training/search.py``): each candidate is fitted on every
     fold and judged on the folds' inner validation rows, never on the out-of-fold rows the metrics use."""
 
-    enabled: bool = True
-    # Wall-clock seconds for the whole search, the configured network included (it always runs); a
-    # candidate is started only while the time spent so far plus one more candidate fits. None: no limit.
-    budget_s: float | None = Field(300, gt=0)
-    # Each a mapping of training keys (SEARCHABLE) to values, tried in this order after the configured network;
-    # the configured network is kept unless one beats it by more than a standard error.
-    candidates: tuple[dict[str, Any], ...] = DEFAULT_CANDIDATES
+    enabled: bool = Field(True, description="search at all; off: the configured network alone")
+    budget_s: float | None = Field(300, gt=0, description=(
+        "wall-clock seconds for the whole search, the configured network included (it always runs); a candidate "
+        "starts only while the time spent plus one more candidate fits; null: no limit"))
+    candidates: tuple[dict[str, Any], ...] = Field(DEFAULT_CANDIDATES, description=(
+        "each a mapping of training keys to values, tried in order after the configured network, which is kept "
+        "unless one beats it by more than a standard error; searchable: " + ", ".join(sorted(SEARCHABLE))))
 
     @model_validator(mode="after")
     def _known_keys(self) -> SearchSettings:
@@ -172,21 +172,23 @@ class Bound(_Section):
 
 
 class GateSettings(_Section):
-    # Requirements on the candidate's cross-validated metrics. The defaults hold on any base rate: ROC-AUC
-    # (chance 0.5), the ranking's precision at least 1.25 times the positive rate, a Brier score no worse
-    # than always predicting the positive rate's, and ECE at most a quarter of the minority class's rate.
     bounds: dict[Metric, Bound] = Field(default_factory=lambda: {
         "roc_auc": Bound(min=0.7), "pr_auc_lift": Bound(min=1.25), "brier_skill": Bound(min=0.0),
-        "ece_relative": Bound(max=0.25)})
-    # How much worse than the champion a candidate may be (absolute change of each metric).
+        "ece_relative": Bound(max=0.25)}, description=(
+        "min and max of the candidate's cross-validated metrics; the defaults hold on any positive rate p: ROC-AUC "
+        "(chance 0.5), PR-AUC at least 1.25 p, Brier no worse than always predicting p, ECE at most a quarter of "
+        "min(p, 1 - p)"))
     max_regression: dict[Metric, float] = Field(default_factory=lambda: {
-        "roc_auc": 0.01, "pr_auc_lift": 0.1, "brier_skill": 0.05, "ece_relative": 0.1})
-    # The rows both models are scored on: --eval-data, else (the schema names a time_column) the most
-    # recent holdout_fraction of the data, held out from training (tasks/release/evaluate.py).
-    holdout_fraction: float = Field(0.2, ge=0.05, le=0.5)
-    min_eval_rows: int = Field(100, ge=10)
-    bootstrap_resamples: int = Field(1000, ge=100, le=10_000)
-    confidence: float = Field(0.95, ge=0.5, lt=1)
+        "roc_auc": 0.01, "pr_auc_lift": 0.1, "brier_skill": 0.05, "ece_relative": 0.1}, description=(
+        "how much worse than the champion a candidate may be, per metric (absolute change), judged on the same "
+        "rows with a paired bootstrap interval when there are any"))
+    holdout_fraction: float = Field(0.2, ge=0.05, le=0.5, description=(
+        "without --eval-data, when the schema names a time_column: the most recent share of the rows, held out "
+        "from training, that both models are scored on"))
+    min_eval_rows: int = Field(100, ge=10, description="fewest evaluation rows (fewer: an error naming the count)")
+    bootstrap_resamples: int = Field(1000, ge=100, le=10_000, description=(
+        "paired, stratified resamples behind each difference's interval"))
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="confidence level of those intervals")
 
 
 class RecalibrationSettings(_Section):
