@@ -60,12 +60,13 @@ def send(transitions: list[Transition], channels: dict, version: str | None) -> 
 
 @flow(name="monitor", validate_parameters=False)
 def monitor_flow(targets: list[str] | None = None, targets_file: str | None = None, config: str | None = None,
-                 monitoring: str | None = None, now: float | None = None) -> dict:
+                 monitoring: str | None = None, now: float | None = None, model: str | None = None) -> dict:
     """Check every target against the champion and the guide's thresholds; send the alarms that changed.
 
-    ``now`` (epoch seconds) judges the traffic up to that moment (tests pass time in, never sleep)."""
+    ``now`` (epoch seconds) judges the traffic up to that moment (tests pass time in, never sleep). ``model``:
+    the registered model's name instead of the config's ``model_name``."""
     logger = get_run_logger()
-    settings = load_settings(config)
+    settings = load_settings(config, overrides={"model_name": model} if model else None)
     cfg = load_monitoring(monitoring)
     now = time.time() if now is None else now
     inventory = load_targets(targets_file, settings.pipeline_home)

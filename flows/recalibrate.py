@@ -37,14 +37,14 @@ from tasks.settings import load_settings
 @flow(name="recalibrate", flow_run_name="recalibrate-v{version}", validate_parameters=False)
 def recalibrate_flow(version: str | int | None = None, labels: str = FEEDBACK, targets: list[str] | None = None,
                      targets_file: str | None = None, config: str | None = None,
-                     label_targets: list[str] | None = None) -> dict:
+                     label_targets: list[str] | None = None, model: str | None = None) -> dict:
     """Refit version ``version``'s calibrator (default: the champion's) on ``labels`` (a CSV, or ``feedback``:
     what the servers of ``label_targets``, else ``targets``, else the local target collected), register it as
     a PATCH release, gate it on held-out labelled rows; if blessed and ``targets`` are given, deploy and
-    promote it."""
+    promote it. ``model``: the registered model's name instead of the config's ``model_name``."""
     logger = get_run_logger()
     started = time.perf_counter()
-    settings = load_settings(config)
+    settings = load_settings(config, overrides={"model_name": model} if model else None)
     run = VersionRun("recalibration", settings.model_name, started=started)
     with run.failure_reported(str(labels)):
         return _recalibrate(logger, run, settings, version, labels, targets, targets_file,
@@ -136,7 +136,7 @@ def _recalibrate(logger, run: VersionRun, settings, version, labels: str,
     if gate.passed and targets:
         deploy_blessed(run, summary, report, version=reg.version, targets=targets, targets_file=targets_file,
                        config=config, reason=f"recalibration {release} of version {mv.version}: gate passed, "
-                                             "smoke-tested")
+                                             "smoke-tested", model=settings.model_name)
         summary["timings"] = {**timings, "flow_total": run.elapsed()}
     report(f"gate {'passed' if gate.passed else 'FAILED'}")
     return summary
