@@ -16,6 +16,7 @@ from pathlib import Path
 
 EXIT_USER_ERROR = 2
 EXIT_GATE_FAILED = 3
+EXIT_DIFFERS = 4   # status: a target serves something other than the champion
 EXIT_CRITICAL_ALARM = 5
 EXIT_BUSY = 6   # another run of the model held its lock (release numbering, deploy, rollback) too long
 

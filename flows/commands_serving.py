@@ -7,9 +7,7 @@ Light at import: Prefect and MLflow load inside the command, after its inputs we
 
 from __future__ import annotations
 
-from flows.commands import EXIT_CRITICAL_ALARM, opt, print_deploy, write_json
-
-EXIT_DIFFERS = 4   # status: a target serves something other than the champion
+from flows.commands import EXIT_CRITICAL_ALARM, EXIT_DIFFERS, opt, print_deploy, write_json
 
 
 def cmd_deploy(args) -> int:

@@ -87,7 +87,8 @@ def test_fleet_with_target_is_refused_on_every_command_before_prefect_loads():
     """One line, exit 2, and neither Prefect nor MLflow imported: nothing was started to say no."""
     script = ("import sys, json\nfrom flows.cli import main\nout = {}\n"
               f"for command in {list(WITH_FLEET)!r}:\n"
-              f"    out[command] = main([command, *{REQUIRED!r}.get(command, []), '--fleet', 'web', '--target', 't1'])\n"
+              f"    argv = [command, *{REQUIRED!r}.get(command, []), '--fleet', 'web', '--target', 't1']\n"
+              "    out[command] = main(argv)\n"
               "out['loaded'] = sorted(m for m in ('prefect', 'mlflow', 'tensorflow') if m in sys.modules)\n"
               "print(json.dumps(out))")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
