@@ -83,13 +83,11 @@ def release_command(data: str, schema: Path, feature_list: Path, config: Path) -
 
 
 def _load_inputs(args):
-    from flows.models import check_file
+    from flows.models import check_file, settings_for
     from tasks.contract_files import load_feature_list, load_schema
-    from tasks.settings import load_settings
     from tasks.training.data import load_dataset
 
-    model = getattr(args, "model", None)
-    settings = load_settings(args.config, overrides={"model_name": model} if model else None)
+    settings = settings_for(args.config, getattr(args, "model", None))
     check_file("--schema", args.schema, "the data contract, schema.yaml")
     schema = load_schema(args.schema)
     if args.feature_list is not None:

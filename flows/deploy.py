@@ -24,6 +24,7 @@ from prefect.transactions import transaction
 
 from flows.fleet import fleet_deploy, fleet_rollback
 from flows.locks import exclusive
+from flows.models import settings_for
 from flows.notify import check_after_promotion, publish
 from flows.stages import deploy_task, package_task, promote_task, restores
 from tasks.constants import CHAMPION
@@ -34,16 +35,11 @@ from tasks.deploy.transports import transport_for
 from tasks.errors import ConfigError, PostPromotionCheckFailed, RestoreFailed
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import deploy_failed_report, deploy_report, rollback_report
-from tasks.settings import load_settings
 
 
 def _version(value: str | int | None) -> str | None:
     """A registry version as the UI, the CLI (`--param version=3` sends a number) or an event gives it."""
     return None if value is None or value == "" else str(value)
-
-
-def _model_override(model: str | None) -> dict | None:
-    return {"model_name": model} if model else None
 
 
 @flow(name="deploy", validate_parameters=False)
@@ -58,7 +54,7 @@ def deploy_flow(version: str | int | None = None, targets: list[str] | None = No
     logger = get_run_logger()
     started = time.perf_counter()
     version = _version(version)
-    settings = load_settings(config, overrides=_model_override(model))
+    settings = settings_for(config, model)
     if fleet:
         if targets:
             raise ConfigError(f"deploy: give targets or a fleet, not both (targets {targets}, fleet {fleet})")
@@ -145,7 +141,7 @@ def rollback_flow(target: str = "local", version: str | int | None = None, targe
     registered model's name instead of the config's ``model_name``."""
     logger = get_run_logger()
     version, failing_version = _version(version), _version(failing_version)
-    settings = load_settings(config, overrides=_model_override(model))
+    settings = settings_for(config, model)
     if fleet:    # every host of the fleet, one at a time out of the balancer's rotation (flows/fleet.py)
         group, members = load_fleet(targets_file, settings.pipeline_home, fleet)
         with exclusive(settings, "serving", f"rollback of fleet {fleet} ({reason})"):

@@ -41,8 +41,10 @@ def config_file(config: str | Path | None, env: dict[str, str] | None = None) ->
     return Path(config or env.get("PIPELINE_CONFIG") or DEFAULT_CONFIG).resolve()
 
 
-def _overrides(model: str | None) -> dict | None:
-    return {"model_name": model} if model else None
+def settings_for(config: str | Path | None, model: str | None, env: dict[str, str] | None = None) -> Settings:
+    """``load_settings(config)`` with ``model`` (when given) instead of the config's model_name: how every flow
+    and command reads the settings of the model it acts on."""
+    return load_settings(config, env=env, overrides={"model_name": model} if model else None)
 
 
 def choose_model(config: Path | None, model: str | None, env: dict[str, str] | None = None) -> ModelChoice:
@@ -57,7 +59,7 @@ def choose_model(config: Path | None, model: str | None, env: dict[str, str] | N
 
     env = dict(os.environ) if env is None else env
     given = config or env.get("PIPELINE_CONFIG")
-    settings = load_settings(given, env=env, overrides=_overrides(model))
+    settings = settings_for(given, model, env)
     models = MlflowRegistry(settings).registered_models()
     where = f"MLflow at {safe_uri(settings.tracking_uri)}"
     if given:
@@ -74,8 +76,8 @@ def choose_model(config: Path | None, model: str | None, env: dict[str, str] | N
     _require(model, models, where, "--model")
     recorded = models[model].get(PIPELINE_CONFIG_TAG)
     if recorded and Path(recorded).is_file():
-        return ModelChoice(load_settings(recorded, env=env, overrides=_overrides(model)), recorded)
-    return ModelChoice(load_settings(None, env=env, overrides=_overrides(model)), None)
+        return ModelChoice(settings_for(recorded, model, env), recorded)
+    return ModelChoice(settings_for(None, model, env), None)
 
 
 def _require(name: str, models: dict, where: str, source: str) -> None:

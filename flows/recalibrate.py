@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.models import settings_for
 from flows.runs import VersionRun, deploy_blessed
 from flows.stages import (
     build_recalibrated_task,
@@ -31,7 +32,6 @@ from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.labels import split_rows
 from tasks.release.reports import recalibration_report
-from tasks.settings import load_settings
 
 
 @flow(name="recalibrate", flow_run_name="recalibrate-v{version}", validate_parameters=False)
@@ -44,7 +44,7 @@ def recalibrate_flow(version: str | int | None = None, labels: str = FEEDBACK, t
     promote it. ``model``: the registered model's name instead of the config's ``model_name``."""
     logger = get_run_logger()
     started = time.perf_counter()
-    settings = load_settings(config, overrides={"model_name": model} if model else None)
+    settings = settings_for(config, model)
     run = VersionRun("recalibration", settings.model_name, started=started)
     with run.failure_reported(str(labels)):
         return _recalibrate(logger, run, settings, version, labels, targets, targets_file,

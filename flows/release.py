@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.models import config_file
+from flows.models import config_file, settings_for
 from flows.runs import VersionRun, deploy_blessed
 from flows.stages import (
     calibrate_task,
@@ -39,7 +39,6 @@ from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.evaluate import rows_of_file, rows_of_holdout
 from tasks.release.reports import release_report
-from tasks.settings import load_settings
 
 
 @flow(name="release", flow_run_name="release-{data}", validate_parameters=False)
@@ -53,7 +52,7 @@ def release_flow(data: str, schema: str, feature_list: str, config: str | None =
     Returns the run summary."""
     logger = get_run_logger()
     started = time.perf_counter()
-    settings = load_settings(config, overrides={"model_name": model} if model else None)
+    settings = settings_for(config, model)
     run = VersionRun("release", settings.model_name, started=started)
     with run.failure_reported(data):
         return _release(logger, run, settings, data, schema, feature_list, config, targets,
