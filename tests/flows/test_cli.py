@@ -253,3 +253,31 @@ def test_status_writes_its_result_as_json(registry, tmp_path, capsys):
     assert code == 0 and result["model"] == "credit-risk" and result["champion"] is None
     assert result["targets"] == [{"target": "t1", "running": False, "serves": None, "health": None,
                                   "in_rotation": None, "matches": True}] and result["differs"] is False
+
+
+def test_rollback_of_several_targets_moves_the_champion_once_and_the_others_follow(registry, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """The first target's rollback moves the alias; each other target is switched only while it serves the
+    version rolled back from (the rollback flow's failing_version rule)."""
+    import flows.deploy
+
+    inventory = tmp_path / "targets.yaml"
+    inventory.write_text("targets:\n  t1:\n    base_dir: t1\n  t2:\n    base_dir: t2\n    port: 8001\n")
+    registry("credit-risk", versions=3)
+    calls = []
+
+    def rollback_flow(target, version=None, failing_version=None, **kw):
+        calls.append((target, version, failing_version, kw["model"]))
+        if failing_version is None:
+            return {"champion_before": "3", "champion_after": "2", "action": "rolled back",
+                    "deployment": {"version": "2"}}
+        return {"champion_before": "2", "champion_after": "2", "action": "skipped"}
+
+    monkeypatch.setattr(flows.deploy, "rollback_flow", rollback_flow)
+    from flows.cli import main
+
+    assert main(["rollback", "--target", "t1", "--target", "t2", "--targets", str(inventory)]) == 0
+    assert calls == [("t1", None, None, "credit-risk"), ("t2", None, "3", "credit-risk")]
+    assert capsys.readouterr().out.splitlines() == ["target t1: now serves version 2; smoke test passed",
+                                                    "target t2: skipped (it does not serve version 3)",
+                                                    "champion: 3 -> 2"]
