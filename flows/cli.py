@@ -161,10 +161,10 @@ def _make_commands(sub) -> None:
     bal.add_argument("--undrain", action="append", default=[], metavar="TARGET", help="put a host back into rotation")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The whole command line (the reference page docs/reference/cli.md is generated from it)."""
     top = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Release pipeline for tabular models: train → calibrate → export → register → gate → deploy.",
         epilog="State lives under $PIPELINE_HOME (default ./artifacts); MLflow under $PIPELINE_HOME/mlflow "
                "unless MLFLOW_TRACKING_URI or the config's mlflow.tracking_uri says otherwise.\n\n" + EXIT_CODES)
@@ -194,8 +194,8 @@ def conflicting_options(args: argparse.Namespace) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parser(prog).parse_args(argv)
     conflict = conflicting_options(args)
     if conflict:
         print(f"error: {conflict}", file=sys.stderr)
@@ -216,4 +216,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The console command ``tabular-pipeline`` (pyproject's ``[project.scripts]``)."""
-    sys.exit(main())
+    sys.exit(main(prog="tabular-pipeline"))
