@@ -1,18 +1,22 @@
-"""What each command of ``python -m flows`` does: run its flow or stage, print what a person needs, return
-the exit code. The options are ``flows.cli``'s parser.
+"""What the commands that make a version do (infer-schema, validate, release, recalibrate): check the inputs,
+run the flow, print what a person needs, return the exit code; with the helpers every command shares. The
+options are ``flows.cli``'s parser; the commands that serve a version are ``flows.commands_serving``.
 
-Light at import like the parser: Prefect, TensorFlow and MLflow load inside the command that needs them.
+Light at import like the parser: Prefect, TensorFlow and MLflow load inside the command that needs them, and
+every input is checked (``flows.models``) before a flow, and so Prefect, starts.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
 EXIT_GATE_FAILED = 3
+EXIT_DIFFERS = 4   # status: a target serves something other than the champion
 EXIT_CRITICAL_ALARM = 5
 EXIT_BUSY = 6   # another run of the model held its lock (release numbering, deploy, rollback) too long
 
@@ -63,17 +67,31 @@ def cmd_infer_schema(args) -> int:
     for note in notes:
         print(f"note: {note}")
     print("review both: ranges are the observed ones; widen them to what production may send")
+    following = release_command(args.data, schema_path, features_path, config_path)
+    print(f"then release it:\n  {following}")
+    write_json(args.json_out, {"schema": str(schema_path), "feature_list": str(features_path),
+                               "config": str(config_path), "model_name": name, "notes": notes,
+                               "next_command": following})
     return 0
 
 
+def release_command(data: str, schema: Path, feature_list: Path, config: Path) -> str:
+    """The release command for drafted configs, as a shell reads it."""
+    words = ["release", "--data", str(data), "--schema", str(schema), "--feature-list", str(feature_list),
+             "--config", str(config)]
+    return "python -m flows " + " ".join(shlex.quote(w) for w in words)
+
+
 def _load_inputs(args):
+    from flows.models import check_file, settings_for
     from tasks.contract_files import load_feature_list, load_schema
-    from tasks.settings import load_settings
     from tasks.training.data import load_dataset
 
-    settings = load_settings(args.config)
+    settings = settings_for(args.config, getattr(args, "model", None))
+    check_file("--schema", args.schema, "the data contract, schema.yaml")
     schema = load_schema(args.schema)
     if args.feature_list is not None:
+        check_file("--feature-list", args.feature_list, "feature_list.csv")
         load_feature_list(args.feature_list).check_against(schema, str(args.feature_list))
     ds = load_dataset(args.data, schema, settings.training.min_rows, settings.training.min_class_rows)
     if getattr(args, "eval_data", None) is not None:
@@ -84,19 +102,25 @@ def _load_inputs(args):
 def cmd_validate(args) -> int:
     _settings, ds = _load_inputs(args)
     print(f"{args.data}: {ds.n_rows} rows, {ds.positives} positive; conforms to {args.schema}")
+    write_json(args.json_out, {"data": str(args.data), "schema": str(args.schema), "rows": ds.n_rows,
+                               "positives": ds.positives, "sha256": ds.sha256, "conforms": True})
     return 0
 
 
 def cmd_release(args) -> int:
-    _load_inputs(args)  # fail fast, before Prefect starts, on bad input
-    from flows.release import release_flow
+    from flows.models import check_targets
 
+    settings, _ds = _load_inputs(args)  # fail fast, before Prefect starts, on bad input
     fleet = None if args.no_deploy else args.fleet
     targets = [] if args.no_deploy or fleet else (args.targets or ["local"])
+    if targets or fleet:
+        check_targets(settings, args.targets_file, targets, fleet)
+    from flows.release import release_flow
+
     summary = release_flow(data=str(args.data), schema=str(args.schema), feature_list=str(args.feature_list),
-                           config=_opt(args.config), targets=targets, targets_file=_opt(args.targets_file),
-                           eval_data=_opt(args.eval_data), fleet=fleet)
-    _write_json(args.json_out, summary)
+                           config=opt(args.config), targets=targets, targets_file=opt(args.targets_file),
+                           eval_data=opt(args.eval_data), fleet=fleet, model=args.model)
+    write_json(args.json_out, summary)
     print()
     print(f"model version {summary['version']} (release {summary['release']}) exported to {summary['model_dir']}")
     print(f"registered as {summary['registry']['name']} version {summary['registry']['version']} in MLflow "
@@ -111,17 +135,18 @@ def cmd_release(args) -> int:
     return _verdict("quality gate", summary)
 
 
-def _opt(path: Path | None) -> str | None:
+def opt(path: Path | None) -> str | None:
     return str(path) if path else None
 
 
-def _write_json(path: Path | None, payload: dict) -> None:
+def write_json(path: Path | None, payload: dict) -> None:
+    """``--json-out``: the command's result as JSON, when asked for."""
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2))
+        path.write_text(json.dumps(payload, indent=2, default=str))
 
 
-def _print_deploy(result: dict | None) -> None:
+def print_deploy(result: dict | None) -> None:
     if not result:
         return
     for d in result["deployments"]:
@@ -142,19 +167,22 @@ def _print_deploy(result: dict | None) -> None:
 
 
 def cmd_recalibrate(args) -> int:
+    from flows.models import check_file, check_targets, check_version, choose_model
     from tasks.constants import FEEDBACK
-    from tasks.settings import load_settings
 
-    load_settings(args.config)   # fail fast, before Prefect starts, on a bad config
-    if args.labels != FEEDBACK and not Path(args.labels).is_file():
-        print(f"error: --labels {args.labels}: no such file (a labels CSV, or '{FEEDBACK}')", file=sys.stderr)
-        return EXIT_USER_ERROR
+    if args.labels != FEEDBACK:   # fail fast, before Prefect starts, on bad input
+        check_file("--labels", args.labels, f"a labels CSV, or '{FEEDBACK}'")
+    chosen = choose_model(args.config, args.model)
+    check_version(chosen.settings, args.version)
+    targets = args.targets or ["local"]
+    if args.labels == FEEDBACK or not args.no_deploy:
+        check_targets(chosen.settings, args.targets_file, targets)
     from flows.recalibrate import recalibrate_flow
 
-    chosen = args.targets or ["local"]
-    summary = recalibrate_flow(version=args.version, labels=args.labels, targets=[] if args.no_deploy else chosen,
-                               targets_file=_opt(args.targets_file), config=_opt(args.config), label_targets=chosen)
-    _write_json(args.json_out, summary)
+    summary = recalibrate_flow(version=args.version, labels=args.labels, targets=[] if args.no_deploy else targets,
+                               targets_file=opt(args.targets_file), config=chosen.config, label_targets=targets,
+                               model=chosen.model)
+    write_json(args.json_out, summary)
     gate, src, labels = summary["gate"], summary["recalibrated_from"], summary["labels"]
     print()
     print(f"model version {summary['version']} (release {summary['release']}): version {src['version']} (release "
@@ -177,7 +205,7 @@ def _verdict(gate_name: str, summary: dict) -> int:
         print(f"note: {note}")
     if gate["passed"]:
         print(f"{gate_name}: passed; alias '{summary['registry']['alias']}' now points at it")
-        _print_deploy(summary.get("deploy"))
+        print_deploy(summary.get("deploy"))
         return 0
     print(f"{gate_name}: FAILED", file=sys.stderr)
     for reason in gate["reasons"]:
@@ -185,137 +213,3 @@ def _verdict(gate_name: str, summary: dict) -> int:
     return EXIT_GATE_FAILED
 
 
-def cmd_deploy(args) -> int:
-    from flows.deploy import deploy_flow
-
-    if args.fleet and args.targets:
-        print("error: give --target or --fleet, not both", file=sys.stderr)
-        return EXIT_USER_ERROR
-    result = deploy_flow(version=args.version, targets=None if args.fleet else (args.targets or ["local"]),
-                         targets_file=_opt(args.targets_file), config=_opt(args.config), reason="manual deploy",
-                         fleet=args.fleet)
-    _write_json(args.json_out, result)
-    _print_deploy(result)
-    return 0
-
-
-def cmd_rollback(args) -> int:
-    from flows.deploy import rollback_flow
-
-    result = rollback_flow(target=args.target, version=args.to_version, targets_file=_opt(args.targets_file),
-                           config=_opt(args.config), reason="manual rollback", fleet=args.fleet)
-    _write_json(args.json_out, result)
-    if args.fleet:
-        for d in result["deployments"]:
-            print(f"target {d['target']}: now serves version {d['version']}; smoke test passed")
-        print(f"champion: {result['champion_before']} -> {result['champion_after']}")
-        return 0
-    print(f"target {args.target}: now serves version {result['deployment']['version']}; smoke test passed")
-    print(f"champion: {result['champion_before']} -> {result['champion_after']}")
-    return 0
-
-
-def cmd_status(args) -> int:
-    from tasks.constants import CHAMPION
-    from tasks.deploy.targets import load_targets, pick_targets
-    from tasks.deploy.transports import transport_for
-    from tasks.registry import MlflowRegistry
-    from tasks.settings import load_settings
-
-    settings = load_settings(args.config)
-    drained = None
-    if args.fleet:
-        from tasks.deploy.balancer import NginxBalancer
-        from tasks.deploy.fleets import inventory_path, load_fleet
-
-        fleet, targets = load_fleet(args.targets_file, settings.pipeline_home, args.fleet)
-    else:
-        targets = pick_targets(load_targets(args.targets_file, settings.pipeline_home), args.targets or ["local"])
-    champion = MlflowRegistry(settings).alias_version(CHAMPION)
-    expected = champion.tags.get("export_version") if champion else None
-    print(f"registry: {settings.model_name} champion = version {champion.version if champion else 'none'}"
-          f" (export version {expected or '-'})")
-    if args.fleet:
-        print(f"fleet {fleet.name}: {fleet.strategy}, {len(targets)} hosts", end="")
-        if fleet.balancer is not None:
-            balancer = NginxBalancer(fleet, targets, str(inventory_path(args.targets_file)))
-            state, answering = balancer.state(), balancer.served_generation()
-            drained = state.drained
-            print(f"; nginx at {balancer.url}: " + (f"generation {answering}" if answering is not None
-                                                    else "NOT answering") + f" (written: {state.generation}), "
-                  f"out of rotation: {', '.join(sorted(drained)) or 'none'}")
-        else:
-            print()
-    mismatch = False
-    for target in targets:
-        state = transport_for(target).host("status")
-        served = state.get("default_version")
-        ok = served == expected
-        mismatch |= not ok
-        rotation = "" if drained is None else ", OUT of rotation" if target.name in drained else ", in rotation"
-        diff = "" if ok else f"  <-- DIFFERS from the champion's {expected or 'nothing'}"
-        print(f"target {target.name}: {'running' if state['running'] else 'not running'}, serves "
-              f"{served or 'nothing'}, health {state.get('health', '-')}{rotation}{diff}")
-    return 4 if mismatch else 0
-
-
-def cmd_balancer(args) -> int:
-    from tasks.deploy.balancer import NginxBalancer
-    from tasks.deploy.fleets import inventory_path, load_fleet
-    from tasks.errors import ConfigError
-    from tasks.settings import load_settings
-
-    settings = load_settings(args.config)
-    fleet, targets = load_fleet(args.targets_file, settings.pipeline_home, args.fleet)
-    if fleet.balancer is None:
-        raise ConfigError(f"fleet {fleet.name} has no balancer: block in {inventory_path(args.targets_file)}")
-    if args.out is not None:
-        fleet = fleet.model_copy(update={"balancer": fleet.balancer.model_copy(update={"config_dir": args.out})})
-    balancer = NginxBalancer(fleet, targets, str(inventory_path(args.targets_file)))
-    drained = (balancer.state().drained | set(args.drain)) - set(args.undrain)
-    if args.out is not None or not (args.drain or args.undrain):
-        state = balancer.write(drained, example=args.out is not None)
-        print(f"wrote {balancer.fleet_conf} and {balancer.conf} (generation {state.generation}; out of rotation: "
-              f"{', '.join(sorted(state.drained)) or 'none'}); not reloaded")
-        return 0
-    state = balancer.apply(drained)
-    print(f"nginx at {balancer.url} serves generation {state.generation}; out of rotation: "
-          f"{', '.join(sorted(state.drained)) or 'none'}")
-    return 0
-
-
-def cmd_stop(args) -> int:
-    from tasks.deploy.targets import load_targets, pick_targets
-    from tasks.deploy.transports import transport_for
-    from tasks.settings import load_settings
-
-    settings = load_settings(args.config)
-    (target,) = pick_targets(load_targets(args.targets_file, settings.pipeline_home), [args.target])
-    result = transport_for(target).host("stop")
-    print(f"target {target.name}: " + ("server stopped" if result["was_running"] else "no server was running"))
-    return 0
-
-
-def cmd_monitor(args) -> int:
-    from flows.monitor import monitor_flow
-
-    result = monitor_flow(targets=args.targets, targets_file=_opt(args.targets_file), config=_opt(args.config),
-                          monitoring=_opt(args.monitoring))
-    _write_json(args.json_out, result)
-    for t in result["targets"]:
-        f = t["finding"]
-        print(f"target {f['target']}: serves {f['served'] or 'nothing'}; {f['finding']}")
-        for version, alarms in t["alarms"].items():
-            for a in alarms:
-                print(f"  {a['level'].upper():8} {a['rule']} (v{version}): {a['message']} — {a['action']}")
-    for c in result["transitions"]:
-        print(f"{c['state']}: {c['level']} {c['rule']} on {c['target']}; sent to {', '.join(c['sent_to']) or '-'}")
-    critical = any(a["level"] == "critical" for t in result["targets"] for found in t["alarms"].values()
-                   for a in found)
-    return EXIT_CRITICAL_ALARM if critical else 0
-
-
-COMMANDS = {"infer-schema": cmd_infer_schema, "release": cmd_release, "recalibrate": cmd_recalibrate,
-            "validate": cmd_validate,
-            "deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status, "stop": cmd_stop,
-            "monitor": cmd_monitor, "balancer": cmd_balancer}

@@ -24,6 +24,7 @@ from prefect.transactions import transaction
 
 from flows.fleet import fleet_deploy, fleet_rollback
 from flows.locks import exclusive
+from flows.models import settings_for
 from flows.notify import check_after_promotion, publish
 from flows.stages import deploy_task, package_task, promote_task, restores
 from tasks.constants import CHAMPION
@@ -34,7 +35,6 @@ from tasks.deploy.transports import transport_for
 from tasks.errors import ConfigError, PostPromotionCheckFailed, RestoreFailed
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import deploy_failed_report, deploy_report, rollback_report
-from tasks.settings import load_settings
 
 
 def _version(value: str | int | None) -> str | None:
@@ -45,15 +45,16 @@ def _version(value: str | int | None) -> str | None:
 @flow(name="deploy", validate_parameters=False)
 def deploy_flow(version: str | int | None = None, targets: list[str] | None = None, targets_file: str | None = None,
                 config: str | None = None, reason: str = "deploy", approval: dict | None = None,
-                fleet: str | None = None) -> dict:
+                fleet: str | None = None, model: str | None = None) -> dict:
     """Deploy a registered version (default: the challenger) to targets, then promote it to champion.
 
     ``fleet``: release to that fleet of the inventory by its strategy instead (``flows/fleet.py``).
-    ``approval`` (approver, reason), given by the promote flow, is recorded on the version's tags."""
+    ``approval`` (approver, reason), given by the promote flow, is recorded on the version's tags.
+    ``model``: the registered model's name instead of the config's ``model_name``."""
     logger = get_run_logger()
     started = time.perf_counter()
     version = _version(version)
-    settings = load_settings(config)
+    settings = settings_for(config, model)
     if fleet:
         if targets:
             raise ConfigError(f"deploy: give targets or a fleet, not both (targets {targets}, fleet {fleet})")
@@ -128,17 +129,19 @@ def _failed_deploy(logger, registry: MlflowRegistry, version: str, names: str, b
 @flow(name="rollback", validate_parameters=False)
 def rollback_flow(target: str = "local", version: str | int | None = None, targets_file: str | None = None,
                   config: str | None = None, reason: str = "rollback",
-                  failing_version: str | int | None = None, fleet: str | None = None) -> dict:
+                  failing_version: str | int | None = None, fleet: str | None = None,
+                  model: str | None = None) -> dict:
     """Serve the previous champion (or ``version``) on the target, smoke-test it, then move the alias.
 
     ``failing_version`` (from an alarm): roll back only while that version is still the champion.
     When the alias was already moved back (an alarm from another target of the same release got
     there first), this target is only switched to the champion if it still serves the failing
     version; so a burst of alarms about one bad version rolls the registry back once and every
-    alarmed target with it. ``fleet``: roll every host of that fleet back instead of ``target``."""
+    alarmed target with it. ``fleet``: roll every host of that fleet back instead of ``target``. ``model``: the
+    registered model's name instead of the config's ``model_name``."""
     logger = get_run_logger()
     version, failing_version = _version(version), _version(failing_version)
-    settings = load_settings(config)
+    settings = settings_for(config, model)
     if fleet:    # every host of the fleet, one at a time out of the balancer's rotation (flows/fleet.py)
         group, members = load_fleet(targets_file, settings.pipeline_home, fleet)
         with exclusive(settings, "serving", f"rollback of fleet {fleet} ({reason})"):

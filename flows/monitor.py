@@ -17,6 +17,7 @@ import time
 
 from prefect import flow, get_run_logger
 
+from flows.models import settings_for
 from flows.notify import emit_alarm, publish
 from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_RESOLVED, ALARM_WARNING, CHAMPION
 from tasks.deploy.targets import load_targets, pick_targets
@@ -26,7 +27,7 @@ from tasks.monitoring.rules import CRITICAL
 from tasks.monitoring.watch import watch_target
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import monitor_report
-from tasks.settings import load_monitoring, load_settings
+from tasks.settings import load_monitoring
 
 
 def _event(t: Transition) -> str:
@@ -60,12 +61,13 @@ def send(transitions: list[Transition], channels: dict, version: str | None) -> 
 
 @flow(name="monitor", validate_parameters=False)
 def monitor_flow(targets: list[str] | None = None, targets_file: str | None = None, config: str | None = None,
-                 monitoring: str | None = None, now: float | None = None) -> dict:
+                 monitoring: str | None = None, now: float | None = None, model: str | None = None) -> dict:
     """Check every target against the champion and the guide's thresholds; send the alarms that changed.
 
-    ``now`` (epoch seconds) judges the traffic up to that moment (tests pass time in, never sleep)."""
+    ``now`` (epoch seconds) judges the traffic up to that moment (tests pass time in, never sleep). ``model``:
+    the registered model's name instead of the config's ``model_name``."""
     logger = get_run_logger()
-    settings = load_settings(config)
+    settings = settings_for(config, model)
     cfg = load_monitoring(monitoring)
     now = time.time() if now is None else now
     inventory = load_targets(targets_file, settings.pipeline_home)

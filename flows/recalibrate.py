@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.models import settings_for
 from flows.runs import VersionRun, deploy_blessed
 from flows.stages import (
     build_recalibrated_task,
@@ -31,20 +32,19 @@ from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.labels import split_rows
 from tasks.release.reports import recalibration_report
-from tasks.settings import load_settings
 
 
 @flow(name="recalibrate", flow_run_name="recalibrate-v{version}", validate_parameters=False)
 def recalibrate_flow(version: str | int | None = None, labels: str = FEEDBACK, targets: list[str] | None = None,
                      targets_file: str | None = None, config: str | None = None,
-                     label_targets: list[str] | None = None) -> dict:
+                     label_targets: list[str] | None = None, model: str | None = None) -> dict:
     """Refit version ``version``'s calibrator (default: the champion's) on ``labels`` (a CSV, or ``feedback``:
     what the servers of ``label_targets``, else ``targets``, else the local target collected), register it as
     a PATCH release, gate it on held-out labelled rows; if blessed and ``targets`` are given, deploy and
-    promote it."""
+    promote it. ``model``: the registered model's name instead of the config's ``model_name``."""
     logger = get_run_logger()
     started = time.perf_counter()
-    settings = load_settings(config)
+    settings = settings_for(config, model)
     run = VersionRun("recalibration", settings.model_name, started=started)
     with run.failure_reported(str(labels)):
         return _recalibrate(logger, run, settings, version, labels, targets, targets_file,
@@ -136,7 +136,7 @@ def _recalibrate(logger, run: VersionRun, settings, version, labels: str,
     if gate.passed and targets:
         deploy_blessed(run, summary, report, version=reg.version, targets=targets, targets_file=targets_file,
                        config=config, reason=f"recalibration {release} of version {mv.version}: gate passed, "
-                                             "smoke-tested")
+                                             "smoke-tested", model=settings.model_name)
         summary["timings"] = {**timings, "flow_total": run.elapsed()}
     report(f"gate {'passed' if gate.passed else 'FAILED'}")
     return summary

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.models import config_file, settings_for
 from flows.runs import VersionRun, deploy_blessed
 from flows.stages import (
     calibrate_task,
@@ -38,20 +39,20 @@ from tasks.lineage import code_lineage
 from tasks.registry import MlflowRegistry, input_example
 from tasks.release.evaluate import rows_of_file, rows_of_holdout
 from tasks.release.reports import release_report
-from tasks.settings import load_settings
 
 
 @flow(name="release", flow_run_name="release-{data}", validate_parameters=False)
 def release_flow(data: str, schema: str, feature_list: str, config: str | None = None,
                  targets: list[str] | None = None, targets_file: str | None = None,
-                 eval_data: str | None = None, fleet: str | None = None) -> dict:
+                 eval_data: str | None = None, fleet: str | None = None, model: str | None = None) -> dict:
     """Train, calibrate, export, register and gate a new version; if blessed, deploy it to ``targets``
     (none: stop after the gate), or release it to ``fleet`` by its strategy, and promote it. ``eval_data``:
     rows the candidate and the champion are both scored on (default: the most recent rows when the schema
-    names a time column). Returns the run summary."""
+    names a time column). ``model``: the registered model's name instead of the config's ``model_name``.
+    Returns the run summary."""
     logger = get_run_logger()
     started = time.perf_counter()
-    settings = load_settings(config)
+    settings = settings_for(config, model)
     run = VersionRun("release", settings.model_name, started=started)
     with run.failure_reported(data):
         return _release(logger, run, settings, data, schema, feature_list, config, targets,
@@ -93,6 +94,7 @@ def _release(logger, run: VersionRun, settings, data: str, schema: str,
         reservation = reserve_task(registry, settings, feature_schema_hash(contract, features))
     run.version, release = reservation.version, reservation.release
     try:
+        registry.record_config(config_file(config))   # later commands naming only the model read it again
         with run.stage("export"):
             exported = export_task(trained, cal, ds, contract, features, settings, release,
                                    {"schema_file": str(Path(schema).resolve()),
@@ -152,7 +154,7 @@ def _release(logger, run: VersionRun, settings, data: str, schema: str,
     if gate.passed and (targets or fleet):
         deploy_blessed(run, summary, report, version=reg.version, targets=[] if fleet else targets,
                        targets_file=targets_file, config=config, reason=f"release {release}: gate passed, smoke-tested",
-                       fleet=fleet)
+                       fleet=fleet, model=settings.model_name)
         summary["timings"] = {**summary["timings"], "deploy": timings["deploy"],
                               "flow_total": run.elapsed()}
     report(f"gate {'passed' if gate.passed else 'FAILED'}")

@@ -71,14 +71,14 @@ class VersionRun:
 
 def deploy_blessed(run: VersionRun, summary: dict, report: Callable[[str], None], *, version: str,
                    targets: list[str], targets_file: str | None, config: str | None, reason: str,
-                   fleet: str | None = None) -> None:
+                   fleet: str | None = None, model: str | None = None) -> None:
     """Deploy a blessed version to ``targets`` (or ``fleet``) and promote it (``deploy_flow``), into
     ``summary``; when that fails, the summary says what became of the hosts and the champion,
     ``report(outcome)`` is sent and the error raised."""
     try:
         with run.stage("deploy"):
             summary["deploy"] = deploy_flow(version=version, targets=targets, targets_file=targets_file,
-                                            config=config, reason=reason, fleet=fleet)
+                                            config=config, reason=reason, fleet=fleet, model=model)
     except Exception as exc:
         summary["deploy_error"] = str(exc)
         summary["deploy_restores"] = getattr(exc, "restores", None)   # what deploy_flow found afterwards

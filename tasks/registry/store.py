@@ -26,6 +26,9 @@ from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The registered model's tag naming the pipeline config its last release used (an absolute path).
+PIPELINE_CONFIG_TAG = "pipeline_config"
+
 
 def _is_mlflow_failure(exc: BaseException) -> bool:
     """An error from MLflow or the layers under it (its REST client, its SQL store)."""
@@ -221,17 +224,47 @@ class MlflowRegistry:
         """The version's metadata.json, from here or from its MLflow run (``cache.metadata_of``)."""
         return cache.metadata_of(self.client, self.settings, mv)
 
+    # ------------------------------------------------------------ models
+    def registered_models(self) -> dict[str, dict[str, str]]:
+        """Every registered model of this registry (not only ``self.name``), with its tags."""
+        found: dict[str, dict[str, str]] = {}
+        token = None
+        with self._step("listing the registered models"):
+            while True:
+                page = self.client.search_registered_models(max_results=1000, page_token=token)
+                found |= {m.name: dict(m.tags or {}) for m in page}
+                token = page.token
+                if not token:
+                    return found
+
+    def record_config(self, path: Path) -> None:
+        """Record the pipeline config a release used on the registered model (``PIPELINE_CONFIG_TAG``), so a
+        later command that names only the model reads the same settings."""
+        with self._step("recording the pipeline config"):
+            self.client.set_registered_model_tag(self.name, PIPELINE_CONFIG_TAG, str(path))
+
     # ------------------------------------------------------------ versions
     def get_version(self, version: str):
-        """Raises RegistryError: no such version, or the registry did not answer (said apart)."""
+        """Raises RegistryError: no such version (naming the versions there are), or the registry did not
+        answer (said apart)."""
         try:
             return self.client.get_model_version(self.name, str(version))
         except Exception as exc:
             if not _is_mlflow_failure(exc):
                 raise
             if _not_there(exc) or getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":  # or not a number
-                raise RegistryError(f"MLflow at {self._where()}: '{self.name}' has no version {version}") from None
+                raise RegistryError(f"MLflow at {self._where()}: '{self.name}' has no version {version}; "
+                                    f"{self._version_list()}") from None
             raise self._failed(f"reading version {version}", exc) from None
+
+    def _version_list(self, shown: int = 20) -> str:
+        """The versions there are, for an error message: "its versions: 1, 2, 3"."""
+        numbers = sorted(int(v.version) for v in self._versions())
+        if not numbers:
+            return "it has no versions yet"
+        listed = ", ".join(str(n) for n in numbers[-shown:])
+        return f"its versions: {listed}" if len(numbers) <= shown else \
+            f"its versions: {len(numbers)} in all, the latest {listed}"
 
     def resolve(self, version: str | None):
         """The version to deploy: the one named, else the challenger, else the latest blessed one."""
@@ -301,7 +334,7 @@ class MlflowRegistry:
         target = to_version or current.tags.get("previous_champion")
         if not target:
             raise RegistryError(f"champion version {current.version} records no previous champion; "
-                                "name one with --to-version")
+                                "name one with --version")
         self.get_version(target)
         return str(current.version), str(target)
 

@@ -355,6 +355,8 @@ def test_cli_status_flags_a_difference(target_env, served_models, tmp_path):
 
     env = {**os.environ, "PIPELINE_HOME": str(target_env["home"])}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # The only registered model is the one status shows (no --config, no --model); it has no champion yet.
+    MlflowRegistry(load_settings(None, env=env)).client.create_registered_model("credit-risk")
     cmd = [sys.executable, "-m", "flows", "status", "--target", "t1", "--targets", target_env["targets"]]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "serves nothing" in out.stdout      # nothing promoted, nothing served
@@ -448,6 +450,8 @@ def test_the_cli_rollback_waits_for_the_models_serving_lock(prefect_server, targ
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "flows", "rollback", "--target", "t1", "--targets", target_env["targets"],
            "--config", str(_impatient_config(tmp_path))]
+    # Registered, without a champion: the command gets past the checks before Prefect starts to the lock.
+    MlflowRegistry(load_settings(None, env=env)).client.create_registered_model("test-model")
     with held(target_env["home"], "test-model", "serving", "deploy of version 9 (held by the test)", 0):
         busy = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert busy.returncode == 6, busy.stderr[-3000:]

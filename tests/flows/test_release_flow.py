@@ -219,6 +219,13 @@ def test_cli_gate_failure_exits_3_and_records_the_verdict(tmp_path, demo_csv, sc
     from mlflow.exceptions import MlflowException
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("test-model", "challenger")
+    # The release recorded its config on the model: later commands need no --config (the only model, its config).
+    assert client.get_registered_model("test-model").tags["pipeline_config"] == str(strict.resolve())
+    status = _cli(["status"], home)
+    assert status.returncode == 0 and "registry: test-model champion = version none" in status.stdout, status.stderr
+    missing = _cli(["deploy", "--version", "7"], home)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        f"error: MLflow at sqlite:///{home / 'mlflow' / 'mlflow.db'}: 'test-model' has no version 7; its versions: 1"]
     # Prefect kept its state under the pipeline home.
     assert (home / "prefect").exists()
 
