@@ -98,7 +98,6 @@ def test_every_serving_variable_has_a_description():
     assert len(variables) == len(set(variables))
 
 
-@pytest.mark.xfail(strict=False, reason="until the cli worker's parser lands")
 def test_every_cli_option_has_help():
     from flows.cli import _parser
 

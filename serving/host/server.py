@@ -69,9 +69,10 @@ def start(base: Path, version: str, host: str, port: int, python: str | None, ti
     """Hot-load ``version`` into the running server, or start one detached and wait for /health.
 
     A server started here runs ``workers`` server processes (a number, or auto: one per CPU; None: the
-    server's default for a shared state file, auto), which gunicorn's master replaces when one dies; they serve run/serving-state.json
-    and stay in step through it. The start waits until every worker serves. ``workers`` is also written to
-    run/server.env, which the systemd unit reads. Without ``python`` it runs in the release's environment.
+    server's default for a shared state file, auto), which gunicorn's master replaces when one dies; they
+    serve run/serving-state.json and stay in step through it. The start waits until every worker serves.
+    ``workers`` is also written to run/server.env, which the systemd unit reads. Without ``python`` it runs
+    in the release's environment.
 
     Raises:
         HostError: the load was refused, the port is taken by something else, or the server did not become
