@@ -3,6 +3,7 @@
 #   make test   set up .venv and run the tests (all tiers: what CI runs)
 #   make test-fast  the unit tier only, for the edit loop (< 2 minutes)
 #   make lint   ruff and the architecture's import contracts
+#   make docs   serve the documentation site (docs/, mkdocs.yml) on http://127.0.0.1:8001
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 PIPELINE_HOME ?= artifacts
 export PIPELINE_HOME
 
-.PHONY: install run stop test test-fast lint bench clean serve system-deps
+.PHONY: install run stop test test-fast lint bench clean serve system-deps docs docs-build
 
 # The project itself is installed editable (no dependencies: those are pinned above), so flows, tasks,
 # serving and the tests' helpers (testkit) import normally from anywhere: tests, bench/, subprocesses.
@@ -57,6 +58,14 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# The documentation site: served with live reload (port 8000 is the model server's), or built into
+# build/site with every link and anchor checked (tests/test_docs_site.py builds it the same way).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
+
+docs-build: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) bench/bench_training.py

@@ -476,9 +476,9 @@ def test_a_team_wide_concurrency_limit_is_held_too(prefect_server, target_env, t
     from flows.deploy import rollback_flow
 
     name = "pipeline-serving-test-model"
-    # Created with the README's command, as written (its model is credit-risk, this one test-model).
-    readme = (ROOT / "README.md").read_text()
-    (line,) = [ln.split("   #")[0] for ln in readme.splitlines()
+    # Created with the team setup's command, as written (its model is credit-risk, this one test-model).
+    page = (ROOT / "docs" / "how-to" / "team-setup.md").read_text()
+    (line,) = [ln.split("   #")[0] for ln in page.splitlines()
                if ln.startswith("prefect gcl create pipeline-serving")]
     argv = shlex.split(line.replace("credit-risk", "test-model"))
     out = subprocess.run([str(Path(sys.executable).with_name("prefect")), *argv[1:]], capture_output=True, text=True,

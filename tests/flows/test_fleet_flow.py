@@ -91,23 +91,24 @@ def test_a_rolling_release_halts_on_a_failing_host_and_puts_the_done_ones_back(f
 
 
 def test_the_guides_fleet_commands_run_as_written(fleet):
-    """Every fleet command of README.md and deployments/HANDOVER.md, in a shell, as written, in the order the
-    documents give them; only the inventory (``PIPELINE_TARGETS``: the three hosts, nginx on a free port) and
-    the pipeline home differ."""
+    """Every fleet command of the documents (deployments/HANDOVER.md first, then README.md and the site's pages),
+    in a shell, as written, in the order the documents give them; only the inventory (``PIPELINE_TARGETS``: the
+    three hosts, nginx on a free port) and the pipeline home differ."""
     import os
     import subprocess
 
     from tests.conftest import ROOT
-    from tests.flows.test_guide_commands import documented_commands
+    from tests.flows.test_guide_commands import DOCS, documented_commands
 
     exports = fleet.env["exports"]
     fleet.write("rolling", config_dir="nginx")         # relative: $PIPELINE_HOME/nginx, as the guide's nginx -p
+    docs = sorted(DOCS, key=lambda doc: doc != "deployments/HANDOVER.md")
     commands = {doc: [c for d, c in documented_commands() if d == doc and ("--fleet" in c or c.startswith("nginx -p"))]
-                for doc in ("HANDOVER.md", "README.md")}
+                for doc in docs}
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "MLFLOW_"))},
            "PIPELINE_HOME": str(fleet.env["home"]), "PIPELINE_TARGETS": str(fleet.inventory),
            "PIPELINE_CONFIG": str(fleet.env["config"]), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
-    stop = next(c for c in commands["HANDOVER.md"] if c.endswith("-s quit"))
+    stop = next(c for doc in docs for c in commands[doc] if c.endswith("-s quit"))
 
     def run(command: str) -> str:
         out = subprocess.run(command, shell=True, executable="/bin/bash", cwd=ROOT, env=env, capture_output=True,
@@ -117,7 +118,7 @@ def test_the_guides_fleet_commands_run_as_written(fleet):
 
     ran = []
     try:
-        for doc in ("HANDOVER.md", "README.md"):
+        for doc in docs:
             for command in commands[doc]:
                 if command == stop:
                     continue

@@ -19,7 +19,7 @@ GUIDE = ROOT / "deployments" / "HANDOVER.md"
 
 def curl_commands() -> list[str]:
     """The guide's curl commands, continuations joined (the one reader of the docs' commands)."""
-    return [cmd for doc, cmd in documented_commands() if doc == "HANDOVER.md" and cmd.startswith("curl ")]
+    return [cmd for doc, cmd in documented_commands() if doc == "deployments/HANDOVER.md" and cmd.startswith("curl ")]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The README's team setup, run for real: PostgreSQL (the Debian package `make test` installs) on
+"""The team setup (docs/how-to/team-setup.md), run for real: PostgreSQL (the Debian package `make test` installs) on
 127.0.0.1; the Prefect server and the MLflow tracking server both on it, MLflow proxying artifacts to an
 S3 bucket (moto); one release through them from the command line, as a user on another machine runs it:
 PREFECT_API_URL and MLFLOW_TRACKING_URI only, no database password and no S3 credentials."""
