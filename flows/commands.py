@@ -128,6 +128,9 @@ def cmd_release(args) -> int:
     m = summary["cv_metrics"]
     print(f"cv: roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  brier {m['brier']:.4f}  ece {m['ece']:.4f} "
           f"(before calibration {summary['calibration']['ece_before']:.4f})")
+    if "positive_rate" in m:
+        print(f"against chance at {m['positive_rate']:.1%} positives: pr_auc_lift {m['pr_auc_lift']:.2f}  "
+              f"brier_skill {m['brier_skill']:.3f}  ece_relative {m['ece_relative']:.3f}")
     if summary.get("evaluation"):
         rows, e = summary["evaluation"]["rows"], summary["evaluation"]["metrics"]
         print(f"shipped model on {rows['n_rows']} held-out rows ({rows['origin']}): roc_auc {e['roc_auc']:.4f}  "

@@ -256,6 +256,8 @@ def test_your_own_csv_runs_as_written(checkout, tmp_path, prefect_server):
         for command in commands:
             out = _run(command.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), checkout, env)
             if " infer-schema " in command:
+                printed = out.split("then release it:\n")[1].splitlines()[0].strip()
+                assert printed == next(c for c in commands if " release " in c), out   # the page's next step
                 drafted = checkout / "configs" / "loans" / "pipeline.yaml"
                 assert yaml.safe_load(drafted.read_text()) == {"model_name": "loans"}, drafted.read_text()
                 drafted.write_text(drafted.read_text() + yaml.safe_dump(fast))
