@@ -62,6 +62,11 @@ class FoldsDone:
         self.candidate = 0          # the round's candidate (0: the configured network)
         self.in_round = 0
 
+    def begin(self) -> None:
+        """Say what is to come before the first fit (the first one takes longest: TensorFlow loads)."""
+        self.progress.step(f"fitting {self.folds} folds" + (f" × {self.candidates} candidates"
+                                                            if self.candidates > 1 else ""), 0, self.total)
+
     def start(self, candidate: int) -> None:
         self.candidate, self.in_round = candidate, 0
 
@@ -124,6 +129,7 @@ def run_search(settings: Settings, folds: Folds, run_round: RoundRunner,
     base = candidate_settings(settings, 0)
     searching = search.enabled and bool(search.candidates)
     fold_done = FoldsDone(progress or Progress(), len(folds), 1 + len(search.candidates) if searching else 1)
+    fold_done.begin()
     if not searching:
         return SearchOutcome(base, list(run_round(base, folds, fold_done)))
     started = time.perf_counter()
