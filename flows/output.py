@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from tasks.progress import Step
+from tasks.progress import Step, report_to, reporting
 
 TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_TF_LEVEL = "3"      # errors too: TF 2.21 logs harmless tf.data attribute errors
@@ -52,8 +52,9 @@ def configure_output(verbose: bool, env: dict[str, str]) -> None:
     """Set the environment and loggers so a normal run shows only the pipeline's own lines.
 
     ``verbose`` leaves everything as the libraries set it. A ``TF_CPP_MIN_LOG_LEVEL`` or ``PYTHONWARNINGS``
-    the user set is kept.
+    the user set is kept. Either way, long work in this process reports its progress to the run log.
     """
+    report_to(run_log_sink())
     if verbose:
         return
     env.setdefault(TF_LOG_LEVEL, QUIET_TF_LEVEL)
@@ -168,14 +169,24 @@ def quiet_tensorflow_import(env: dict[str, str]) -> None:
 
 # -- progress ---------------------------------------------------------------------------------------------
 
+@contextmanager
+def progress_to_run_log() -> Iterator[None]:
+    """Within the block (or the function it decorates), ``tasks.progress.Progress()`` reports to the run log;
+    called inside a flow."""
+    from prefect import get_run_logger
+
+    with reporting(run_log_sink(get_run_logger())):
+        yield
+
+
 def run_log_sink(fallback: logging.Logger | logging.LoggerAdapter | None = None) -> Callable[[Step], None]:
     """A progress sink that writes each step to the Prefect run log of whatever reports it (a task, the
     flow), else to ``fallback`` (threads outside a run: boto3's transfer threads). Never raises."""
-    from prefect import get_run_logger
-
     def sink(step: Step) -> None:
         try:
             try:
+                from prefect import get_run_logger
+
                 logger = get_run_logger()
             except Exception:     # no run context in this thread
                 logger = fallback or logging.getLogger("flows.progress")

@@ -23,12 +23,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
-from flows.output import quiet_tensorflow_import, run_log_sink
+from flows.output import progress_to_run_log, quiet_tensorflow_import
 from flows.stages import train_task
 from serving.contract.processes import available_cpus
 from serving.contract.schema import FeatureList, Schema
 from tasks.constants import MODEL_TYPE
-from tasks.progress import reporting
 from tasks.settings import Settings
 from tasks.training.data import Dataset
 from tasks.training.search import FoldsDone, SearchOutcome, run_search
@@ -102,7 +101,7 @@ def task_runner(settings: Settings):
 def train_stage(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings) -> TrainResult:
     """Train as ``training.parallel`` says, each fold reported to the run log as it is fitted; called from a
     flow."""
-    with reporting(run_log_sink(get_run_logger())):
+    with progress_to_run_log():
         if settings.training.parallel.runner == "serial":
             return train_task(ds, schema, features, settings)
         runner = train_folds_flow.with_options(task_runner=task_runner(settings))

@@ -77,6 +77,12 @@ def reporting(sink: Sink) -> Iterator[Sink]:
         _sink.reset(token)
 
 
+def report_to(sink: Sink) -> None:
+    """From now on in this context (a command's main thread, and the threads it starts with a copy of its
+    context), ``Progress()`` reports to ``sink`` unless a ``reporting`` block says otherwise."""
+    _sink.set(sink)
+
+
 def estimate_left(elapsed: float, done: int, total: int) -> float | None:
     """Seconds left at the mean time per step so far; None before the first step."""
     if done <= 0:

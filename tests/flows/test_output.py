@@ -12,6 +12,7 @@ import pytest
 
 from flows import output
 from flows.output import LiveLine, configure_output, early_tensorflow_line, filtered_stderr, run_log_sink
+from tasks import progress
 from tasks.progress import Step
 
 pytestmark = pytest.mark.unit
@@ -22,8 +23,10 @@ def restored():
     """configure_output changes process-wide state: logger levels, warnings, the import system."""
     levels = {name: logging.getLogger(name).level for name in output.QUIET_LOGGERS}
     meta_path = list(sys.meta_path)
+    sink = progress._sink.get()
     with warnings.catch_warnings():      # restores the filters and showwarning
         yield
+    progress.report_to(sink)
     sys.meta_path[:] = meta_path
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
@@ -40,10 +43,12 @@ def test_a_normal_run_turns_the_libraries_down(restored):
 
 def test_verbose_leaves_everything_on(restored):
     env = {"PATH": "/bin"}
+    sink_before = progress._sink.get()
     before = (list(warnings.filters), warnings.showwarning, list(sys.meta_path),
               logging.getLogger("alembic").level)
     configure_output(True, env)
     assert env == {"PATH": "/bin"}                     # TF_CPP_MIN_LOG_LEVEL not forced
+    assert progress._sink.get() is not sink_before     # progress shows either way
     assert (list(warnings.filters), warnings.showwarning, list(sys.meta_path),
             logging.getLogger("alembic").level) == before
 

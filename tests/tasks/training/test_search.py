@@ -151,9 +151,10 @@ def test_each_fold_of_each_candidate_is_reported_in_order_with_the_totals(tmp_pa
     settings = _settings(tmp_path, [{"hidden_units": [8]}])
     run_round, _ = _runner({((64, 32), 0.1): [0.5] * 3, ((8,), 0.1): [0.4] * 3})
     _outcome, steps = _recorded(settings, run_round)
-    assert steps == [("fitting 3 folds × 2 candidates", 0, 6), ("fold 1/3 · candidate 1/2", 1, 6), ("fold 2/3 · candidate 1/2", 2, 6),
-                     ("fold 3/3 · candidate 1/2", 3, 6), ("fold 1/3 · candidate 2/2", 4, 6),
-                     ("fold 2/3 · candidate 2/2", 5, 6), ("fold 3/3 · candidate 2/2", 6, 6)]
+    assert steps == [("fitting 3 folds × 2 candidates", 0, 6), ("fold 1/3 · candidate 1/2", 1, 6),
+                     ("fold 2/3 · candidate 1/2", 2, 6), ("fold 3/3 · candidate 1/2", 3, 6),
+                     ("fold 1/3 · candidate 2/2", 4, 6), ("fold 2/3 · candidate 2/2", 5, 6),
+                     ("fold 3/3 · candidate 2/2", 6, 6)]
 
 
 def test_without_a_search_the_folds_are_reported_alone(tmp_path):
@@ -169,6 +170,6 @@ def test_a_candidate_the_budget_skips_is_never_reported(tmp_path, monkeypatch):
     settings = _settings(tmp_path, [{"hidden_units": [8]}, {"hidden_units": [4]}], budget=15)
     run_round, _ = _runner({((64, 32), 0.1): [0.5] * 3, ((8,), 0.1): [0.4] * 3}, clock, seconds=10)
     _outcome, steps = _recorded(settings, run_round)
-    # Only the configured network runs (10 s spent + 10 s for the next > 15 s): its 3 folds of 9, then 3 of 3.
-    assert steps == [("fitting 3 folds × 3 candidates", 0, 9), ("fold 1/3 · candidate 1/3", 1, 9), ("fold 2/3 · candidate 1/3", 2, 9),
-                     ("fold 3/3 · candidate 1/3", 3, 9)]
+    # Only the configured network runs (10 s spent + 10 s for the next > 15 s): 3 folds of the 9 announced.
+    assert steps == [("fitting 3 folds × 3 candidates", 0, 9), ("fold 1/3 · candidate 1/3", 1, 9),
+                     ("fold 2/3 · candidate 1/3", 2, 9), ("fold 3/3 · candidate 1/3", 3, 9)]
