@@ -9,6 +9,9 @@ Quiet (the default) hides what a user cannot act on, each where it comes from:
   (``quiet_tensorflow_import``); its Python loggers (``tensorflow``, ``absl``) show errors only.
 - alembic's migration lines (MLflow's and Prefect's SQLite databases) and MLflow's own INFO lines
   ("Creating initial MLflow database tables", ``MLFLOW_LOGGING_LEVEL``: MLflow sets its loggers on import).
+- Dask's scheduler, nanny and worker lines (``training.parallel.runner: dask``): errors only, set through
+  ``DASK_LOGGING__DISTRIBUTED`` since distributed configures its loggers when it loads; its closing
+  "Worker process still alive … killing" warnings are not a user's concern.
 - Python warnings of the libraries (deprecations, MLflow's hints), here and in child processes; MLflow
   turns some back on inside its functions (``filter_user_warnings_once``), so the ones a library file
   raises are also dropped where they would be shown (``warnings.showwarning``).
@@ -38,7 +41,7 @@ TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_TF_LEVEL = "3"      # errors too: TF 2.21 logs harmless tf.data attribute errors
 # Third-party loggers and the level they show on a quiet run.
 QUIET_LOGGERS = {"tensorflow": logging.ERROR, "absl": logging.ERROR, "alembic": logging.WARNING,
-                 "mlflow": logging.WARNING, "distributed": logging.WARNING}
+                 "mlflow": logging.WARNING, "distributed": logging.ERROR}
 QUIET_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, UserWarning)
 OWN_DIRS = ("flows", "tasks", "serving")
 OWN_PACKAGES = r"(flows|tasks|serving)(\..*)?$"
@@ -60,6 +63,7 @@ def configure_output(verbose: bool, env: dict[str, str]) -> None:
     env.setdefault(TF_LOG_LEVEL, QUIET_TF_LEVEL)
     env.setdefault("PYTHONWARNINGS", QUIET_PYTHONWARNINGS)
     env.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    env.setdefault("DASK_LOGGING__DISTRIBUTED", "error")    # read by distributed on import, in every process
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
     for category in QUIET_WARNINGS:

@@ -36,6 +36,7 @@ def test_a_normal_run_turns_the_libraries_down(restored):
     env: dict[str, str] = {}
     configure_output(False, env)
     assert env["TF_CPP_MIN_LOG_LEVEL"] == "3" and env["MLFLOW_LOGGING_LEVEL"] == "WARNING"
+    assert env["DASK_LOGGING__DISTRIBUTED"] == "error"
     assert "ignore::DeprecationWarning" in env["PYTHONWARNINGS"] and "ignore::UserWarning" in env["PYTHONWARNINGS"]
     assert logging.getLogger("alembic").level == logging.WARNING
     assert logging.getLogger("absl").level == logging.ERROR
