@@ -23,6 +23,7 @@ those records update one live line (Rich) instead, which stays on screen when th
 
 from __future__ import annotations
 
+import atexit
 import importlib.abc
 import importlib.util
 import logging
@@ -110,23 +111,34 @@ def early_tensorflow_line(min_level: int) -> Callable[[str], bool]:
 
 @contextmanager
 def filtered_stderr(drop: Callable[[str], bool]) -> Iterator[None]:
-    """Capture file descriptor 2 (C++ writes to it directly) and write back the lines ``drop`` keeps."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    """Capture file descriptor 2 (C++ writes to it directly) and write back the lines ``drop`` keeps.
+
+    Without a usable descriptor 2 (a daemon's closed stderr) the block runs unfiltered."""
+    _flush(sys.stderr)
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield
         finally:
-            sys.stderr.flush()
+            _flush(sys.stderr)
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
             kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
                     if not drop(line)]
-            if kept:
+            if kept and sys.stderr is not None:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+def _flush(stream: TextIO | None) -> None:
+    if stream is not None:
+        stream.flush()
 
 
 class _QuietLoader(importlib.abc.Loader):
@@ -210,6 +222,7 @@ class LiveLine(logging.Filter):
         self.stream = stream
         self._live = None
         self._attached: set[int] = set()
+        self._exit_hooked = False
 
     def enabled(self) -> bool:
         stream = self.stream or sys.stderr
@@ -239,6 +252,9 @@ class LiveLine(logging.Filter):
         if self._live is None:
             self._live = Live(console=Console(file=self.stream or sys.stderr), auto_refresh=False, transient=False)
             self._live.start()
+            if not self._exit_hooked:    # an interrupted run still gets its cursor back
+                atexit.register(self.stop)
+                self._exit_hooked = True
         self._live.update(Text(line, no_wrap=True, overflow="ellipsis"), refresh=True)
 
     def stop(self) -> None:
