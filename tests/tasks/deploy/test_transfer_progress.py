@@ -61,3 +61,18 @@ def test_an_ssh_upload_reports_its_bytes(sshd, tmp_path):
     with reporting(steps.append):
         transport_for(target).put(bundle)
     assert _bytes(steps)[-1] == ("transfer ssh edge", 200_000, 200_000)
+
+
+@pytest.mark.integration
+def test_an_s3_upload_reports_its_bytes(s3_endpoint, tmp_path):
+    import boto3
+
+    bucket = f"b-{tmp_path.name[-20:].lower()}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    target = Target(name="cloud", transport="s3", base_dir=tmp_path / "host", port=free_port(), bucket=bucket,
+                    prefix="models", endpoint_url=s3_endpoint)
+    bundle = _bundle(tmp_path, 300_000)
+    steps: list[Step] = []
+    with reporting(steps.append):
+        transport_for(target).upload(bundle)
+    assert _bytes(steps)[-1] == ("transfer s3 cloud", 300_000, 300_000)
