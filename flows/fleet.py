@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 
 from flows import fleet_stages as st
 from flows.notify import check_after_promotion, publish
+from flows.output import progress_to_run_log
 from flows.stages import package_task, promote_task
 from tasks.constants import CHAMPION
 from tasks.deploy.balancer import NginxBalancer
@@ -32,6 +33,7 @@ from tasks.deploy.plan import CANARY, FleetOutcome, Phase, halt, plan
 from tasks.deploy.targets import Target
 from tasks.deploy.transports import transport_for
 from tasks.errors import FleetHalted, PostPromotionCheckFailed, ReleaseError, RestoreFailed, SmokeTestFailed
+from tasks.progress import Progress
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import fleet_report
 from tasks.settings import load_monitoring
@@ -171,6 +173,7 @@ class FleetRelease:
             st.balancer_task(self.balancer, undrain=tuple(names))
 
 
+@progress_to_run_log()
 def fleet_deploy(settings, fleet: Fleet, targets: list[Target], source: str, version: str | None, reason: str,
                  approval: dict | None, started: float) -> dict:
     """Release ``version`` (default: the challenger) to the fleet by its strategy, then promote it."""
@@ -215,6 +218,7 @@ def fleet_deploy(settings, fleet: Fleet, targets: list[Target], source: str, ver
     return result
 
 
+@progress_to_run_log()
 def fleet_rollback(settings, fleet: Fleet, targets: list[Target], source: str, version: str | None,
                    reason: str) -> dict:
     """Serve the previous champion (or ``version``) on every host of the fleet, one at a time and out of the
@@ -228,7 +232,9 @@ def fleet_rollback(settings, fleet: Fleet, targets: list[Target], source: str, v
     model_dir = registry.export_dir(registry.get_version(goal), settings.pipeline_home / "registry-cache")
     balancer = NginxBalancer(fleet, targets, source) if fleet.balancer is not None else None
     done, failed = [], {}
-    for target in targets:
+    progress = Progress()
+    for i, target in enumerate(targets, 1):
+        progress.step(f"rollback: host {i}/{len(targets)} ({target.name})", i - 1, len(targets))
         try:
             if balancer is not None:
                 st.balancer_task(balancer, drain=(target.name,))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from serving.contract.metadata import ModelMetadata
@@ -20,6 +21,7 @@ from tasks.deploy.package import Bundle
 from tasks.deploy.targets import Target
 from tasks.deploy.transports import TransferReceipt
 from tasks.monitoring.canary import Verdict, watch_canary
+from tasks.progress import Progress
 from tasks.settings import MonitoringSettings
 
 
@@ -82,15 +84,20 @@ def canary_task(targets: list[Target], registry_version: str, metadata: ModelMet
 def in_parallel(fn, targets: list[Target], limit: int, per_target: dict[str, dict] | None = None,
                 **common) -> dict[str, object]:
     """``fn(target=…, **per_target[name], **common)`` for every target, at most ``limit`` at once; each
-    target's result, or the exception it raised."""
-    out: dict[str, object] = {}
+    target's result, or the exception it raised, in the targets' order. Each host is reported as it
+    finishes: ``stage: host 2/4 (edge-2)``."""
+    done: dict[str, object] = {}
     per_target = per_target or {}
+    progress = Progress()
     with ThreadPoolTaskRunner(max_workers=max(1, min(limit, len(targets)))) as runner:
-        futures = {t.name: runner.submit(fn, parameters={"target": t, **per_target.get(t.name, {}), **common})
+        futures = {runner.submit(fn, parameters={"target": t, **per_target.get(t.name, {}), **common}): t.name
                    for t in targets}
-        for name, future in futures.items():
+        for future in as_completed(list(futures)):
+            name = futures[future]
             try:
-                out[name] = future.result()
+                done[name] = future.result()
             except Exception as exc:   # each host's failure is its outcome; the flow decides what follows
-                out[name] = exc
-    return out
+                done[name] = exc
+            progress.step(f"{fn.name}: host {len(done)}/{len(targets)} ({name})"
+                          + (" failed" if isinstance(done[name], Exception) else ""), len(done), len(targets))
+    return {t.name: done[t.name] for t in targets}

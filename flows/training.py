@@ -21,14 +21,16 @@ import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
+from prefect.futures import as_completed
 
+from flows.output import progress_to_run_log, quiet_tensorflow_import
 from flows.stages import train_task
 from serving.contract.processes import available_cpus
 from serving.contract.schema import FeatureList, Schema
 from tasks.constants import MODEL_TYPE
 from tasks.settings import Settings
 from tasks.training.data import Dataset
-from tasks.training.search import SearchOutcome, run_search
+from tasks.training.search import FoldsDone, SearchOutcome, run_search
 from tasks.training.train import FoldFit, TrainResult, fit_fold, train
 
 
@@ -54,6 +56,7 @@ def fold_threads() -> tuple[int, int]:
 @task(name="fit-fold", cache_policy=NO_CACHE, task_run_name="fit-fold-{fold}")
 def fit_fold_task(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings, fold: int,
                   rows: np.ndarray, held_out: np.ndarray) -> FoldFit:
+    quiet_tensorflow_import(os.environ)    # a worker process: TF_CPP_MIN_LOG_LEVEL comes from the release's
     threads = fold_threads()
     fit = fit_fold(ds, schema, features, settings, fold, rows, held_out, threads)
     get_run_logger().info("fold %d on %s (pid %d, %d TensorFlow threads): best epoch %d of %d, %.1fs", fold,
@@ -70,10 +73,15 @@ def train_folds_flow(ds: Dataset, schema: Schema, features: FeatureList, setting
     (candidates x folds) task submissions."""
     data = FlowRunContext.get().task_runner.client.scatter(ds, broadcast=True)
 
-    def run_round(candidate: Settings, folds: list[tuple[np.ndarray, np.ndarray]]) -> list[FoldFit]:
+    def run_round(candidate: Settings, folds: list[tuple[np.ndarray, np.ndarray]],
+                  fold_done: FoldsDone) -> list[FoldFit]:
         futures = [fit_fold_task.submit(data, schema, features, candidate, k, rows, held_out)
                    for k, (rows, held_out) in enumerate(folds)]
-        return [future.result() for future in futures]
+        fits = []
+        for future in as_completed(futures):    # reported here, in the release's process, as each arrives
+            fits.append(future.result())
+            fold_done(fits[-1])
+        return fits
 
     return run_search(settings, folds, run_round)
 
@@ -91,12 +99,14 @@ def task_runner(settings: Settings):
 
 
 def train_stage(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings) -> TrainResult:
-    """Train as ``training.parallel`` says; called from a flow."""
-    if settings.training.parallel.runner == "serial":
-        return train_task(ds, schema, features, settings)
-    runner = train_folds_flow.with_options(task_runner=task_runner(settings))
-    result = train(ds, schema, features, settings,
-                   run_folds=lambda settings, folds: runner(ds, schema, features, settings, folds))
+    """Train as ``training.parallel`` says, each fold reported to the run log as it is fitted; called from a
+    flow."""
+    with progress_to_run_log():
+        if settings.training.parallel.runner == "serial":
+            return train_task(ds, schema, features, settings)
+        runner = train_folds_flow.with_options(task_runner=task_runner(settings))
+        result = train(ds, schema, features, settings,
+                       run_folds=lambda settings, folds: runner(ds, schema, features, settings, folds))
     get_run_logger().info("trained %s: %d folds in parallel on Dask in %.1fs, an ensemble of %d fold models",
                           MODEL_TYPE, len(result.folds), result.timings["cv_seconds"], result.ensemble_members)
     return result

@@ -28,6 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
+from tasks.progress import Progress
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,42 @@ class FoldFit(Protocol):
     val_auc: float
 
 
-# Fits every fold with the given settings: (settings, folds) -> one fit per fold, in any order.
-RoundRunner = Callable[[Settings, Folds], Sequence[FoldFit]]
+# Fits every fold with the given settings: (settings, folds, fold_done) -> one fit per fold, in any order;
+# calls fold_done(fit) in this process as each fold's fit arrives.
+RoundRunner = Callable[[Settings, Folds, "FoldsDone"], Sequence[FoldFit]]
+
+
+class FoldsDone:
+    """Counts the fold fits of every round of the search and reports each: ``fold 3/5 · candidate 2/6``.
+
+    The total is every candidate's folds; a candidate the budget skips takes its folds off the total.
+    """
+
+    def __init__(self, progress: Progress, folds: int, candidates: int) -> None:
+        self.progress, self.folds, self.candidates = progress, folds, candidates
+        self.total = folds * candidates
+        self.done = 0
+        self.candidate = 0          # the round's candidate (0: the configured network)
+        self.in_round = 0
+
+    def begin(self) -> None:
+        """Say what is to come before the first fit (the first one takes longest: TensorFlow loads)."""
+        self.progress.step(f"fitting {self.folds} folds" + (f" × {self.candidates} candidates"
+                                                            if self.candidates > 1 else ""), 0, self.total)
+
+    def start(self, candidate: int) -> None:
+        self.candidate, self.in_round = candidate, 0
+
+    def skip(self) -> None:
+        self.total -= self.folds
+
+    def __call__(self, _fit: FoldFit) -> None:
+        self.done += 1
+        self.in_round += 1
+        what = f"fold {self.in_round}/{self.folds}"
+        if self.candidates > 1:
+            what += f" · candidate {self.candidate + 1}/{self.candidates}"
+        self.progress.step(what, self.done, self.total)
 
 
 @dataclass
@@ -82,13 +117,21 @@ def candidate_settings(settings: Settings, index: int) -> Settings:
     return settings.model_copy(update={"training": chosen})
 
 
-def run_search(settings: Settings, folds: Folds, run_round: RoundRunner) -> SearchOutcome:
+def run_search(settings: Settings, folds: Folds, run_round: RoundRunner,
+               progress: Progress | None = None) -> SearchOutcome:
     """Fit the configured network (and, when the search is on, the candidates within the budget) on
-    every fold; return the chosen candidate's settings and fold fits with the record."""
+    every fold; return the chosen candidate's settings and fold fits with the record.
+
+    Args:
+        progress: where each fold's fit is reported; None: ``Progress()`` (the sink around the call, if any).
+    """
     search = settings.training.search
     base = candidate_settings(settings, 0)
-    if not search.enabled or not search.candidates:
-        return SearchOutcome(base, list(run_round(base, folds)))
+    searching = search.enabled and bool(search.candidates)
+    fold_done = FoldsDone(progress or Progress(), len(folds), 1 + len(search.candidates) if searching else 1)
+    fold_done.begin()
+    if not searching:
+        return SearchOutcome(base, list(run_round(base, folds, fold_done)))
     started = time.perf_counter()
     records = [CandidateRecord(0, {})] + [CandidateRecord(i + 1, dict(c)) for i, c in enumerate(search.candidates)]
     fits: dict[int, list[FoldFit]] = {}
@@ -97,9 +140,12 @@ def run_search(settings: Settings, folds: Folds, run_round: RoundRunner) -> Sear
         if fits and search.budget_s is not None and spent + spent / len(fits) > search.budget_s:
             log.info("search: candidate %d skipped, %.0fs spent of the %.0fs budget", record.index, spent,
                      search.budget_s)
+            fold_done.skip()
             continue
         t0 = time.perf_counter()
-        round_fits = sorted(run_round(candidate_settings(settings, record.index), folds), key=lambda f: f.fold)
+        fold_done.start(record.index)
+        round_fits = sorted(run_round(candidate_settings(settings, record.index), folds, fold_done),
+                            key=lambda f: f.fold)
         fits[record.index] = round_fits
         record.status = "tried"
         record.seconds = round(time.perf_counter() - t0, 2)

@@ -23,10 +23,11 @@ from serving.contract.inputs import MISSING_CATEGORY
 from serving.contract.schema import FeatureList, FeatureSpec, Schema, tensor_name
 from tasks.constants import MODEL_TYPE
 from tasks.metrics import binary_metrics
+from tasks.progress import Progress
 from tasks.settings import Settings, TrainingSettings
 from tasks.training.data import Dataset
 from tasks.training.network import FeatureStats
-from tasks.training.search import SearchOutcome, run_search
+from tasks.training.search import FoldsDone, SearchOutcome, run_search
 
 log = logging.getLogger(__name__)
 
@@ -255,21 +256,27 @@ def fit_fold(ds: Dataset, schema: Schema, features: FeatureList, settings: Setti
 
 
 def train(ds: Dataset, schema: Schema, features: FeatureList, settings: Settings,
-          run_folds: FoldRunner | None = None) -> TrainResult:
+          run_folds: FoldRunner | None = None, progress: Progress | None = None) -> TrainResult:
     """Cross-validate (out-of-fold predictions for metrics and calibration), after a search over network
     sizes when ``training.search`` is on; the chosen network's fold models, fused into one ensemble, are
     the model that ships.
 
     Args:
         run_folds: fits the folds (and the search) elsewhere, in parallel; None: one after another here.
+        progress: where each fold's fit is reported (one after another here); None: ``Progress()``.
     """
     folds = cv_splits(ds, settings)
     t_cv = time.perf_counter()
     if run_folds is None:
-        def run_round(candidate: Settings, folds: list[tuple[np.ndarray, np.ndarray]]) -> list[FoldFit]:
-            return [fit_fold(ds, schema, features, candidate, k, tr, va) for k, (tr, va) in enumerate(folds)]
+        def run_round(candidate: Settings, folds: list[tuple[np.ndarray, np.ndarray]],
+                      fold_done: FoldsDone) -> list[FoldFit]:
+            fits = []
+            for k, (tr, va) in enumerate(folds):
+                fits.append(fit_fold(ds, schema, features, candidate, k, tr, va))
+                fold_done(fits[-1])
+            return fits
 
-        outcome = run_search(settings, folds, run_round)
+        outcome = run_search(settings, folds, run_round, progress)
     else:
         outcome = run_folds(settings, folds)
     return assemble(ds, features, outcome, folds, time.perf_counter() - t_cv)

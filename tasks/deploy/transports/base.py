@@ -9,12 +9,14 @@ a host does is in that one standard-library agent (``serving/host``, shipped as 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
 from tasks.deploy.package import Bundle
 from tasks.deploy.targets import Target
 from tasks.errors import TransferError
+from tasks.progress import BYTES, Progress
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,26 @@ class Transport(Protocol):
 
 
 VENV_STEP = "ensure-venv"
+TRANSFER_EVERY_S = 1.0   # a transfer reports its bytes at most once a second (and when it is done)
 MARGIN_S = 60   # what a transport waits beyond the host command's own timeout
+
+
+class BytesSent:
+    """A transfer's bytes, reported as they go: ``transfer ssh host-a: 4.0 MB/12.4 MB · 0:02 elapsed · ~0:04 left``.
+
+    Called with each block's size; ``start``: what had arrived before (a resumed upload). Safe to call from
+    several threads (boto3's multipart upload).
+    """
+
+    def __init__(self, kind: str, target: Target, size: int, start: int = 0, progress: Progress | None = None) -> None:
+        self.what, self.size, self.sent = f"transfer {kind} {target.name}", size, start
+        self.progress = progress or Progress(every_s=TRANSFER_EVERY_S)
+        self._lock = threading.Lock()
+
+    def __call__(self, count: int) -> None:
+        with self._lock:
+            self.sent += count
+            self.progress.step(self.what, self.sent, self.size, BYTES)
 
 
 def host_command(target: Target, script: str, runner: str, server_python: str | None, *args: str) -> list[str]:

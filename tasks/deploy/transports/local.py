@@ -8,14 +8,28 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 
 from serving.contract.digest import CHUNK, sha256_copy
 from serving.contract.files import replacing
 from tasks.constants import HOST_AGENT, ROOT
 from tasks.deploy.package import Bundle, build_host_agent
 from tasks.deploy.targets import Target
-from tasks.deploy.transports.base import MARGIN_S, TransferReceipt, host_command, parse_host_output, wait_timeout
+from tasks.deploy.transports.base import (
+    MARGIN_S,
+    BytesSent,
+    TransferReceipt,
+    host_command,
+    parse_host_output,
+    wait_timeout,
+)
 from tasks.errors import TransferError
+
+
+def _counted(blocks: Iterator[bytes], sent: BytesSent) -> Iterator[bytes]:
+    for block in blocks:
+        yield block
+        sent(len(block))
 
 
 class LocalTransport:
@@ -28,8 +42,9 @@ class LocalTransport:
         try:
             incoming.mkdir(parents=True, exist_ok=True)
             dest = incoming / bundle.path.name
+            sent = BytesSent("local", self.target, bundle.path.stat().st_size)
             with bundle.path.open("rb") as src, replacing(dest) as out:
-                digest = sha256_copy(iter(lambda: src.read(CHUNK), b""), out)
+                digest = sha256_copy(_counted(iter(lambda: src.read(CHUNK), b""), sent), out)
                 if digest != bundle.sha256:    # raised inside: the part file is removed, never renamed
                     raise TransferError(f"target {self.target.name}: transfer: checksum mismatch for {dest}")
         except OSError as exc:

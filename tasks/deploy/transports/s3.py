@@ -14,7 +14,7 @@ import logging
 
 from tasks.deploy.package import Bundle
 from tasks.deploy.targets import Target
-from tasks.deploy.transports.base import TransferReceipt, Transport
+from tasks.deploy.transports.base import BytesSent, TransferReceipt, Transport
 from tasks.deploy.transports.local import LocalTransport
 from tasks.deploy.transports.ssh import SSHTransport
 from tasks.errors import ConfigError, TransferError
@@ -54,6 +54,7 @@ class S3Transport:
         try:
             self._client().upload_file(str(bundle.path), self.target.bucket, key, Config=TransferConfig(
                 multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART),
+                Callback=BytesSent("s3", self.target, bundle.path.stat().st_size),
                 ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": bundle.sha256}})
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise TransferError(f"{self.where}: upload: {exc}") from None

@@ -25,7 +25,7 @@ from serving.contract.digest import sha256_bytes
 from tasks.constants import HOST_AGENT
 from tasks.deploy.package import Bundle, host_agent_zip
 from tasks.deploy.targets import Target
-from tasks.deploy.transports.base import TransferReceipt, host_command, parse_host_output, wait_timeout
+from tasks.deploy.transports.base import BytesSent, TransferReceipt, host_command, parse_host_output, wait_timeout
 from tasks.errors import TransferError
 
 
@@ -178,12 +178,14 @@ class SSHTransport:
         if offset > size:
             offset = 0
         sent = 0
+        progress = BytesSent("ssh", self.target, size, start=offset)
         with open(bundle.path, "rb") as src, sftp.open(str(part), "ab" if offset else "wb") as dst:
             dst.set_pipelined(True)
             src.seek(offset)
             while block := src.read(chunk):
                 dst.write(block)
                 sent += len(block)
+                progress(len(block))
                 if max_bytes is not None and sent >= max_bytes:
                     raise TransferError(f"{self.where}: transfer: stopped after {sent} bytes (max_bytes)")
         # Pipelined writes report failures late or not at all: check what actually landed.

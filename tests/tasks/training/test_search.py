@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tasks.errors import ConfigError
+from tasks.progress import Progress
 from tasks.settings import load_settings
 from tasks.training import search as search_module
 from tasks.training.search import run_search
@@ -46,14 +47,17 @@ def _runner(losses: dict[tuple, list[float]], clock: Clock | None = None, second
     """Per network (hidden_units, dropout) the folds' inner-validation losses; records each round's settings."""
     seen = []
 
-    def run_round(settings, folds):
+    def run_round(settings, folds, fold_done):
         cfg = settings.training
         seen.append(cfg)
         if clock is not None:
             clock.now += seconds
         per_fold = losses[(cfg.hidden_units, cfg.dropout)]
         # Out-of-fold figures run the opposite way to the inner-validation ones: a choice made on them differs.
-        return [Fit(k, loss, 1 - loss, oof_auc=loss) for k, loss in reversed(list(enumerate(per_fold)))]
+        fits = [Fit(k, loss, 1 - loss, oof_auc=loss) for k, loss in reversed(list(enumerate(per_fold)))]
+        for fit in fits:     # in the order they finish (last fold first), as parallel folds may
+            fold_done(fit)
+        return fits
 
     return run_round, seen
 
@@ -135,3 +139,37 @@ def test_the_shipped_config_searches_within_a_budget():
     assert search.enabled and search.budget_s and len(search.candidates) >= 3
     for i in range(len(search.candidates)):
         settings.training.candidate(i)      # every candidate is valid
+
+
+def _recorded(settings, run_round):
+    steps = []
+    outcome = run_search(settings, FOLDS, run_round, Progress(steps.append))
+    return outcome, [(s.what, s.done, s.total) for s in steps]
+
+
+def test_each_fold_of_each_candidate_is_reported_in_order_with_the_totals(tmp_path):
+    settings = _settings(tmp_path, [{"hidden_units": [8]}])
+    run_round, _ = _runner({((64, 32), 0.1): [0.5] * 3, ((8,), 0.1): [0.4] * 3})
+    _outcome, steps = _recorded(settings, run_round)
+    assert steps == [("fitting 3 folds × 2 candidates", 0, 6), ("fold 1/3 · candidate 1/2", 1, 6),
+                     ("fold 2/3 · candidate 1/2", 2, 6), ("fold 3/3 · candidate 1/2", 3, 6),
+                     ("fold 1/3 · candidate 2/2", 4, 6), ("fold 2/3 · candidate 2/2", 5, 6),
+                     ("fold 3/3 · candidate 2/2", 6, 6)]
+
+
+def test_without_a_search_the_folds_are_reported_alone(tmp_path):
+    settings = _settings(tmp_path, [{"hidden_units": [8]}], enabled=False)
+    run_round, _ = _runner({((64, 32), 0.1): [0.5] * 3})
+    _outcome, steps = _recorded(settings, run_round)
+    assert steps == [("fitting 3 folds", 0, 3), ("fold 1/3", 1, 3), ("fold 2/3", 2, 3), ("fold 3/3", 3, 3)]
+
+
+def test_a_candidate_the_budget_skips_is_never_reported(tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(search_module.time, "perf_counter", clock)
+    settings = _settings(tmp_path, [{"hidden_units": [8]}, {"hidden_units": [4]}], budget=15)
+    run_round, _ = _runner({((64, 32), 0.1): [0.5] * 3, ((8,), 0.1): [0.4] * 3}, clock, seconds=10)
+    _outcome, steps = _recorded(settings, run_round)
+    # Only the configured network runs (10 s spent + 10 s for the next > 15 s): 3 folds of the 9 announced.
+    assert steps == [("fitting 3 folds × 3 candidates", 0, 9), ("fold 1/3 · candidate 1/3", 1, 9),
+                     ("fold 2/3 · candidate 1/3", 2, 9), ("fold 3/3 · candidate 1/3", 3, 9)]
