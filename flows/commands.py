@@ -149,7 +149,9 @@ def write_json(path: Path | None, payload: dict) -> None:
         path.write_text(json.dumps(payload, indent=2, default=str))
 
 
-def print_deploy(result: dict | None) -> None:
+def print_deploy(result: dict | None, models_dir: Path | None = None) -> None:
+    """What the deploy did, then commands to try it: a /predict body made of the served version's first
+    golden example (its own columns), read from ``models_dir/<version>/metadata.json``."""
     if not result:
         return
     for d in result["deployments"]:
@@ -163,10 +165,19 @@ def print_deploy(result: dict | None) -> None:
         print("\ntry it:")
         print(f"  curl {url}/health")
         print(f"  curl {url}/model_info")
-        print(f"  curl -X POST {url}/predict -H 'Content-Type: application/json' \\")
-        print("    -d '{\"features\": [{\"age\": 40, \"income\": 52000, \"debt_ratio\": 0.4, \"credit_lines\": 3, "
-              "\"late_payments\": 0, \"employment_years\": null, \"region\": \"north\", \"purpose\": \"car\", "
-              "\"has_mortgage\": true}]}'")
+        row = _example_row(models_dir, result["champion_after"])
+        if row:
+            print(f"  curl -X POST {url}/predict -H 'Content-Type: application/json' \\")
+            print(f"    -d '{json.dumps({'features': [row]})}'")
+
+
+def _example_row(models_dir: Path | None, version) -> dict | None:
+    """The first golden example's features of an exported version, or None when it cannot be read."""
+    try:
+        metadata = json.loads((Path(models_dir) / str(version) / "metadata.json").read_text())
+        return metadata["golden_examples"][0]["features"]
+    except (TypeError, OSError, ValueError, KeyError, IndexError):
+        return None
 
 
 def cmd_recalibrate(args) -> int:
@@ -208,7 +219,7 @@ def _verdict(gate_name: str, summary: dict) -> int:
         print(f"note: {note}")
     if gate["passed"]:
         print(f"{gate_name}: passed; alias '{summary['registry']['alias']}' now points at it")
-        print_deploy(summary.get("deploy"))
+        print_deploy(summary.get("deploy"), Path(summary["model_dir"]).parent)
         return 0
     print(f"{gate_name}: FAILED", file=sys.stderr)
     for reason in gate["reasons"]:

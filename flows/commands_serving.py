@@ -22,7 +22,7 @@ def cmd_deploy(args) -> int:
     result = deploy_flow(version=args.version, targets=targets, targets_file=opt(args.targets_file),
                          config=chosen.config, reason="manual deploy", fleet=args.fleet, model=chosen.model)
     write_json(args.json_out, result)
-    print_deploy(result)
+    print_deploy(result, chosen.settings.models_dir)
     return 0
 
 

@@ -263,6 +263,9 @@ def test_your_own_csv_runs_as_written(checkout, tmp_path, prefect_server):
                 drafted.write_text(drafted.read_text() + yaml.safe_dump(fast))
             if " release " in command:
                 assert "registered as loans version 1" in out and "champion: none -> 1" in out, out[-3000:]
+                body = json.loads(re.search(r"-d '(\{.*\})'$", out, flags=re.M).group(1))   # "try it:", its own columns
+                features = (checkout / "configs" / "loans" / "feature_list.csv").read_text().splitlines()[1:]
+                assert set(body["features"][0]) >= {line.split(",")[0] for line in features}, body
             if " status " in command:
                 assert "DIFFERS" not in out, out
             if command.startswith("curl "):
