@@ -1,5 +1,6 @@
 """A newcomer's first ten minutes, timed step by step: a fresh clone, ``make install``, the README's three
-commands on a CSV of their own (drafted contract, release, one scored row), and ``make stop``.
+commands on a CSV of their own (drafted contract, release, one scored row), ``make stop``; then ``make run``
+(the demo) on the same checkout.
 
 The CSV is generated (a churn table, 8,000 rows, about 3 % positives, columns the demo does not have), so
 nothing is downloaded but the pinned packages ``make install`` fetches (pip's cache makes that faster on a
@@ -83,10 +84,12 @@ def walk(work: Path) -> dict:
                                             "Content-Type: application/json", "-d", json.dumps({"features": [ROW]})],
                     repo)
     _timed(steps, "make stop", ["make", "stop"], repo)
+    _timed(steps, "make run", ["make", "run"], repo)       # the demo's release, on the same installed checkout
+    _timed(steps, "make stop", ["make", "stop"], repo)
     cv = re.search(r"^cv: roc_auc (\S+)", released, flags=re.M)
     return {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "pip_cache_warm": warm_cache},
             "data": {"rows": 8000, "positive_rate": round(rate, 4)}, "steps": steps,
-            "total_seconds": round(sum(s["seconds"] for s in steps), 1),
+            "own_data_seconds": round(sum(s["seconds"] for s in steps[:6]), 1),
             "release_roc_auc": float(cv.group(1)) if cv else None,
             "probability": json.loads(answer)["predictions"][0]["probability"],
             "date": time.strftime("%Y-%m-%d")}
@@ -105,7 +108,7 @@ def main() -> int:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"total {result['total_seconds']} s; wrote {args.out}")
+    print(f"clone to a served model of one's own: {result['own_data_seconds']} s; wrote {args.out}")
     return 0
 
 
