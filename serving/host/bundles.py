@@ -7,8 +7,10 @@ matches it, none is missing or extra, and none would land outside the release di
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from serving.contract.constants import MANIFEST
 from serving.contract.digest import sha256_bytes, sha256_copy
 from serving.contract.files import replacing
 from serving.host.errors import HostError
-from serving.host.layout import release_dir
+from serving.host.layout import STATE_FILE, release_dir, releases, run_dir, server_pid
 
 BLOCK = 1 << 20
 
@@ -52,6 +54,7 @@ def unpack(base: Path, bundle: Path, version: str) -> dict:
     dest = release_dir(base, version)
     with zipfile.ZipFile(bundle) as zf:
         manifest_text = _checked_manifest(zf, bundle)
+        retired = retire_other_models(base, _bundle_model(zf))
         if dest.exists():
             if (dest / MANIFEST).read_text() == manifest_text:
                 return {"release_dir": str(dest), "reused": True}
@@ -61,7 +64,46 @@ def unpack(base: Path, bundle: Path, version: str) -> dict:
         dest.parent.mkdir(parents=True, exist_ok=True)
         zf.extractall(staging)
     os.replace(staging, dest)    # a directory: seen whole or not at all
-    return {"release_dir": str(dest), "reused": False}
+    return {"release_dir": str(dest), "reused": False, **retired}
+
+
+def _bundle_model(zf: zipfile.ZipFile) -> str | None:
+    """The registered model a bundle holds a version of (its metadata.json's model_name)."""
+    names = [n for n in zf.namelist() if n.startswith("model/") and n.endswith("/metadata.json")]
+    return json.loads(zf.read(names[0])).get("model_name") if len(names) == 1 else None
+
+
+def release_model(release: Path) -> str | None:
+    """The registered model an unpacked release is a version of; None when it does not say."""
+    found = sorted(release.glob("model/**/metadata.json"))
+    try:
+        return json.loads(found[0].read_text()).get("model_name") if len(found) == 1 else None
+    except (OSError, ValueError):
+        return None
+
+
+def retire_other_models(base: Path, model: str | None) -> dict:
+    """A host serves one model. When ``model``'s bundle arrives where another model's releases are, and no
+    server runs, move that model's releases, the served state and ``current`` into retired/<model>-<time>/
+    (kept, not deleted: the registry can deploy them again) and say so.
+
+    Raises:
+        HostError: another model's server runs here: it keeps serving until someone stops it.
+    """
+    held = {release_model(release_dir(base, v)) for v in releases(base)} - {None}
+    others = sorted(held - {model}) if model else []
+    if not others:
+        return {}
+    if server_pid(base) is not None:
+        raise HostError(f"this host serves model {', '.join(others)}, and a host serves one model: it keeps serving; "
+                        f"stop its server first (python -m flows stop) or give {model} a target of its own")
+    archive = base / "retired" / f"{'+'.join(others)}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    archive.mkdir(parents=True)
+    state = run_dir(base) / STATE_FILE
+    for path in (base / "releases", state, base / "current"):
+        if path.exists() or path.is_symlink():
+            os.replace(path, archive / path.name)
+    return {"retired": {"model": others, "to": str(archive)}}
 
 
 def fetch(base: Path, url: str, sha256: str, name: str, timeout: float) -> dict:

@@ -252,6 +252,12 @@ def test_your_own_csv_runs_as_written(checkout, tmp_path, prefect_server):
     fast = {k: v for k, v in yaml.safe_load(FAST_CONFIG).items() if k != "model_name"}
     steps = [c.split()[3] if c.startswith("python -m flows ") else c.split()[0] for c in commands]
     assert steps == ["infer-schema", "validate", "release", "status", "curl", "stop"], commands
+    # In the README's order: the demo first (`make run`, then `make stop`), so the local target holds another
+    # model's version 1 when the reader's own version 1 arrives.
+    (tmp_path / "demo.yaml").write_text(FAST_CONFIG.replace("model_name: test-model", "model_name: credit-risk"))
+    demo_env = {**env, "PIPELINE_CONFIG": str(tmp_path / "demo.yaml")}
+    _run("make run", checkout, demo_env)
+    _run("make stop", checkout, demo_env)
     try:
         for command in commands:
             out = _run(command.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), checkout, env)
@@ -274,6 +280,8 @@ def test_your_own_csv_runs_as_written(checkout, tmp_path, prefect_server):
     finally:
         _run("python -m flows stop --target local", checkout, env, ok=(0, 1, 2))
     assert data.exists() and (checkout / "artifacts" / "models" / "loans" / "1" / "metadata.json").exists()
+    (retired,) = (checkout / "artifacts" / "targets" / "local" / "retired").iterdir()   # the demo's, kept
+    assert retired.name.startswith("credit-risk-") and (retired / "releases" / "1").is_dir()
 
 
 def _serve_and_call(serve: str, curls: list[str], checkout: Path, env: dict, port: int, run) -> None:

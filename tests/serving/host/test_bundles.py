@@ -60,3 +60,41 @@ def test_a_fetched_bundle_is_kept_only_when_its_digest_matches(tmp_path):
     assert got == {"path": str(tmp_path / "host" / "incoming" / "m-1.zip"), "bytes": source.stat().st_size}
     with pytest.raises(HostError, match="standard input"):
         fetch(tmp_path / "host", "", digest, "m-1.zip", timeout=10)
+
+
+def _model_bundle(path: Path, model: str, version: str) -> Path:
+    files = {"serving/__init__.py": b'"""server"""\n',
+             f"model/{model}/{version}/metadata.json": f'{{"model_name": "{model}"}}'.encode()}
+    return _bundle(path, files)
+
+
+def test_another_models_bundle_retires_the_stopped_models_releases(tmp_path):
+    """A host serves one model: the demo's version 1, then a model of one's own whose first version is 1 too.
+    The demo's releases and served state move to retired/, kept; the new version unpacks."""
+    host = tmp_path / "host"
+    unpack(host, _model_bundle(tmp_path / "demo.zip", "credit-risk", "1"), "1")
+    (host / "run").mkdir()
+    (host / "run" / "serving-state.json").write_text('{"versions": ["1"]}')
+    (host / "current").symlink_to(Path("releases") / "1")
+    result = unpack(host, _model_bundle(tmp_path / "mine.zip", "churn", "1"), "1")
+    assert result["reused"] is False and result["retired"]["model"] == ["credit-risk"]
+    archive = Path(result["retired"]["to"])
+    assert archive.parent == host / "retired" and archive.name.startswith("credit-risk-")
+    assert (archive / "releases" / "1" / "model" / "credit-risk" / "1" / "metadata.json").exists()
+    assert (archive / "serving-state.json").exists() and (archive / "current").is_symlink()
+    assert not (host / "run" / "serving-state.json").exists() and not (host / "current").exists()
+    assert (host / "releases" / "1" / "model" / "churn" / "1" / "metadata.json").exists()
+    # The same model again: nothing retired.
+    assert "retired" not in unpack(host, _model_bundle(tmp_path / "mine2.zip", "churn", "2"), "2")
+
+
+def test_another_models_running_server_keeps_serving(tmp_path, monkeypatch):
+    from serving.host import bundles
+
+    host = tmp_path / "host"
+    unpack(host, _model_bundle(tmp_path / "demo.zip", "credit-risk", "1"), "1")
+    monkeypatch.setattr(bundles, "server_pid", lambda base: 4242)
+    with pytest.raises(HostError, match="this host serves model credit-risk, and a host serves one model: it keeps "
+                                        "serving; stop its server first"):
+        unpack(host, _model_bundle(tmp_path / "mine.zip", "churn", "1"), "1")
+    assert (host / "releases" / "1" / "model" / "credit-risk").exists() and not (host / "retired").exists()
