@@ -13,13 +13,18 @@ export PIPELINE_HOME
 
 .PHONY: install run stop test test-fast lint bench clean serve system-deps docs docs-build
 
+# Quiet by default: pip's warnings and the build backend's (setuptools) are not shown; errors are.
+# `make install VERBOSE=1` shows them.
+PIP_QUIET := $(if $(VERBOSE),--quiet,--quiet --quiet)
+BUILD_WARNINGS := $(if $(VERBOSE),,PYTHONWARNINGS=ignore)
+
 # The project itself is installed editable (no dependencies: those are pinned above), so flows, tasks,
 # serving and the tests' helpers (testkit) import normally from anywhere: tests, bench/, subprocesses.
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
+	$(PY) -m pip install $(PIP_QUIET) -r requirements.txt -c constraints.txt
+	$(BUILD_WARNINGS) $(PY) -m pip install $(PIP_QUIET) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
