@@ -3,8 +3,9 @@ commands on a CSV of their own (drafted contract, release, one scored row), ``ma
 (the demo) on the same checkout.
 
 The CSV is generated (a churn table, 8,000 rows, about 3 % positives, columns the demo does not have), so
-nothing is downloaded but the pinned packages ``make install`` fetches (pip's cache makes that faster on a
-machine that installed them before: the result says which). The release runs the shipped defaults, the
+nothing is downloaded but the pinned packages ``make install`` fetches (from a local wheel directory where
+pip is configured with one, as on the machine that made bench/results/first_use.json, or from PyPI: the
+result says which, and whether pip's cache was warm). The release runs the shipped defaults, the
 network search included, and serves on the local target's port 8000, which must be free.
 
     .venv/bin/python bench/first_use.py              # writes bench/results/first_use.json
@@ -70,6 +71,8 @@ def _timed(steps: list[dict], name: str, command: list[str] | str, cwd: Path) ->
 def walk(work: Path) -> dict:
     """The newcomer's steps in ``work``; returns the timings and what the release said."""
     steps: list[dict] = []
+    pip_config = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    local_wheels = os.environ.get("PIP_FIND_LINKS") or ("find-links" in pip_config and pip_config) or None
     pip_cache = Path(os.environ.get("PIP_CACHE_DIR", Path.home() / ".cache" / "pip"))
     warm_cache = pip_cache.exists() and any(pip_cache.iterdir())
     _timed(steps, "clone", ["git", "clone", "-q", str(ROOT), "repo"], work)
@@ -87,7 +90,8 @@ def walk(work: Path) -> dict:
     _timed(steps, "make run", ["make", "run"], repo)       # the demo's release, on the same installed checkout
     _timed(steps, "make stop", ["make", "stop"], repo)
     cv = re.search(r"^cv: roc_auc (\S+)", released, flags=re.M)
-    return {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "pip_cache_warm": warm_cache},
+    return {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "pip_cache_warm": warm_cache,
+                        "pip_local_wheels": local_wheels},
             "data": {"rows": 8000, "positive_rate": round(rate, 4)}, "steps": steps,
             "own_data_seconds": round(sum(s["seconds"] for s in steps[:6]), 1),
             "release_roc_auc": float(cv.group(1)) if cv else None,
