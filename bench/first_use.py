@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from testkit.labels import labels_at_rate
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "first_use.json"
 ROW = {"tenure_months": 3, "monthly_fee": 70.5, "support_calls": 4, "plan": "basic", "autopay": "no",
@@ -43,11 +45,7 @@ def churn_csv(path: Path, rows: int = 8000, rate: float = 0.03, seed: int = 11) 
     calls, autopay = rng.poisson(1.2, rows), rng.random(rows) < 0.55
     plan = rng.choice(["basic", "plus", "pro"], rows, p=[0.5, 0.3, 0.2])
     z = -0.045 * tenure + 0.03 * (fee - 45) + 0.6 * calls - 0.7 * autopay + np.where(plan == "basic", 0.5, 0.0)
-    lo, hi = -20.0, 5.0
-    for _ in range(60):
-        b = (lo + hi) / 2
-        lo, hi = (b, hi) if (1 / (1 + np.exp(-(b + z)))).mean() < rate else (lo, b)
-    churned = rng.random(rows) < 1 / (1 + np.exp(-(b + z)))
+    churned, _p = labels_at_rate(z, rate, rng)
     pd.DataFrame({"tenure_months": tenure, "monthly_fee": fee, "support_calls": calls, "plan": plan,
                   "autopay": np.where(autopay, "yes", "no"), "region": rng.choice(["north", "south", "east", "west"],
                                                                                   rows),

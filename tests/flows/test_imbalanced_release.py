@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from testkit.labels import labels_at_rate
 from tests.conftest import FAST_CONFIG
 from tests.flows.test_release_flow import _cli
 
@@ -27,11 +28,7 @@ def _loans(path, seed: int = 5) -> float:
     mortgage = rng.random(ROWS) < 0.4
     signal = (4.0 * debt_ratio + 0.8 * late - 0.9 * (np.log(income) - 10.8) - 0.6 * mortgage
               + np.where(purpose == "education", 0.8, 0.0))
-    lo, hi = -15.0, 5.0
-    for _ in range(60):
-        b = (lo + hi) / 2
-        lo, hi = (b, hi) if (1 / (1 + np.exp(-(b + signal)))).mean() < RATE else (lo, b)
-    default = rng.random(ROWS) < 1 / (1 + np.exp(-(b + signal)))
+    default, _p = labels_at_rate(signal, RATE, rng)
     pd.DataFrame({"income": income, "debt_ratio": debt_ratio, "late_payments": late, "purpose": purpose,
                   "has_mortgage": np.where(mortgage, "yes", "no"),
                   "default": np.where(default, "yes", "no")}).to_csv(path, index=False)

@@ -4,6 +4,7 @@ import pytest
 from tasks.release.evaluate import EvalRows, Evaluation
 from tasks.release.gate import NOT_SAME_ROWS, evaluate_gate
 from tasks.settings import Bound, GateSettings
+from testkit.labels import labels_at_rate
 
 pytestmark = pytest.mark.unit
 
@@ -142,13 +143,8 @@ def _calibrated_scores(rate: float, slope: float, n: int = 100_000, seed: int = 
     """Labels drawn from calibrated probabilities sigmoid(a + slope * x) whose mean is ``rate``: the same
     ranking power (slope) on any positive rate."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=n)
-    lo, hi = -12.0, 12.0
-    for _ in range(60):
-        a = (lo + hi) / 2
-        lo, hi = (a, hi) if (1 / (1 + np.exp(-(a + slope * x)))).mean() < rate else (lo, a)
-    p = 1 / (1 + np.exp(-(a + slope * x)))
-    return (rng.random(n) < p).astype(int), p
+    y, p = labels_at_rate(slope * rng.normal(size=n), rate, rng)
+    return y.astype(int), p
 
 
 @pytest.mark.parametrize("rate", [0.02, 0.05, 0.2, 0.5])
