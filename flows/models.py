@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.errors import ConfigError, RegistryError
-from tasks.settings import DEFAULT_CONFIG, Settings, load_settings
+from tasks.settings import Settings, config_path, load_settings
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,7 @@ class ModelChoice:
 def config_file(config: str | Path | None, env: dict[str, str] | None = None) -> Path:
     """The pipeline config ``load_settings`` reads for ``config``: it, else $PIPELINE_CONFIG, else the default;
     absolute, as a release records it on the registered model."""
-    env = dict(os.environ) if env is None else env
-    return Path(config or env.get("PIPELINE_CONFIG") or DEFAULT_CONFIG).resolve()
+    return config_path(config, dict(os.environ) if env is None else env).resolve()
 
 
 def settings_for(config: str | Path | None, model: str | None, env: dict[str, str] | None = None) -> Settings:

@@ -248,17 +248,21 @@ class Settings(_Section):
         return (self.training.intra_op_threads or cpus, self.training.inter_op_threads or min(2, cpus))
 
 
+def config_path(path: str | Path | None, env: dict[str, str]) -> Path:
+    """The pipeline config to read: ``path``, else ``$PIPELINE_CONFIG`` (a worker's environment), else the default."""
+    return Path(path or env.get("PIPELINE_CONFIG") or DEFAULT_CONFIG)
+
+
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None,
                   overrides: dict | None = None) -> Settings:
-    """Read the YAML file, apply ``PIPELINE_HOME`` / ``MLFLOW_TRACKING_URI`` from ``env``, validate.
-
-    Without ``path``, ``PIPELINE_CONFIG`` names the file (a worker's environment), else configs/pipeline.yaml.
+    """Read the YAML file ``config_path`` names, apply ``PIPELINE_HOME`` / ``MLFLOW_TRACKING_URI`` from ``env``,
+    validate.
 
     Raises:
         ConfigError: the file is unreadable or a key has an impossible value (the key is named).
     """
     env = dict(os.environ) if env is None else env
-    path = Path(path or env.get("PIPELINE_CONFIG") or DEFAULT_CONFIG)
+    path = config_path(path, env)
     data = read_config(path, "config")
     if env.get("PIPELINE_HOME"):
         data["pipeline_home"] = env["PIPELINE_HOME"]
