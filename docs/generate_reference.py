@@ -320,9 +320,9 @@ def console_commands(target_package: str = "flows") -> list[str]:
 
 
 def cli_page() -> str:
-    from flows.cli import _parser
+    from flows.cli import parser as cli_parser
 
-    parser = _parser()
+    parser = cli_parser()
     also = "".join(f" (also installed as `{name}`)" for name in console_commands())
     intro = (f"`{parser.prog} COMMAND [OPTIONS]`{also}; `{parser.prog} COMMAND --help` prints what this page "
              "shows for one command. " + (parser.description or ""))

@@ -173,9 +173,6 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     return top
 
 
-_parser = parser   # the name the reference page's generator may know
-
-
 def _prefect_defaults(env: dict[str, str]) -> None:
     """Keep Prefect's state under the pipeline home too, before anything imports Prefect."""
     home = Path(env.get("PIPELINE_HOME") or "artifacts").resolve()

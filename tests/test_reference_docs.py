@@ -99,19 +99,19 @@ def test_every_serving_variable_has_a_description():
 
 
 def test_every_cli_option_has_help():
-    from flows.cli import _parser
+    from flows.cli import parser as cli_parser
 
-    parser = _parser()
+    parser = cli_parser()
     silent = [f"{name} {', '.join(action.option_strings)}" for name, _, command in generator.commands(parser)
               for action in generator.visible_actions(command) if not (action.help or "").strip()]
     assert silent == []
 
 
 def test_the_cli_page_lists_every_command_and_option():
-    from flows.cli import _parser
+    from flows.cli import parser as cli_parser
 
     page = (generator.PAGES_DIR / "cli.md").read_text()
-    found = generator.commands(_parser())
+    found = generator.commands(cli_parser())
     assert len(found) >= 10
     for name, _, command in found:
         assert f"\n## {name}\n" in page
