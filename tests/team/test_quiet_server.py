@@ -19,7 +19,7 @@ from tests.faults.conftest import wait_until
 from tests.flows.test_guide_commands import documented_commands
 from tests.team.stack import QUIET_SERVER, clean_env, start_sqlite_prefect_server
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PAGE = "docs/how-to/team-setup.md"
 START = ".venv/bin/prefect server start"
