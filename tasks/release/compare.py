@@ -255,8 +255,8 @@ class Comparison:
             first = f"**{who}: no difference** in {same}"
         else:
             first = f"**{who}**: {moved}" + (f"; no difference in {same}" if same else "")
-        recalibrated = " Same network, new calibrator." if cand.get("model_digest") == champ.get("model_digest") \
-            else ""
+        same_network = cand.get("model_digest") and cand["model_digest"] == champ.get("model_digest")
+        recalibrated = " Same network, new calibrator." if same_network else ""
         basis = (f"on the same {(self.same_rows.get('rows') or {}).get('n_rows', '?')} rows, "
                  f"{self.same_rows.get('confidence') or 0:.0%} interval" if self.paired
                  else "cross-validated, each on its own data (no interval)")

@@ -135,6 +135,13 @@ def test_a_mixed_candidate_shows_the_gain_and_the_loss():
     assert re.search(r"relative ECE \+\d\.\d{3} \[\+\d\.\d{3}, \+\d\.\d{3}\] worse", head[0]), head[0]
 
 
+def test_a_recalibrated_champion_says_same_network_new_calibrator():
+    view = view_of(scores(1.0, seed=11, overconfident=1.8), saved_model="aaa", calibrator="ddd")
+    head, _ = headline_and_table(view.markdown())
+    assert not view.identical and head[1].endswith("Same network, new calibrator.")
+    assert "Same network" not in headline_and_table(view_of(scores(0.5, seed=12)).markdown())[0][1]
+
+
 def test_a_retrained_twin_reads_no_difference_not_zeros():
     """Another export of an equally good model (other digests): every change is inside its interval."""
     view = view_of(scores(1.0, seed=11) + np.random.default_rng(3).normal(0, 1e-4, ROWS).clip(-1e-4, 1e-4))
