@@ -1,17 +1,14 @@
 """Named final states: the Prefect runs list tells an approved promotion from a rejected one, a
 release that shipped from one the gate refused, without opening a log.
 
-A flow decorated with ``@ends_in(name_of)`` (under ``@flow``) still returns its summary and still
-raises its errors to a caller that runs it directly (the CLI, a parent flow); only the state Prefect
-records is named:
+A flow decorated with ``@ends_in(name_of)`` (under ``@flow``) still returns its summary, and still raises
+its errors to a caller that runs it directly (the CLI, a parent flow); only the state Prefect records is
+named. A summary ends the run in ``Completed(name=…)``, its one-line message saying what happened; a
+``ReleaseError`` ends it in ``Failed(name=…)``, named by the error's class (``STATE_NAMES``), its message
+the error's first line.
 
-- its summary ends the run in ``Completed(name=…)``, the name and one-line message from ``name_of``;
-- a ``ReleaseError`` ends it in ``Failed(name=…)``, named by the error's class (``STATE_NAMES``), its
-  message the error's first line. Any other exception is left to Prefect (``Failed`` or ``Crashed``).
-
-Filter on them: ``prefect flow-run ls --state Rejected``, or the API's
-``flow_runs.state.name.any_``. ``OUTCOMES`` lists every name with what it means
-(docs/reference/run-states.md is generated from it).
+The runs list and a run's page show the name on the state's badge. Find runs by it with
+``prefect flow-run ls --state Rejected`` or the API's ``flow_runs.state.name.any_``.
 """
 
 from __future__ import annotations
