@@ -73,7 +73,7 @@ def promote_flow(version: str | int | None = None, targets: list[str] | None = N
     logger.info("comparison published as artifact %s; waiting up to %d s for an approval", key, approval_timeout_s)
 
     try:
-        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=text, approve=False),
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=text),
                                 timeout=approval_timeout_s, poll_interval=poll_interval_s)
     except FlowPauseTimeout:
         _wake_expired_pause()
