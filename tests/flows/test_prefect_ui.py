@@ -28,6 +28,11 @@ WAIT_MS = 30_000            # the longest any element of a page may take to appe
 OUTCOME = {True: "Approved", False: "Rejected"}
 
 
+def labelled(name: str) -> re.Pattern:
+    """A field's label as both UIs write it: its title, followed by " (Optional)" when it is not required."""
+    return re.compile(rf"^{name}( \(Optional\))?$")
+
+
 class Classic:
     """The classic UI, at /: a Resume button beside Cancel opens the form; Submit sends it."""
 
@@ -38,11 +43,14 @@ class Classic:
         return page.get_by_role("dialog")
 
     def field(self, page, dialog, label: str):
-        header = page.locator(".schema-form-property__label", has_text=re.compile(f"^{label}$"))
+        header = page.locator(".schema-form-property__label", has_text=labelled(label))
         return dialog.locator(".schema-form-property").filter(has=header)
 
     def switch(self, page, dialog):
         return self.field(page, dialog, "Approve").get_by_role("switch")
+
+    def labels(self, dialog) -> list[str]:
+        return dialog.locator(".schema-form-property__label").all_inner_texts()
 
     def text(self, page, dialog, label: str):
         return self.field(page, dialog, label).locator("textarea")
@@ -60,10 +68,13 @@ class New:
         return page.get_by_role("dialog")
 
     def switch(self, page, dialog):
-        return dialog.get_by_role("switch", name="Approve", exact=True)
+        return dialog.get_by_role("switch", name=labelled("Approve"))
 
     def text(self, page, dialog, label: str):
-        return dialog.get_by_label(label, exact=True)
+        return dialog.get_by_label(labelled(label))
+
+    def labels(self, dialog) -> list[str]:
+        return dialog.locator("label[data-slot=label]").all_inner_texts()
 
 
 class Browser:
@@ -106,6 +117,18 @@ class Browser:
         if not ok:
             self.shot("failure")
             pytest.fail(f"{what}\nscreenshots: {sorted(str(p) for p in self.shots.iterdir())}")
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, kind, error, _tb) -> None:
+        """Any other error (an element that never appeared, a run that ended otherwise) fails with the
+        screenshots too; the browser is closed either way."""
+        try:
+            if error is not None and not isinstance(error, pytest.fail.Exception):
+                self.check(False, f"{kind.__name__}: {str(error)[:2000]}")
+        finally:
+            self.browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +191,9 @@ def decide(browser: Browser, ui, stack, version: str, approve: bool) -> dict:
     dialog = ui.open_form(page)
     switch = ui.switch(page, dialog)
     browser.check(switch.get_attribute("aria-checked") == "false", f"{ui.name}: Approve is not off as it appears")
+    # Required fields are the ones not marked "(Optional)": the approver and the reason.
+    labels = ui.labels(dialog)
+    browser.check(labels == ["Approve (Optional)", "Approver", "Reason"], f"{ui.name}: the form's labels are {labels}")
     if approve:
         switch.click()
     ui.text(page, dialog, "Approver").fill("alice@example.com" if approve else "bob@example.com")
@@ -186,8 +212,7 @@ def test_reject_then_approve_in_the_ui(stack, playwright, ui, tmp_path):
     client = stack["client"]
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    browser = Browser(playwright, shots)
-    try:
+    with Browser(playwright, shots) as browser:
         # The candidate: the blessed version that is not the champion (2 in the first UI, 1 in the second).
         champion, serving = served(stack)
         candidate = "2" if champion == "1" else "1"
@@ -217,5 +242,3 @@ def test_reject_then_approve_in_the_ui(stack, playwright, ui, tmp_path):
                                                    OUTCOME[True]: browser.sent[approved["id"]]}))
         print(f"{ui.name} UI: requests refused (not 127.0.0.1): {sorted(set(browser.refused))}; "
               f"presses again after a 5xx: {browser.retries}")
-    finally:
-        browser.browser.close()
