@@ -4,8 +4,9 @@
     cli.md               every command and option of ``python -m flows`` (flows/cli.py's parser)
     serving-settings.md  every SERVING_* variable of the model server (serving/settings.py)
     http-api.md          every route of the model server (its OpenAPI document, serving/api/app.py)
+    run-states.md        the named states a flow run ends in (flows/outcomes.py)
 
-    python docs/generate_reference.py          # rewrite the four pages
+    python docs/generate_reference.py          # rewrite the five pages
     python docs/generate_reference.py --check  # exit 1 naming each page that differs (tests/test_reference_docs.py)
 
 Descriptions come from the code (pydantic's ``Field(description=...)``, argparse's ``help``, the routes'
@@ -447,12 +448,29 @@ def http_api_page() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+# ---------------------------------------------------------------- run states
+def run_states_page() -> str:
+    from flows import outcomes
+
+    lines = header("Run states", "flows/outcomes.py", outcomes.__doc__.split("\n\n")[0])
+    for text in outcomes.__doc__.split("\n\n")[1:3]:
+        lines += paragraph(text)
+    lines += table(("state", "type", "meaning"), [(code(name), kind, meaning)
+                                                  for name, (kind, meaning) in outcomes.OUTCOMES.items()])
+    lines += ["", "A failed run's state is named by the error it raised:", ""]
+    lines += table(("error (tasks/errors.py)", "state"), [(code(cls.__name__), code(name))
+                                                          for cls, name in outcomes.STATE_NAMES.items()])
+    lines += ["", "Any other exception leaves the run in Prefect's own `Failed` (or `Crashed`).", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 # ---------------------------------------------------------------- the pages
 PAGES: dict[str, Callable[[], str]] = {
     "configuration.md": configuration_page,
     "cli.md": cli_page,
     "serving-settings.md": serving_settings_page,
     "http-api.md": http_api_page,
+    "run-states.md": run_states_page,
 }
 
 

@@ -26,6 +26,7 @@ from flows.fleet import fleet_deploy, fleet_rollback
 from flows.locks import exclusive
 from flows.models import settings_for
 from flows.notify import check_after_promotion, publish
+from flows.outcomes import deploy_outcome, ends_in, rollback_outcome
 from flows.output import progress_to_run_log
 from flows.stages import deploy_task, package_task, promote_task, restores
 from tasks.constants import CHAMPION
@@ -44,6 +45,7 @@ def _version(value: str | int | None) -> str | None:
 
 
 @flow(name="deploy", validate_parameters=False)
+@ends_in(deploy_outcome)
 @progress_to_run_log()        # transfers report their bytes in the run log, from the CLI or a worker
 def deploy_flow(version: str | int | None = None, targets: list[str] | None = None, targets_file: str | None = None,
                 config: str | None = None, reason: str = "deploy", approval: dict | None = None,
@@ -129,6 +131,7 @@ def _failed_deploy(logger, registry: MlflowRegistry, version: str, names: str, b
 
 
 @flow(name="rollback", validate_parameters=False)
+@ends_in(rollback_outcome)
 @progress_to_run_log()
 def rollback_flow(target: str = "local", version: str | int | None = None, targets_file: str | None = None,
                   config: str | None = None, reason: str = "rollback",

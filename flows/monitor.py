@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 
 from flows.models import settings_for
 from flows.notify import emit_alarm, publish
+from flows.outcomes import ends_in, monitor_outcome
 from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_RESOLVED, ALARM_WARNING, CHAMPION
 from tasks.deploy.targets import load_targets, pick_targets
 from tasks.monitoring.alarms import FIRING, AlarmBook, PagerDutyEvents, SlackWebhook, Transition, deliver
@@ -60,6 +61,7 @@ def send(transitions: list[Transition], channels: dict, version: str | None) -> 
 
 
 @flow(name="monitor", validate_parameters=False)
+@ends_in(monitor_outcome)
 def monitor_flow(targets: list[str] | None = None, targets_file: str | None = None, config: str | None = None,
                  monitoring: str | None = None, now: float | None = None, model: str | None = None) -> dict:
     """Check every target against the champion and the guide's thresholds; send the alarms that changed.

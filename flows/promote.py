@@ -3,7 +3,8 @@
 compare (champion vs candidate, published as an artifact) → pause for a typed approval
 (approver, reason; explicit timeout) → deploy, smoke-test and promote with the approval
 recorded on the MLflow version. A rejection or a timeout changes nothing: no host, no alias,
-no tag.
+no tag. The run ends in a state named by the outcome: Approved, Rejected, TimedOut, StaleApproval
+(``flows.outcomes``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pydantic import Field
 
 from flows.deploy import deploy_flow
 from flows.notify import publish
+from flows.outcomes import ends_in, promote_outcome
 from tasks.constants import CHAMPION
-from tasks.errors import ReleaseError
+from tasks.errors import ApprovalTimedOut, ReleaseError, StaleApproval
 from tasks.registry import MlflowRegistry
 from tasks.release.compare import compare
 from tasks.settings import load_settings
@@ -25,14 +27,28 @@ from tasks.settings import load_settings
 class Approval(RunInput):
     """The form the Prefect UI shows on "Resume"."""
 
-    approve: bool = Field(description="Required: true deploys and promotes the candidate; false rejects it "
-                                      "(nothing changes).")
+    # Not required: a form left as it appears (the switch off) is a rejection, in both Prefect UIs; the
+    # new UI sends no value for a switch never touched.
+    approve: bool = Field(default=False, description="On: deploy and promote the candidate. Off (as it "
+                                                     "appears): reject it; nothing changes.")
     approver: str = Field(min_length=1, max_length=200, description="Who decides (name or e-mail); "
                                                                      "recorded on the MLflow version.")
     reason: str = Field(min_length=3, max_length=2000, description="Why; recorded on the MLflow version.")
 
 
+def _wake_expired_pause() -> None:
+    """Put the run back to Running after its pause expired. The server refuses any state after an expired
+    pause but its own anonymous "Failed"; from Running, the run can end in its named ``TimedOut``."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+    from prefect.states import Running
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run.get_id(), Running(), force=True)
+
+
 @flow(name="promote", validate_parameters=False)
+@ends_in(promote_outcome)
 def promote_flow(version: str | int | None = None, targets: list[str] | None = None, targets_file: str | None = None,
                  config: str | None = None, approval_timeout_s: int = 24 * 3600, poll_interval_s: int = 5) -> dict:
     """Compare a registered version (default: the latest blessed one) with the champion, wait for an
@@ -57,13 +73,14 @@ def promote_flow(version: str | int | None = None, targets: list[str] | None = N
     logger.info("comparison published as artifact %s; waiting up to %d s for an approval", key, approval_timeout_s)
 
     try:
-        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=text),
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=text, approve=False),
                                 timeout=approval_timeout_s, poll_interval=poll_interval_s)
     except FlowPauseTimeout:
+        _wake_expired_pause()
         publish("promotion-decision", registry.name,
                 f"# Timed out: {registry.name} version {candidate.version}\n\nNo answer within {approval_timeout_s} s; "
                 "nothing was deployed or promoted.\n", f"{registry.name} v{candidate.version}: timed out")
-        raise ReleaseError(f"no approval for version {candidate.version} within {approval_timeout_s} s; "
+        raise ApprovalTimedOut(f"no approval for version {candidate.version} within {approval_timeout_s} s; "
                            "nothing was deployed or promoted") from None
     decision = {"version": str(candidate.version), "approve": answer.approve, "approver": answer.approver,
                 "reason": answer.reason, "comparison": comparison.to_dict()}
@@ -81,7 +98,7 @@ def promote_flow(version: str | int | None = None, targets: list[str] | None = N
                "again\n" if stale else ""),
             f"{registry.name} v{candidate.version}: {verdict.lower()}")
     if stale:
-        raise ReleaseError(f"the approval of version {candidate.version} answered a comparison with champion "
+        raise StaleApproval(f"the approval of version {candidate.version} answered a comparison with champion "
                            f"{compared or 'none'}, but the champion is now {now.version if now else 'none'}; "
                            "nothing was deployed or promoted (start a new promotion run)")
     if not answer.approve:

@@ -16,6 +16,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.models import settings_for
+from flows.outcomes import ends_in, version_outcome
 from flows.runs import VersionRun, deploy_blessed
 from flows.stages import (
     build_recalibrated_task,
@@ -35,6 +36,7 @@ from tasks.release.reports import recalibration_report
 
 
 @flow(name="recalibrate", flow_run_name="recalibrate-v{version}", validate_parameters=False)
+@ends_in(version_outcome)
 def recalibrate_flow(version: str | int | None = None, labels: str = FEEDBACK, targets: list[str] | None = None,
                      targets_file: str | None = None, config: str | None = None,
                      label_targets: list[str] | None = None, model: str | None = None) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.models import config_file, settings_for
+from flows.outcomes import ends_in, version_outcome
 from flows.runs import VersionRun, deploy_blessed
 from flows.stages import (
     calibrate_task,
@@ -42,6 +43,7 @@ from tasks.release.reports import release_report
 
 
 @flow(name="release", flow_run_name="release-{data}", validate_parameters=False)
+@ends_in(version_outcome)
 def release_flow(data: str, schema: str, feature_list: str, config: str | None = None,
                  targets: list[str] | None = None, targets_file: str | None = None,
                  eval_data: str | None = None, fleet: str | None = None, model: str | None = None) -> dict:

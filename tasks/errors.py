@@ -13,7 +13,9 @@
     ├── FleetHalted          a fleet release stopped (a host failed, or the canary's monitor said no); the
     │                        hosts done were put back, the champion did not move
     ├── BalancerError        nginx refused the generated configuration or did not take it up in time
-    └── PostPromotionCheckFailed  promoted, then a target failed the check after promotion (alarm emitted)
+    ├── PostPromotionCheckFailed  promoted, then a target failed the check after promotion (alarm emitted)
+    ├── ApprovalTimedOut     a promotion waited for its approval longer than its timeout; nothing changed
+    └── StaleApproval        approved, but the champion moved while the promotion waited; nothing changed
 
 A candidate that fails the quality gate is not an exception: it is registered with ``blessed=false``
 and every reason (``tasks.release.gate.GateResult``); the CLI exits 3.
@@ -95,6 +97,14 @@ class FleetHalted(ReleaseError):
 
 
 class BalancerError(ReleaseError):
+    pass
+
+
+class ApprovalTimedOut(ReleaseError):
+    pass
+
+
+class StaleApproval(ReleaseError):
     pass
 
 

@@ -1,5 +1,9 @@
 """Champion versus candidate: what a person approving a promotion needs to see.
 
+The view leads with a headline read in five seconds (what differs, by how much, with the gate's
+interval; "identical model" when the files' digests match; "no difference" inside the noise), then
+one narrow table, then the details. ``to_dict`` keeps everything, headline included.
+
 Both sides come from the versions' own ``metadata.json``: cross-validated metrics,
 calibration before and after, and the reference distributions frozen at export. PSI
 between the two versions' references says how different the data they were trained on is
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serving.contract.binning import psi
+from serving.contract.metadata import CALIBRATOR_FILE
 from tasks.constants import HIGHER_IS_BETTER, METRICS, ROLLED_BACK
 
 PSI_MODERATE, PSI_MAJOR = 0.1, 0.25
@@ -137,67 +142,183 @@ def psi_level(value: float) -> str:
     return "major shift" if value >= PSI_MAJOR else "moderate shift" if value >= PSI_MODERATE else "stable"
 
 
+# What the comparison shows: metrics to three decimals, so a change under half of the last digit is no change.
+DECIMALS = 3
+NOISE = 0.5 * 10 ** -DECIMALS
+HEADLINE_METRICS = ("roc_auc", "pr_auc", "brier", "ece")   # without the gate's same-rows comparison
+LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "brier": "Brier", "ece": "ECE",
+          "ece_equal_mass": "ECE (equal mass)", "pr_auc_lift": "PR-AUC lift",
+          "brier_skill": "Brier skill", "ece_relative": "relative ECE"}
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.{DECIMALS}f}"
+
+
+def _signed(value: float) -> str:
+    """"+0.012", "−0.008"; a value that shows as zero has no sign."""
+    return f"{0.0:.{DECIMALS}f}" if abs(value) < NOISE else f"{value:+.{DECIMALS}f}".replace("-", "−")
+
+
+def _change(row: dict) -> str:
+    """A change as a person reads it: "+0.012 [+0.004, +0.020] better", or "no difference" within the noise."""
+    interval = row.get("interval")
+    shown = interval and max(abs(interval[0]), abs(interval[1])) >= NOISE   # not a [0.000, 0.000]
+    bracket = f" [{_signed(interval[0])}, {_signed(interval[1])}]" if shown else ""
+    if row["delta"] is None:
+        return "–"
+    if not row["differs"]:
+        return "no difference" + bracket
+    return f"{_signed(row['delta'])}{bracket} {'better' if row['better'] else 'worse'}"
+
+
+def _psi_shown(value: float) -> str:
+    return "< 0.01" if value < 0.005 else f"{value:.2f}"
+
+
+def _feature(name: str) -> str:
+    return "calibrated predictions" if name == "__prediction__" else name
+
+
+def drift_phrase(psis: dict[str, float]) -> str:
+    """The training-data shift in a few words: "none (max PSI 0.03)", "moderate in income (PSI 0.14)", …"""
+    if not psis:
+        return "not measured"
+    ranked = sorted(psis.items(), key=lambda kv: -kv[1])
+    top = ranked[0][1]
+    if top < PSI_MODERATE:
+        return f"none (max PSI {_psi_shown(top)})"
+    level = "major" if top >= PSI_MAJOR else "moderate"
+    shifted = [(n, v) for n, v in ranked if v >= PSI_MODERATE]
+    named = ", ".join(f"{_feature(n)} ({v:.2f})" for n, v in shifted[:3])
+    more = f" and {len(shifted) - 3} more" if len(shifted) > 3 else ""
+    return f"{level} in {named}{more} (PSI)"
+
+
 @dataclass(frozen=True)
 class Comparison:
     model: str
-    candidate: dict                      # registry version, release, export version, calibration
+    candidate: dict                      # registry version, release, export version, calibration, digests
     champion: dict | None
-    metrics: list[dict]                  # metric, champion, candidate, delta, better
+    metrics: list[dict]                  # metric, champion, candidate, delta, better (cross-validated)
     psi: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     same_rows: dict | None = None        # the gate's paired comparison on the same rows (its version tag)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "identical": self.identical, "changes": self.changes(), "headline": self.headline()}
+
+    @property
+    def identical(self) -> bool:
+        """Both versions ship the same files: the SavedModel's digest and the calibrator's SHA-256 match."""
+        cand, champ = self.candidate, self.champion
+        return bool(champ and cand.get("model_digest") and cand.get("calibrator_sha256")
+                    and (cand["model_digest"], cand["calibrator_sha256"])
+                    == (champ.get("model_digest"), champ.get("calibrator_sha256")))
+
+    @property
+    def paired(self) -> bool:
+        """The gate's same-rows comparison is against this champion (so its intervals apply)."""
+        return bool(self.champion and self.same_rows and self.same_rows.get("metrics")
+                    and self.same_rows.get("against") == self.champion["version"])
+
+    def changes(self) -> list[dict]:
+        """The rows the headline and the first table show: the gate's paired differences with their
+        intervals where it made them against this champion, else the main cross-validated metrics."""
+        if self.paired:
+            rows = [{"metric": k, "champion": m["champion"], "candidate": m["candidate"], "delta": m["difference"],
+                     "interval": m.get("interval"), "better": (m["difference"] > 0) == HIGHER_IS_BETTER.get(k, True)}
+                    for k, m in self.same_rows["metrics"].items()]
+        else:
+            rows = [{**m, "interval": None} for m in self.metrics if m["metric"] in HEADLINE_METRICS]
+        for row in rows:
+            low, high = row["interval"] or (None, None)
+            inside = low is not None and low <= 0 <= high
+            row["differs"] = row["delta"] is not None and abs(row["delta"]) >= NOISE and not inside
+        return rows
+
+    def headline(self) -> str:
+        """One or two lines a person reads in five seconds: what differs, by how much, with the interval."""
+        cand, champ = self.candidate, self.champion
+        if champ is None:
+            scores = ", ".join(f"{LABELS[r['metric']]} {_num(r['candidate'])}" for r in self.changes())
+            return (f"**Candidate v{cand['version']}: no champion yet**, this would be the first promotion.  \n"
+                    f"Cross-validated: {scores}.")
+        who = f"Candidate v{cand['version']} vs champion v{champ['version']}"
+        if self.identical:
+            return (f"**{who}: identical model** (same SavedModel and calibrator, SHA-256 "
+                    f"{cand['model_digest'][:12]}…, {cand['calibrator_sha256'][:12]}…): no score would change.")
+        rows = self.changes()
+        moved = ", ".join(f"{LABELS.get(r['metric'], r['metric'])} {_change(r)}" for r in rows if r["differs"])
+        same = ", ".join(LABELS.get(r["metric"], r["metric"]) for r in rows if not r["differs"])
+        if not moved:
+            first = f"**{who}: no difference** in {same}"
+        else:
+            first = f"**{who}**: {moved}" + (f"; no difference in {same}" if same else "")
+        same_network = cand.get("model_digest") and cand["model_digest"] == champ.get("model_digest")
+        recalibrated = " Same network, new calibrator." if same_network else ""
+        basis = (f"on the same {(self.same_rows.get('rows') or {}).get('n_rows', '?')} rows, "
+                 f"{self.same_rows.get('confidence') or 0:.0%} interval" if self.paired
+                 else "cross-validated, each on its own data (no interval)")
+        return f"{first}.  \nData drift: {drift_phrase(self.psi)}. Basis: {basis}.{recalibrated}"
 
     def markdown(self) -> str:
+        """The headline, the table a decider needs, what to know, then the details."""
         cand, champ = self.candidate, self.champion
-        lines = [f"# Promote {self.model} version {cand['version']}?", ""]
-        lines.append(f"Candidate: registry version **{cand['version']}**, release {cand['release']}, "
-                     f"export {cand['export_version']}, gate: {cand['gate']}.")
-        lines.append(f"Champion: registry version **{champ['version']}**, release {champ['release']}, export "
-                     f"{champ['export_version']}." if champ else "Champion: none (this would be the first).")
-        lines += ["", "## Cross-validated metrics (calibrated)", "",
-                  "| metric | champion | candidate | Δ | |", "|---|---|---|---|---|"]
-        for m in self.metrics:
-            fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
-            delta = "–" if m["delta"] is None else f"{m['delta']:+.4f}"
-            verdict = {True: "better", False: "worse", None: ""}[m["better"]]
-            lines.append(f"| {m['metric']} | {fmt(m['champion'])} | {fmt(m['candidate'])} | {delta} | {verdict} |")
-        lines += _same_rows_lines(self.same_rows)
-        lines += ["", "## Calibration", "", "| | champion | candidate |", "|---|---|---|"]
-        for key, label in (("method", "method"), ("ece_before", "ECE before calibration"),
-                           ("ece_after", "ECE after calibration")):
-            a = (champ or {}).get("calibration", {}).get(key)
-            b = cand["calibration"].get(key)
-            show = lambda v: "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
-            lines.append(f"| {label} | {show(a)} | {show(b)} |")
-        if self.psi:
-            lines += ["", "## Training-data shift (PSI, champion → candidate reference distributions)", "",
-                      "| feature | PSI | |", "|---|---|---|"]
-            for name, value in sorted(self.psi.items(), key=lambda kv: -kv[1]):
-                label = "calibrated predictions" if name == "__prediction__" else name
-                lines.append(f"| {label} | {value:.4f} | {psi_level(value)} |")
+        lines = [f"# Promote {self.model} version {cand['version']}?", "", self.headline(), ""]
+        if champ is None:
+            lines += ["| metric | candidate |", "|---|---|"]
+            lines += [f"| {r['metric']} | {_num(r['candidate'])} |" for r in self.changes()]
+        else:
+            lines += [f"| metric | champion v{champ['version']} | candidate v{cand['version']} | change |",
+                      "|---|---|---|---|"]
+            lines += [f"| {r['metric']} | {_num(r['champion'])} | {_num(r['candidate'])} | {_change(r)} |"
+                      for r in self.changes()]
         if self.notes:
-            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
-        return "\n".join(lines) + "\n"
+            lines += ["", "**Worth knowing**", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join([*lines, "", "## Details", "", *_details(self)]) + "\n"
+
+
+def _side_line(role: str, side: dict) -> str:
+    digests = (f", SavedModel {side['model_digest'][:12]}…, calibrator {(side.get('calibrator_sha256') or '?')[:12]}…"
+               if side.get("model_digest") else "")
+    return (f"- {role}: registry version {side['version']}, release {side['release']}, export "
+            f"{side['export_version']}, gate {side['gate']}{digests}")
+
+
+def _details(view: Comparison) -> list[str]:
+    cand, champ = view.candidate, view.champion
+    lines = [_side_line("Candidate", cand), _side_line("Champion", champ) if champ else "- Champion: none yet"]
+    lines += _same_rows_lines(view.same_rows)
+    lines += ["", "### Cross-validated metrics (calibrated; each version on its own data)", "",
+              "| metric | champion | candidate | change |", "|---|---|---|---|"]
+    for m in view.metrics:
+        if m["champion"] is None and m["candidate"] is None:
+            continue
+        row = {**m, "differs": m["delta"] is not None and abs(m["delta"]) >= NOISE}
+        lines.append(f"| {m['metric']} | {_num(m['champion'])} | {_num(m['candidate'])} | {_change(row)} |")
+    lines += ["", "### Calibration", "", "| | champion | candidate |", "|---|---|---|"]
+    for key, label in (("method", "method"), ("ece_before", "ECE before"), ("ece_after", "ECE after")):
+        a, b = ((side or {}).get("calibration", {}).get(key) for side in (champ, cand))
+        show = lambda v: _num(v) if isinstance(v, float) or v is None else str(v)  # noqa: E731
+        lines.append(f"| {label} | {show(a)} | {show(b)} |")
+    if view.psi:
+        lines += ["", "### Training-data shift (PSI, champion → candidate reference distributions)", "",
+                  "| feature | PSI | |", "|---|---|---|"]
+        lines += [f"| {_feature(n)} | {_psi_shown(v)} | {psi_level(v)} |"
+                  for n, v in sorted(view.psi.items(), key=lambda kv: -kv[1])]
+    return lines
 
 
 def _same_rows_lines(same: dict | None) -> list[str]:
     if not same:
         return []
     rows = same.get("rows") or {}
-    lines = ["", f"## On the same rows (the gate's paired comparison against version {same['against']})", "",
-             f"{rows.get('n_rows', '?')} rows ({rows.get('detail', 'source not recorded')}); both shipped models "
-             f"scored every row; the interval is a paired bootstrap of candidate − champion "
-             f"({same.get('resamples')} resamples, {same.get('confidence') or 0:.0%}).", "",
-             "| metric | champion | candidate | Δ | interval | verdict |", "|---|---|---|---|---|---|"]
-    for metric, m in (same.get("metrics") or {}).items():
-        low, high = m["interval"] if m.get("interval") else (None, None)
-        interval = "–" if low is None else f"{low:+.4f} to {high:+.4f}"
-        lines.append(f"| {metric} | {m['champion']:.4f} | {m['candidate']:.4f} | {m['difference']:+.4f} | {interval} "
-                     f"| {m['verdict']} |")
-    return lines
+    return [f"- Same rows: the gate's paired comparison against version {same['against']} on "
+            f"{rows.get('n_rows', '?')} rows ({rows.get('detail', 'source not recorded')}); both shipped models "
+            f"scored every row; intervals: paired bootstrap of candidate − champion ({same.get('resamples')} "
+            f"resamples, {same.get('confidence') or 0:.0%}); verdicts: "
+            + ", ".join(f"{k} {m.get('verdict')}" for k, m in (same.get("metrics") or {}).items())]
 
 
 def gate_same_rows(mv) -> dict | None:
@@ -215,7 +336,8 @@ def gate_same_rows(mv) -> dict | None:
 def _side(mv, metadata) -> dict:
     return {"version": str(mv.version), "release": metadata.release, "export_version": metadata.version,
             "gate": mv.tags.get("blessed", "unknown").replace("true", "passed").replace("false", "FAILED"),
-            "cv_metrics": dict(metadata.cv_metrics),
+            "cv_metrics": dict(metadata.cv_metrics), "model_digest": metadata.model_digest,
+            "calibrator_sha256": metadata.files.get(CALIBRATOR_FILE),
             "calibration": {k: metadata.calibration.get(k) for k in ("method", "ece_before", "ece_after")}}
 
 

@@ -44,12 +44,14 @@ class Steps:
     def __init__(self) -> None:
         self.results: dict[str, object] = {}
         self.failed: dict[str, BaseException] = {}
+        self.current: str | None = None      # the step running now
 
     def at(self, step: str):
         for name in self.STEPS[: self.STEPS.index(step) + 1]:
             if name in self.failed:
                 pytest.fail(f"needs step '{name}', which failed: {self.failed[name]!r}")
             if name not in self.results:
+                self.current = name
                 try:
                     with pytest.MonkeyPatch.context() as patch:
                         self.results[name] = getattr(self, f"_{name}")(patch)

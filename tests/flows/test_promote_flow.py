@@ -72,6 +72,13 @@ class Promotions(Steps):
         self.started = datetime.now(UTC)
         # The temporary server is shared with other tests: count this module's artifacts from here.
         self.before = {k: len(_artifacts(f"{k}-test-model")) for k in ARTIFACT_KINDS}
+        self.states: dict[str, str] = {}      # step → the name of the state its flow run ended in
+
+    def ended(self, flow, **params):
+        """Run ``flow`` as the CLI does, but keep the name of the state its run ended in."""
+        state = flow(**params, return_state=True)
+        self.states[self.current] = state.name
+        return state.result()
 
     def new_artifacts(self, kind: str) -> list:
         found = _artifacts(f"{kind}-test-model")
@@ -80,8 +87,8 @@ class Promotions(Steps):
     def promote(self, timeout_s: int = 120):
         from flows.promote import promote_flow
 
-        return promote_flow(targets=["t1"], targets_file=self.env["targets"], config=str(self.config),
-                            approval_timeout_s=timeout_s, poll_interval_s=1)
+        return self.ended(promote_flow, targets=["t1"], targets_file=self.env["targets"], config=str(self.config),
+                          approval_timeout_s=timeout_s, poll_interval_s=1)
 
     def observed(self) -> dict:
         """The champion, the challenger, version 2's audit tags and what the host serves, now."""
@@ -100,7 +107,7 @@ class Promotions(Steps):
     def monitor(self):
         from flows.monitor import monitor_flow
 
-        return monitor_flow(targets_file=self.env["targets"], config=str(self.config))
+        return self.ended(monitor_flow, targets_file=self.env["targets"], config=str(self.config))
 
     def _releases(self, patch):
         schema, features = ROOT / "configs" / "schema.yaml", ROOT / "configs" / "feature_list.csv"
@@ -109,7 +116,8 @@ class Promotions(Steps):
         return {"first": first, "second": second, "served": host_status(self.env)["default_version"]}
 
     def _rejected(self, patch):
-        watcher = _resume_when_paused({"approve": False, "approver": "bob@example.com", "reason": "wait for Q3 data"})
+        # What the new UI sends for a form whose Approve switch was left as it appeared: no "approve" at all.
+        watcher = _resume_when_paused({"approver": "bob@example.com", "reason": "wait for Q3 data"})
         return {"result": self.promote(), "watcher": watcher, **self.observed()}
 
     def _timed_out(self, patch):
@@ -169,7 +177,7 @@ def test_releases_leave_version_2_as_the_challenger(promotions):
 
 
 def test_a_rejection_changes_nothing(promotions):
-    """Rejected: nothing changes — host, aliases, tags."""
+    """Rejected by leaving Approve as the form shows it (no value sent): nothing changes — host, aliases, tags."""
     rejected = promotions.at("rejected")
     assert rejected["watcher"]["input_schema_saved"]
     assert rejected["result"]["decision"] == "rejected" and rejected["result"]["version"] == "2"
@@ -249,6 +257,14 @@ def test_a_server_that_is_down_pages_a_person_and_does_not_roll_back(promotions)
     assert len(promotions.new_artifacts("monitor")) == 3
 
 
+def test_each_run_ends_in_a_state_named_by_its_outcome(promotions):
+    """The runs list tells the outcomes apart; each failure's message is the error's first line."""
+    promotions.at("monitor_down")
+    assert promotions.states == {"rejected": "Rejected", "timed_out": "TimedOut", "stale": "StaleApproval",
+                                 "approved": "Approved", "monitor_ok": "AllClear",
+                                 "monitor_probe_fails": "Alarming", "monitor_down": "Alarming"}
+
+
 def test_promote_refuses_a_version_that_failed_the_gate(prefect_server, target_env, demo_csv, schema_path,
                                                         feature_list_path, fast_config):
     from flows.promote import promote_flow
@@ -261,10 +277,14 @@ def test_promote_refuses_a_version_that_failed_the_gate(prefect_server, target_e
         promote_flow(version="1", targets=["t1"], targets_file=target_env["targets"], config=str(strict))
 
 
-def test_the_approval_form_requires_a_decision():
-    """The UI labelled the decision "Approve (Optional)": it is a required field now."""
+def test_the_approval_form_rejects_unless_approve_is_switched_on():
+    """Who and why are required; the decision is not: a form sent as it appeared (the new UI sends no value
+    for an untouched switch) is a rejection, never a validation error that leaves the run paused."""
     from flows.promote import Approval
 
     schema = Approval.model_json_schema()
-    assert {"approve", "approver", "reason"} <= set(schema["required"])
+    assert set(schema["required"]) == {"approver", "reason"}
+    assert schema["properties"]["approve"]["default"] is False
+    assert Approval(approver="bob", reason="not now").approve is False
+
 

@@ -181,25 +181,47 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], port: int, log: Path) 
     return Server(name, proc, port, log)
 
 
+# What the guides export before `prefect server start` (docs/how-to/team-setup.md): the server's telemetry
+# service off, so no heartbeat competes for the database at start and nothing calls Prefect's host.
+QUIET_SERVER = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without Prefect, S3, MLflow or proxy settings, plus ``extra``."""
+    proxies = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "AWS_", "MLFLOW_")) and k.upper() not in proxies}
+    return {**env, **extra}
+
+
 def start_prefect_server(pg: Postgres, home: Path) -> Server:
     """``prefect server start`` with its database on PostgreSQL; PREFECT_HOME is ``home``, never ~/.prefect."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "MLFLOW_"))}
-    env.update(PREFECT_HOME=str(home), PREFECT_API_DATABASE_CONNECTION_URL=pg.url("asyncpg", "prefect"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env = clean_env(PREFECT_HOME=str(home), PREFECT_API_DATABASE_CONNECTION_URL=pg.url("asyncpg", "prefect"),
+                    **QUIET_SERVER)
     home.mkdir(parents=True, exist_ok=True)
     return spawn("prefect server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                                     "--port", str(port)], env, port, home / "server.log")
+
+
+def start_sqlite_prefect_server(home: Path, env: dict[str, str]) -> Server:
+    """``prefect server start`` as the one-machine setup writes it (no options; SQLite under PREFECT_HOME =
+    ``home``), on 127.0.0.1 and a free port through PREFECT_SERVER_API_HOST/PORT; ``env`` is the whole
+    environment apart from those three."""
+    port = free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_HOST": "127.0.0.1",
+           "PREFECT_SERVER_API_PORT": str(port)}
+    return spawn("prefect server", [str(BIN / "prefect"), "server", "start"], env, port, home / "server.log")
 
 
 def start_mlflow_server(pg: Postgres, artifacts_destination: str, s3_env: dict[str, str], workdir: Path) -> Server:
     """``mlflow server`` on PostgreSQL, proxying artifacts to S3. The store URI (with its password) goes in
     through the environment (MLFLOW_BACKEND_STORE_URI is the --backend-store-uri option), not the command line."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "MLFLOW_"))}
-    env.update(s3_env, MLFLOW_BACKEND_STORE_URI=pg.url("psycopg2", "mlflow"),
-               # the server-side job runner (GenAI scorers, trace rollups: six huey processes) is not used here
-               MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env = clean_env(**s3_env, MLFLOW_BACKEND_STORE_URI=pg.url("psycopg2", "mlflow"),
+                    # the server-side job runner (GenAI scorers, trace rollups: six huey processes) is not used here
+                    MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     workdir.mkdir(parents=True, exist_ok=True)
     return spawn("mlflow server", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                                    "--artifacts-destination", artifacts_destination, "--workers", "1"],

@@ -100,7 +100,8 @@ def _meta(version: str, auc: float):
     return SimpleNamespace(release=f"1.{version}.0", version=version,
                            cv_metrics={"roc_auc": auc, "pr_auc": 0.5, "brier": 0.15, "ece": 0.01},
                            calibration={"method": "none", "ece_before": 0.01, "ece_after": 0.01},
-                           schema_={"columns": []}, reference={})
+                           schema_={"columns": []}, reference={}, model_digest=f"m{version}",
+                           files={"calibrator.pkl": f"c{version}"})
 
 
 SAME_ROWS = {"basis": "same rows", "like_for_like": True, "note": None,
@@ -120,9 +121,9 @@ def test_the_promotion_view_shows_the_gates_comparison_on_the_same_rows():
     view = compare("m", _version("2", tags), _meta("2", 0.74), _version("1", {}), _meta("1", 0.73))
     text = view.markdown()
     assert view.same_rows["against"] == "1"
-    assert "## On the same rows (the gate's paired comparison against version 1)" in text
-    assert "| roc_auc | 0.7301 | 0.7412 | +0.0111 | +0.0032 to +0.0190 | ok |" in text
-    assert "1200 rows (--eval-data eval.csv)" in text
+    assert "Same rows: the gate's paired comparison against version 1 on 1200 rows (--eval-data eval.csv)" in text
+    assert "| roc_auc | 0.730 | 0.741 | +0.011 [+0.003, +0.019] better |" in text
+    assert "verdicts: roc_auc ok" in text
     assert not any("not the same rows" in n for n in view.notes)
 
 
@@ -133,7 +134,7 @@ def test_the_promotion_view_says_when_metrics_are_not_on_the_same_rows_or_the_ch
 
     plain = compare("m", _version("2", {"gate_comparison": json.dumps({"basis": "cross-validation"})}),
                     _meta("2", 0.74), _version("1", {}), _meta("1", 0.73))
-    assert plain.same_rows is None and "On the same rows" not in plain.markdown()
+    assert plain.same_rows is None and "Same rows:" not in plain.markdown()
     assert any("not the same rows" in n for n in plain.notes)
     moved = compare("m", _version("3", {"gate_comparison": json.dumps(SAME_ROWS), "gate_champion_version": "1"}),
                     _meta("3", 0.74), _version("2", {}), _meta("2", 0.73))
