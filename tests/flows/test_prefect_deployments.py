@@ -1,31 +1,21 @@
-"""prefect.yaml for real: a Prefect server (temporary PREFECT_HOME, SQLite) and a process worker;
-`prefect deploy --all`; a scheduled-retraining run, a paused promotion resumed with approval input,
-and a critical alarm event that makes the rollback deployment move the champion back.
-
-The worker gets the pipeline's settings the way a team's worker does: from its environment
-(PIPELINE_HOME, PIPELINE_CONFIG, PIPELINE_TARGETS); prefect.yaml is deployed unchanged.
+"""prefect.yaml for real: a Prefect server (temporary PREFECT_HOME, SQLite) and a process worker
+(testkit.prefect_stack); `prefect deploy --all`; a scheduled-retraining run, a paused promotion resumed
+with approval input, and a critical alarm event that makes the rollback deployment move the champion back.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 
-from testkit.net import free_port
+from testkit.prefect_stack import FLOW_TIMEOUT_S, PREFECT, Api, prefect_stack
 from tests.conftest import FAST_CONFIG, ROOT, mlflow_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-FLOW_TIMEOUT_S = 240
 
 
 def guide_command(stack, start: str, replace: dict[str, str], extra: list[str] = ()) -> str:
@@ -43,154 +33,11 @@ def guide_command(stack, start: str, replace: dict[str, str], extra: list[str] =
     return out.stdout
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _user_prefect_home() -> dict[str, float]:
-    root = Path.home() / ".prefect"
-    return {str(p): p.stat().st_mtime for p in root.rglob("*")} if root.exists() else {}
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, demo_frame):
-    """Server + work pool + deployments + worker; yields what the test needs, stops everything after.
-    The user's ~/.prefect is left exactly as it was."""
-    user_home_before = _user_prefect_home()
-    base = tmp_path_factory.mktemp("prefect-stack")
-    home = base / "pipeline"
-    home.mkdir()
-    (base / "pipeline.yaml").write_text(FAST_CONFIG)
-    demo_frame.to_csv(base / "data.csv", index=False)
-    serve_port, api_port = free_port(), free_port()
-    (base / "targets.yaml").write_text(f"targets:\n  local:\n    transport: local\n    base_dir: targets/local\n"
-                                       f"    port: {serve_port}\n    start_timeout_s: 120\n")
-    api = f"http://127.0.0.1:{api_port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-           # The schedules are registered and checked, but must not start runs in the middle of the test.
-           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-           # prefect.yaml's pull step is "{{ $PWD }}", which prefect deploy reads from the environment.
-           "PWD": str(ROOT),
-           "PIPELINE_HOME": str(home), "PIPELINE_CONFIG": str(base / "pipeline.yaml"),
-           "PIPELINE_TARGETS": str(base / "targets.yaml"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    procs = []
-
-    def start(name, *args):
-        log = base / f"{name}.log"
-        proc = subprocess.Popen([PREFECT, *args], cwd=ROOT, env=env, stdout=open(log, "w"),
-                                stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc, log
-
-    def run(*args, timeout=180):
-        out = subprocess.run([PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        assert out.returncode == 0, f"prefect {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-        return out.stdout
-
-    try:
-        server, server_log = start("server", "server", "start", "--host", "127.0.0.1", "--port", str(api_port))
-        _wait_http(f"{api}/health", server, server_log)
-        run("work-pool", "create", "release-pool", "--type", "process")
-        deployed = run("--no-prompt", "deploy", "--all")
-        _worker, worker_log = start("worker", "worker", "start", "--pool", "release-pool")
-        yield {"api": api, "env": env, "home": home, "data": base / "data.csv", "deployed": deployed,
-               "worker_log": worker_log, "server_log": server_log, "targets": base / "targets.yaml"}
-    finally:
-        from tasks.deploy.targets import load_targets
-        from tasks.deploy.transports import transport_for
-
-        for target in load_targets(base / "targets.yaml", home).values():
-            transport_for(target).host("stop")
-        for proc in reversed(procs):
-            _stop(proc)
-    assert _user_prefect_home() == user_home_before, "the test touched ~/.prefect"
-
-
-class _Retry503(httpx.BaseTransport):
-    def __init__(self, inner: httpx.BaseTransport, attempts: int = 6) -> None:
-        self.inner, self.attempts = inner, attempts
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        for attempt in range(self.attempts):
-            response = self.inner.handle_request(request)
-            if response.status_code != 503 or attempt + 1 == self.attempts:
-                return response
-            response.close()
-            time.sleep(0.5 * 2**attempt)      # 0.5 s, 1 s, 2 s, … like Prefect's client backoff
-        return response
-
-
-class Api:
-    """The server's REST API, as the UI and any client use it.
-
-    Like Prefect's own client, it retries a 503: the SQLite-backed server answers 503 while its
-    database is locked, which a loaded machine makes likelier."""
-
-    def __init__(self, api: str) -> None:
-        self.http = httpx.Client(base_url=api, timeout=30, transport=_Retry503(httpx.HTTPTransport()))
-
-    def deployment(self, name: str) -> dict:
-        resp = self.http.get(f"/deployments/name/{name}")
-        resp.raise_for_status()
-        return resp.json()
-
-    def run(self, name: str, parameters: dict) -> str:
-        resp = self.http.post(f"/deployments/{self.deployment(name)['id']}/create_flow_run",
-                              json={"parameters": parameters})
-        resp.raise_for_status()
-        return resp.json()["id"]
-
-    def flow_run(self, run_id: str) -> dict:
-        resp = self.http.get(f"/flow_runs/{run_id}")
-        resp.raise_for_status()
-        return resp.json()
-
-    def wait(self, run_id: str, states: set[str], log: Path, timeout_s: float = FLOW_TIMEOUT_S) -> dict:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            run = self.flow_run(run_id)
-            state = run["state"]["type"]
-            if state in states:
-                return run
-            if state in {"FAILED", "CRASHED", "CANCELLED"}:
-                pytest.fail(f"flow run {run['name']} ended {state}: {run['state'].get('message')}\n"
-                            f"worker log:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
-        pytest.fail(f"flow run {run_id} not in {states} within {timeout_s} s\n{log.read_text()[-4000:]}")
-
-    def runs_of(self, deployment: str) -> list[dict]:
-        resp = self.http.post("/flow_runs/filter", json={
-            "deployments": {"id": {"any_": [self.deployment(deployment)["id"]]}}})
-        resp.raise_for_status()
-        return resp.json()
-
-    def artifacts(self, key: str) -> list[dict]:
-        resp = self.http.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}})
-        resp.raise_for_status()
-        return resp.json()
+    """Server + work pool + deployments + worker (testkit.prefect_stack); stopped after the module."""
+    with prefect_stack(tmp_path_factory.mktemp("prefect-stack"), FAST_CONFIG, demo_frame) as running:
+        yield running
 
 
 def test_deployments_register_with_schedules_and_trigger(stack):
