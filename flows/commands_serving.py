@@ -165,7 +165,7 @@ def cmd_stop(args) -> int:
 
 def cmd_monitor(args) -> int:
     from flows.models import check_targets, choose_model
-    from tasks.settings import load_monitoring
+    from tasks.monitoring.settings import load_monitoring
 
     chosen = choose_model(args.config, args.model)   # fail fast, before Prefect starts, on bad input
     load_monitoring(args.monitoring)

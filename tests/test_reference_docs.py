@@ -49,7 +49,7 @@ def test_every_pipeline_setting_has_a_description():
 
 
 def test_every_monitoring_setting_has_a_description():
-    from tasks.settings import MonitoringSettings
+    from tasks.monitoring.settings import MonitoringSettings
 
     assert _undocumented_keys(MonitoringSettings) == []
 

@@ -11,8 +11,8 @@ import httpx
 
 from tasks.deploy.targets import Target, url_of
 from tasks.monitoring.rules import CRITICAL, Alarm
+from tasks.monitoring.settings import MonitoringSettings
 from tasks.retry import retry
-from tasks.settings import MonitoringSettings
 
 RULE = "liveness"
 
