@@ -39,7 +39,7 @@ EXIT_CODES = """exit codes:
   2  bad input (one line on stderr)
   3  a gate refused the candidate
   4  status: a target serves something other than the champion
-  5  monitor, watch: a critical alarm fires (watch: when it stops)
+  5  monitor: a critical alarm fires (watch with --rounds or --for-s: at its last round)
   6  another run held the model's lock too long"""
 # A string, not a Path: Path("s3://b/k") is "s3:/b/k".
 DATA_HELP = ("training data: a CSV with a header row or a Parquet file (.parquet/.pq), a path or s3://bucket/key "
