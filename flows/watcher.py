@@ -30,6 +30,10 @@ from tasks.monitoring.liveness import write_heartbeat
 from tasks.monitoring.settings import MonitoringSettings
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)      # a line per change reaches the journal at once
+
+
 def _stamp(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -66,10 +70,11 @@ def _next_wait(began: float, started: float, cfg: MonitoringSettings, rounds: in
 
 def watch(chosen: list[Target], home: Path, model: str, cfg: MonitoringSettings, env: dict[str, str], *,
           rounds: int | None = None, for_s: float | None = None, stop: threading.Event | None = None,
-          say: Callable[[str], None] = print) -> dict:
+          say: Callable[[str], None] | None = None) -> dict:
     """Check ``chosen`` every ``cfg.health_interval_s`` until ``stop`` is set, ``rounds`` rounds were made or
     ``for_s`` seconds passed (at least one round always runs). Returns what the last round found."""
     stop = stop or threading.Event()
+    say = say or _say
     events = bool(env.get("PREFECT_API_URL"))
     directory = home / "monitoring"
     say(f"watching {len(chosen)} target(s) every {cfg.health_interval_s:g} s ({cfg.host_attempts} attempt(s), "
