@@ -142,3 +142,19 @@ def test_the_host_agent_says_whether_a_local_target_had_a_release(tmp_path):
     found = check_liveness(target, CFG, record)
     assert found.alarm is not None and "its host has release(s) 2" in found.alarm.message
     assert found.served == "2" and record.knows("t1")
+
+
+@pytest.mark.parametrize(("state", "alarm", "finding"), [
+    ({"running": False, "releases": []}, None, "not deployed (no release on the host yet)"),
+    ({"running": False, "releases": ["1"]}, "pipeline.alarm.page", "no server running"),
+])
+def test_the_hourly_probe_pages_only_a_target_that_had_a_version(tmp_path, monkeypatch, state, alarm, finding):
+    from tasks.monitoring import probe
+
+    class Host:
+        def host(self, *args):
+            return {"ok": True, "pid": None, **state}
+
+    monkeypatch.setattr(probe, "transport_for", lambda target: Host())
+    found = probe.check_target(_target(tmp_path), None, None)
+    assert (found.alarm, found.finding, found.served) == (alarm, finding, None)
