@@ -18,20 +18,10 @@ import pytest
 
 from testkit.receiver import Receiver
 from tests.conftest import ROOT
+from tests.faults.conftest import wait_until
 from tests.flows.conftest import host_status, local_target
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _wait(what: str, probe, timeout_s: float, every_s: float = 0.2):
-    """``probe()``'s first truthy answer within ``timeout_s``; fails naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(every_s)
-    pytest.fail(f"no {what} within {timeout_s} s")
 
 
 def _heartbeat(home: Path, after_round: int = 0) -> dict | None:
@@ -70,7 +60,7 @@ def test_a_fresh_stack_pages_nobody_and_a_killed_server_pages_within_a_minute(pr
                                 stderr=subprocess.STDOUT)
         try:
             # 1. Nothing deployed: the watcher, the health flow and status say so; nothing fires, nobody is paged.
-            beat = _wait("first heartbeat", lambda: _heartbeat(home), 90)
+            beat = wait_until(lambda: _heartbeat(home), 90, "the first heartbeat")
             assert beat["interval_s"] == cfg.health_interval_s == 30
             assert beat["targets"]["t1"]["status"] == "not deployed" and beat["targets"]["t1"]["alarm"] is None
             flow = health_flow(targets_file=env["targets"])
@@ -83,11 +73,11 @@ def test_a_fresh_stack_pages_nobody_and_a_killed_server_pages_within_a_minute(pr
             # 2. Deployed and healthy, then killed: paged once, within a round and its retries.
             bundle, meta = package_version(served_models["model_dir"] / "1", tmp_path / "bundles")
             deploy_to(target, bundle, meta)
-            healthy = _wait("healthy round", lambda: (b := _heartbeat(home)) and
-                            b["targets"]["t1"]["status"] == "healthy" and b, 2 * cfg.health_interval_s + 30)
+            healthy = wait_until(lambda: (b := _heartbeat(home)) and b["targets"]["t1"]["status"] == "healthy" and b,
+                                 2 * cfg.health_interval_s + 30, "a healthy round")
             _kill_server(env)
             killed = time.monotonic()
-            trigger = _wait("PagerDuty trigger", lambda: rx.on("/pagerduty"), 60, every_s=0.05)
+            trigger = wait_until(lambda: rx.on("/pagerduty"), 60, "PagerDuty's trigger")
             detected_s = time.monotonic() - killed
             assert [(b["event_action"], b["dedup_key"]) for b in trigger] == [("trigger", "t1|1|liveness")]
             assert "version 1" in trigger[0]["payload"]["group"]
