@@ -1,6 +1,7 @@
 """Write the reference pages of ``docs/reference/`` from the code, so they cannot drift from it:
 
-    configuration.md     every key of configs/pipeline.yaml and configs/monitoring.yaml (tasks/settings.py)
+    configuration.md     every key of configs/pipeline.yaml (tasks/settings.py) and configs/monitoring.yaml
+                         (tasks/monitoring/settings.py)
     cli.md               every command and option of ``python -m flows`` (flows/cli.py's parser)
     serving-settings.md  every SERVING_* variable of the model server (serving/settings.py)
     http-api.md          every route of the model server (its OpenAPI document, serving/api/app.py)
@@ -186,7 +187,8 @@ def config_file_lines(path: str, model: type[BaseModel]) -> list[str]:
 
 
 def configuration_page() -> str:
-    from tasks.settings import MonitoringSettings, Settings
+    from tasks.monitoring.settings import MonitoringSettings
+    from tasks.settings import Settings
 
     intro = ("Every key of `configs/pipeline.yaml` (another file: `--config PATH` or `$PIPELINE_CONFIG`) and of "
              "`configs/monitoring.yaml` (`--monitoring PATH` or `$PIPELINE_MONITORING`). A key left out takes "

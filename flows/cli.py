@@ -22,7 +22,15 @@ from flows.commands import (
     cmd_validate,
     user_errors,
 )
-from flows.commands_serving import cmd_balancer, cmd_deploy, cmd_monitor, cmd_rollback, cmd_status, cmd_stop
+from flows.commands_serving import (
+    cmd_balancer,
+    cmd_deploy,
+    cmd_monitor,
+    cmd_rollback,
+    cmd_status,
+    cmd_stop,
+    cmd_watch,
+)
 from flows.output import configure_output
 
 PROG = "python -m flows"
@@ -31,7 +39,7 @@ EXIT_CODES = """exit codes:
   2  bad input (one line on stderr)
   3  a gate refused the candidate
   4  status: a target serves something other than the champion
-  5  monitor: a critical alarm fires
+  5  monitor: a critical alarm fires (watch with --rounds or --for-s: at its last round)
   6  another run held the model's lock too long"""
 # A string, not a Path: Path("s3://b/k") is "s3:/b/k".
 DATA_HELP = ("training data: a CSV with a header row or a Parquet file (.parquet/.pq), a path or s3://bucket/key "
@@ -44,7 +52,7 @@ FLEET_HELP = "every host of this fleet of the inventory, by the fleet's strategy
 
 COMMANDS = {"infer-schema": cmd_infer_schema, "validate": cmd_validate, "release": cmd_release,
             "recalibrate": cmd_recalibrate, "deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status,
-            "stop": cmd_stop, "monitor": cmd_monitor, "balancer": cmd_balancer}
+            "stop": cmd_stop, "monitor": cmd_monitor, "watch": cmd_watch, "balancer": cmd_balancer}
 
 
 def version_number(text: str) -> str:
@@ -52,6 +60,24 @@ def version_number(text: str) -> str:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a registered version number (1, 2, 3…)")
     return str(int(text))
+
+
+def positive_int(text: str) -> int:
+    """``--rounds``: a whole number, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def positive_seconds(text: str) -> float:
+    """``--for-s``: seconds, more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def _command(sub, name: str, summary: str, *, json_out: bool = True) -> argparse.ArgumentParser:
@@ -74,6 +100,11 @@ def _targets(p: argparse.ArgumentParser, what: str, default: str = "local", flee
     p.add_argument("--targets", dest="targets_file", type=Path, default=None, metavar="PATH", help=TARGETS_FILE_HELP)
     if fleet:
         p.add_argument("--fleet", default=None, metavar="NAME", help=FLEET_HELP)
+
+
+def _monitoring(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--monitoring", type=Path, default=None, metavar="PATH",
+                   help="alarm thresholds (default configs/monitoring.yaml or $PIPELINE_MONITORING)")
 
 
 def _model(p: argparse.ArgumentParser, help_text: str = MODEL_HELP) -> None:
@@ -147,9 +178,17 @@ def _make_commands(sub) -> None:
     mon = _command(sub, "monitor", "judge each target's live traffic against configs/monitoring.yaml; send the "
                                    "alarms that changed (exit 5 while a critical alarm fires)")
     _model(mon)
-    mon.add_argument("--monitoring", type=Path, default=None, metavar="PATH",
-                     help="alarm thresholds (default configs/monitoring.yaml or $PIPELINE_MONITORING)")
+    _monitoring(mon)
     _targets(mon, "watch this target", default="every target in the inventory", fleet=True)
+
+    wat = _command(sub, "watch", "the health watcher: every target's /health every health_interval_s (30 s); pages "
+                                 "(alarm liveness) when a deployed server is down, resolves when it answers again; "
+                                 "runs until SIGTERM (the ml-pipeline-health-watcher unit)")
+    _monitoring(wat)
+    _targets(wat, "watch this target", default="every target in the inventory", fleet=True)
+    wat.add_argument("--rounds", type=positive_int, default=None, metavar="N", help="stop after N rounds")
+    wat.add_argument("--for-s", type=positive_seconds, default=None, metavar="SECONDS",
+                     help="stop once this many seconds have passed (after the round under way)")
 
     bal = _command(sub, "balancer", "write a fleet's nginx configuration; drain or restore a host (reloads nginx "
                                     "and waits until the new configuration is in effect)")

@@ -1,4 +1,4 @@
-"""What the commands that serve a version do (deploy, rollback, status, stop, monitor, balancer): choose the
+"""What the commands that serve a version do (deploy, rollback, status, stop, monitor, watch, balancer): choose the
 model (``flows.models``), check the targets or the fleet, then run the flow; print what a person needs and
 return the exit code. The options are ``flows.cli``'s parser.
 
@@ -6,6 +6,8 @@ Light at import: Prefect and MLflow load inside the command, after its inputs we
 """
 
 from __future__ import annotations
+
+import os
 
 from flows.commands import EXIT_CRITICAL_ALARM, EXIT_DIFFERS, opt, print_deploy, write_json
 
@@ -110,12 +112,15 @@ def _target_status(target, expected: str | None, drained: set | None) -> dict:
 
     state = transport_for(target).host("status")
     served = state.get("default_version")
+    # Never had a version: no release unpacked on the host (the deploy's first step there), no server.
+    deployed = bool(state["running"] or state.get("releases"))
     ok = served == expected
     rotation = "" if drained is None else ", OUT of rotation" if target.name in drained else ", in rotation"
     diff = "" if ok else f"  <-- DIFFERS from the champion's {expected or 'nothing'}"
-    print(f"target {target.name}: {'running' if state['running'] else 'not running'}, serves "
-          f"{served or 'nothing'}, health {state.get('health', '-')}{rotation}{diff}")
-    return {"target": target.name, "running": bool(state["running"]), "serves": served,
+    what = (f"{'running' if state['running'] else 'not running'}, serves {served or 'nothing'}, health "
+            f"{state.get('health', '-')}") if deployed else "not deployed (no version released to it yet)"
+    print(f"target {target.name}: {what}{rotation}{diff}")
+    return {"target": target.name, "deployed": deployed, "running": bool(state["running"]), "serves": served,
             "health": state.get("health"), "in_rotation": None if drained is None else target.name not in drained,
             "matches": ok}
 
@@ -165,7 +170,7 @@ def cmd_stop(args) -> int:
 
 def cmd_monitor(args) -> int:
     from flows.models import check_targets, choose_model
-    from tasks.settings import load_monitoring
+    from tasks.monitoring.settings import load_monitoring
 
     chosen = choose_model(args.config, args.model)   # fail fast, before Prefect starts, on bad input
     load_monitoring(args.monitoring)
@@ -185,4 +190,25 @@ def cmd_monitor(args) -> int:
         print(f"{c['state']}: {c['level']} {c['rule']} on {c['target']}; sent to {', '.join(c['sent_to']) or '-'}")
     critical = any(a["level"] == "critical" for t in result["targets"] for found in t["alarms"].values()
                    for a in found)
+    return EXIT_CRITICAL_ALARM if critical else 0
+
+
+def cmd_watch(args) -> int:
+    from flows.models import check_targets
+    from tasks.monitoring.settings import load_monitoring
+    from tasks.settings import load_settings
+
+    settings = load_settings(args.config)   # fail fast, before Prefect loads, on bad input
+    cfg = load_monitoring(args.monitoring)
+    names = check_targets(settings, args.targets_file, args.targets, args.fleet)
+    from flows.health import chosen_targets
+    from flows.watcher import stop_on_signals, watch
+
+    chosen = chosen_targets(args.targets_file, settings.pipeline_home, names)
+    stop = stop_on_signals()
+    result = watch(chosen, settings.pipeline_home, settings.model_name, cfg, dict(os.environ), rounds=args.rounds,
+                   for_s=args.for_s, stop=stop)
+    write_json(args.json_out, result)
+    # Stopped by a signal (systemctl stop): a clean exit; a bounded run says whether a target is down.
+    critical = not stop.is_set() and any(t["alarm"] for t in result["targets"].values())
     return EXIT_CRITICAL_ALARM if critical else 0

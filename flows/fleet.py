@@ -33,10 +33,10 @@ from tasks.deploy.plan import CANARY, FleetOutcome, Phase, halt, plan
 from tasks.deploy.targets import Target
 from tasks.deploy.transports import transport_for
 from tasks.errors import FleetHalted, PostPromotionCheckFailed, ReleaseError, RestoreFailed, SmokeTestFailed
+from tasks.monitoring.settings import load_monitoring
 from tasks.progress import Progress
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import fleet_report
-from tasks.settings import load_monitoring
 
 
 def _healthy(target: Target) -> bool:

@@ -21,8 +21,8 @@ from tasks.deploy.package import Bundle
 from tasks.deploy.targets import Target
 from tasks.deploy.transports import TransferReceipt
 from tasks.monitoring.canary import Verdict, watch_canary
+from tasks.monitoring.settings import MonitoringSettings
 from tasks.progress import Progress
-from tasks.settings import MonitoringSettings
 
 
 @task(name="stage", cache_policy=NO_CACHE, task_run_name="stage-{target.name}")

@@ -25,10 +25,10 @@ from tasks.deploy.targets import load_targets, pick_targets
 from tasks.monitoring.alarms import FIRING, AlarmBook, PagerDutyEvents, SlackWebhook, Transition, deliver
 from tasks.monitoring.liveness import in_scope
 from tasks.monitoring.rules import CRITICAL
+from tasks.monitoring.settings import load_monitoring
 from tasks.monitoring.watch import watch_target
 from tasks.registry import MlflowRegistry
 from tasks.release.reports import monitor_report
-from tasks.settings import load_monitoring
 
 
 def _event(t: Transition) -> str:

@@ -17,7 +17,8 @@ import yaml
 
 from serving.contract.constants import GOLDEN_TOLERANCE
 from serving.settings import ServingSettings
-from tasks.settings import MonitoringSettings, Settings
+from tasks.monitoring.settings import MonitoringSettings
+from tasks.settings import Settings
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.unit

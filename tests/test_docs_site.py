@@ -62,13 +62,13 @@ def test_every_page_of_the_site_is_read_for_commands():
 
 
 def test_the_schedules_the_pages_give_are_prefect_yamls():
-    """The how-to pages say weekly (Monday 03:00 UTC), hourly and every 30 s: prefect.yaml's schedules."""
+    """The how-to pages say weekly (Monday 03:00 UTC), hourly and every 6 h: prefect.yaml's schedules."""
     deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     assert deployments["retrain"]["schedules"][0]["cron"] == "0 3 * * 1"
     assert deployments["monitor"]["schedules"][0]["cron"] == "0 * * * *"
-    assert deployments["health"]["schedules"][0]["interval"] == 30
+    assert deployments["health"]["schedules"][0]["interval"] == 6 * 3600
     page = (ROOT / "docs" / "how-to" / "promote-from-ui.md").read_text()
-    assert "| weekly" in page and "| hourly |" in page and "| every 30 s |" in page
+    assert "| weekly" in page and "| hourly |" in page and "| every 6 h |" in page
 
 
 def test_the_presigned_urls_lifetime_the_s3_page_gives_is_the_codes():

@@ -2,8 +2,9 @@
 
 The page is one self-contained HTML document — inline CSS, inline JavaScript, charts drawn as SVG —
 so it works on a host with no internet. It fetches the summary every 30 seconds and shows the
-guide's panels: health and the loaded model, latency p50 / p95 / p99, requests per minute, ECE,
-PSI, mean prediction, 4xx / 5xx, each with a small chart over the last hour.
+guide's panels: health and the loaded model ("not deployed" for a server that never had a version),
+latency p50 / p95 / p99, requests per minute, ECE, PSI, mean prediction, 4xx / 5xx, each with a small
+chart over the last hour.
 """
 
 from __future__ import annotations
@@ -50,8 +51,16 @@ def summary(window: dict, health: dict, references: dict[str, dict], minutes: fl
                                           "mean_prediction")} for s in series],
         }
     default = health.get("default_version")
-    return {"health": health, "default_version": default, "minutes": minutes, "window": window["window_seconds"],
-            "current": versions.get(default), "versions": versions, "refresh_seconds": REFRESH_SECONDS}
+    return {"health": health, "deployed": deployed(health), "default_version": default, "minutes": minutes,
+            "window": window["window_seconds"], "current": versions.get(default), "versions": versions,
+            "refresh_seconds": REFRESH_SECONDS}
+
+
+def deployed(health: dict) -> bool:
+    """Whether this server ever had a version: one is loaded, or a load was tried (it left a warning or an
+    event). A server started with nothing, before the first deploy, is "not deployed" rather than down."""
+    return bool(health.get("model_loaded") or health.get("loaded_versions") or health.get("warnings")
+                or health.get("recent_events"))
 
 
 PAGE = """<!doctype html>
@@ -117,9 +126,14 @@ async function refresh() {
   catch (e) { show("health", "unreachable", "bad"); return; }
   if (resp.status === 401) { $("token").style.display = "block"; return; }
   const s = await resp.json(), h = s.health, c = s.current || {};
-  show("health", h.status === "healthy" ? "✓ Healthy" : "✗ " + h.status, h.status === "healthy" ? "ok" : "bad");
-  $("model").textContent = h.model_loaded ? "✓ Loaded: version " + h.default_version +
-    (h.warnings.length ? " — " + h.warnings.length + " warning(s)" : "") : "no model loaded";
+  if (s.deployed === false) {
+    show("health", "— not deployed", "muted");
+    $("model").textContent = "no version deployed to this server yet";
+  } else {
+    show("health", h.status === "healthy" ? "✓ Healthy" : "✗ " + h.status, h.status === "healthy" ? "ok" : "bad");
+    $("model").textContent = h.model_loaded ? "✓ Loaded: version " + h.default_version +
+      (h.warnings.length ? " — " + h.warnings.length + " warning(s)" : "") : "no model loaded";
+  }
   const lat = c.latency_ms || {};
   show("latency", "P50 " + fmt(lat.p50, 1) + " | P95 " + fmt(lat.p95, 1) + " | P99 " + fmt(lat.p99, 1),
        level(lat.p95, P95_WARN, P95_CRIT));

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from serving.contract.metadata import ModelMetadata
 from tasks.deploy.targets import Target
 from tasks.monitoring.rules import CRITICAL, WARNING, Alarm
+from tasks.monitoring.settings import MonitoringSettings
 from tasks.monitoring.watch import watch_target
-from tasks.settings import MonitoringSettings
 
 LEVELS = {WARNING: 1, CRITICAL: 2}
 

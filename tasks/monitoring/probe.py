@@ -37,6 +37,8 @@ def check_target(target: Target, champion_version: str | None, metadata: ModelMe
     except Exception as exc:  # an unreachable host is a finding, not a crash of the monitor
         return Finding(target.name, ALARM_PAGE, f"host unreachable: {exc}", None)
     served = state.get("default_version")
+    if not state.get("running") and not state.get("releases"):   # never had a version: nothing is down
+        return Finding(target.name, None, "not deployed (no release on the host yet)", None)
     if not state.get("running"):
         return Finding(target.name, ALARM_PAGE, "no server running", None)
     if expected is None:

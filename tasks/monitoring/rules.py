@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tasks.monitoring.assess import error_rates
-from tasks.settings import MonitoringSettings
+from tasks.monitoring.settings import MonitoringSettings
 
 WARNING, CRITICAL = "warning", "critical"
 

@@ -25,8 +25,8 @@ from tasks.deploy.targets import Target, url_of
 from tasks.monitoring.assess import assess, error_rates
 from tasks.monitoring.probe import Finding, check_target
 from tasks.monitoring.rules import CRITICAL, WARNING, Alarm, evaluate
+from tasks.monitoring.settings import MonitoringSettings
 from tasks.retry import retry
-from tasks.settings import MonitoringSettings
 
 DAY = 24 * 3600
 PROBE_ALARMS = {

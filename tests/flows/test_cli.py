@@ -15,10 +15,10 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.unit
 
-WORKING = ("release", "recalibrate", "deploy", "rollback", "status", "stop", "monitor", "validate", "infer-schema",
-           "balancer")
-WITH_TARGETS = ("release", "recalibrate", "deploy", "rollback", "status", "stop", "monitor")
-WITH_FLEET = ("release", "deploy", "rollback", "status", "monitor")
+WORKING = ("release", "recalibrate", "deploy", "rollback", "status", "stop", "monitor", "watch", "validate",
+           "infer-schema", "balancer")
+WITH_TARGETS = ("release", "recalibrate", "deploy", "rollback", "status", "stop", "monitor", "watch")
+WITH_FLEET = ("release", "deploy", "rollback", "status", "monitor", "watch")
 WITH_MODEL = ("release", "recalibrate", "deploy", "rollback", "status", "monitor")
 WITH_VERSION = ("recalibrate", "deploy", "rollback")
 # Enough of each command's required options to parse; the fleet/target check comes before anything is read.
@@ -247,12 +247,15 @@ def test_status_writes_its_result_as_json(registry, tmp_path, capsys):
     inventory = tmp_path / "targets.yaml"
     inventory.write_text(f"targets:\n  t1:\n    base_dir: t1\n    port: {free_port()}\n")
     registry("credit-risk")
-    code, _err = _run(capsys, "status", "--target", "t1", "--targets", str(inventory), "--json-out",
-                      str(tmp_path / "status.json"))
+    from flows.cli import main
+
+    code = main(["status", "--target", "t1", "--targets", str(inventory), "--json-out", str(tmp_path / "status.json")])
+    printed = capsys.readouterr().out
     result = json.loads((tmp_path / "status.json").read_text())
     assert code == 0 and result["model"] == "credit-risk" and result["champion"] is None
-    assert result["targets"] == [{"target": "t1", "running": False, "serves": None, "health": None,
-                                  "in_rotation": None, "matches": True}] and result["differs"] is False
+    assert result["targets"] == [{"target": "t1", "deployed": False, "running": False, "serves": None,
+                                  "health": None, "in_rotation": None, "matches": True}] and result["differs"] is False
+    assert "target t1: not deployed (no version released to it yet)" in printed
 
 
 def test_rollback_of_several_targets_moves_the_champion_once_and_the_others_follow(registry, tmp_path, capsys,

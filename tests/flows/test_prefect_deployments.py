@@ -49,7 +49,7 @@ def test_deployments_register_with_schedules_and_trigger(stack):
     retrain = deployments["release/retrain"]["schedules"]
     assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in retrain] == [("0 3 * * 1", "UTC")]
     assert [s["schedule"]["cron"] for s in deployments["monitor/monitor"]["schedules"]] == ["0 * * * *"]
-    assert [s["schedule"]["interval"] for s in deployments["health/health"]["schedules"]] == [30.0]
+    assert [s["schedule"]["interval"] for s in deployments["health/health"]["schedules"]] == [21600.0]   # 4 a day
     # `prefect deployment run promote/promote --param version=3` sends a number: every version parameter takes one.
     for name, param in (("deploy/deploy", "version"), ("promote/promote", "version"), ("rollback/rollback", "version"),
                         ("rollback/rollback", "failing_version"), ("recalibrate/recalibrate", "version")):

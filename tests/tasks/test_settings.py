@@ -20,7 +20,7 @@ def test_settings_overrides_and_errors_name_the_key(tmp_path):
 
 
 def test_monitoring_thresholds_default_to_the_guide_and_errors_name_the_key(tmp_path):
-    from tasks.settings import load_monitoring
+    from tasks.monitoring.settings import load_monitoring
 
     shipped = load_monitoring()
     assert (shipped.ece.warning, shipped.ece.critical, shipped.psi.warning, shipped.psi.critical) == \
@@ -63,14 +63,8 @@ def _keys(tree: dict, prefix: str = "") -> set[str]:
 @pytest.mark.parametrize("name", ["pipeline", "monitoring"])
 def test_the_shipped_configs_list_every_key_with_the_codes_default(name):
     """One source for every default: a key a config leaves out takes the value the shipped file shows."""
-    from tasks.settings import (
-        DEFAULT_CONFIG,
-        DEFAULT_MONITORING,
-        MonitoringSettings,
-        Settings,
-        load_monitoring,
-        read_config,
-    )
+    from tasks.monitoring.settings import DEFAULT_MONITORING, MonitoringSettings, load_monitoring
+    from tasks.settings import DEFAULT_CONFIG, Settings, read_config
 
     if name == "pipeline":
         path, defaults = DEFAULT_CONFIG, Settings(pipeline_home="artifacts")

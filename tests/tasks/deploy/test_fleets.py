@@ -13,7 +13,7 @@ from tasks.deploy.targets import Target
 from tasks.errors import ConfigError
 from tasks.monitoring.canary import canary_verdict, watch_canary
 from tasks.monitoring.rules import CRITICAL, WARNING, Alarm
-from tasks.settings import MonitoringSettings
+from tasks.monitoring.settings import MonitoringSettings
 
 pytestmark = pytest.mark.unit
 

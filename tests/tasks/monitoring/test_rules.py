@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.monitoring.rules import CRITICAL, WARNING, evaluate, sustained
-from tasks.settings import load_monitoring
+from tasks.monitoring.settings import load_monitoring
 
 pytestmark = pytest.mark.unit
 
