@@ -19,6 +19,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from flows.monitor import channels_from, send
+from flows.outcomes import ends_in, health_outcome
 from tasks.deploy.targets import Target, load_targets, pick_targets
 from tasks.monitoring.alarms import AlarmBook, Transition, deliver
 from tasks.monitoring.liveness import (
@@ -92,6 +93,7 @@ def chosen_targets(targets_file: str | Path | None, home: Path, names: list[str]
 
 
 @flow(name="health", validate_parameters=False)
+@ends_in(health_outcome)
 def health_flow(targets: list[str] | None = None, targets_file: str | None = None, config: str | None = None,
                 monitoring: str | None = None) -> dict:
     """Ask every target's /health once and check the watcher's heartbeat; fire or resolve their alarms."""

@@ -37,6 +37,9 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "NothingToDo": ("COMPLETED", "rollback: the alarmed version is no longer champion nor served there"),
     "AllClear": ("COMPLETED", "monitor: no alarm fires"),
     "Alarming": ("COMPLETED", "monitor: at least one alarm fires (the message counts them)"),
+    "Healthy": ("COMPLETED", "health: every deployed target answered healthy (the message counts those not "
+                             "deployed yet)"),
+    "Down": ("COMPLETED", "health: a deployed target did not answer healthy on every attempt (paged)"),
     "TimedOut": ("FAILED", "promote: no answer within approval_timeout_s; nothing changed"),
     "StaleApproval": ("FAILED", "promote: approved, but the champion moved while the run waited; nothing "
                                 "changed, start a new promotion"),
@@ -110,6 +113,17 @@ def monitor_outcome(summary: dict) -> tuple[str, str]:
     if not firing:
         return "AllClear", f"no alarm over {len(summary['targets'])} target(s)"
     return "Alarming", f"{len(firing)} alarm(s) firing: " + ", ".join(map(str, firing[:5]))
+
+
+def health_outcome(result: dict) -> tuple[str, str]:
+    found = result["targets"]
+    down = [name for name, f in found.items() if f["alarm"]]
+    if down:
+        return "Down", f"{', '.join(down)} down: " + "; ".join(found[n]["alarm"] for n in down)
+    counts: dict[str, int] = {}
+    for f in found.values():
+        counts[f["status"]] = counts.get(f["status"], 0) + 1
+    return "Healthy", ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no target"
 
 
 def state_name(exc: BaseException) -> str:

@@ -80,9 +80,13 @@ def test_the_names_the_flows_give_are_all_documented_completed_states():
                                           "champion_after": "1", "reason": "alarm"})
                for a in ("rolled back", "aligned", "skipped")],
              outcomes.monitor_outcome({"firing": [], "targets": [{}]}),
-             outcomes.monitor_outcome({"firing": ["t1/2/ece"], "targets": [{}]})]
+             outcomes.monitor_outcome({"firing": ["t1/2/ece"], "targets": [{}]}),
+             outcomes.health_outcome({"targets": {"a": {"status": "healthy", "alarm": None},
+                                                  "b": {"status": "not deployed", "alarm": None}}}),
+             outcomes.health_outcome({"targets": {"a": {"status": "unreachable", "alarm": "refused"}}})]
     assert [n for n, _ in named] == ["GatedOut", "Promoted", "Rejected", "Approved", "RolledBack", "Aligned",
-                                     "NothingToDo", "AllClear", "Alarming"]
+                                     "NothingToDo", "AllClear", "Alarming", "Healthy", "Down"]
     assert all(outcomes.OUTCOMES[n][0] == "COMPLETED" for n, _ in named)
     assert named[3][1] == "approved v2 by a: r; champion 1 -> 2"
     assert named[0][1] == "v1 refused by the gate: r"
+    assert named[-2][1] == "1 healthy, 1 not deployed" and named[-1][1] == "a down: refused"
