@@ -254,7 +254,7 @@ def cmd_restore(args) -> int:
 
     done = restore(args.archive, args.home, force=args.force)
     print(f"restored {done.path} ({done.manifest['created']}, {done.files} files, all SHA-256s verified) as "
-          f"{done.home}; {done.manifest['rewritten_cells']} registry entries moved from {done.manifest['home']}; "
+          f"{done.home}; {done.manifest['rewritten_cells']} stored paths moved from {done.manifest['home']}; "
           f"{done.seconds:.1f} s")
     print(f"use it: export PIPELINE_HOME={shlex.quote(str(done.home))}")
     write_json(args.json_out, {"archive": str(done.path), "home": str(done.home), "files": done.files,

@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.unit
 
 WORKING = ("release", "recalibrate", "deploy", "rollback", "status", "stop", "monitor", "validate", "infer-schema",
-           "balancer")
+           "balancer", "backup", "restore")
 WITH_TARGETS = ("release", "recalibrate", "deploy", "rollback", "status", "stop", "monitor")
 WITH_FLEET = ("release", "deploy", "rollback", "status", "monitor")
 WITH_MODEL = ("release", "recalibrate", "deploy", "rollback", "status", "monitor")

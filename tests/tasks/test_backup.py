@@ -258,3 +258,24 @@ def test_a_missing_archive_is_named(tmp_path):
     with pytest.raises(BackupError, match=r"nothere.tar.gz: no such file"):
         restore(tmp_path / "nothere.tar.gz", tmp_path / "home")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_commands_answer_bad_input_in_one_line_and_write_nothing(pipeline_home, tmp_path, monkeypatch, capsys):
+    """``python -m flows backup`` / ``restore`` (flows.cli): exit 2, one line on stderr, no Prefect home made."""
+    from flows.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIPELINE_HOME", str(tmp_path / "restored"))
+    assert main(["restore", "--from", "missing.tar.gz", "--home", "restored"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}/missing.tar.gz: no such file\n"
+    monkeypatch.setenv("PIPELINE_HOME", str(pipeline_home))
+    assert main(["backup", "--out", "b.tar.gz", "--json-out", "b.json"]) == 0
+    said = capsys.readouterr().out.strip()
+    assert said.startswith(f"backup of {pipeline_home} (m 2 versions) written to {tmp_path}/b.tar.gz: ")
+    assert json.loads((tmp_path / "b.json").read_text())["files"] == len(TAKEN)
+    assert main(["backup", "--out", "b.tar.gz"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "b.tar.gz").write_bytes(b"garbage")
+    assert main(["restore", "--from", "b.tar.gz", "--home", "restored"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}/b.tar.gz: not a backup archive")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.tar.gz", "home"]

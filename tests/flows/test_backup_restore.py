@@ -1,0 +1,161 @@
+"""Backup and restore end to end: release twice onto a local host, back up while the registry is written, destroy
+the home, restore it elsewhere, then `status` and `rollback` on the restored home, as the how-to says."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from serving.contract.digest import sha256_file
+from tasks.backup import read_verified
+from tests.conftest import ROOT, mlflow_client
+from tests.flows.conftest import host_status, scenario_home
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PAGE = ROOT / "docs" / "how-to" / "backup-restore.md"
+
+
+def page_commands() -> list[str]:
+    """The how-to's ``python -m flows`` commands, in order, as written."""
+    blocks = re.findall(r"```bash\n(.*?)```", PAGE.read_text(), flags=re.S)
+    lines = [re.split(r"\s{2,}#", line.strip())[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith("python -m flows ")]
+
+
+def _cli(command: str, cwd: Path, env: dict, ok=(0,)) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, *command.split()[1:]], cwd=cwd, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode in ok, (command, out.returncode, out.stdout[-2000:], out.stderr[-3000:])
+    return out
+
+
+def _tags(client) -> dict[str, dict[str, str]]:
+    return {v.version: dict(v.tags) for v in client.search_model_versions("name='test-model'")}
+
+
+def _tagging(client, stop: threading.Event, done: list) -> None:
+    """What a release does to the registry, over and over while the backup runs: tag a version."""
+    for n in range(10_000):          # bounded in count; the caller stops it after the backup
+        if stop.is_set():
+            break
+        client.set_model_version_tag("test-model", "2", "backup_probe", str(n))
+        done.append(n)
+
+
+def _stop_host(env: dict, home: Path) -> None:
+    from tasks.deploy.targets import load_targets
+    from tasks.deploy.transports import transport_for
+
+    for target in load_targets(env["targets"], home).values():
+        transport_for(target).host("stop")
+
+
+def test_release_twice_back_up_destroy_restore_then_status_and_rollback(prefect_server, tmp_path_factory,
+                                                                         demo_frame, figure):
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.release import release_flow
+
+    commands = page_commands()
+    backup_cmd = next(c for c in commands if c.startswith("python -m flows backup"))
+    restore_cmd = next(c for c in commands if c.startswith("python -m flows restore"))
+    archive_name = backup_cmd.split("--out ")[1].split()[0]
+    new_name = restore_cmd.split("--home ")[1].split()[0]
+    with scenario_home(tmp_path_factory, demo_frame, "backup") as (env, data, config):
+        home, base = env["home"], Path(env["targets"]).parent
+        for _ in range(2):
+            release_flow(data=str(data), schema=str(ROOT / "configs/schema.yaml"), config=str(config),
+                         feature_list=str(ROOT / "configs/feature_list.csv"), targets=["t1"],
+                         targets_file=env["targets"])
+        client = mlflow_client(home)[0]
+        assert client.get_model_version_by_alias("test-model", "champion").version == "2"
+        cli_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "MLFLOW_"))},
+                   "PIPELINE_HOME": str(home), "PIPELINE_CONFIG": str(config), "PIPELINE_TARGETS": env["targets"],
+                   "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()}
+
+        stop, tagged = threading.Event(), []
+        writer = threading.Thread(target=_tagging, args=(client, stop, tagged))
+        writer.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(tagged) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            started = time.monotonic()
+            made = _cli(backup_cmd, base, cli_env)
+            backup_s = time.monotonic() - started
+            during = len(tagged)
+        finally:
+            stop.set()
+            writer.join(timeout=60)
+        assert during >= 3 and len(tagged) > during, "the registry was not written while the backup ran"
+        archive = base / archive_name
+        assert re.match(rf"backup of {home} \(test-model 2 versions\) written to {archive}: [\d.]+ [kM]B, \d+ files, "
+                        r"[\d.]+ s$", made.stdout.strip()), made.stdout
+        before = _tags(client)
+        probe = int(before["2"].pop("backup_probe"))
+        assert 0 <= probe < len(tagged)
+        manifest, files, _links = read_verified(archive)   # every SHA-256 verifies
+        assert manifest["registry"] == {"test-model": {"versions": ["1", "2"], "aliases": {"champion": "2"}}}
+        assert not any(f.startswith(("locks/", "prefect/")) for f in files)
+
+        _stop_host(env, home)
+        shutil.rmtree(home)                                   # the home is lost
+        new = base / new_name
+        started = time.monotonic()
+        restored = _cli(restore_cmd, base, cli_env)
+        restore_s = time.monotonic() - started
+        assert f"as {new}" in restored.stdout and "all SHA-256s verified" in restored.stdout, restored.stdout
+        cli_env["PIPELINE_HOME"] = str(new)
+        try:
+            _check_restored(new, home, before, probe, commands, base, cli_env, env)
+        finally:
+            _stop_host(env, new)
+    figure("archive_size", archive.stat().st_size, "bytes", f"{len(files)} files, two released versions")
+    figure("backup_seconds", round(backup_s, 2), "s", "python -m flows backup, while the registry is written")
+    figure("restore_seconds", round(restore_s, 2), "s", "python -m flows restore, verified, into a new directory")
+
+
+def _check_restored(new: Path, old: Path, before: dict, probe: int, commands: list[str], base: Path, cli_env: dict,
+                    env: dict) -> None:
+    import mlflow
+
+    from tasks.registry.links import tracking_uri
+
+    client, uri = mlflow_client(new)
+    after = _tags(client)
+    assert 0 <= int(after["2"].pop("backup_probe")) <= probe     # a state the registry was in, not a torn one
+    moved = {v: {k: t.replace(f"{old}/", f"{new}/") for k, t in tags.items()} for v, tags in before.items()}
+    assert after == moved                                      # every audit tag, the home's paths moved
+    for key in ("promoted_reason", "previous_champion", "promoted_at", "promoted_by", "bundle_sha256",
+                "metadata_sha256", "release", "gate_comparison", "cv_metrics"):
+        assert key in after["2"], key
+    assert after["2"]["previous_champion"] == "1"
+    # The registry's artifacts resolve under the new home: the old one is gone.
+    with tracking_uri(uri):
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/test-model/1",
+                                                       dst_path=str(base / "fetched")))
+    metadata = next(got.glob("artifacts/*/metadata.json"))
+    assert sha256_file(metadata) == after["1"]["metadata_sha256"]
+    con = sqlite3.connect(new / "mlflow" / "mlflow.db")
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    con.close()
+
+    status = next(c for c in commands if c.startswith("python -m flows status"))
+    shown = _cli(status, base, cli_env, ok=(4,))                # the host is not running: it differs
+    assert "champion = version 2" in shown.stdout, shown.stdout
+    rollback = next(c for c in commands if c.startswith("python -m flows rollback"))
+    back = _cli(rollback, base, cli_env)
+    assert "champion: 2 -> 1" in back.stdout, back.stdout
+    assert client.get_model_version_by_alias("test-model", "champion").version == "1"
+    assert host_status({**env, "home": new})["default_version"] == "1"
+    assert _cli(status, base, cli_env).returncode == 0
