@@ -27,9 +27,7 @@ PAGE = ROOT / "docs" / "how-to" / "backup-restore.md"
 
 def page_commands() -> list[str]:
     """The how-to's ``python -m flows`` commands, in order, as written."""
-    blocks = re.findall(r"```bash\n(.*?)```", PAGE.read_text(), flags=re.S)
-    lines = [re.split(r"\s{2,}#", line.strip())[0].strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith("python -m flows ")]
+    return [line for line in _page_lines() if line.startswith("python -m flows ")]
 
 
 def _cli(command: str, cwd: Path, env: dict, ok=(0,)) -> subprocess.CompletedProcess:
@@ -40,7 +38,7 @@ def _cli(command: str, cwd: Path, env: dict, ok=(0,)) -> subprocess.CompletedPro
 
 
 def _tags(client) -> dict[str, dict[str, str]]:
-    return {v.version: dict(v.tags) for v in client.search_model_versions("name='test-model'")}
+    return {str(v.version): dict(v.tags) for v in client.search_model_versions("name='test-model'")}
 
 
 def _tagging(client, stop: threading.Event, done: list) -> None:
@@ -78,9 +76,11 @@ def test_release_twice_back_up_destroy_restore_then_status_and_rollback(prefect_
                          feature_list=str(ROOT / "configs/feature_list.csv"), targets=["t1"],
                          targets_file=env["targets"])
         client = mlflow_client(home)[0]
-        assert client.get_model_version_by_alias("test-model", "champion").version == "2"
+        assert str(client.get_model_version_by_alias("test-model", "champion").version) == "2"
+        local = base / "local.yaml"    # the page's commands name no target: the default, `local`, is t1's host
+        local.write_text(Path(env["targets"]).read_text().replace("  t1:", "  local:"))
         cli_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "MLFLOW_"))},
-                   "PIPELINE_HOME": str(home), "PIPELINE_CONFIG": str(config), "PIPELINE_TARGETS": env["targets"],
+                   "PIPELINE_HOME": str(home), "PIPELINE_CONFIG": str(config), "PIPELINE_TARGETS": str(local),
                    "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()}
 
         stop, tagged = threading.Event(), []
@@ -156,6 +156,53 @@ def _check_restored(new: Path, old: Path, before: dict, probe: int, commands: li
     rollback = next(c for c in commands if c.startswith("python -m flows rollback"))
     back = _cli(rollback, base, cli_env)
     assert "champion: 2 -> 1" in back.stdout, back.stdout
-    assert client.get_model_version_by_alias("test-model", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("test-model", "champion").version) == "1"
     assert host_status({**env, "home": new})["default_version"] == "1"
     assert _cli(status, base, cli_env).returncode == 0
+
+
+def test_the_team_registry_round_trips_through_pg_dump_and_pg_restore(tmp_path, figure):
+    """The how-to's `pg_dump` / `pg_restore` commands, as written (the host and password put in), against a
+    PostgreSQL cluster holding an MLflow registry: a model deleted after the dump comes back with its versions,
+    its champion alias and its audit tags."""
+    from mlflow import MlflowClient
+
+    from tests.team.stack import start_postgres
+
+    dump, restore_ = (next(c for c in _page_lines() if c.startswith(w)) for w in ("pg_dump ", "pg_restore "))
+    pg = start_postgres()
+    try:
+        uri = pg.url("psycopg2", "mlflow")
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.create_registered_model("test-model")
+        for v in ("1", "2"):
+            client.create_model_version("test-model", f"mlflow-artifacts:/models/{v}", tags={"release": f"1.{v}.0"})
+        client.set_model_version_tag("test-model", "2", "previous_champion", "1")
+        client.set_model_version_tag("test-model", "2", "promoted_reason", "release 1.2.0 passed the gate")
+        client.set_registered_model_alias("test-model", "champion", "2")
+        env = {**os.environ, "PG_PASSWORD": pg.password}
+        started = time.monotonic()
+        for command in (dump, "DELETE", restore_):
+            if command == "DELETE":                                       # the registry is lost
+                client.delete_registered_model("test-model")
+                assert client.search_registered_models() == []
+                continue
+            out = subprocess.run(["/bin/bash", "-c", command.replace("db.internal:5432", f"127.0.0.1:{pg.port}")],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, (command.split()[0], out.stderr[-2000:])
+        seconds = time.monotonic() - started
+        back = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        champion = back.get_model_version_by_alias("test-model", "champion")
+        assert str(champion.version) == "2" and champion.tags == {
+            "release": "1.2.0", "previous_champion": "1", "promoted_reason": "release 1.2.0 passed the gate"}
+        assert back.get_model_version("test-model", "1").tags == {"release": "1.1.0"}
+    finally:
+        pg.stop()
+        shutil.rmtree(pg.root, ignore_errors=True)
+    figure("pg_dump_restore_seconds", round(seconds, 2), "s", "pg_dump -Fc, then pg_restore --clean, two versions")
+    figure("pg_dump_size", (tmp_path / "mlflow.dump").stat().st_size, "bytes", "the MLflow schema, two versions")
+
+
+def _page_lines() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", PAGE.read_text(), flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]

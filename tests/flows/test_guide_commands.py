@@ -82,7 +82,8 @@ WHERE: list[tuple[str, str]] = [
     (r"^(export (PREFECT_API_DATABASE_CONNECTION_URL|PREFECT_SERVER_ANALYTICS_ENABLED|PREFECT_UI_API_URL|"
      r"MLFLOW_BACKEND_STORE_URI|AWS_ACCESS_KEY_ID|MLFLOW_SERVER_ENABLE_JOB_EXECUTION|PREFECT_API_URL(?==http://orch)|"
      r"MLFLOW_TRACKING_URI|PIPELINE_HOME)=|prefect server start --host|mlflow server )", TEAM),
-    (r"^pg_(dump|restore) ", "not run: tests/team has no pg_dump round trip yet (docs/how-to/backup-restore.md)"),
+    (r"^pg_(dump|restore) ", "tests/flows/test_backup_restore.py::"
+                             "test_the_team_registry_round_trips_through_pg_dump_and_pg_restore"),
     (r"^(sudo systemctl (status|restart) ml-pipeline-api|journalctl -u ml-pipeline-api)",
      "not run: no systemd as init here; tests/faults/test_supervision.py checks the unit with systemd-analyze "
      "and starts the server exactly as its ExecStart says"),
