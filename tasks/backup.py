@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import gzip
+import hashlib
 import io
 import json
 import os
@@ -27,6 +29,7 @@ import sqlite3
 import tarfile
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -142,6 +145,17 @@ def _add_link(tar: tarfile.TarFile, name: str, target: str) -> dict:
     return {"path": name, "target": target}
 
 
+def _add_member(tar: tarfile.TarFile, home: Path, path: Path, files: list, links: list) -> None:
+    name = path.relative_to(home).as_posix()
+    if path.is_symlink():
+        target = os.readlink(path)
+        _safe_link(name, target)     # a restore would refuse it: say so now
+        links.append(_add_link(tar, name, target))
+        return
+    with contextlib.suppress(FileNotFoundError):   # removed by a run since the walk: not state
+        files.append(_add(tar, name, path.read_bytes(), path.stat().st_mtime))
+
+
 def backup(home: Path, out: Path, overwrite: bool = False, now: datetime | None = None) -> Archive:
     """Write one archive of ``home`` to ``out`` atomically (a temporary file renamed into place).
 
@@ -159,22 +173,20 @@ def backup(home: Path, out: Path, overwrite: bool = False, now: datetime | None 
         raise BackupError(f"{out} is inside the home {home}; write the archive elsewhere")
     files, links = [], []
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".backup-", dir=out.parent) as tmp, replacing(out) as fh:
-        snapshot = Path(tmp) / "mlflow.db"
-        _database_copy(db, snapshot)
-        with tarfile.open(fileobj=fh, mode="w:gz") as tar:
-            files.append(_add(tar, DATABASE, snapshot.read_bytes(), time.time()))
-            for path in home_members(home):
-                name = path.relative_to(home).as_posix()
-                if path.is_symlink():
-                    links.append(_add_link(tar, name, os.readlink(path)))
-                    continue
-                with contextlib.suppress(FileNotFoundError):   # removed by a run since the walk: not state
-                    files.append(_add(tar, name, path.read_bytes(), path.stat().st_mtime))
-            manifest = {"format": FORMAT, "created": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
-                        "home": str(home), "tool": code_lineage(), "registry": registry_summary(snapshot),
-                        "files": files, "links": links}
-            _add(tar, MANIFEST, json.dumps(manifest, indent=1).encode(), time.time())
+    try:
+        with tempfile.TemporaryDirectory(prefix=".backup-", dir=out.parent) as tmp, replacing(out) as fh:
+            snapshot = Path(tmp) / "mlflow.db"
+            _database_copy(db, snapshot)
+            with tarfile.open(fileobj=fh, mode="w:gz") as tar:
+                files.append(_add(tar, DATABASE, snapshot.read_bytes(), time.time()))
+                for path in home_members(home):
+                    _add_member(tar, home, path, files, links)
+                manifest = {"format": FORMAT, "created": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+                            "home": str(home), "tool": code_lineage(), "registry": registry_summary(snapshot),
+                            "files": files, "links": links}
+                _add(tar, MANIFEST, json.dumps(manifest, indent=1).encode(), time.time())
+    except OSError as exc:
+        raise BackupError(f"writing {out} failed ({exc}); nothing was written") from None
     return Archive(out, home, len(files), out.stat().st_size, time.monotonic() - started, manifest)
 
 
@@ -213,33 +225,52 @@ def _manifest(tar: tarfile.TarFile, archive: Path) -> dict:
     return manifest
 
 
-def read_verified(archive: Path) -> tuple[dict, dict[str, bytes], dict[str, str]]:
-    """The archive's manifest, files (name -> bytes) and links, after every check has passed.
+def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path | None) -> tuple[str, int]:
+    """A file member's SHA-256 and size, read in blocks (and written under ``into`` when given)."""
+    src, digest, size = tar.extractfile(member), hashlib.sha256(), 0
+    with contextlib.ExitStack() as stack:
+        out = None
+        if into is not None:
+            (into / member.name).parent.mkdir(parents=True, exist_ok=True)
+            out = stack.enter_context(open(into / member.name, "wb"))
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+            if out is not None:
+                out.write(block)
+    return digest.hexdigest(), size
+
+
+def verify(archive: Path, into: Path | None = None) -> tuple[dict, dict[str, str]]:
+    """Check every member of ``archive`` against its manifest in one pass (writing the files under ``into``
+    when given); returns the manifest and the links (name -> target).
 
     Raises:
         BackupError: missing or corrupt archive, a member outside the home, a file the manifest does not
-            list or lists with another SHA-256 or size (named), a file missing.
+            list or lists with another SHA-256 or size (named), a file missing; writing under ``into`` failed.
     """
     with _open(archive) as tar:
         manifest = _manifest(tar, archive)
         expected = {f["path"]: f for f in manifest.get("files", [])}
         links = {entry["path"]: entry["target"] for entry in manifest.get("links", [])}
-        files: dict[str, bytes] = {}
+        found: dict[str, tuple[str, int]] = {}
         try:
-            members = tar.getmembers()
-            for member in members:
+            for member in tar.getmembers():
                 _check_member(member, expected, links)
                 if member.isfile() and member.name != MANIFEST:
-                    files[member.name] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError, tarfile.ReadError) as exc:
+                    found[member.name] = _copy_member(tar, member, into)
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise BackupError(f"{archive}: corrupt archive ({exc})") from None
+        except OSError as exc:
+            what = f"writing into {into} failed" if into is not None else "corrupt archive"
+            raise BackupError(f"{archive}: {what} ({exc})") from None
     for name, entry in expected.items():
-        if name not in files:
+        if name not in found:
             raise BackupError(f"{archive}: {name} is listed in the manifest but missing from the archive")
-        if sha256_bytes(files[name]) != entry["sha256"] or len(files[name]) != entry["size"]:
+        if found[name] != (entry["sha256"], entry["size"]):
             raise BackupError(f"{archive}: {name} does not match its SHA-256 in the manifest; the archive is "
                               "damaged, restore from another copy")
-    return manifest, files, links
+    return manifest, links
 
 
 def _check_member(member: tarfile.TarInfo, expected: dict, links: dict) -> None:
@@ -308,32 +339,32 @@ def restore(archive: Path, home: Path, force: bool = False) -> Archive:
     """Verify ``archive`` completely, then restore it as ``home`` (built beside it, renamed into place).
 
     Raises:
-        BackupError: the archive fails a check (see ``read_verified``), or ``home`` is live and ``force`` off.
+        BackupError: the archive fails a check (see ``verify``), or ``home`` is live and ``force`` off.
     """
     started = time.monotonic()
     archive, home = archive.resolve(), home.resolve()
-    manifest, files, links = read_verified(archive)
+    verify(archive)                                   # the whole archive, before anything is written
     reason = live_home(home)
     if reason and not force:
         raise BackupError(f"{reason}; restore into a new directory, or pass --force to replace it")
     home.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{home.name}.restoring-", dir=home.parent))
     try:
-        for name, data in files.items():
-            path = building / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+        manifest, links = verify(archive, into=building)   # checked again as it is written
         for name, target in links.items():
             (building / name).parent.mkdir(parents=True, exist_ok=True)
             (building / name).symlink_to(target)
-        old = Path(manifest["home"])
-        rewritten = rehome_database(building / DATABASE, old, home) + rehome_files(building, files, old, home)
+        old, names = Path(manifest["home"]), [f["path"] for f in manifest["files"]]
+        rewritten = rehome_database(building / DATABASE, old, home) + rehome_files(building, names, old, home)
         _swap(building, home)
+    except OSError as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        raise BackupError(f"restoring {archive} into {home} failed ({exc}); nothing was changed") from None
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
     manifest = {**manifest, "rewritten_cells": rewritten}
-    return Archive(archive, home, len(files), archive.stat().st_size, time.monotonic() - started, manifest)
+    return Archive(archive, home, len(names), archive.stat().st_size, time.monotonic() - started, manifest)
 
 
 def _swap(building: Path, home: Path) -> None:

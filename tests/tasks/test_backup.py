@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from serving.contract.digest import sha256_bytes
-from tasks.backup import MANIFEST, BackupError, backup, read_verified, rehome_database, restore
+from tasks.backup import MANIFEST, BackupError, backup, rehome_database, restore, verify
 
 pytestmark = pytest.mark.unit
 
@@ -70,12 +70,18 @@ def _members(archive: Path) -> dict[str, tarfile.TarInfo]:
         return {m.name: m for m in tar.getmembers()}
 
 
+def _files(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
 def test_backup_takes_the_state_and_leaves_what_is_regenerated(pipeline_home, tmp_path):
     done = backup(pipeline_home, tmp_path / "b.tar.gz")
     members = _members(done.path)
     assert set(members) == TAKEN | {MANIFEST, "targets/t1/current"}
     assert members["targets/t1/current"].issym() and members["targets/t1/current"].linkname == "releases/1"
-    manifest, files, links = read_verified(done.path)
+    manifest, links = verify(done.path)
+    files = _files(done.path)
     assert {f["path"] for f in manifest["files"]} == TAKEN and done.files == len(TAKEN)
     for entry in manifest["files"]:
         assert entry["sha256"] == sha256_bytes(files[entry["path"]]) and entry["size"] == len(files[entry["path"]])
@@ -94,7 +100,7 @@ def test_an_existing_archive_is_kept_unless_overwrite(pipeline_home, tmp_path):
         backup(pipeline_home, out)
     assert out.read_text() == "keep me"
     backup(pipeline_home, out, overwrite=True)
-    assert read_verified(out)[0]["registry"]["m"]["aliases"] == {"champion": "2"}
+    assert verify(out)[0]["registry"]["m"]["aliases"] == {"champion": "2"}
 
 
 def test_a_directory_without_a_registry_is_not_backed_up(tmp_path):
@@ -279,3 +285,25 @@ def test_the_commands_answer_bad_input_in_one_line_and_write_nothing(pipeline_ho
     assert main(["restore", "--from", "b.tar.gz", "--home", "restored"]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}/b.tar.gz: not a backup archive")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.tar.gz", "home"]
+
+
+def test_a_link_out_of_the_home_is_refused_at_backup(pipeline_home, tmp_path):
+    (pipeline_home / "models/m/latest").symlink_to("/etc")
+    with pytest.raises(BackupError, match=r"'models/m/latest' -> '/etc' points outside the home"):
+        backup(pipeline_home, tmp_path / "b.tar.gz")
+    assert not (tmp_path / "b.tar.gz").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_a_restore_that_fails_half_way_leaves_nothing(pipeline_home, tmp_path, monkeypatch):
+    import tasks.backup
+
+    done = backup(pipeline_home, tmp_path / "b.tar.gz")
+
+    def full_disk(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tasks.backup, "rehome_database", full_disk)
+    with pytest.raises(BackupError, match=r"into .*/new failed \(\[Errno 28\] No space left on device\); nothing"):
+        restore(done.path, tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.gz", "home"]
