@@ -16,9 +16,11 @@ from pathlib import Path
 from flows.commands import (
     EXIT_BUSY,
     EXIT_USER_ERROR,
+    cmd_backup,
     cmd_infer_schema,
     cmd_recalibrate,
     cmd_release,
+    cmd_restore,
     cmd_validate,
     user_errors,
 )
@@ -52,7 +54,9 @@ FLEET_HELP = "every host of this fleet of the inventory, by the fleet's strategy
 
 COMMANDS = {"infer-schema": cmd_infer_schema, "validate": cmd_validate, "release": cmd_release,
             "recalibrate": cmd_recalibrate, "deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status,
-            "stop": cmd_stop, "monitor": cmd_monitor, "watch": cmd_watch, "balancer": cmd_balancer}
+            "stop": cmd_stop, "monitor": cmd_monitor, "watch": cmd_watch, "balancer": cmd_balancer,
+            "backup": cmd_backup, "restore": cmd_restore}
+LOCAL_ONLY = ("backup", "restore")   # read or write a home's files only: no Prefect home is made
 
 
 def version_number(text: str) -> str:
@@ -200,6 +204,19 @@ def _make_commands(sub) -> None:
     bal.add_argument("--undrain", action="append", default=[], metavar="TARGET", help="put a host back into rotation")
 
 
+def _backup_commands(sub) -> None:
+    bk = _command(sub, "backup", "write one archive (.tar.gz, with a SHA-256 manifest) of the pipeline home: the "
+                                 "registry through SQLite's online backup, exports, bundles, alarms, hosts' state")
+    bk.add_argument("--out", required=True, type=Path, metavar="FILE", help="the archive to write (e.g. home.tar.gz)")
+    bk.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    rs = _command(sub, "restore", "verify an archive written by backup (every SHA-256, no path outside --home), "
+                                  "then restore it as a pipeline home")
+    rs.add_argument("--from", required=True, type=Path, dest="archive", metavar="FILE", help="the archive to restore")
+    rs.add_argument("--home", required=True, type=Path, metavar="DIR",
+                    help="the pipeline home to create (a new or empty directory)")
+    rs.add_argument("--force", action="store_true", help="replace DIR even when it is a live pipeline home")
+
+
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The whole command line (the reference page docs/reference/cli.md is generated from it)."""
     top = argparse.ArgumentParser(
@@ -209,6 +226,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                "unless MLFLOW_TRACKING_URI or the config's mlflow.tracking_uri says otherwise.\n\n" + EXIT_CODES)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _make_commands(sub)
+    _backup_commands(sub)
     return top
 
 
@@ -236,7 +254,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     if conflict:
         print(f"error: {conflict}", file=sys.stderr)
         return EXIT_USER_ERROR
-    _prefect_defaults(os.environ)
+    if args.command not in LOCAL_ONLY:
+        _prefect_defaults(os.environ)
     configure_output(getattr(args, "verbose", False), os.environ)
     from tasks.errors import LockTimeout
 

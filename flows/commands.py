@@ -227,3 +227,38 @@ def _verdict(gate_name: str, summary: dict) -> int:
     return EXIT_GATE_FAILED
 
 
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def cmd_backup(args) -> int:
+    """One archive of the pipeline home (``tasks.backup``), taken while runs go on."""
+    from tasks.backup import backup
+    from tasks.settings import load_settings
+
+    done = backup(load_settings(args.config).pipeline_home, args.out, overwrite=args.overwrite)
+    models = ", ".join(f"{name} {len(m['versions'])} versions" for name, m in done.manifest["registry"].items())
+    print(f"backup of {done.home} ({models or 'no registered model'}) written to {done.path}: "
+          f"{_size(done.size)}, {done.files} files, {done.seconds:.1f} s")
+    write_json(args.json_out, {"archive": str(done.path), "home": str(done.home), "size": done.size,
+                               "files": done.files, "seconds": round(done.seconds, 2),
+                               "registry": done.manifest["registry"]})
+    return 0
+
+
+def cmd_restore(args) -> int:
+    """Verify an archive of ``backup`` and restore it as a new pipeline home."""
+    from tasks.backup import restore
+
+    done = restore(args.archive, args.home, force=args.force)
+    print(f"restored {done.path} ({done.manifest['created']}, {done.files} files, all SHA-256s verified) as "
+          f"{done.home}; {done.manifest['rewritten_cells']} stored paths moved from {done.manifest['home']}; "
+          f"{done.seconds:.1f} s")
+    print(f"use it: export PIPELINE_HOME={shlex.quote(str(done.home))}")
+    write_json(args.json_out, {"archive": str(done.path), "home": str(done.home), "files": done.files,
+                               "old_home": done.manifest["home"], "created": done.manifest["created"],
+                               "rewritten_cells": done.manifest["rewritten_cells"],
+                               "registry": done.manifest["registry"], "seconds": round(done.seconds, 2)})
+    return 0

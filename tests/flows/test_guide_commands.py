@@ -51,12 +51,14 @@ PREFECT_RUNS = "tests/flows/test_prefect_deployments.py::test_retrain_promote_wi
 TEAM = "tests/team/test_team_setup.py::test_one_release_through_the_team_servers"
 
 FLEET = "tests/flows/test_fleet_flow.py::test_the_guides_fleet_commands_run_as_written"
+BACKUP = "tests/flows/test_backup_restore.py::test_release_twice_back_up_destroy_restore_then_status_and_rollback"
 # (pattern, who runs it). A reason instead of a test: not run by any test, and why.
 WHERE: list[tuple[str, str]] = [
     (r"^make (run|stop|lint)$", HERE),
     (r"^make docs$", "tests/test_docs_site.py::test_make_docs_serves_the_site_the_tests_build"),
     (r"^make test(-fast)?$", "CI: .ci/run is `make test`; `make test-fast` is its unit tier"),
-    (r"^python -m flows (?!recalibrate --version \d)(?!.*--fleet)(?!.*loans)", HERE),
+    (r"^python -m flows (?!recalibrate --version \d)(?!.*--fleet)(?!.*loans)(?!backup |restore )", HERE),
+    (r"^python -m flows (backup|restore) ", BACKUP),
     (r"^python -m flows .*loans|^curl .*127\.0\.0\.1:8000/predict.*\"amount\"", OWN_DATA),   # the reader's own CSV
     (r"^(python -m flows .*--fleet|nginx -p )", FLEET),
     (r"^python -m flows recalibrate --version \d", "tests/flows/test_recalibrate_flow.py::"
@@ -80,6 +82,8 @@ WHERE: list[tuple[str, str]] = [
     (r"^(export (PREFECT_API_DATABASE_CONNECTION_URL|PREFECT_SERVER_ANALYTICS_ENABLED|PREFECT_UI_API_URL|"
      r"MLFLOW_BACKEND_STORE_URI|AWS_ACCESS_KEY_ID|MLFLOW_SERVER_ENABLE_JOB_EXECUTION|PREFECT_API_URL(?==http://orch)|"
      r"MLFLOW_TRACKING_URI|PIPELINE_HOME)=|prefect server start --host|mlflow server )", TEAM),
+    (r"^pg_(dump|restore) ", "tests/flows/test_backup_restore.py::"
+                             "test_the_team_registry_round_trips_through_pg_dump_and_pg_restore"),
     (r"^(sudo systemctl (status|restart) ml-pipeline-api|journalctl -u ml-pipeline-api)",
      "not run: no systemd as init here; tests/faults/test_supervision.py checks the unit with systemd-analyze "
      "and starts the server exactly as its ExecStart says"),
