@@ -359,7 +359,8 @@ def test_cli_status_flags_a_difference(target_env, served_models, tmp_path):
     MlflowRegistry(load_settings(None, env=env)).client.create_registered_model("credit-risk")
     cmd = [sys.executable, "-m", "flows", "status", "--target", "t1", "--targets", target_env["targets"]]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and "serves nothing" in out.stdout      # nothing promoted, nothing served
+    # Nothing promoted, nothing ever released to t1: "not deployed", not a failure.
+    assert out.returncode == 0 and "t1: not deployed (no version released to it yet)" in out.stdout
     # A host serving a version the registry never promoted is flagged.
     bundle, meta = package_version(served_models["model_dir"] / "1", tmp_path / "bundles")
     deploy_to(load_targets(target_env["targets"], target_env["home"])["t1"], bundle, meta)
