@@ -50,13 +50,39 @@ gate:
 
 TIERS = ("unit", "integration")
 
+# Skips a CI run (CI=true) accepts: test id (or its prefix before "[") -> why it may skip there. Any other
+# skip fails the run: CI runs as root with `make system-deps`, so namespaces, tmpfs mounts and every server
+# the suite starts are there, and a skip would only hide a test that did not run. Empty today: the three
+# skips in the suite (tests/fleet/conftest.py and test_netns_hosts.py without root or iproute2,
+# tests/tasks/deploy/test_ssh.py's tmpfs without root) cannot happen on a CI machine.
+ALLOWED_SKIPS: dict[str, str] = {}
 
-def pytest_collection_modifyitems(config, items):
-    """Every test belongs to a tier (``pytestmark`` in its module): ``make test-fast`` runs ``unit``."""
-    untiered = [item.nodeid for item in items if not {m.name for m in item.iter_markers()} & set(TIERS)]
-    if untiered:
-        raise pytest.UsageError("tests without a tier marker (pytest.mark.unit or .integration):\n  "
-                                + "\n  ".join(untiered))
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _fail_unlisted_skip(nodeid: str, report) -> None:
+    if not (report.skipped and _ci()) or hasattr(report, "wasxfail"):
+        return
+    if nodeid in ALLOWED_SKIPS or nodeid.split("[")[0] in ALLOWED_SKIPS:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (f"skipped under CI=true and not in ALLOWED_SKIPS (tests/conftest.py): {reason}; "
+                       "make it run here, or list it there with the reason it may skip")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a test's skip not in ``ALLOWED_SKIPS`` is reported as a failure, with the skip's reason."""
+    _fail_unlisted_skip(item.nodeid, (yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at collection (``pytest.skip(..., allow_module_level=True)``)."""
+    _fail_unlisted_skip(collector.nodeid, (yield).get_result())
 
 
 def mlflow_client(home: Path):
