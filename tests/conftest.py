@@ -40,11 +40,15 @@ training:
 export:
   golden_examples: 12
 gate:
+  # Bounds a useless model fails: chance gives roc_auc 0.5 and pr_auc_lift 1 (brier_skill 0 and ece_relative 0
+  # for always predicting the positive rate). Measured on the demo data (900 rows, positive rate 0.19), seeds 7
+  # and 8, 3 folds x 12 epochs and 2 x 8: roc_auc 0.61-0.74, pr_auc_lift 1.91-2.36, brier_skill -0.02-0.12,
+  # ece_relative 0.05-0.37 (data/demo.csv: 0.73, 2.20, 0.11, 0.05).
   bounds:
-    roc_auc: {min: 0.6}
-    pr_auc: {min: 0.2}
-    brier: {max: 0.25}
-    ece: {max: 0.1}
+    roc_auc: {min: 0.6}           # between chance (0.5) and the lowest measured (0.61); tests replace this line
+    pr_auc_lift: {min: 1.25}      # configs/pipeline.yaml's: chance is 1, the lowest measured 1.91
+    brier_skill: {min: -0.05}     # 2 folds x 8 epochs measured -0.02; random scores get about -1
+    ece_relative: {max: 0.75}     # 2x the highest measured (0.37)
 """
 
 
