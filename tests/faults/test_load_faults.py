@@ -160,5 +160,6 @@ def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, fi
         # Measured: 28 MB/h over 10 minutes (27.8 in a clean clone, docs/explanation/reliability.md); 2x margin.
         assert growth_mb_h < 56, samples
     else:
-        # Measured: RSS_SHORT_MB; 2x margin.
-        assert (samples[-1][1] - samples[0][1]) / 1024 < 1000, samples
+        # Measured over 60 s: 538.7 -> 539.1 MB (+0.4 MB); the 10-minute soak's 28 MB/h is 0.5 MB a minute.
+        # 3x that: one sample's noise is a large share of so small a growth.
+        assert (samples[-1][1] - samples[0][1]) / 1024 < 1.5, samples
