@@ -98,6 +98,16 @@ def mlflow_client(home: Path):
 
 
 @pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, its schema migrations run once per session (seconds each time): copy it
+    to ``home / "mlflow" / "mlflow.db"`` for a registry without paying them again."""
+    home = tmp_path_factory.mktemp("mlflow-template")
+    (home / "mlflow").mkdir()
+    mlflow_client(home)[0].search_registered_models()
+    return home / "mlflow" / "mlflow.db"
+
+
+@pytest.fixture(scope="session")
 def demo_frame():
     from testkit.demo import make_demo
 
