@@ -66,10 +66,14 @@ def test_an_unreachable_registry_is_an_error_never_no_champion(down, call, step)
 
 
 @pytest.fixture
-def sqlite_registry(tmp_path):
+def sqlite_registry(tmp_path, empty_mlflow_db):
+    import shutil
+
     from tasks.registry import MlflowRegistry
     from tasks.settings import load_settings
 
+    (tmp_path / "mlflow").mkdir()
+    shutil.copy(empty_mlflow_db, tmp_path / "mlflow" / "mlflow.db")     # migrated once per session, not per test
     return MlflowRegistry(load_settings(None, env={"PIPELINE_HOME": str(tmp_path)}))
 
 
