@@ -110,6 +110,17 @@ def test_200_clients_hanging_up_mid_request_leave_the_server_serving(served_mode
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
 
 
+def _growth_mb_per_hour(samples: list[tuple[float, int]]) -> tuple[float, int]:
+    """Growth from a least-squares line through the RSS samples after the first minute (warm-up); and how
+    many samples it used."""
+    steady = [(t, kb) for t, kb in samples if t - samples[0][0] >= min(60, SOAK_SECONDS / 4)] or samples
+    n = len(steady)
+    mean_t, mean_kb = sum(t for t, _ in steady) / n, sum(kb for _, kb in steady) / n
+    var = sum((t - mean_t) ** 2 for t, _ in steady) or 1.0
+    slope_kb_s = sum((t - mean_t) * (kb - mean_kb) for t, kb in steady) / var
+    return slope_kb_s * 3600 / 1024, n
+
+
 def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, figure):
     """Mixed traffic at a steady rate: no 5xx, and the server's memory does not keep growing."""
     good = golden_request(served_models)
@@ -140,13 +151,7 @@ def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, fi
         health = _call(port, "GET", "/health")[1]
     labels = [str(o.status or o.version) for o in outcomes]      # an answer's status, or the error's name
     statuses = {s: labels.count(s) for s in sorted(set(labels))}
-    # Growth from a least-squares line through the RSS samples after the first minute (warm-up).
-    steady = [(t, kb) for t, kb in samples if t - samples[0][0] >= min(60, SOAK_SECONDS / 4)] or samples
-    n = len(steady)
-    mean_t, mean_kb = sum(t for t, _ in steady) / n, sum(kb for _, kb in steady) / n
-    var = sum((t - mean_t) ** 2 for t, _ in steady) or 1.0
-    slope_kb_s = sum((t - mean_t) * (kb - mean_kb) for t, kb in steady) / var
-    growth_mb_h = slope_kb_s * 3600 / 1024
+    growth_mb_h, n = _growth_mb_per_hour(samples)
     figure("seconds", round(elapsed), "s", f"{rate} requests/s, 3 valid : 5 invalid")
     figure("requests", len(outcomes), "requests", json.dumps(statuses))
     figure("rss_start_mb", round(samples[0][1] / 1024, 1), "MB")
