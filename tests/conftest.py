@@ -98,13 +98,19 @@ def mlflow_client(home: Path):
 
 
 @pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory) -> Path:
-    """An empty MLflow SQLite store, its schema migrations run once per session (seconds each time): copy it
-    to ``home / "mlflow" / "mlflow.db"`` for a registry without paying them again."""
-    home = tmp_path_factory.mktemp("mlflow-template")
-    (home / "mlflow").mkdir()
-    mlflow_client(home)[0].search_registered_models()
-    return home / "mlflow" / "mlflow.db"
+def migrated_mlflow_store(tmp_path_factory):
+    """``migrated_mlflow_store(home)``: puts an empty MLflow SQLite store at ``home / "mlflow" / "mlflow.db"``,
+    a copy of one whose schema migrations ran once per session (they take seconds each time)."""
+    import shutil
+
+    template = tmp_path_factory.mktemp("mlflow-template")
+    (template / "mlflow").mkdir()
+    mlflow_client(template)[0].search_registered_models()
+
+    def put(home: Path) -> None:
+        (home / "mlflow").mkdir(parents=True, exist_ok=True)
+        shutil.copy(template / "mlflow" / "mlflow.db", home / "mlflow" / "mlflow.db")
+    return put
 
 
 @pytest.fixture(scope="session")

@@ -135,19 +135,16 @@ def test_infer_schema_prints_the_exact_release_command(tmp_path, demo_csv, home,
 # ---------------------------------------------------------------- which model: a real SQLite registry
 
 @pytest.fixture
-def registry(home, monkeypatch, empty_mlflow_db):
+def registry(home, monkeypatch, migrated_mlflow_store):
     """A pipeline home's MLflow SQLite registry; ``add(name, versions, config=None)`` registers a model with
     that many versions (no training: the versions point at an empty directory) and a recorded config."""
-    import shutil
-
     from tasks.registry import MlflowRegistry
     from tasks.registry.store import PIPELINE_CONFIG_TAG
     from tasks.settings import load_settings
 
     monkeypatch.setenv("PIPELINE_HOME", str(home))
     monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
-    (home / "mlflow").mkdir()
-    shutil.copy(empty_mlflow_db, home / "mlflow" / "mlflow.db")     # migrated once per session, not per test
+    migrated_mlflow_store(home)
     client = MlflowRegistry(load_settings(None)).client
 
     def add(name: str, versions: int = 1, config=None) -> None:
