@@ -40,23 +40,53 @@ training:
 export:
   golden_examples: 12
 gate:
+  # Bounds a useless model fails: chance gives roc_auc 0.5 and pr_auc_lift 1 (brier_skill 0 and ece_relative 0
+  # for always predicting the positive rate). Measured on the demo data (900 rows, positive rate 0.19), seeds 7
+  # and 8, 3 folds x 12 epochs and 2 x 8: roc_auc 0.61-0.74, pr_auc_lift 1.91-2.36, brier_skill -0.02-0.12,
+  # ece_relative 0.05-0.37 (data/demo.csv: 0.73, 2.20, 0.11, 0.05).
   bounds:
-    roc_auc: {min: 0.6}
-    pr_auc: {min: 0.2}
-    brier: {max: 0.25}
-    ece: {max: 0.1}
+    roc_auc: {min: 0.6}           # between chance (0.5) and the lowest measured (0.61); tests replace this line
+    pr_auc_lift: {min: 1.25}      # configs/pipeline.yaml's: chance is 1, the lowest measured 1.91
+    brier_skill: {min: -0.05}     # 2 folds x 8 epochs measured -0.02; random scores get about -1
+    ece_relative: {max: 0.75}     # 2x the highest measured (0.37)
 """
 
 
 TIERS = ("unit", "integration")
 
+# Skips a CI run (CI=true) accepts: test id (or its prefix before "[") -> why it may skip there. Any other
+# skip fails the run: CI runs as root with `make system-deps`, so namespaces, tmpfs mounts and every server
+# the suite starts are there, and a skip would only hide a test that did not run. Empty today: the three
+# skips in the suite (tests/fleet/conftest.py and test_netns_hosts.py without root or iproute2,
+# tests/tasks/deploy/test_ssh.py's tmpfs without root) cannot happen on a CI machine.
+ALLOWED_SKIPS: dict[str, str] = {}
 
-def pytest_collection_modifyitems(config, items):
-    """Every test belongs to a tier (``pytestmark`` in its module): ``make test-fast`` runs ``unit``."""
-    untiered = [item.nodeid for item in items if not {m.name for m in item.iter_markers()} & set(TIERS)]
-    if untiered:
-        raise pytest.UsageError("tests without a tier marker (pytest.mark.unit or .integration):\n  "
-                                + "\n  ".join(untiered))
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _fail_unlisted_skip(nodeid: str, report) -> None:
+    if not (report.skipped and _ci()) or hasattr(report, "wasxfail"):
+        return
+    if nodeid in ALLOWED_SKIPS or nodeid.split("[")[0] in ALLOWED_SKIPS:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (f"skipped under CI=true and not in ALLOWED_SKIPS (tests/conftest.py): {reason}; "
+                       "make it run here, or list it there with the reason it may skip")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a test's skip not in ``ALLOWED_SKIPS`` is reported as a failure, with the skip's reason."""
+    _fail_unlisted_skip(item.nodeid, (yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at collection (``pytest.skip(..., allow_module_level=True)``)."""
+    _fail_unlisted_skip(collector.nodeid, (yield).get_result())
 
 
 def mlflow_client(home: Path):
@@ -65,6 +95,22 @@ def mlflow_client(home: Path):
 
     uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
+@pytest.fixture(scope="session")
+def migrated_mlflow_store(tmp_path_factory):
+    """``migrated_mlflow_store(home)``: puts an empty MLflow SQLite store at ``home / "mlflow" / "mlflow.db"``,
+    a copy of one whose schema migrations ran once per session (they take seconds each time)."""
+    import shutil
+
+    template = tmp_path_factory.mktemp("mlflow-template")
+    (template / "mlflow").mkdir()
+    mlflow_client(template)[0].search_registered_models()
+
+    def put(home: Path) -> None:
+        (home / "mlflow").mkdir(parents=True, exist_ok=True)
+        shutil.copy(template / "mlflow" / "mlflow.db", home / "mlflow" / "mlflow.db")
+    return put
 
 
 @pytest.fixture(scope="session")

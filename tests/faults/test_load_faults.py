@@ -17,7 +17,10 @@ from tests.serving.test_live_server import _call
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 SWAP_SECONDS = 30
-SOAK_SECONDS = float(os.environ.get("FAULT_SOAK_SECONDS", 600))   # the issue's 10 minutes; shorter by hand
+# `make test` runs the soak for 60 s (no 5xx, memory in bounds); `make soak` runs the same test for the issue's
+# 10 minutes (FAULT_SOAK_SECONDS=600), long enough for the growth's slope to mean something.
+SOAK_SECONDS = float(os.environ.get("FAULT_SOAK_SECONDS", 60))
+LONG_SOAK_SECONDS = 300     # from this length on, the growth per hour is asserted (over 60 s it is noise)
 
 
 def test_hot_swaps_between_three_versions_under_8_clients_drop_nothing(three_models, tmp_path, figure):
@@ -52,9 +55,13 @@ def test_hot_swaps_between_three_versions_under_8_clients_drop_nothing(three_mod
     figure("requests", len(outcomes), "requests", f"8 clients for {SWAP_SECONDS} s")
     figure("swaps", swaps, "swaps", "default moved 2 -> 3 -> 1 -> … (a version unloaded is loaded again)")
     figure("failed_requests", len(failed), "requests")
-    figure("p99_during_swaps", round(percentile(near_swaps, 99) * 1000, 1), "ms", f"{len(near_swaps)} requests")
-    figure("p99_overall", round(percentile([o.seconds for o in outcomes], 99) * 1000, 1), "ms")
+    p99_swaps, p99 = percentile(near_swaps, 99) * 1000, percentile([o.seconds for o in outcomes], 99) * 1000
+    figure("p99_during_swaps", round(p99_swaps, 1), "ms", f"{len(near_swaps)} requests")
+    figure("p99_overall", round(p99, 1), "ms")
     assert failed == [], failed[:10]
+    # Measured p99: 23.1-37.4 ms during swaps, 21.0-34.0 ms overall (three runs, the higher ones beside other
+    # tests; docs/explanation/reliability.md); 2x margin on the highest.
+    assert p99_swaps < 75 and p99 < 70, (p99_swaps, p99)
     assert swaps >= 20 and {o.version for o in outcomes} == {"1", "2", "3"}
 
 
@@ -103,6 +110,17 @@ def test_200_clients_hanging_up_mid_request_leave_the_server_serving(served_mode
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
 
 
+def _growth_mb_per_hour(samples: list[tuple[float, int]]) -> tuple[float, int]:
+    """Growth from a least-squares line through the RSS samples after the first minute (warm-up); and how
+    many samples it used."""
+    steady = [(t, kb) for t, kb in samples if t - samples[0][0] >= min(60, SOAK_SECONDS / 4)] or samples
+    n = len(steady)
+    mean_t, mean_kb = sum(t for t, _ in steady) / n, sum(kb for _, kb in steady) / n
+    var = sum((t - mean_t) ** 2 for t, _ in steady) or 1.0
+    slope_kb_s = sum((t - mean_t) * (kb - mean_kb) for t, kb in steady) / var
+    return slope_kb_s * 3600 / 1024, n
+
+
 def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, figure):
     """Mixed traffic at a steady rate: no 5xx, and the server's memory does not keep growing."""
     good = golden_request(served_models)
@@ -133,13 +151,7 @@ def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, fi
         health = _call(port, "GET", "/health")[1]
     labels = [str(o.status or o.version) for o in outcomes]      # an answer's status, or the error's name
     statuses = {s: labels.count(s) for s in sorted(set(labels))}
-    # Growth from a least-squares line through the RSS samples after the first minute (warm-up).
-    steady = [(t, kb) for t, kb in samples if t - samples[0][0] >= min(60, SOAK_SECONDS / 4)] or samples
-    n = len(steady)
-    mean_t, mean_kb = sum(t for t, _ in steady) / n, sum(kb for _, kb in steady) / n
-    var = sum((t - mean_t) ** 2 for t, _ in steady) or 1.0
-    slope_kb_s = sum((t - mean_t) * (kb - mean_kb) for t, kb in steady) / var
-    growth_mb_h = slope_kb_s * 3600 / 1024
+    growth_mb_h, n = _growth_mb_per_hour(samples)
     figure("seconds", round(elapsed), "s", f"{rate} requests/s, 3 valid : 5 invalid")
     figure("requests", len(outcomes), "requests", json.dumps(statuses))
     figure("rss_start_mb", round(samples[0][1] / 1024, 1), "MB")
@@ -149,4 +161,10 @@ def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, fi
     assert five_xx == [], five_xx[:10]
     assert {o.status for o in outcomes} <= {200, 413, 422, 400} and health["status"] == "healthy"
     assert len(outcomes) >= 0.9 * SOAK_SECONDS * rate
-    assert growth_mb_h < 100, samples
+    if SOAK_SECONDS >= LONG_SOAK_SECONDS:
+        # Measured: 28 MB/h over 10 minutes (27.8 in a clean clone, docs/explanation/reliability.md); 2x margin.
+        assert growth_mb_h < 56, samples
+    else:
+        # Measured over 60 s: 538.7 -> 539.1 MB (+0.4 MB); the 10-minute soak's 28 MB/h is 0.5 MB a minute.
+        # 3x that: one sample's noise is a large share of so small a growth.
+        assert (samples[-1][1] - samples[0][1]) / 1024 < 1.5, samples

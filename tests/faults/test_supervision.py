@@ -49,14 +49,18 @@ def test_a_killed_server_process_is_replaced_and_serves_the_same_version(supervi
     figure("requests", len(outcomes), "requests", "8 clients, one worker killed with SIGKILL")
     figure("failed_requests", len(failed), "requests", "in flight when the worker died")
     figure("seconds_to_serving_again", round(back, 2), "s", "kill to the first answer of the new worker")
-    figure("p99_across_restart", round(percentile([o.seconds for o in outcomes], 99) * 1000, 1), "ms")
+    p99 = percentile([o.seconds for o in outcomes], 99)
+    figure("p99_across_restart", round(p99 * 1000, 1), "ms")
     assert supervised_server["proc"].poll() is None and replaced
-    # Only requests in flight at the kill can fail: the master keeps the socket, so the rest queue.
-    assert len(failed) <= 8, failed[:10]
+    # Only each client's request on its connection to the killed worker can fail (one per client), all sent before
+    # the new worker's first answer: the master keeps the socket, so new connections queue.
+    assert len(failed) <= 8 and all(o.started < killed_at + back for o in failed), failed[:10]
     assert {o.version for o in after} == {"2"}          # the state file, not the version it started with
     health = _call(port, "GET", "/health")[1]
     assert health["default_version"] == "2" and health["loaded_versions"] == ["1", "2"]
-    assert back < 60
+    # Measured: serving again 3.4-4.6 s after the kill, p99 of the run 40 ms-4.6 s (the queued requests wait
+    # that long; docs/explanation/reliability.md); 2x margin on the slowest.
+    assert back < 10 and p99 < 10, (back, p99)
 
 
 def test_one_of_two_workers_killed_under_load_is_replaced_and_follows_the_host(served_models, tmp_path, figure):
@@ -94,7 +98,10 @@ def test_one_of_two_workers_killed_under_load_is_replaced_and_follows_the_host(s
     figure("failed_requests", len(failed), "requests", "in flight in the killed worker")
     figure("requests_while_replacing", len(during), "requests", "answered by the other worker meanwhile")
     figure("seconds_to_two_workers_again", round(back, 2), "s", "kill to the new worker serving the host's state")
-    assert len(failed) <= 8, failed[:10]                 # only what the killed worker held
+    # Only the clients connected to the killed worker (3 measured; how many of the 8 it held is the kernel's
+    # draw), each once, and none once the new worker publishes.
+    assert len(failed) <= 8 and all(o.started < killed_at + back for o in failed), failed[:10]
+    assert back < 20, back      # measured 9.2 s kill to the new worker publishing the host's state; 2x margin
     assert {o.version for o in outcomes if o.status == 200} == {"2"}
     assert len([o for o in during if o.status == 200]) >= 300   # the host kept serving while it was replaced
     assert {w["default"] for w in workers["workers"]} == {"2"} and workers["count"] == 2

@@ -135,7 +135,7 @@ def test_infer_schema_prints_the_exact_release_command(tmp_path, demo_csv, home,
 # ---------------------------------------------------------------- which model: a real SQLite registry
 
 @pytest.fixture
-def registry(home, monkeypatch):
+def registry(home, monkeypatch, migrated_mlflow_store):
     """A pipeline home's MLflow SQLite registry; ``add(name, versions, config=None)`` registers a model with
     that many versions (no training: the versions point at an empty directory) and a recorded config."""
     from tasks.registry import MlflowRegistry
@@ -144,6 +144,7 @@ def registry(home, monkeypatch):
 
     monkeypatch.setenv("PIPELINE_HOME", str(home))
     monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
+    migrated_mlflow_store(home)
     client = MlflowRegistry(load_settings(None)).client
 
     def add(name: str, versions: int = 1, config=None) -> None:

@@ -183,7 +183,8 @@ def test_first_release_starts_the_server_and_promotes(history):
     assert d["champion_before"] is None and d["champion_after"] == "1"
     (dep,) = d["deployments"]
     assert dep["action"] == "start" and dep["version"] == "1" and dep["smoke"]["passed"]
-    assert dep["smoke"]["golden_max_abs_diff"] <= 1e-6 and dep["smoke"]["latency_ms_p50"] > 0
+    # Single-row p50 measured 1.7 ms here (bench/README.md: 1.20-1.65 ms, 1 client); 2x margin.
+    assert dep["smoke"]["golden_max_abs_diff"] <= 1e-6 and 0 < dep["smoke"]["latency_ms_p50"] < 3.5
     assert (history.env["home"] / "bundles" / "test-model-1.zip").exists()
     client = history.client
     v1 = client.get_model_version("test-model", "1")

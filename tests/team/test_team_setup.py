@@ -24,11 +24,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BUCKET = "team-mlflow"
 MODEL = "test-model"            # FAST_CONFIG's model_name
-# The tests' fast training, with bounds any learning model passes: this test is about the servers (the
-# gate's judgement is tested in tests/tasks and tests/flows), and a release must get to deploy and promote.
-TEAM_CONFIG = {**yaml.safe_load(FAST_CONFIG),
-               "gate": {"bounds": {"roc_auc": {"min": 0.5}, "pr_auc": {"min": 0.0}, "brier": {"max": 0.25},
-                                   "ece": {"max": 0.2}}}}
+# The tests' fast training and gate (bounds a useless model fails, which the demo data's releases pass): this
+# test is about the servers, and a release must get to deploy and promote.
+TEAM_CONFIG = yaml.safe_load(FAST_CONFIG)
 RELEASE_TIMEOUT_S = 240
 
 

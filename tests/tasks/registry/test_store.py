@@ -66,10 +66,11 @@ def test_an_unreachable_registry_is_an_error_never_no_champion(down, call, step)
 
 
 @pytest.fixture
-def sqlite_registry(tmp_path):
+def sqlite_registry(tmp_path, migrated_mlflow_store):
     from tasks.registry import MlflowRegistry
     from tasks.settings import load_settings
 
+    migrated_mlflow_store(tmp_path)
     return MlflowRegistry(load_settings(None, env={"PIPELINE_HOME": str(tmp_path)}))
 
 
