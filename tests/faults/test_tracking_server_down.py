@@ -14,9 +14,10 @@ import time
 
 import pytest
 
+from tasks.registry.links import HTTP_BOUNDS
+from testkit.net import free_port
 from tests.conftest import FAST_CONFIG
 from tests.team.stack import BIN, Server, clean_env, spawn
-from testkit.net import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
@@ -45,16 +46,21 @@ def tracking(tmp_path, monkeypatch):
     state = {"root": tmp_path / "tracking", "port": port}
     state["server"] = _mlflow_server(state["root"], port)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    for key in HTTP_BOUNDS:   # the product's bounds apply, and what it sets is gone after the test
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     yield state
     state["server"].stop()
 
 
 def test_tracking_server_stopped_before_register(prefect_server, tracking, home, tmp_path, monkeypatch,
                                                  demo_csv, schema_path, feature_list_path, figure):
-    import flows.release as release
     from mlflow import MlflowClient
 
+    import flows.release as release
+    from flows.models import settings_for
     from tasks.errors import RegistryError
+    from tasks.registry import MlflowRegistry
 
     monkeypatch.setenv("PIPELINE_HOME", str(home))
     config = tmp_path / "pipeline.yaml"
@@ -95,7 +101,4 @@ def test_tracking_server_stopped_before_register(prefect_server, tracking, home,
     figure("retry", round(time.monotonic() - started, 1), "s", "the release run again after the restart")
     assert summary["gate"]["passed"] and summary["version"] == "2", summary
     assert str(client.get_model_version_by_alias("test-model", "challenger").version) == "2"
-    from flows.models import settings_for
-    from tasks.registry import MlflowRegistry
-
     assert MlflowRegistry(settings_for(str(config), None)).latest_blessed().version == "2"
