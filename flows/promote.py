@@ -9,6 +9,7 @@ no tag. The run ends in a state named by the outcome: Approved, Rejected, TimedO
 
 from __future__ import annotations
 
+import httpx
 from prefect import flow, get_run_logger, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
@@ -82,6 +83,13 @@ def promote_flow(version: str | int | None = None, targets: list[str] | None = N
                 "nothing was deployed or promoted.\n", f"{registry.name} v{candidate.version}: timed out")
         raise ApprovalTimedOut(f"no approval for version {candidate.version} within {approval_timeout_s} s; "
                            "nothing was deployed or promoted") from None
+    except httpx.HTTPError as exc:
+        # The run's process polls the server while it waits; Prefect's client retries about 62 s (5 retries,
+        # 2 to 32 s apart), then gives up: the run ends Failed once the server is back. Say so, and how on.
+        raise ReleaseError(f"the Prefect server did not answer while version {candidate.version} waited for its "
+                           f"approval ({type(exc).__name__}: {exc}); nothing was deployed or promoted: start a "
+                           f"new promotion (prefect deployment run promote/promote --param "
+                           f"version={candidate.version})") from None
     decision = {"version": str(candidate.version), "approve": answer.approve, "approver": answer.approver,
                 "reason": answer.reason, "comparison": comparison.to_dict()}
     # The approval answers the comparison above; if the champion moved while the run waited (another
