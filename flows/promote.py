@@ -61,8 +61,9 @@ def _wait_for_approval(name: str, version: str, text: str, timeout_s: int, poll_
         raise ApprovalTimedOut(f"no approval for version {version} within {timeout_s} s; "
                                "nothing was deployed or promoted") from None
     except httpx.HTTPError as exc:
-        # The run's process polls the server while it waits; Prefect's client retries about 62 s (5 retries,
-        # 2 to 32 s apart), then gives up: the run ends Failed once the server is back. Say so, and how on.
+        # The run's process polls the server while it waits; Prefect's client retries about 62 s
+        # (PREFECT_CLIENT_MAX_RETRIES: 5, 2 to 32 s apart), then gives up: the run ends Failed once the
+        # server is back. Say so, and how to go on.
         raise ReleaseError(f"the Prefect server did not answer while version {version} waited for its "
                            f"approval ({type(exc).__name__}: {exc}); nothing was deployed or promoted: start a "
                            f"new promotion (prefect deployment run promote/promote --param "
