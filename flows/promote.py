@@ -9,6 +9,7 @@ no tag. The run ends in a state named by the outcome: Approved, Rejected, TimedO
 
 from __future__ import annotations
 
+import httpx
 from prefect import flow, get_run_logger, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
@@ -47,6 +48,28 @@ def _wake_expired_pause() -> None:
         client.set_flow_run_state(flow_run.get_id(), Running(), force=True)
 
 
+def _wait_for_approval(name: str, version: str, text: str, timeout_s: int, poll_interval_s: int) -> Approval:
+    """Pause the run until the approval form is answered; a timeout or a server that stayed away raises."""
+    try:
+        return pause_flow_run(wait_for_input=Approval.with_initial_data(description=text),
+                              timeout=timeout_s, poll_interval=poll_interval_s)
+    except FlowPauseTimeout:
+        _wake_expired_pause()
+        publish("promotion-decision", name,
+                f"# Timed out: {name} version {version}\n\nNo answer within {timeout_s} s; "
+                "nothing was deployed or promoted.\n", f"{name} v{version}: timed out")
+        raise ApprovalTimedOut(f"no approval for version {version} within {timeout_s} s; "
+                               "nothing was deployed or promoted") from None
+    except httpx.HTTPError as exc:
+        # The run's process polls the server while it waits; Prefect's client retries about 62 s
+        # (PREFECT_CLIENT_MAX_RETRIES: 5, 2 to 32 s apart), then gives up: the run ends Failed once the
+        # server is back. Say so, and how to go on.
+        raise ReleaseError(f"the Prefect server did not answer while version {version} waited for its "
+                           f"approval ({type(exc).__name__}: {exc}); nothing was deployed or promoted: start a "
+                           f"new promotion (prefect deployment run promote/promote --param "
+                           f"version={version})") from None
+
+
 @flow(name="promote", validate_parameters=False)
 @ends_in(promote_outcome)
 def promote_flow(version: str | int | None = None, targets: list[str] | None = None, targets_file: str | None = None,
@@ -72,16 +95,7 @@ def promote_flow(version: str | int | None = None, targets: list[str] | None = N
                   f"{candidate.version}")
     logger.info("comparison published as artifact %s; waiting up to %d s for an approval", key, approval_timeout_s)
 
-    try:
-        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=text),
-                                timeout=approval_timeout_s, poll_interval=poll_interval_s)
-    except FlowPauseTimeout:
-        _wake_expired_pause()
-        publish("promotion-decision", registry.name,
-                f"# Timed out: {registry.name} version {candidate.version}\n\nNo answer within {approval_timeout_s} s; "
-                "nothing was deployed or promoted.\n", f"{registry.name} v{candidate.version}: timed out")
-        raise ApprovalTimedOut(f"no approval for version {candidate.version} within {approval_timeout_s} s; "
-                           "nothing was deployed or promoted") from None
+    answer = _wait_for_approval(registry.name, str(candidate.version), text, approval_timeout_s, poll_interval_s)
     decision = {"version": str(candidate.version), "approve": answer.approve, "approver": answer.approver,
                 "reason": answer.reason, "comparison": comparison.to_dict()}
     # The approval answers the comparison above; if the champion moved while the run waited (another

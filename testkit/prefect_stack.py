@@ -106,9 +106,24 @@ def prefect_stack(base: Path, config: str, frame, ui: bool = False) -> Iterator[
         run("work-pool", "create", "release-pool", "--type", "process")
         deployed = run("--no-prompt", "deploy", "--all")
         _worker, worker_log = start("worker", "worker", "start", "--pool", "release-pool")
+
+        def restart_server(kill: bool = False, down_s: float = 0) -> float:
+            """Stop the server (SIGTERM, or SIGKILL with ``kill``), wait ``down_s``, start it again on the same
+            database and port; returns the seconds the API did not answer."""
+            nonlocal server
+            down = time.monotonic()
+            server.kill() if kill else server.terminate()
+            server.wait(timeout=30)
+            procs.remove(server)
+            time.sleep(down_s)
+            server, _log = start("server-restarted", "server", "start", "--host", "127.0.0.1",
+                                 "--port", str(api_port))
+            wait_http(f"{api}/health", server, _log)
+            return time.monotonic() - down
+
         yield {"api": api, "ui": f"http://127.0.0.1:{api_port}", "env": env, "home": home, "data": base / "data.csv",
                "deployed": deployed, "worker_log": worker_log, "server_log": server_log,
-               "targets": base / "targets.yaml"}
+               "targets": base / "targets.yaml", "restart_server": restart_server}
     finally:
         from tasks.deploy.targets import load_targets
         from tasks.deploy.transports import transport_for

@@ -20,7 +20,7 @@ from tasks.constants import CHALLENGER, CHAMPION, ROLLED_BACK
 from tasks.errors import RegistryError
 from tasks.locks import held_file
 from tasks.registry import cache, runs
-from tasks.registry.links import redact, run_link, safe_uri
+from tasks.registry.links import bound_http_retries, redact, run_link, safe_uri
 from tasks.registry.runs import RegisteredVersion, Reservation
 from tasks.settings import Settings
 
@@ -78,6 +78,8 @@ class MlflowRegistry:
         self.name = settings.model_name
         uri = settings.tracking_uri
         if not uri.startswith("sqlite:///"):
+            if uri.startswith(("http://", "https://")):
+                bound_http_retries()
             with self._step("connecting"):   # a database store connects here
                 self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             return
