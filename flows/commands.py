@@ -227,21 +227,16 @@ def _verdict(gate_name: str, summary: dict) -> int:
     return EXIT_GATE_FAILED
 
 
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
-
-
 def cmd_backup(args) -> int:
     """One archive of the pipeline home (``tasks.backup``), taken while runs go on."""
     from tasks.backup import backup
+    from tasks.progress import format_bytes
     from tasks.settings import load_settings
 
     done = backup(load_settings(args.config).pipeline_home, args.out, overwrite=args.overwrite)
     models = ", ".join(f"{name} {len(m['versions'])} versions" for name, m in done.manifest["registry"].items())
     print(f"backup of {done.home} ({models or 'no registered model'}) written to {done.path}: "
-          f"{_size(done.size)}, {done.files} files, {done.seconds:.1f} s")
+          f"{format_bytes(done.size)}, {done.files} files, {done.seconds:.1f} s")
     write_json(args.json_out, {"archive": str(done.path), "home": str(done.home), "size": done.size,
                                "files": done.files, "seconds": round(done.seconds, 2),
                                "registry": done.manifest["registry"]})

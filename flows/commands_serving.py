@@ -109,11 +109,11 @@ def _fleet_status(args, settings, result: dict):
 def _target_status(target, expected: str | None, drained: set | None) -> dict:
     """Print one target's line; returns what it serves next to the champion's export."""
     from tasks.deploy.transports import transport_for
+    from tasks.monitoring.liveness import ever_deployed
 
     state = transport_for(target).host("status")
     served = state.get("default_version")
-    # Never had a version: no release unpacked on the host (the deploy's first step there), no server.
-    deployed = bool(state["running"] or state.get("releases"))
+    deployed = ever_deployed(state)
     ok = served == expected
     rotation = "" if drained is None else ", OUT of rotation" if target.name in drained else ", in rotation"
     diff = "" if ok else f"  <-- DIFFERS from the champion's {expected or 'nothing'}"

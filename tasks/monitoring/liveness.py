@@ -98,6 +98,12 @@ class DeployedRecord:
         self._changed = {}
 
 
+def ever_deployed(state: dict) -> bool:
+    """Whether a host's ``status`` (the host agent's answer) shows it has had a version: a server runs, or a
+    release is unpacked under its ``releases/`` (the deploy's first step there)."""
+    return bool(state.get("running") or state.get("releases"))
+
+
 def host_releases(target: Target) -> tuple[list[str] | None, str]:
     """The versions unpacked on the target's host (None when the host could not be asked), and what it said."""
     try:

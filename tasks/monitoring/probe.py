@@ -16,6 +16,7 @@ from tasks.constants import ALARM_CRITICAL, ALARM_PAGE, ALARM_WARNING
 from tasks.deploy.smoke import smoke_test
 from tasks.deploy.targets import Target, url_of
 from tasks.deploy.transports import transport_for
+from tasks.monitoring.liveness import ever_deployed
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def check_target(target: Target, champion_version: str | None, metadata: ModelMe
     except Exception as exc:  # an unreachable host is a finding, not a crash of the monitor
         return Finding(target.name, ALARM_PAGE, f"host unreachable: {exc}", None)
     served = state.get("default_version")
-    if not state.get("running") and not state.get("releases"):   # never had a version: nothing is down
+    if not ever_deployed(state):   # never had a version: nothing is down
         return Finding(target.name, None, "not deployed (no release on the host yet)", None)
     if not state.get("running"):
         return Finding(target.name, ALARM_PAGE, "no server running", None)
