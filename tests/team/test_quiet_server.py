@@ -2,7 +2,7 @@
 quietly: no traceback and no telemetry error in its log once it is healthy.
 
 A control server, started beside it without the page's exports, shows that the check can fail: its
-telemetry heartbeat logs an error within seconds. Both servers' proxy is a closed port on 127.0.0.1, so
+telemetry heartbeat logs an error, usually within seconds of health. Both servers' proxy is a closed port on 127.0.0.1, so
 the control's call home is refused here and nothing leaves this machine.
 """
 
@@ -25,7 +25,10 @@ PAGE = "docs/how-to/team-setup.md"
 START = ".venv/bin/prefect server start"
 TELEMETRY = "prefect.server.services.telemetry"
 HEALTHY_S = 120         # start on a loaded machine: migrations of a fresh SQLite database
-CONTROL_S = 60          # the control's heartbeat runs when its services start, right after health
+# The control's heartbeat usually runs as its services start, right after health. Its first run is a docket
+# "automatic perpetual" task: when that first seeding is skipped, docket's reseed loop (every 60 s,
+# docket.worker.AUTOMATIC_PERPETUAL_RESEED_INTERVAL_SECONDS) starts it. CI once waited 60 s and saw none.
+CONTROL_S = 150
 MARGIN_S = 5            # the documented server is watched this much longer than the control needed
 
 
@@ -53,8 +56,11 @@ def test_the_documented_server_start_logs_no_traceback_and_no_telemetry_error(tm
         healthy = time.monotonic()
         settings = httpx.get(documented.url + "/api/admin/settings", timeout=10).json()
         assert settings["server"]["analytics_enabled"] is False
-        wait_until(lambda: TELEMETRY in control.log.read_text(errors="replace"), CONTROL_S,
-                   "the control server's telemetry error")
+        try:
+            wait_until(lambda: TELEMETRY in control.log.read_text(errors="replace"), CONTROL_S,
+                       "the control server's telemetry error")
+        except AssertionError as missing:
+            raise AssertionError(f"{missing}; the control's log:\n{control.log_tail()}") from None
         deadline = time.monotonic() + (time.monotonic() - healthy) + MARGIN_S
         while time.monotonic() < deadline:      # watch the documented server as long again, failing early
             assert noise(documented.log.read_text(errors="replace")) == [], documented.log_tail()
