@@ -2,8 +2,8 @@
 quietly: no traceback and no telemetry error in its log once it is healthy.
 
 A control server, started beside it without the page's exports, shows that the check can fail: its
-telemetry heartbeat logs an error, usually within seconds of health. Both servers' proxy is a closed port on 127.0.0.1, so
-the control's call home is refused here and nothing leaves this machine.
+telemetry heartbeat logs an error, usually within seconds of health. Both servers' proxy is a closed
+port on 127.0.0.1, so the control's call home is refused here and nothing leaves this machine.
 """
 
 from __future__ import annotations
