@@ -124,7 +124,6 @@ def test_a_full_disk_keeps_predictions_answered_and_says_so(served_models, small
             resumed = time.monotonic() - freed_at
         _intact(run)
     log = server["log"].read_text()
-    print("LOG TAIL", log[-3000:])
     failed = [o for o in during if o.status != 200]
     p99 = percentile([o.seconds for o in during], 99)
     figure("full_disk_requests", len(during), "requests", f"answered while the disk was full ({FULL_S} s, "
