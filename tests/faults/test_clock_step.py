@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,14 +56,32 @@ def _monitor_rounds(port: int, model_dir: Path, home: Path, monitoring: Path, re
               flush=True)
 
 
+def _heartbeat_rounds(directory: str) -> None:
+    """The watcher's heartbeat and the health check's judgement of it (every 1 s: silent after 3 s), in a
+    process whose clock the test steps: ``beat`` writes one, ``judge`` judges the last."""
+    from tasks.monitoring.liveness import boot_clock, read_heartbeat, watcher_silence, write_heartbeat
+
+    for n, line in enumerate(sys.stdin):
+        silent = None
+        if line.strip() == "beat":
+            write_heartbeat(Path(directory), time.time(), 1.0, n, {}, os.getpid(), boot_clock())
+        else:
+            alarm = watcher_silence(read_heartbeat(Path(directory)), time.time(), 1.0, deployed=True)
+            silent = alarm.message if alarm else None
+        print(json.dumps({"wall": time.time(), "silent": silent}), flush=True)
+
+
 if __name__ == "__main__":
-    _monitor_rounds(int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5])
+    if sys.argv[1] == "heartbeat":
+        _heartbeat_rounds(sys.argv[2])
+    else:
+        _monitor_rounds(int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]), sys.argv[6])
     sys.exit(0)
 
 from testkit.demo import make_demo  # noqa: E402  (the script above needs none of the test's imports)
 from testkit.receiver import Receiver  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
-from tests.faults.conftest import supervised  # noqa: E402
+from tests.faults.conftest import supervised, wait_until  # noqa: E402
 from tests.flows.test_monitor_flow import MONITORING, _rows  # noqa: E402
 from tests.serving.test_live_server import _call  # noqa: E402
 
@@ -71,6 +90,37 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 # Round by round: the clock's offset from the true time, and how the round judges.
 STEPS = [("+0", "now"), ("-3600", "now"), ("+0", "now"), ("-3600", "now"), ("+0", "now"),
          ("-3600", "later"), ("+0", "later"), ("-3600", "later")]
+
+
+@contextmanager
+def _stepped(*args: str, offset: Path):
+    """This module as a script (``args``) under libfaketime, its wall clock ``offset``'s; yields
+    ``ask(step, line)``: set the offset (``+0``, ``-3600``), send one line, return its JSON answer."""
+    if not Path(FAKETIME_LIB).exists():
+        raise AssertionError(f"{FAKETIME_LIB} missing: make system-deps installs Debian's faketime")
+    offset.write_text("+0\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LD_PRELOAD": FAKETIME_LIB, "FAKETIME_TIMESTAMP_FILE": str(offset),
+           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.faults.test_clock_step", *args], cwd=ROOT, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(step: str, line: str) -> dict:
+        offset.write_text(step + "\n")
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        answer = json.loads(proc.stdout.readline() or "null")
+        assert answer is not None, f"the stepped process ended ({proc.poll()})"
+        return answer
+
+    try:
+        yield ask
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _shifted_traffic(port: int) -> None:
@@ -86,34 +136,22 @@ def _shifted_traffic(port: int) -> None:
         assert status == 200, answer
 
 
+@pytest.mark.slow
 def test_an_hour_back_and_forward_fires_and_resolves_each_alarm_once(served_models, tmp_path, figure):
-    if not Path(FAKETIME_LIB).exists():
-        raise AssertionError(f"{FAKETIME_LIB} missing: make system-deps installs Debian's faketime")
     home, offset = tmp_path / "home", tmp_path / "faketime"
     (home / "monitoring").mkdir(parents=True)
     monitoring = tmp_path / "monitoring.yaml"
     monitoring.write_text(MONITORING)
     offset.write_text("+0\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LD_PRELOAD": FAKETIME_LIB, "FAKETIME_TIMESTAMP_FILE": str(offset),
-           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     rounds = []
     with supervised(served_models, tmp_path) as server, Receiver() as rx:
         _shifted_traffic(server["port"])
-        monitor = subprocess.Popen([sys.executable, "-m", "tests.faults.test_clock_step", str(server["port"]),
-                                    str(served_models["model_dir"]), str(home), str(monitoring), rx.url], cwd=ROOT,
-                                   env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
+        with _stepped("monitor", str(server["port"]), str(served_models["model_dir"]), str(home), str(monitoring),
+                      rx.url, offset=offset) as ask:
             for step, how in STEPS:
-                offset.write_text(step + "\n")
                 began = time.monotonic()
-                monitor.stdin.write(how + "\n")
-                monitor.stdin.flush()
-                answer = json.loads(monitor.stdout.readline() or "null")
-                assert answer is not None, "the monitor process ended"
+                answer = ask(step, how)
                 rounds.append({**answer, "step": step, "how": how, "took_s": time.monotonic() - began})
-        finally:
-            monitor.stdin.close()
-            monitor.wait(timeout=30)
         received = list(rx.received)
     for r in rounds:
         print("ROUND", r["step"], r["how"], round(r["wall"] - time.time()), r["transitions"], r["error"])
@@ -144,3 +182,26 @@ def test_an_hour_back_and_forward_fires_and_resolves_each_alarm_once(served_mode
     figure("clock_step_alarms", len(fired), "alarms", f"fired once each, resolved once each ({len(pages)} pages, "
            f"{len(slack)} Slack messages)")
     figure("clock_step_round_s", round(max(r["took_s"] for r in rounds), 2), "s", "the slowest round")
+
+
+def test_a_stepped_clock_neither_silences_a_live_watcher_nor_hides_a_dead_one(tmp_path, figure):
+    """The watcher's heartbeat is judged on the clock since boot (``liveness.heartbeat_age``): an hour
+    forward does not make a live watcher silent; an hour back (a heartbeat written while the clock was an
+    hour ahead) does not hide one that stopped for an hour."""
+    (tmp_path / "monitoring").mkdir()
+    with _stepped("heartbeat", str(tmp_path / "monitoring"), offset=tmp_path / "faketime") as ask:
+        ask("+0", "beat")
+        ahead = ask("+3600", "judge")
+        assert ahead["silent"] is None, ahead          # before: "health watcher silent for 3600 s"
+        ask("+3600", "beat")                           # written while the clock was an hour ahead
+        back = ask("+0", "judge")
+        assert back["silent"] is None, back
+        stopped = time.monotonic()                     # no beat from here on: the watcher has stopped
+        silent = wait_until(lambda: ask("+0", "judge")["silent"], 15, "the stopped watcher to be called silent",
+                            interval=0.2)
+        took = time.monotonic() - stopped
+    print("SILENT", silent)
+    # Measured: 3.0-3.2 s (three of its 1 s rounds); by the wall clock it would have been an hour and 3 s.
+    assert 3 <= took < 6 and "silent for 3 s" in silent, (took, silent)
+    figure("clock_step_silent_s", round(took, 1), "s", "a watcher stopped after the clock stepped back 1 h to "
+           "its silence alarm (silent after 3 rounds of 1 s)")
