@@ -136,6 +136,37 @@ def _shifted_traffic(port: int) -> None:
         assert status == 200, answer
 
 
+def _fired_and_resolved_once(rounds: list[dict]) -> tuple[list, list]:
+    """Both PSI alarms fired in the first round and resolved in the first ``later`` one, once each; the
+    steps alone changed nothing."""
+    fired = [(rule, level) for r in rounds for state, rule, level in r["transitions"] if state == "firing"]
+    resolved = [rule for r in rounds for state, rule, _ in r["transitions"] if state == "resolved"]
+    assert {"psi:age", "psi:region"} <= {rule for rule, _ in fired}, rounds
+    assert len(fired) == len(set(fired)) and len(resolved) == len(set(resolved)), rounds    # once each
+    assert [r["transitions"] for r in rounds[1:5]] == [[]] * 4, rounds
+    assert sorted(resolved) == sorted(rule for rule, _ in fired) and rounds[-1]["firing"] == [], rounds
+    assert [r["transitions"] for r in rounds[6:]] == [[]] * 2, rounds
+    return fired, resolved
+
+
+def _sent_once(received: list[tuple[str, dict]], transitions: int) -> tuple[list, list]:
+    """No page, resolution or Slack message sent twice; one Slack message per transition."""
+    pages = [b for p, b in received if p == "/pagerduty"]
+    for action in ("trigger", "resolve"):
+        sent = [b["dedup_key"] for b in pages if b["event_action"] == action]
+        assert len(sent) == len(set(sent)), (action, pages)
+    slack = [b["text"] for p, b in received if p == "/slack"]
+    assert len(slack) == len(set(slack)) == transitions, slack
+    return pages, slack
+
+
+def _no_negative_duration(history_file: Path) -> None:
+    history = [json.loads(line) for line in history_file.read_text().splitlines()]
+    since = {h["key"]: h["at"] for h in history if h["state"] == "firing"}
+    durations = [h["at"] - since[h["key"]] for h in history if h["state"] == "resolved"]
+    assert durations and min(durations) >= 0, durations
+
+
 @pytest.mark.slow
 def test_an_hour_back_and_forward_fires_and_resolves_each_alarm_once(served_models, tmp_path, figure):
     home, offset = tmp_path / "home", tmp_path / "faketime"
@@ -157,27 +188,9 @@ def test_an_hour_back_and_forward_fires_and_resolves_each_alarm_once(served_mode
         print("ROUND", r["step"], r["how"], round(r["wall"] - time.time()), r["transitions"], r["error"])
     assert all(r["error"] is None for r in rounds), rounds
     assert abs(rounds[1]["wall"] - rounds[0]["wall"] + HOUR) < 60, "the monitor's clock did not step back"
-
-    fired = [(rule, level) for r in rounds for state, rule, level in r["transitions"] if state == "firing"]
-    resolved = [rule for r in rounds for state, rule, _ in r["transitions"] if state == "resolved"]
-    assert {"psi:age", "psi:region"} <= {rule for rule, _ in fired}, rounds
-    assert len(fired) == len(set(fired)) and len(resolved) == len(set(resolved)), rounds    # once each
-    assert [r["transitions"] for r in rounds[1:5]] == [[]] * 4, rounds   # the steps alone change nothing
-    assert sorted(resolved) == sorted(rule for rule, _ in fired) and rounds[-1]["firing"] == [], rounds
-    assert [r["transitions"] for r in rounds[6:]] == [[]] * 2, rounds
-
-    pages = [b for p, b in received if p == "/pagerduty"]
-    keys = [b["dedup_key"] for b in pages]
-    for action in ("trigger", "resolve"):
-        sent = [b["dedup_key"] for b in pages if b["event_action"] == action]
-        assert len(sent) == len(set(sent)), (action, keys)            # no duplicate page or resolution
-    slack = [b["text"] for p, b in received if p == "/slack"]
-    assert len(slack) == len(set(slack)) == len(fired) + len(resolved), slack
-
-    history = [json.loads(line) for line in (home / "monitoring" / "alarm-history.jsonl").read_text().splitlines()]
-    since = {h["key"]: h["at"] for h in history if h["state"] == "firing"}
-    durations = [h["at"] - since[h["key"]] for h in history if h["state"] == "resolved"]
-    assert durations and min(durations) >= 0, durations
+    fired, resolved = _fired_and_resolved_once(rounds)
+    pages, slack = _sent_once(received, len(fired) + len(resolved))
+    _no_negative_duration(home / "monitoring" / "alarm-history.jsonl")
     figure("clock_step_rounds", len(rounds), "rounds", "monitor rounds, the clock stepped -1 h and +1 h between them")
     figure("clock_step_alarms", len(fired), "alarms", f"fired once each, resolved once each ({len(pages)} pages, "
            f"{len(slack)} Slack messages)")
