@@ -52,6 +52,7 @@ system-deps:
 	command -v systemd-analyze >/dev/null || pkgs="$$pkgs systemd"; \
 	{ command -v ip && command -v ss; } >/dev/null || pkgs="$$pkgs iproute2"; \
 	test -x /usr/sbin/nginx || pkgs="$$pkgs nginx"; \
+	command -v faketime >/dev/null || pkgs="$$pkgs faketime"; \
 	test -z "$$pkgs" || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; }
 

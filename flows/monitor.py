@@ -71,7 +71,7 @@ def monitor_flow(targets: list[str] | None = None, targets_file: str | None = No
     logger = get_run_logger()
     settings = settings_for(config, model)
     cfg = load_monitoring(monitoring)
-    now = time.time() if now is None else now
+    judge_at, now = now, time.time() if now is None else now    # None: each target is judged on its server's clock
     inventory = load_targets(targets_file, settings.pipeline_home)
     chosen = pick_targets(inventory, targets) if targets else list(inventory.values())
     registry = MlflowRegistry(settings)
@@ -80,7 +80,7 @@ def monitor_flow(targets: list[str] | None = None, targets_file: str | None = No
     metadata = registry.metadata_of(champion) if champion is not None else None
     previous = champion.tags.get("previous_champion") if champion is not None else None
     previous_export = registry.get_version(previous).tags.get("export_version") if previous else None
-    watched_targets = [watch_target(target, version, metadata, cfg, now, previous_export) for target in chosen]
+    watched_targets = [watch_target(target, version, metadata, cfg, judge_at, previous_export) for target in chosen]
     results, transitions = [], []
     with AlarmBook.locked(settings.pipeline_home / "monitoring") as book:
         for watched in watched_targets:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from flows.health import health_round
 from tasks.deploy.targets import Target
-from tasks.monitoring.liveness import write_heartbeat
+from tasks.monitoring.liveness import boot_clock, write_heartbeat
 from tasks.monitoring.settings import MonitoringSettings
 
 
@@ -85,7 +85,8 @@ def watch(chosen: list[Target], home: Path, model: str, cfg: MonitoringSettings,
         began = time.monotonic()
         result = health_round(chosen, home, model, cfg, env, events=events, heartbeat="alive")
         done += 1
-        write_heartbeat(directory, result["at"], cfg.health_interval_s, done, result["targets"], os.getpid())
+        write_heartbeat(directory, result["at"], cfg.health_interval_s, done, result["targets"], os.getpid(),
+                        boot_clock())
         for line in changes(states, result):
             say(line)
         wait = _next_wait(began, started, cfg, rounds, done, for_s)

@@ -15,6 +15,7 @@ The endpoint label is the route's name; the version label is what the handler se
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -30,6 +31,8 @@ from serving.api.errors import HTTPProblem
 PROBE_HEADER = "x-pipeline-probe"
 NO_VERSION = "none"
 
+log = logging.getLogger(__name__)
+
 
 def is_probe(request: Request) -> bool:
     return PROBE_HEADER in request.headers
@@ -44,7 +47,18 @@ def _status_of(exc: Exception) -> int:
 
 
 def record(request: Request, endpoint: str, status: int, start: float, problem: Exception | None = None) -> None:
-    """Count one answered request (see the module's docstring)."""
+    """Count one answered request (see the module's docstring); a full disk (a new series' metrics file
+    cannot grow) loses the count, never the answer."""
+    try:
+        _record(request, endpoint, status, start, problem)
+    except OSError as exc:
+        lost = request.app.state.server.metrics.not_counted
+        lost[endpoint] = lost.get(endpoint, 0) + 1
+        if lost[endpoint] == 1:      # once per endpoint and process: every request after it fails the same way
+            log.warning("metrics: a request to %s not counted (%s); the next ones are not logged", endpoint, exc)
+
+
+def _record(request: Request, endpoint: str, status: int, start: float, problem: Exception | None) -> None:
     server = request.app.state.server
     metrics = server.metrics
     if is_probe(request):

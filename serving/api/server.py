@@ -210,12 +210,15 @@ class ServerState:
         if workers["count"] < (workers["expected"] or 1):
             warnings.append(f"{workers['count']} of {workers['expected']} server processes serve; "
                             f"starting: {workers['starting'] or 'none listed'}")
+        # Monitoring's store cannot be written (a full disk): predictions are answered, their records are lost.
+        store_faults = self.recorder.write_faults.reasons() if self.recorder is not None else []
         if reasons:
             status = "unhealthy"
-        elif not workers["agree"]:
-            # Every process can answer, but not all the same way: a person must look (HTTP 200: it serves).
+        elif not workers["agree"] or store_faults:
+            # Every process can answer, but not all the same way, or not all is recorded: a person must look
+            # (HTTP 200: it serves).
             status = "degraded"
-            reasons.extend(workers["differences"])
+            reasons.extend(workers["differences"] + store_faults)
         else:
             status = "healthy"
         body = {"status": status, "model_loaded": routing.default is not None, "default_version": routing.default,

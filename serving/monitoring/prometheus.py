@@ -11,6 +11,8 @@ never in the files, so a cleared series cannot linger). The process and runtime 
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE, MmapedDict
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -44,6 +47,32 @@ SCRAPE_GAUGES = {
     "serving_ece": ("ECE (10 equal-width bins) of the labelled rows of the last hour", ("version",)),
     "serving_labelled_rows": ("Labelled rows of the last hour", ("version",)),
 }
+
+
+log = logging.getLogger(__name__)
+
+
+class AllocatedMmapedDict(MmapedDict):
+    """prometheus_client's multiprocess file, its disk blocks allocated (``posix_fallocate``) before they are
+    written through the mmap: a new series on a full disk raises OSError (ENOSPC) instead of killing the
+    worker with SIGBUS (its file is sparse: a page first written on a full disk has no block to go to)."""
+
+    def __init__(self, filename, read_mode=False):
+        if not read_mode:
+            with open(filename, "a+b") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    os.posix_fallocate(f.fileno(), 0, _INITIAL_MMAP_SIZE)
+        super().__init__(filename, read_mode)
+
+    def _init_value(self, key):
+        encoded = key.encode("utf-8")
+        size = 4 + len(encoded) + (8 - (len(encoded) + 4) % 8) + 16    # as MmapedDict packs a new entry
+        capacity = self._capacity
+        while self._used + size > capacity:
+            capacity *= 2
+        if capacity > self._capacity:
+            os.posix_fallocate(self._f.fileno(), 0, capacity)
+        super()._init_value(key)
 
 
 class ScrapeGauges:
@@ -77,6 +106,8 @@ class Metrics:
 
     def __init__(self, multiprocess_dir: Path | None = None) -> None:
         self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is not None:
+            values.MmapedDict = AllocatedMmapedDict         # read when a value's file is opened
         if multiprocess_dir is not None and values.ValueClass is values.MutexValue:
             # prometheus_client picked its value class at import, before the directory was known.
             values.ValueClass = values.MultiProcessValue()
@@ -124,6 +155,7 @@ class Metrics:
         self.shadow_divergence = Histogram("serving_shadow_abs_divergence", "|p(shadow) - p(served)| per row",
                                            ["version"], buckets=DIVERGENCE_BUCKETS, registry=r)
         self._default_versions: set[str] = set()
+        self.not_counted: dict[str, int] = {}     # requests per endpoint whose count a full disk lost
 
     def set_default(self, version: str | None) -> None:
         """serving_default_version: 1 for ``version``, 0 for the versions that were default before (set, not

@@ -48,6 +48,7 @@ from serving.monitoring.counts import (  # noqa: F401  (re-exported: what caller
     LabelHist,
     feature_bins,
 )
+from serving.monitoring.host_store import WriteFaults
 from serving.monitoring.host_windows import SHARE_EVERY_S, HostWindows
 from serving.settings import ServingSettings
 
@@ -83,6 +84,7 @@ class Recorder:
         self.clock = clock
         self.host = host
         self.scored_rows = AwaitingLabels(host.store_path if host else None, feedback_ttl_s, feedback_max_rows)
+        self.write_faults = WriteFaults(host.store_path if host else None)   # what /health says of failed writes
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._draining = threading.Lock()
@@ -165,18 +167,20 @@ class Recorder:
                 for (start, version), hist in self._labels.items():
                     if ("l", start) in dirty:
                         labels.setdefault(start, {})[version] = hist.to_raw()
+            written = False
             try:
-                self.host.write_mine(windows, labels, ack)
-            except BaseException:
-                with self._lock:             # not shared: written again with the next share
-                    self._dirty |= dirty
-                raise
+                written = self.write_faults.write("windows", self.host.write_mine, windows, labels, ack)
+            finally:
+                if not written:
+                    with self._lock:         # not shared: written again with the next share
+                        self._dirty |= dirty
             self._shared_at = time.monotonic()
-            if time.monotonic() - self._expired_at >= DELETE_EXPIRED_EVERY_S:
+            if written and time.monotonic() - self._expired_at >= DELETE_EXPIRED_EVERY_S:
                 self._expired_at = time.monotonic()
                 now = self.clock()
-                self.host.delete_expired(self._window(now) - (self.keep_windows - 1) * self.window_s,
-                                int(now - self.feedback_ttl_s - self.label_window_s))
+                self.write_faults.write("windows", self.host.delete_expired,
+                                        self._window(now) - (self.keep_windows - 1) * self.window_s,
+                                        int(now - self.feedback_ttl_s - self.label_window_s))
 
     def _drain(self) -> list[tuple]:
         events = []
@@ -221,7 +225,8 @@ class Recorder:
                                                                self._soft.get(version, ()))
                 now = max(e[1] for e in events)
                 self._prune(now)
-            self.scored_rows.add([(e[3], e[2], e[1], e[5], e[7]) for group in scored.values() for e in group], now)
+            self.write_faults.write("scored rows", self.scored_rows.add,
+                                    [(e[3], e[2], e[1], e[5], e[7]) for group in scored.values() for e in group], now)
         except Exception:   # monitoring never takes serving down; the events are lost and logged
             log.exception("monitoring: could not record %d event(s)", len(events))
 

@@ -82,7 +82,9 @@ class AlarmBook:
         for key in [k for k, v in self.firing.items()
                     if v["target"] == target and k not in current and scope(v["alarm"]["rule"])]:
             gone = self.firing.pop(key)
-            changes.append(Transition(key, target, gone["model"], gone["version"], RESOLVED, gone["alarm"], now))
+            # Never before it fired: a wall clock stepped back between the two would give a negative duration.
+            at = max(now, gone.get("since", now))
+            changes.append(Transition(key, target, gone["model"], gone["version"], RESOLVED, gone["alarm"], at))
         return changes
 
     def save_state(self) -> None:

@@ -63,8 +63,8 @@ def watch_canary(targets: list[Target], registry_version: str, metadata: ModelMe
     while True:
         checks += 1
         findings = []
-        for target in targets:
-            watched = watch(target, registry_version, metadata, cfg, time.time(), previous_export)
+        for target in targets:     # now=None: each target judged on its server's clock
+            watched = watch(target, registry_version, metadata, cfg, None, previous_export)
             findings.append(f"{target.name}: {watched['finding']['finding']}")
             verdict = canary_verdict(watched["alarms"], metadata.version, halt_on)
             if verdict.halt:

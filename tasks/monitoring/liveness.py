@@ -36,6 +36,7 @@ SILENT_AFTER = 3
 NOT_DEPLOYED = "not deployed"
 DEPLOYED_FILE = "deployed.json"
 HEARTBEAT_FILE = "health-watcher.json"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 def in_scope(rule: str) -> bool:
@@ -153,13 +154,35 @@ def check_liveness(target: Target, cfg: MonitoringSettings, record: DeployedReco
 
 # ---------------------------------------------------------------- the watcher's heartbeat
 
+def boot_clock() -> dict | None:
+    """This boot's id and its clock since boot (``CLOCK_BOOTTIME``: no NTP step moves it); None off Linux."""
+    try:
+        return {"id": Path(BOOT_ID).read_text().strip(), "s": time.clock_gettime(time.CLOCK_BOOTTIME)}
+    except (OSError, AttributeError):
+        return None
+
+
 def write_heartbeat(directory: Path, at: float, interval_s: float, rounds: int, targets: dict[str, dict],
-                    pid: int) -> Path:
-    """What the watcher's last round found (``health-watcher.json``): its time, its interval and each target."""
+                    pid: int, boot: dict | None = None) -> Path:
+    """What the watcher's last round found (``health-watcher.json``): its time, its interval and each target;
+    ``boot`` (``boot_clock()``): when, on the clock since boot, which a wall-clock step does not move."""
     path = Path(directory) / HEARTBEAT_FILE
-    files.atomic_write(path, json.dumps({"at": at, "interval_s": interval_s, "rounds": rounds, "pid": pid,
-                                         "targets": targets}, indent=1, sort_keys=True), durable=False)
+    beat = {"at": at, "interval_s": interval_s, "rounds": rounds, "pid": pid, "targets": targets}
+    if boot is not None:
+        beat["boot"] = boot
+    files.atomic_write(path, json.dumps(beat, indent=1, sort_keys=True), durable=False)
     return path
+
+
+def heartbeat_age(heartbeat: dict, now: float) -> float:
+    """Seconds since the heartbeat: on the clock since boot when it was written in this boot (a wall clock
+    stepped an hour neither ages it nor makes it young), else by the wall clock."""
+    boot, here = heartbeat.get("boot"), None
+    if isinstance(boot, dict) and isinstance(boot.get("s"), int | float):
+        here = boot_clock()
+    if here is not None and here["id"] == boot.get("id"):
+        return here["s"] - boot["s"]
+    return now - heartbeat["at"]
 
 
 def read_heartbeat(directory: Path) -> dict | None:
@@ -181,7 +204,7 @@ def watcher_silence(heartbeat: dict | None, now: float, interval_s: float, deplo
         return Alarm(SILENT_RULE, CRITICAL, None, 0.0, "health watcher silent: it never wrote a heartbeat "
                      f"({HEARTBEAT_FILE}) though a target has a version", action)
     every = float(heartbeat.get("interval_s") or interval_s)
-    age, limit = now - heartbeat["at"], SILENT_AFTER * every
+    age, limit = heartbeat_age(heartbeat, now), SILENT_AFTER * every
     if age <= limit:
         return None
     last = datetime.fromtimestamp(heartbeat["at"], UTC).isoformat(timespec="seconds")

@@ -13,8 +13,8 @@ person; a host serving another version than the champion is a warning.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -41,6 +41,20 @@ def probe_alarm(finding: Finding) -> Alarm | None:
         return None
     rule, level, action, rollback = PROBE_ALARMS[finding.alarm]
     return Alarm(rule, level, None, 0.0, finding.finding, action, rollback)
+
+
+def server_clock(target: Target, timeout_s: float = 30) -> float:
+    """The target's server's wall clock (the ``Date`` header of its /health answer, to the second).
+
+    The windows are the server's, keyed by its clock: a monitor that reads them by its own clock reads the
+    wrong hour when that clock is stepped (NTP, ±1 h) or drifts from the host's, and alarms resolve and fire
+    again though nothing changed on the host."""
+    with httpx.Client(base_url=url_of(target), timeout=timeout_s, headers={"X-Pipeline-Probe": "monitor"}) as http:
+        resp = http.get("/health")
+    try:
+        return parsedate_to_datetime(resp.headers["date"]).timestamp()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"no usable Date header in /health's answer ({exc})") from exc
 
 
 def fetch_window(target: Target, since: float, until: float, timeout_s: float = 30) -> dict:
@@ -111,8 +125,8 @@ def watch_target(target: Target, champion_version: str | None, metadata: ModelMe
     the alarms per served version (the probe's under the champion's export version).
 
     ``previous_export``: the export version of the champion before this one; a critical latency or
-    error alarm on the champion that it did not show on this host becomes a rollback alarm."""
-    now = time.time() if now is None else now
+    error alarm on the champion that it did not show on this host becomes a rollback alarm. ``now`` (tests:
+    the epoch seconds to judge at) None: the server's clock (``server_clock``), never this machine's."""
     # a host is called down only after every attempt failed
     finding = retry(lambda: check_target(target, champion_version, metadata), cfg.host_attempts,
                     cfg.host_retry_wait_s, done=lambda found: found.alarm != ALARM_PAGE)
@@ -125,6 +139,7 @@ def watch_target(target: Target, champion_version: str | None, metadata: ModelMe
         return out
     lookback = cfg.lookback_minutes * 60
     try:
+        now = server_clock(target) if now is None else now
         window = fetch_window(target, now - lookback, now)
         before = fetch_window(target, now - DAY, now - lookback)    # the volume baseline, the ECE trend
     except (httpx.HTTPError, ValueError) as exc:
