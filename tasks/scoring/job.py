@@ -23,8 +23,8 @@ import numpy as np
 
 from tasks.constants import CHALLENGER, CHAMPION, GOLDEN_TOLERANCE
 from tasks.errors import ArtifactIntegrityError, Problem, RegistryError
-from tasks.scoring.errors import TooManyRejects
 from tasks.scoring.chunk import REJECT_COLUMNS, score_chunk
+from tasks.scoring.errors import TooManyRejects
 from tasks.scoring.output import OutputPlan, plan_output, staged_output
 from tasks.scoring.source import Source, chunks, input_sha256, open_source, require_columns
 
