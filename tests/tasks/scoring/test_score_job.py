@@ -1,4 +1,4 @@
-"""Batch scoring's logic on small files with a stand-in model (the real one and the server: tests/flows/test_score_flow.py)."""
+"""Batch scoring's logic on small files, a stand-in model (the real one: tests/flows/test_score_flow.py)."""
 
 from __future__ import annotations
 
