@@ -43,7 +43,7 @@ def add_score_command(command) -> None:
                     help="the rows to score: a CSV with a header row, a Parquet file (.parquet/.pq), or a directory "
                          "of them (read in chunks of scoring.chunk_rows; never whole in memory)")
     sc.add_argument("--out", required=True, metavar="FILE|DIR",
-                    help="the scores: a .parquet/.pq or .csv file (its rejects beside it, NAME.rejects.csv), or a "
+                    help="the scores: a .parquet/.pq or .csv file (its rejects beside it, FILE.rejects.csv), or a "
                          "directory (part-00000.parquet and _rejects.csv); written only when the job succeeds")
     sc.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                     help="an input column to copy to the output beside the row number (repeatable; default: the "

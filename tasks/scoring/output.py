@@ -1,7 +1,7 @@
 """Where a batch scoring job writes: its scores and its rejects file, both or neither.
 
-    --out scores.parquet | scores.pq   Parquet; the rejects beside it, scores.rejects.csv
-    --out scores.csv                   CSV; the rejects beside it, scores.rejects.csv
+    --out scores.parquet | scores.pq   Parquet; the rejects beside it, scores.parquet.rejects.csv
+    --out scores.csv                   CSV; the rejects beside it, scores.csv.rejects.csv
     --out DIR                          DIR/part-00000.parquet and DIR/_rejects.csv
 
 Everything is written into a private staging directory next to the output (``.<name>.<pid>.<token>.part``),
@@ -52,7 +52,7 @@ def plan_output(location: str, overwrite: bool) -> OutputPlan:
         raise ConfigError(f"--out {location}: {suffix} is not an output format (.parquet, .pq, .csv, or a "
                           "directory without an extension)")
     if suffix:
-        plan = OutputPlan(path, OUTPUT_FORMATS[suffix], False, path.with_name(f"{path.stem}.rejects.csv"))
+        plan = OutputPlan(path, OUTPUT_FORMATS[suffix], False, path.with_name(f"{path.name}.rejects.csv"))
     else:
         plan = OutputPlan(path, "parquet", True, path / REJECTS_FILE)
     existing = [p for p in (plan.path, plan.rejects) if p.exists()]

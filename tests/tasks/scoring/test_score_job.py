@@ -153,7 +153,7 @@ def test_an_existing_output_is_refused_unless_overwrite(tmp_path):
     (tmp_path / "s.parquet").write_text("x")
     with pytest.raises(ConfigError, match="exists; pass --overwrite"):
         plan_output(str(tmp_path / "s.parquet"), overwrite=False)
-    assert plan_output(str(tmp_path / "s.parquet"), overwrite=True).rejects == tmp_path / "s.rejects.csv"
+    assert plan_output(str(tmp_path / "s.parquet"), overwrite=True).rejects == tmp_path / "s.parquet.rejects.csv"
     with pytest.raises(ConfigError, match=r"\.json is not an output format"):
         plan_output(str(tmp_path / "s.json"), overwrite=False)
     assert plan_output(str(tmp_path / "d"), overwrite=False).directory
