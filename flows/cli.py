@@ -227,7 +227,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                "unless MLFLOW_TRACKING_URI or the config's mlflow.tracking_uri says otherwise.\n\n" + EXIT_CODES)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _make_commands(sub)
-    add_score_command(lambda name, summary: _command(sub, name, summary))
+    add_score_command(lambda name, summary: _command(sub, name, summary), _model, _monitoring)
     _backup_commands(sub)
     return top
 

@@ -30,13 +30,12 @@ def version_or_alias(text: str) -> str:
     return str(int(text))
 
 
-def add_score_command(command) -> None:
-    """The ``score`` command's options (``command`` is flows.cli's maker of a command with the common ones)."""
+def add_score_command(command, model, monitoring) -> None:
+    """The ``score`` command's options: ``command`` makes a command with the options every command has,
+    ``model`` and ``monitoring`` add ``--model`` and ``--monitoring`` (flows.cli's: one meaning everywhere)."""
     sc = command("score", "score a CSV or Parquet file (or a directory of them) with a registered version: the "
                           "contract checks each row, rejected rows go to a rejects file, the scores to --out")
-    sc.add_argument("--model", default=None, metavar="NAME",
-                    help="the registered model (default: the config's model_name when --config or $PIPELINE_CONFIG "
-                         "gives one, else the only registered model)")
+    model(sc)
     sc.add_argument("--version", type=version_or_alias, default="champion", metavar="N|champion|challenger",
                     help=SCORE_VERSION_HELP)
     sc.add_argument("--data", required=True, metavar="FILE|DIR",
@@ -49,8 +48,7 @@ def add_score_command(command) -> None:
                     help="an input column to copy to the output beside the row number (repeatable; default: the "
                          "schema's columns that are not model inputs)")
     sc.add_argument("--overwrite", action="store_true", help="replace an existing --out (and its rejects file)")
-    sc.add_argument("--monitoring", default=None, metavar="PATH",
-                    help="drift thresholds (default configs/monitoring.yaml or $PIPELINE_MONITORING)")
+    monitoring(sc)
 
 
 def cmd_score(args) -> int:
