@@ -19,7 +19,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.release.reports import artifact_key
 from tests.conftest import FAST_CONFIG, ROOT
+from tests.flows.conftest import artifacts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -113,6 +115,8 @@ def test_a_csv_is_scored_as_the_server_scores_it(released, demo_frame, tmp_path)
     assert run.data.tags["model_version"] == "1" and run.data.tags["input_sha256"] == record["result"]["input_sha256"]
     assert run.data.metrics["rows_rejected"] == 3 and "psi.age" in run.data.metrics
     assert record["drift"]["thresholds"]["psi"]["warning"] == 0.15
+    (latest, *_older) = artifacts(artifact_key("score", released["model"]))      # the flow's summary, in Prefect
+    assert "297 scored, 3 rejected" in latest.description and record["run_id"] in latest.data
 
 
 @pytest.mark.parametrize("case", ["no file", "unreadable", "column missing", "output exists", "no version",
