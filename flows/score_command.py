@@ -81,12 +81,13 @@ def print_summary(summary: dict) -> None:
         print(f"  rejected: {reason} ({n} rows)")
     drift = summary["drift"]
     measured = {n: f["psi"] for n, f in drift["features"].items() if f.get("psi") is not None}
+    pred_psi = drift["prediction"].get("psi")
     if measured:
         worst = max(measured, key=measured.get)
         print(f"drift against training: highest feature PSI {measured[worst]:.3f} ({worst}), prediction PSI "
-              f"{drift['prediction'].get('psi', '-')}; {len(drift['alarms'])} threshold(s) crossed")
+              f"{'-' if pred_psi is None else f'{pred_psi:.3f}'}; {len(drift['alarms'])} threshold(s) crossed")
     else:
         print(f"drift against training: not measured ({drift['prediction'].get('status')})")
     for alarm in drift["alarms"]:
         print(f"warning: drift: {alarm['message']} — {alarm['action']}", file=sys.stderr)
-    print(f"MLflow run {summary['run_id']}: {summary['run_link']}")
+    print(f"recorded as MLflow {summary['run_link']}")
