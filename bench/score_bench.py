@@ -132,7 +132,10 @@ def main() -> None:
         print(json.dumps(results["mlflow_models_predict"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    for path in tmp.iterdir():          # the generated input and the outputs: hundreds of MB
+        if path.is_file():
+            path.unlink()
+    print(f"wrote {args.out}" + ("" if args.home else f"; the released home is kept for --home: {home}"))
 
 
 if __name__ == "__main__":
