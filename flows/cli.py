@@ -34,6 +34,7 @@ from flows.commands_serving import (
     cmd_watch,
 )
 from flows.output import configure_output
+from flows.score_command import add_score_command, cmd_score
 
 PROG = "python -m flows"
 EXIT_CODES = """exit codes:
@@ -55,7 +56,7 @@ FLEET_HELP = "every host of this fleet of the inventory, by the fleet's strategy
 COMMANDS = {"infer-schema": cmd_infer_schema, "validate": cmd_validate, "release": cmd_release,
             "recalibrate": cmd_recalibrate, "deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status,
             "stop": cmd_stop, "monitor": cmd_monitor, "watch": cmd_watch, "balancer": cmd_balancer,
-            "backup": cmd_backup, "restore": cmd_restore}
+            "backup": cmd_backup, "restore": cmd_restore, "score": cmd_score}
 LOCAL_ONLY = ("backup", "restore")   # read or write a home's files only: no Prefect home is made
 
 
@@ -226,6 +227,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                "unless MLFLOW_TRACKING_URI or the config's mlflow.tracking_uri says otherwise.\n\n" + EXIT_CODES)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _make_commands(sub)
+    add_score_command(lambda name, summary: _command(sub, name, summary), _model, _monitoring)
     _backup_commands(sub)
     return top
 

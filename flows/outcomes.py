@@ -40,6 +40,9 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "Healthy": ("COMPLETED", "health: every deployed target answered healthy (the message counts those not "
                              "deployed yet)"),
     "Down": ("COMPLETED", "health: a deployed target did not answer healthy on every attempt (paged)"),
+    "Scored": ("COMPLETED", "score: the version scored the input; no drift threshold crossed"),
+    "ScoredWithDrift": ("COMPLETED", "score: the version scored the input, and the batch's drift crossed a "
+                                     "monitoring threshold (the message names it)"),
     "TimedOut": ("FAILED", "promote: no answer within approval_timeout_s; nothing changed"),
     "StaleApproval": ("FAILED", "promote: approved, but the champion moved while the run waited; nothing "
                                 "changed, start a new promotion"),

@@ -206,6 +206,16 @@ class RecalibrationSettings(_Section):
         "each difference is reported with its paired bootstrap interval"))
 
 
+class ScoringSettings(_Section):
+    """``python -m flows score``: a registered version scoring a file or a directory of files."""
+
+    chunk_rows: int = Field(50_000, ge=100, le=5_000_000, description=(
+        "rows read, validated and scored at a time: the job's memory is bounded by this, not by the input"))
+    max_reject_fraction: float = Field(0.01, ge=0, le=1, description=(
+        "share of the input's rows that may break the contract (written to the rejects file) before the job "
+        "fails and writes nothing"))
+
+
 class Settings(_Section):
     """Resolved settings of one run."""
 
@@ -221,6 +231,7 @@ class Settings(_Section):
     gate: GateSettings = Field(GateSettings(), description="what a candidate must reach to be released")
     recalibration: RecalibrationSettings = Field(RecalibrationSettings(), description=(
         "python -m flows recalibrate: how labelled rows are split, refitted on and judged"))
+    scoring: ScoringSettings = Field(ScoringSettings(), description="python -m flows score: batch scoring")
     lock_timeout_s: float = Field(3600, ge=0, description=(
         "how long a run waits for another run of the same model (its release numbering, a deploy or a rollback) "
         "before it gives up (tasks/locks.py)"))

@@ -309,45 +309,41 @@ def check_column(spec: ColumnSpec, values: np.ndarray, null: np.ndarray,
         Every problem found, empty when the column conforms.
     """
     shown = values if shown is None else shown
+    nulls = np.full(null.shape, "null", dtype=object)
+    return [column_problem(spec.name, issue, detail, mask, nulls if issue == MISSING else shown, row_base)
+            for issue, detail, mask in column_violations(spec, values, null, skip)]
+
+
+MISSING = "missing values"
+
+
+def column_violations(spec: ColumnSpec, values: np.ndarray, null: np.ndarray,
+                      skip: np.ndarray | None = None) -> list[tuple[str, str, np.ndarray]]:
+    """The rules of ``check_column``, each broken one as (issue, detail, mask of the rows that break it): for a
+    caller that needs every row at fault (batch scoring's rejects file), not the first few a Problem quotes."""
     if skip is not None:
         null = null & ~skip
-    problems: list[Problem] = []
+    found: list[tuple[str, str, np.ndarray]] = []
     if not spec.nullable and null.any():
-        problems.append(column_problem(spec.name, "missing values", "the schema says this column is not nullable",
-                                 null, np.full(null.shape, "null", dtype=object), row_base))
+        found.append((MISSING, "the schema says this column is not nullable", null))
     present = ~null if skip is None else ~null & ~skip
     if spec.type in NUMERIC_TYPES or spec.type == "boolean":
         vals = values.astype(np.float64, copy=False)
         with np.errstate(invalid="ignore"):
             bad = present & ~np.isfinite(vals)
-        if bad.any():
-            problems.append(column_problem(spec.name, "not finite", "NaN and infinity are not allowed", bad,
-                                           shown, row_base))
+        found.append(("not finite", "NaN and infinity are not allowed", bad))
         ok = present & ~bad
         if spec.type == "integer":
-            frac = ok & (np.floor(vals) != vals)
-            if frac.any():
-                problems.append(column_problem(spec.name, "not a whole number", "integer column", frac,
-                                               shown, row_base))
+            found.append(("not a whole number", "integer column", ok & (np.floor(vals) != vals)))
         if spec.type == "boolean":
-            notbool = ok & (vals != 0) & (vals != 1)
-            if notbool.any():
-                problems.append(column_problem(spec.name, "wrong type", "expected true/false", notbool,
-                                               shown, row_base))
+            found.append(("wrong type", "expected true/false", ok & (vals != 0) & (vals != 1)))
         refused = spec.hard_range()
         if refused is not None:
             lo, hi = refused
-            out = ok & ((vals < lo) | (vals > hi))
-            if out.any():
-                problems.append(column_problem(spec.name, "out of range",
-                                               f"allowed range is [{_fmt(lo)}, {_fmt(hi)}]", out, shown, row_base))
-    elif spec.bounds == "soft":
-        pass            # unknown categories are scored (the out-of-vocabulary path) and counted as drift
-    else:
+            found.append(("out of range", f"allowed range is [{_fmt(lo)}, {_fmt(hi)}]",
+                          ok & ((vals < lo) | (vals > hi))))
+    elif spec.bounds != "soft":   # soft: unknown categories are scored (the out-of-vocabulary path), counted as drift
         known = np.isin(values, np.asarray(spec.categories, dtype=object))
-        unknown = present & ~known
-        if unknown.any():
-            listed = ", ".join(spec.categories[:8]) + (", ..." if len(spec.categories) > 8 else "")
-            problems.append(column_problem(spec.name, "unknown category", f"allowed: {listed}", unknown,
-                                           shown, row_base))
-    return problems
+        listed = ", ".join(spec.categories[:8]) + (", ..." if len(spec.categories) > 8 else "")
+        found.append(("unknown category", f"allowed: {listed}", present & ~known))
+    return [(issue, detail, mask) for issue, detail, mask in found if mask.any()]

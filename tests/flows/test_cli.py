@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.unit
 
 WORKING = ("release", "recalibrate", "deploy", "rollback", "status", "stop", "monitor", "watch", "validate",
-           "infer-schema", "balancer", "backup", "restore")
+           "infer-schema", "balancer", "backup", "restore", "score")
 WITH_TARGETS = ("release", "recalibrate", "deploy", "rollback", "status", "stop", "monitor", "watch")
 WITH_FLEET = ("release", "deploy", "rollback", "status", "monitor", "watch")
 WITH_MODEL = ("release", "recalibrate", "deploy", "rollback", "status", "monitor")

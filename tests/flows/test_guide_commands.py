@@ -57,7 +57,8 @@ WHERE: list[tuple[str, str]] = [
     (r"^make (run|stop|lint)$", HERE),
     (r"^make docs$", "tests/test_docs_site.py::test_make_docs_serves_the_site_the_tests_build"),
     (r"^make test(-fast)?$", "CI: .ci/run is `make test`; `make test-fast` is its unit tier"),
-    (r"^python -m flows (?!recalibrate --version \d)(?!.*--fleet)(?!.*loans)(?!backup |restore )", HERE),
+    (r"^python -m flows (?!recalibrate --version \d)(?!.*--fleet)(?!.*loans)(?!backup |restore |score )", HERE),
+    (r"^python -m flows score ", "tests/flows/test_score_flow.py::test_the_guides_score_commands_run_as_written"),
     (r"^python -m flows (backup|restore) ", BACKUP),
     (r"^python -m flows .*loans|^curl .*127\.0\.0\.1:8000/predict.*\"amount\"", OWN_DATA),   # the reader's own CSV
     (r"^(python -m flows .*--fleet|nginx -p )", FLEET),
