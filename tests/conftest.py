@@ -167,13 +167,18 @@ def prefect_server():
         yield
 
 
-def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG) -> list:
-    """Train and export one version per seed under ``home``; returns the ExportedModel of each."""
+# How every trained test model is trained: the fast config's network on 2 folds of 8 epochs. Fitting costs
+# about 3 s a fold whatever the epochs (TensorFlow traces each new model), so the folds are what count.
+DEMO_TRAINING = {"training.cv_folds": 2, "training.epochs": 8}
+
+
+def train_demo(home: Path, frame, seed: int = 7, config: str = FAST_CONFIG, diagram: Path | None = None) -> dict:
+    """Train and calibrate (isotonic) one model on ``frame`` under ``home`` (``DEMO_TRAINING``, ``seed``);
+    returns what export needs: settings, schema, features, ds, train (the TrainResult) and cal."""
     from tasks.contract_files import load_feature_list, load_schema
     from tasks.settings import load_settings
     from tasks.training.calibrate import calibrate
     from tasks.training.data import load_dataset
-    from tasks.training.export import export_model
     from tasks.training.train import train
 
     home.mkdir(parents=True, exist_ok=True)
@@ -182,21 +187,52 @@ def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG) -
     schema = load_schema(ROOT / "configs" / "schema.yaml")
     features = load_feature_list(ROOT / "configs" / "feature_list.csv")
     ds = load_dataset(home / "data.csv", schema, min_rows=50)
-    out = []
-    for i, seed in enumerate(seeds):
-        settings = load_settings(home / "pipeline.yaml", env={"PIPELINE_HOME": str(home)},
-                                 overrides={"seed": seed, "training.cv_folds": 2, "training.epochs": 8})
-        result = train(ds, schema, features, settings)
-        cal = calibrate(result.oof_raw, ds.y, result.folds, "isotonic", 10)
-        out.append(export_model(result, cal, ds, schema, features, settings, f"1.{i}.0", version=str(i + 1)))
-    return out
+    settings = load_settings(home / "pipeline.yaml", env={"PIPELINE_HOME": str(home)},
+                             overrides={**DEMO_TRAINING, "seed": seed})
+    result = train(ds, schema, features, settings)
+    cal = calibrate(result.oof_raw, ds.y, result.folds, "isotonic", 10, diagram)
+    return {"settings": settings, "schema": schema, "features": features, "ds": ds, "train": result, "cal": cal,
+            "home": home}
+
+
+def export_demo(trained: dict, version: str, release: str):
+    """``export_model`` of a ``train_demo`` result as ``version`` under its home's models directory."""
+    from tasks.training.export import export_model
+
+    t = trained
+    return export_model(t["train"], t["cal"], t["ds"], t["schema"], t["features"], t["settings"], release,
+                        version=version)
+
+
+def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG, first: int = 1) -> list:
+    """Train and export one version per seed under ``home`` (versions ``first``, ``first + 1``, ... released
+    as 1.<version - 1>.0); returns the ExportedModel of each."""
+    return [export_demo(train_demo(home, frame, seed, config), str(first + i), f"1.{first + i - 1}.0")
+            for i, seed in enumerate(seeds)]
 
 
 @pytest.fixture(scope="session")
-def served_models(tmp_path_factory, demo_frame):
-    """Two exported versions (different seeds) under a model root: root/models/test-model/{1,2}."""
+def demo_model(tmp_path_factory, demo_frame):
+    """The one model the unit tier trains: seed 7 (``train_demo``, reliability diagram included), exported as
+    version 1 (release 1.0.0) under its own home; ``exported`` is that version. Tests may add versions
+    to its models directory but leave version 1 as it is: ``served_models`` ships a copy of it."""
+    home = tmp_path_factory.mktemp("demo-model")
+    trained = train_demo(home, demo_frame, seed=7, diagram=home / "reliability.png")
+    return {**trained, "exported": export_demo(trained, "1", "1.0.0")}
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory, demo_frame, demo_model):
+    """Two exported versions (different seeds) under a model root: root/models/test-model/{1,2}. Version 1
+    is a copy of ``demo_model``'s (seed 7), version 2 is trained here (seed 8)."""
+    import dataclasses
+    import shutil
+
     root = tmp_path_factory.mktemp("served")
-    exported = train_and_export(root, demo_frame, seeds=(7, 8))
+    first = root / "models" / "test-model" / "1"
+    shutil.copytree(demo_model["exported"].path, first)
+    exported = [dataclasses.replace(demo_model["exported"], path=first),
+                *train_and_export(root, demo_frame, seeds=(8,), first=2)]
     return {"root": root / "models", "model_dir": root / "models" / "test-model", "exported": exported}
 
 
