@@ -20,10 +20,13 @@ def run_together(target: Callable, n: int, *args, timeout: float) -> tuple[list[
         p.start()
     for p in procs:
         p.join(timeout=timeout)
+    # A process that exited flushed what it put on the queue into the pipe before it did: what is there
+    # can be read without waiting. Only one still running after the timeout may put more, later.
+    wait = 0.2 if any(p.exitcode is None for p in procs) else 0
     items = []
     while True:
         try:
-            items.append(results.get(timeout=0.2))
+            items.append(results.get(timeout=wait) if wait else results.get_nowait())
         except queue.Empty:
             return [p.exitcode for p in procs], items
 
