@@ -192,9 +192,14 @@ def prefect_server():
 DEMO_TRAINING = {"training.cv_folds": 2, "training.epochs": 8}
 
 
-def train_demo(home: Path, frame, seed: int = 7, config: str = FAST_CONFIG, diagram: Path | None = None) -> dict:
+def train_demo(home: Path, frame, seed: int = 7, config: str = FAST_CONFIG, diagram: Path | None = None,
+               fits: Path | None = None) -> dict:
     """Train and calibrate (isotonic) one model on ``frame`` under ``home`` (``DEMO_TRAINING``, ``seed``);
-    returns what export needs: settings, schema, features, ds, train (the TrainResult) and cal."""
+    returns what export needs: settings, schema, features, ds, train (the TrainResult) and cal.
+
+    Args:
+        fits: where the fold fits are kept between sessions (``testkit.demo.cached_fold_runner``); None: fit.
+    """
     from tasks.contract_files import load_feature_list, load_schema
     from tasks.settings import load_settings
     from tasks.training.calibrate import calibrate
@@ -209,7 +214,12 @@ def train_demo(home: Path, frame, seed: int = 7, config: str = FAST_CONFIG, diag
     ds = load_dataset(home / "data.csv", schema, min_rows=50)
     settings = load_settings(home / "pipeline.yaml", env={"PIPELINE_HOME": str(home)},
                              overrides={**DEMO_TRAINING, "seed": seed})
-    result = train(ds, schema, features, settings)
+    runner = None
+    if fits is not None:
+        from testkit.demo import cached_fold_runner, fits_key
+
+        runner = cached_fold_runner(fits, fits_key(settings, home / "data.csv"), ds, schema, features)
+    result = train(ds, schema, features, settings, run_folds=runner)
     cal = calibrate(result.oof_raw, ds.y, result.folds, "isotonic", 10, diagram)
     return {"settings": settings, "schema": schema, "features": features, "ds": ds, "train": result, "cal": cal,
             "home": home}
@@ -224,27 +234,37 @@ def export_demo(trained: dict, version: str, release: str):
                         version=version)
 
 
-def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG, first: int = 1) -> list:
+def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG, first: int = 1,
+                     fits: Path | None = None) -> list:
     """Train and export one version per seed under ``home`` (versions ``first``, ``first + 1``, ... released
-    as 1.<version - 1>.0); returns the ExportedModel of each."""
-    return [export_demo(train_demo(home, frame, seed, config), str(first + i), f"1.{first + i - 1}.0")
+    as 1.<version - 1>.0); returns the ExportedModel of each. ``fits``: as ``train_demo``'s."""
+    return [export_demo(train_demo(home, frame, seed, config, fits=fits), str(first + i), f"1.{first + i - 1}.0")
             for i, seed in enumerate(seeds)]
 
 
 @pytest.fixture(scope="session")
-def demo_model(tmp_path_factory, demo_frame):
+def demo_fits(pytestconfig) -> Path | None:
+    """Where the demo trainings' fold fits are kept between sessions: pytest's cache (.pytest_cache/d/demo-fits;
+    ``--cache-clear`` empties it), keyed by the code, data, settings, libraries and CPU that decide them
+    (``testkit.demo.fits_key``). None (fit every session) with ``-p no:cacheprovider``."""
+    cache = getattr(pytestconfig, "cache", None)
+    return cache.mkdir("demo-fits") if cache is not None else None
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory, demo_frame, demo_fits):
     """The one model the unit tier trains: seed 7 (``train_demo``, reliability diagram included), exported as
     version 1 (release 1.0.0) under its own home; ``exported`` is that version. Tests may add versions
     to its models directory but leave version 1 as it is: ``served_models`` ships a copy of it."""
     home = tmp_path_factory.mktemp("demo-model")
-    trained = train_demo(home, demo_frame, seed=7, diagram=home / "reliability.png")
+    trained = train_demo(home, demo_frame, seed=7, diagram=home / "reliability.png", fits=demo_fits)
     built = {**trained, "exported": export_demo(trained, "1", "1.0.0")}
     _collect_and_freeze()
     return built
 
 
 @pytest.fixture(scope="session")
-def served_models(tmp_path_factory, demo_frame, demo_model):
+def served_models(tmp_path_factory, demo_frame, demo_model, demo_fits):
     """Two exported versions (different seeds) under a model root: root/models/test-model/{1,2}. Version 1
     is a copy of ``demo_model``'s (seed 7), version 2 is trained here (seed 8)."""
     import dataclasses
@@ -254,7 +274,7 @@ def served_models(tmp_path_factory, demo_frame, demo_model):
     first = root / "models" / "test-model" / "1"
     shutil.copytree(demo_model["exported"].path, first)
     exported = [dataclasses.replace(demo_model["exported"], path=first),
-                *train_and_export(root, demo_frame, seeds=(8,), first=2)]
+                *train_and_export(root, demo_frame, seeds=(8,), first=2, fits=demo_fits)]
     _collect_and_freeze()
     return {"root": root / "models", "model_dir": root / "models" / "test-model", "exported": exported}
 
