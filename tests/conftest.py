@@ -117,14 +117,26 @@ def mlflow_client(home: Path):
 
 
 @pytest.fixture(scope="session")
-def migrated_mlflow_store(tmp_path_factory):
+def migrated_mlflow_store(tmp_path_factory, pytestconfig):
     """``migrated_mlflow_store(home)``: puts an empty MLflow SQLite store at ``home / "mlflow" / "mlflow.db"``,
-    a copy of one whose schema migrations ran once per session (they take seconds each time)."""
+    a copy of one whose schema migrations ran once (they take seconds each time), kept in pytest's cache
+    between sessions for the MLflow, SQLAlchemy and Alembic versions that made it."""
     import shutil
+    from importlib.metadata import version
 
     template = tmp_path_factory.mktemp("mlflow-template")
     (template / "mlflow").mkdir()
-    mlflow_client(template)[0].search_registered_models()
+    cache = getattr(pytestconfig, "cache", None)
+    kept = None if cache is None else cache.mkdir("mlflow-template") / (
+        "-".join(version(d) for d in ("mlflow", "sqlalchemy", "alembic")) + ".db")
+    if kept is not None and kept.exists():
+        shutil.copy(kept, template / "mlflow" / "mlflow.db")
+    else:
+        mlflow_client(template)[0].search_registered_models()
+        if kept is not None:
+            partial = kept.with_suffix(f".{os.getpid()}.part")
+            shutil.copy(template / "mlflow" / "mlflow.db", partial)
+            partial.replace(kept)
     _collect_and_freeze()
 
     def put(home: Path) -> None:
