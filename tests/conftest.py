@@ -92,10 +92,10 @@ def pytest_make_collect_report(collector):
 
 def _collect_and_freeze() -> None:
     """Collect the garbage, then freeze what is left (``gc.freeze``): the collector's full passes stop walking
-    it. TensorFlow, the saved models and the libraries leave about a million objects, and the full passes over
-    them took 8 s of test_app.py and test_model.py (21 passes of up to 1.5 s). What a test leaves afterwards
-    is collected as usual. Called after each module and by the session fixtures that import or build much
-    (they live to the end, so nothing of theirs becomes garbage frozen)."""
+    it. TensorFlow and the libraries leave about 600,000 objects; in test_app.py a full pass over them took
+    0.6-0.8 s, one over what was left after the freeze (about 100,000, mostly the unloaded models' garbage,
+    which is freed as usual) 0.2-0.5 s. Called after each module and by the session fixtures that import or
+    build much (they live to the end, so nothing of theirs becomes garbage frozen)."""
     gc.collect()
     gc.freeze()
 
