@@ -1,7 +1,8 @@
 # Two commands on a fresh machine with Python 3.11 and pip:
 #   make run    set up .venv and run the release flow on the demo data
 #   make test   set up .venv and run the tests (all tiers: what CI runs)
-#   make test-fast  the unit tier only, for the edit loop (< 2 minutes)
+#   make test-fast  the unit tier only, for the edit loop (< 60 s; the first run after a change to
+#                   tasks/ or serving/ trains the demo models again, a few seconds more)
 #   make soak   the fault suite's soak for 10 minutes (make test runs it for 60 s)
 #   make lint   ruff and the architecture's import contracts
 #   make docs   serve the documentation site (docs/, mkdocs.yml) on http://127.0.0.1:8001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -89,6 +90,24 @@ def pytest_make_collect_report(collector):
     _fail_unlisted_skip(collector.nodeid, (yield).get_result())
 
 
+def _collect_and_freeze() -> None:
+    """Collect the garbage, then freeze what is left (``gc.freeze``): the collector's full passes stop walking
+    it. TensorFlow and the libraries leave about 600,000 objects; in test_app.py a full pass over them took
+    0.6-0.8 s, one over what was left after the freeze (about 100,000, mostly the unloaded models' garbage,
+    which is freed as usual) 0.2-0.5 s. Called after each module and by the session fixtures that import or
+    build much (they live to the end, so nothing of theirs becomes garbage frozen)."""
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a module (its fixtures torn down and collected): freeze what is left, its imports above all."""
+    yield
+    if nextitem is None or nextitem.path != item.path:
+        _collect_and_freeze()
+
+
 def mlflow_client(home: Path):
     """A client of the pipeline home's default SQLite MLflow store, and its URI."""
     from mlflow import MlflowClient
@@ -98,14 +117,27 @@ def mlflow_client(home: Path):
 
 
 @pytest.fixture(scope="session")
-def migrated_mlflow_store(tmp_path_factory):
+def migrated_mlflow_store(tmp_path_factory, pytestconfig):
     """``migrated_mlflow_store(home)``: puts an empty MLflow SQLite store at ``home / "mlflow" / "mlflow.db"``,
-    a copy of one whose schema migrations ran once per session (they take seconds each time)."""
+    a copy of one whose schema migrations ran once (they take seconds each time), kept in pytest's cache
+    between sessions for the MLflow, SQLAlchemy and Alembic versions that made it."""
     import shutil
+    from importlib.metadata import version
 
     template = tmp_path_factory.mktemp("mlflow-template")
     (template / "mlflow").mkdir()
-    mlflow_client(template)[0].search_registered_models()
+    cache = getattr(pytestconfig, "cache", None)
+    kept = None if cache is None else cache.mkdir("mlflow-template") / (
+        "-".join(version(d) for d in ("mlflow", "sqlalchemy", "alembic")) + ".db")
+    if kept is not None and kept.exists():
+        shutil.copy(kept, template / "mlflow" / "mlflow.db")
+    else:
+        mlflow_client(template)[0].search_registered_models()
+        if kept is not None:
+            partial = kept.with_suffix(f".{os.getpid()}.part")
+            shutil.copy(template / "mlflow" / "mlflow.db", partial)
+            partial.replace(kept)
+    _collect_and_freeze()
 
     def put(home: Path) -> None:
         (home / "mlflow").mkdir(parents=True, exist_ok=True)
@@ -167,13 +199,23 @@ def prefect_server():
         yield
 
 
-def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG) -> list:
-    """Train and export one version per seed under ``home``; returns the ExportedModel of each."""
+# How every trained test model is trained: the fast config's network on 2 folds of 8 epochs. Fitting costs
+# about 3 s a fold whatever the epochs (TensorFlow traces each new model), so the folds are what count.
+DEMO_TRAINING = {"training.cv_folds": 2, "training.epochs": 8}
+
+
+def train_demo(home: Path, frame, seed: int = 7, config: str = FAST_CONFIG, diagram: Path | None = None,
+               fits: Path | None = None) -> dict:
+    """Train and calibrate (isotonic) one model on ``frame`` under ``home`` (``DEMO_TRAINING``, ``seed``);
+    returns what export needs: settings, schema, features, ds, train (the TrainResult) and cal.
+
+    Args:
+        fits: where the fold fits are kept between sessions (``testkit.demo.cached_fold_runner``); None: fit.
+    """
     from tasks.contract_files import load_feature_list, load_schema
     from tasks.settings import load_settings
     from tasks.training.calibrate import calibrate
     from tasks.training.data import load_dataset
-    from tasks.training.export import export_model
     from tasks.training.train import train
 
     home.mkdir(parents=True, exist_ok=True)
@@ -182,21 +224,70 @@ def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG) -
     schema = load_schema(ROOT / "configs" / "schema.yaml")
     features = load_feature_list(ROOT / "configs" / "feature_list.csv")
     ds = load_dataset(home / "data.csv", schema, min_rows=50)
-    out = []
-    for i, seed in enumerate(seeds):
-        settings = load_settings(home / "pipeline.yaml", env={"PIPELINE_HOME": str(home)},
-                                 overrides={"seed": seed, "training.cv_folds": 2, "training.epochs": 8})
-        result = train(ds, schema, features, settings)
-        cal = calibrate(result.oof_raw, ds.y, result.folds, "isotonic", 10)
-        out.append(export_model(result, cal, ds, schema, features, settings, f"1.{i}.0", version=str(i + 1)))
-    return out
+    settings = load_settings(home / "pipeline.yaml", env={"PIPELINE_HOME": str(home)},
+                             overrides={**DEMO_TRAINING, "seed": seed})
+    runner = None
+    if fits is not None:
+        from testkit.demo import cached_fold_runner, fits_key
+
+        runner = cached_fold_runner(fits, fits_key(settings, home / "data.csv"), ds, schema, features)
+    result = train(ds, schema, features, settings, run_folds=runner)
+    cal = calibrate(result.oof_raw, ds.y, result.folds, "isotonic", 10, diagram)
+    return {"settings": settings, "schema": schema, "features": features, "ds": ds, "train": result, "cal": cal,
+            "home": home}
+
+
+def export_demo(trained: dict, version: str, release: str):
+    """``export_model`` of a ``train_demo`` result as ``version`` under its home's models directory."""
+    from tasks.training.export import export_model
+
+    t = trained
+    return export_model(t["train"], t["cal"], t["ds"], t["schema"], t["features"], t["settings"], release,
+                        version=version)
+
+
+def train_and_export(home: Path, frame, seeds=(7,), config: str = FAST_CONFIG, first: int = 1,
+                     fits: Path | None = None) -> list:
+    """Train and export one version per seed under ``home`` (versions ``first``, ``first + 1``, ... released
+    as 1.<version - 1>.0); returns the ExportedModel of each. ``fits``: as ``train_demo``'s."""
+    return [export_demo(train_demo(home, frame, seed, config, fits=fits), str(first + i), f"1.{first + i - 1}.0")
+            for i, seed in enumerate(seeds)]
 
 
 @pytest.fixture(scope="session")
-def served_models(tmp_path_factory, demo_frame):
-    """Two exported versions (different seeds) under a model root: root/models/test-model/{1,2}."""
+def demo_fits(pytestconfig) -> Path | None:
+    """Where the demo trainings' fold fits are kept between sessions: pytest's cache (.pytest_cache/d/demo-fits;
+    ``--cache-clear`` empties it), keyed by the code, data, settings, libraries and CPU that decide them
+    (``testkit.demo.fits_key``). None (fit every session) with ``-p no:cacheprovider``."""
+    cache = getattr(pytestconfig, "cache", None)
+    return cache.mkdir("demo-fits") if cache is not None else None
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory, demo_frame, demo_fits):
+    """The one model the unit tier trains: seed 7 (``train_demo``, reliability diagram included), exported as
+    version 1 (release 1.0.0) under its own home; ``exported`` is that version. Tests may add versions
+    to its models directory but leave version 1 as it is: ``served_models`` ships a copy of it."""
+    home = tmp_path_factory.mktemp("demo-model")
+    trained = train_demo(home, demo_frame, seed=7, diagram=home / "reliability.png", fits=demo_fits)
+    built = {**trained, "exported": export_demo(trained, "1", "1.0.0")}
+    _collect_and_freeze()
+    return built
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory, demo_frame, demo_model, demo_fits):
+    """Two exported versions (different seeds) under a model root: root/models/test-model/{1,2}. Version 1
+    is a copy of ``demo_model``'s (seed 7), version 2 is trained here (seed 8)."""
+    import dataclasses
+    import shutil
+
     root = tmp_path_factory.mktemp("served")
-    exported = train_and_export(root, demo_frame, seeds=(7, 8))
+    first = root / "models" / "test-model" / "1"
+    shutil.copytree(demo_model["exported"].path, first)
+    exported = [dataclasses.replace(demo_model["exported"], path=first),
+                *train_and_export(root, demo_frame, seeds=(8,), first=2, fits=demo_fits)]
+    _collect_and_freeze()
     return {"root": root / "models", "model_dir": root / "models" / "test-model", "exported": exported}
 
 

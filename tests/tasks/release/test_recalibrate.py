@@ -24,11 +24,12 @@ def test_a_recalibration_takes_the_next_free_patch(of, taken, expected):
     assert next_patch(of, taken) == expected
 
 
-def test_the_next_release_counts_from_the_highest_release_not_the_latest_version(tmp_path):
+def test_the_next_release_counts_from_the_highest_release_not_the_latest_version(tmp_path, migrated_mlflow_store):
     """A recalibration of an old version (1.0.1 registered after 1.1.0) must not make the next retrain 1.1.0
     again."""
     from tasks.registry import MlflowRegistry
 
+    migrated_mlflow_store(tmp_path)
     registry = MlflowRegistry(load_settings(None, env={"PIPELINE_HOME": str(tmp_path)}))
     for release in ("1.0.0", "1.1.0", "1.0.1"):
         registry.reserve("fsh", lambda _prior, _taken, r=release: r)

@@ -11,33 +11,31 @@ import pytest
 from serving.contract.errors import IntegrityError
 from serving.contract.metadata import read_metadata, verify_files
 from serving.contract.model import LoadedModel
-from tasks.contract_files import load_feature_list, load_schema
 from tasks.errors import TrainingError
 from tasks.settings import load_settings
 from tasks.training.calibrate import calibrate
 from tasks.training.data import load_dataset
 from tasks.training.export import export_model
 from tasks.training.train import model_inputs, predict_raw, train
-from tests.conftest import FAST_CONFIG, ROOT
+from tests.conftest import DEMO_TRAINING, FAST_CONFIG
 
 pytestmark = pytest.mark.unit
+# The tests that train networks of their own (a fit costs about 3 s a fold, most of it TensorFlow tracing the
+# new model) are integration tests: `make test` runs them, the edit loop (make test-fast) uses the session's
+# one demo model.
+trains_its_own = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, demo_frame):
-    tmp = tmp_path_factory.mktemp("model")
-    # 2 folds, not the fast config's 3: every test here that trains again (same seed, the search, the wide path)
-    # trains a third less, and nothing here needs a third fold.
-    (tmp / "pipeline.yaml").write_text(FAST_CONFIG.replace("cv_folds: 3", "cv_folds: 2"))
-    settings = load_settings(tmp / "pipeline.yaml", env={"PIPELINE_HOME": str(tmp / "home")})
-    demo_frame.to_csv(tmp / "demo.csv", index=False)
-    schema = load_schema(ROOT / "configs" / "schema.yaml")
-    features = load_feature_list(ROOT / "configs" / "feature_list.csv")
-    ds = load_dataset(tmp / "demo.csv", schema, min_rows=50)
-    result = train(ds, schema, features, settings)
-    cal = calibrate(result.oof_raw, ds.y, result.folds, "isotonic", 10, tmp / "reliability.png")
-    return {"settings": settings, "schema": schema, "features": features, "ds": ds, "train": result, "cal": cal,
-            "tmp": tmp}
+@pytest.fixture
+def trained(demo_model):
+    """The session's demo model (tests/conftest.py: seed 7, 2 folds x 8 epochs, exported as version 1)."""
+    return demo_model
+
+
+def _settings(trained, home, **overrides):
+    """The demo model's settings with ``overrides``, under ``home``."""
+    return load_settings(trained["home"] / "pipeline.yaml", env={"PIPELINE_HOME": str(home)},
+                         overrides={**DEMO_TRAINING, **overrides})
 
 
 def test_folds_are_stratified_and_out_of_fold(trained):
@@ -51,6 +49,7 @@ def test_folds_are_stratified_and_out_of_fold(trained):
     assert result.training_rows_per_second > 0
 
 
+@trains_its_own
 def test_same_seed_same_model(trained):
     """Bit-identical, even while another thread draws from the process-wide ``random`` module (as
     Prefect's background threads do; unseeded Keras layers used to draw their seeds from it)."""
@@ -94,15 +93,16 @@ def test_the_model_that_ships_is_the_fold_models_that_were_evaluated(trained):
                                atol=1e-6)
 
 
+@trains_its_own
 def test_the_search_ships_the_chosen_networks_fold_models_untouched(trained):
     """A search whose configured network is crippled (1 epoch at a tiny rate) and whose one candidate is the
     fast config: the candidate wins on inner validation, and what ships is bit for bit the model that
     training the fast config without a search gives (its fold fits are not refitted or disturbed)."""
-    tmp = trained["tmp"]
-    settings = load_settings(tmp / "pipeline.yaml", env={"PIPELINE_HOME": str(tmp / "home")}, overrides={
+    fast = trained["settings"].training
+    settings = _settings(trained, trained["home"], **{
         "training.epochs": 1, "training.learning_rate": 1e-5,
         "training.search": {"enabled": True, "budget_s": None,
-                            "candidates": [{"epochs": 12, "learning_rate": 0.01}]}})
+                            "candidates": [{"epochs": fast.epochs, "learning_rate": fast.learning_rate}]}})
     result = train(trained["ds"], trained["schema"], trained["features"], settings)
     record = result.search
     assert record["chosen"] == 1 and [c["status"] for c in record["candidates"]] == ["tried", "chosen"]
@@ -116,13 +116,12 @@ def test_the_search_ships_the_chosen_networks_fold_models_untouched(trained):
         np.testing.assert_array_equal(a, b)
 
 
+@trains_its_own
 def test_a_network_with_the_wide_path_trains_exports_and_serves_what_was_trained(trained, tmp_path):
     """The memorisation path hashes the raw inputs in the graph: the SavedModel (float64 inputs) must score
     exactly what the trained Keras model (float32 in fit) scored; export's fidelity check and the golden
     examples through the server's loader say so."""
-    tmp = trained["tmp"]
-    settings = load_settings(tmp / "pipeline.yaml", env={"PIPELINE_HOME": str(tmp_path / "home")},
-                             overrides={"training.wide_buckets": 4096})
+    settings = _settings(trained, tmp_path / "home", **{"training.wide_buckets": 4096})
     ds = trained["ds"]
     result = train(ds, trained["schema"], trained["features"], settings)
     assert result.params["wide_buckets"] == 4096
@@ -175,11 +174,9 @@ def test_calibration_fixes_a_miscalibrated_score():
         assert cal.metrics_after["roc_auc"] == pytest.approx(cal.metrics_before["roc_auc"], abs=0.01)
 
 
-@pytest.fixture(scope="module")
-def exported(trained):
-    t = trained
-    return export_model(t["train"], t["cal"], t["ds"], t["schema"], t["features"], t["settings"], "1.0.0",
-                        {"note": "test"}, version="1")
+@pytest.fixture
+def exported(demo_model):
+    return demo_model["exported"]
 
 
 def test_export_layout_and_metadata(exported, trained):
@@ -267,6 +264,7 @@ def test_calibrator_from_another_model_is_refused(exported, tmp_path):
         LoadedModel.load(copy)
 
 
+@trains_its_own
 def test_column_names_with_spaces_train_export_and_serve(tmp_path):
     """CSV headers like scikit-learn's 'mean radius' must work end to end."""
     import pandas as pd
@@ -302,7 +300,7 @@ def test_every_calibrator_kind_exports_and_serves_bound_to_its_model(trained, me
     """"none" ships an identity calibrator.pkl, so each version still proves its SavedModel digest."""
     t = trained
     cal = calibrate(t["train"].oof_raw, t["ds"].y, t["train"].folds, method, 10)
-    settings = load_settings(t["tmp"] / "pipeline.yaml", env={"PIPELINE_HOME": str(tmp_path / "home")})
+    settings = _settings(t, tmp_path / "home")
     exported = export_model(t["train"], cal, t["ds"], t["schema"], t["features"], settings, "1.0.0", version="1")
     model = LoadedModel.load(exported.path)
     assert model.calibrator.method == model.metadata.calibrator_method == method
