@@ -63,8 +63,10 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q --durations=25 tests
 
 # A test in a unit module that is marked integration itself (it starts processes) is not in the edit loop.
+# The unit tier runs on TEST_WORKERS processes (pytest-xdist; each builds the session's demo model once).
+TEST_WORKERS ?= 2
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "unit and not integration" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "unit and not integration" tests
 
 # The soak of tests/faults/test_load_faults.py at the issue's length; `make test` runs the same test for 60 s.
 SOAK_SECONDS ?= 600
