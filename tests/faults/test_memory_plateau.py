@@ -160,9 +160,10 @@ def test_memory_levels_off_once_every_bounded_store_is_full(served_models, tmp_p
         five_xx[:5], labeller.failed)
     assert len(outcomes) >= 0.9 * SECONDS * RATE and labeller.accepted >= SECONDS
     if SECONDS >= LONG_SECONDS:
-        # Measured over 628 s after full (make soak, docs/explanation/reliability.md): 1.68 MB/h, slowing to
-        # 0.75 MB/h over the second half (the goal, under 1 MB/h, is met there only); 2x margin on each.
-        assert slope < 3.4 and late_slope < 1.5, samples
+        # Measured over 628 s after full (make soak, two runs, docs/explanation/reliability.md): 1.68 and 2.0 MB/h;
+        # over the second half 0.75 and 1.26 MB/h (the goal, under 1 MB/h, is met by one run's second half only).
+        # 2x margin on the higher of each.
+        assert slope < 4.0 and late_slope < 2.5, samples
     else:
         # Measured: the largest rise within 40 s after full 0.1 MB in two runs and 0.87 MB in a third (a one-off
         # step of ~0.75 MB in the first minute, seen in every run, before or after full); 2x the highest.
