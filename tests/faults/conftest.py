@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,3 +101,44 @@ def rss_kb(pid: int) -> int:
     if not alive(pid):
         raise AssertionError(f"no process {pid}")
     return rss_bytes([pid]) // 1024
+
+
+def mixed_bodies(models: dict) -> list[bytes]:
+    """The soaks' traffic: 3 valid requests to 5 invalid ones (wrong type, not JSON, empty, a 20 KB string)."""
+    good = golden_request(models)
+    bad = [b'{"features": [{"age": "forty"}]}', b'{"features": "nope"}', b"not json", b'{"features": []}',
+           json.dumps({"features": [{"x": "y" * 20_000}]}).encode()]
+    return [good, good, good] + bad
+
+
+@contextmanager
+def sampling_rss(pid: int, every: float = 5.0):
+    """Samples (monotonic time, RSS in KiB) of ``pid`` every ``every`` seconds, in the list yielded, until the
+    block ends."""
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            samples.append((time.monotonic(), rss_kb(pid)))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        sampler.join()
+
+
+def growth_mb_per_hour(samples: list[tuple[float, int]], after: float) -> tuple[float, int]:
+    """The RSS growth in MB/h: the slope of a least-squares line through the samples taken at or after
+    ``after`` (monotonic time), and how many samples it used."""
+    steady = [(t, kb) for t, kb in samples if t >= after]
+    n = len(steady)
+    if n < 2:
+        raise AssertionError(f"{n} RSS sample(s) after {after:.0f}: too few for a slope")
+    mean_t, mean_kb = sum(t for t, _ in steady) / n, sum(kb for _, kb in steady) / n
+    var = sum((t - mean_t) ** 2 for t, _ in steady) or 1.0
+    slope_kb_s = sum((t - mean_t) * (kb - mean_kb) for t, kb in steady) / var
+    return slope_kb_s * 3600 / 1024, n

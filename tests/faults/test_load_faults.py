@@ -11,7 +11,16 @@ import time
 import pytest
 
 from testkit.load import Load, percentile
-from tests.faults.conftest import AUTH, golden_request, rss_kb, supervised, wait_until, worker_pids
+from tests.faults.conftest import (
+    AUTH,
+    golden_request,
+    growth_mb_per_hour,
+    mixed_bodies,
+    sampling_rss,
+    supervised,
+    wait_until,
+    worker_pids,
+)
 from tests.serving.test_live_server import _call
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -21,6 +30,7 @@ SWAP_SECONDS = 30
 # 10 minutes (FAULT_SOAK_SECONDS=600), long enough for the growth's slope to mean something.
 SOAK_SECONDS = float(os.environ.get("FAULT_SOAK_SECONDS", 60))
 LONG_SOAK_SECONDS = 300     # from this length on, the growth per hour is asserted (over 60 s it is noise)
+RATE, CLIENTS = 40, 4       # requests per second in total, from 4 paced clients
 
 
 def test_hot_swaps_between_three_versions_under_8_clients_drop_nothing(three_models, tmp_path, figure):
@@ -110,49 +120,23 @@ def test_200_clients_hanging_up_mid_request_leave_the_server_serving(served_mode
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
 
 
-def _growth_mb_per_hour(samples: list[tuple[float, int]]) -> tuple[float, int]:
-    """Growth from a least-squares line through the RSS samples after the first minute (warm-up); and how
-    many samples it used."""
-    steady = [(t, kb) for t, kb in samples if t - samples[0][0] >= min(60, SOAK_SECONDS / 4)] or samples
-    n = len(steady)
-    mean_t, mean_kb = sum(t for t, _ in steady) / n, sum(kb for _, kb in steady) / n
-    var = sum((t - mean_t) ** 2 for t, _ in steady) or 1.0
-    slope_kb_s = sum((t - mean_t) * (kb - mean_kb) for t, kb in steady) / var
-    return slope_kb_s * 3600 / 1024, n
-
-
 def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, figure):
     """Mixed traffic at a steady rate: no 5xx, and the server's memory does not keep growing."""
-    good = golden_request(served_models)
-    bad = [b'{"features": [{"age": "forty"}]}', b'{"features": "nope"}', b"not json", b'{"features": []}',
-           json.dumps({"features": [{"x": "y" * 20_000}]}).encode()]
     with supervised(served_models, tmp_path) as server:
         port = server["port"]
         [worker] = worker_pids(server["master"])
-        samples: list[tuple[float, int]] = []
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.wait(5):
-                samples.append((time.monotonic(), rss_kb(worker)))
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        rate, clients = 40, 4      # requests per second in total, from 4 paced clients
         t0 = time.monotonic()
-        try:
-            with Load(port, [good, good, good] + bad, clients=clients, max_requests=int(SOAK_SECONDS * rate / clients),
-                      max_seconds=SOAK_SECONDS + 30, interval=clients / rate) as load:
+        with sampling_rss(worker) as samples:
+            with Load(port, mixed_bodies(served_models), clients=CLIENTS,
+                      max_requests=int(SOAK_SECONDS * RATE / CLIENTS), max_seconds=SOAK_SECONDS + 30,
+                      interval=CLIENTS / RATE) as load:
                 outcomes = load.wait()
-        finally:
-            stop.set()
-            sampler.join()
         elapsed = time.monotonic() - t0
         health = _call(port, "GET", "/health")[1]
     labels = [str(o.status or o.version) for o in outcomes]      # an answer's status, or the error's name
     statuses = {s: labels.count(s) for s in sorted(set(labels))}
-    growth_mb_h, n = _growth_mb_per_hour(samples)
-    figure("seconds", round(elapsed), "s", f"{rate} requests/s, 3 valid : 5 invalid")
+    growth_mb_h, n = growth_mb_per_hour(samples, samples[0][0] + min(60, SOAK_SECONDS / 4))   # after warm-up
+    figure("seconds", round(elapsed), "s", f"{RATE} requests/s, 3 valid : 5 invalid")
     figure("requests", len(outcomes), "requests", json.dumps(statuses))
     figure("rss_start_mb", round(samples[0][1] / 1024, 1), "MB")
     figure("rss_end_mb", round(samples[-1][1] / 1024, 1), "MB")
@@ -160,7 +144,7 @@ def test_a_steady_soak_of_valid_and_invalid_requests(served_models, tmp_path, fi
     five_xx = [o for o in outcomes if o.status == 0 or o.status >= 500]
     assert five_xx == [], five_xx[:10]
     assert {o.status for o in outcomes} <= {200, 413, 422, 400} and health["status"] == "healthy"
-    assert len(outcomes) >= 0.9 * SOAK_SECONDS * rate
+    assert len(outcomes) >= 0.9 * SOAK_SECONDS * RATE
     if SOAK_SECONDS >= LONG_SOAK_SECONDS:
         # Measured: 28 MB/h over 10 minutes (27.8 in a clean clone, docs/explanation/reliability.md); 2x margin.
         assert growth_mb_h < 56, samples
