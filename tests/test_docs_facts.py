@@ -29,7 +29,7 @@ PAGES = sorted([*(DOCS / "explanation").glob("*.md"),
                 *(DOCS / "reference" / name for name in ("data-contract.md", "state.md", "tests-and-benchmarks.md"))])
 CODE_DIRS = ("flows", "tasks", "serving", "bench", "testkit", "tests")
 # Names that belong to other programs, not this code: boto3's environment.
-FOREIGN_NAMES = re.compile(r"^AWS_")
+FOREIGN_NAMES = re.compile(r"^(AWS_|MALLOC_ARENA_MAX$)")     # boto3's and glibc's
 
 
 def text(path: Path) -> str:
@@ -166,13 +166,19 @@ def test_the_calibration_test_level_quoted_is_the_codes():
 
 def test_the_soak_and_the_unit_tiers_durations_quoted_are_the_codes():
     short = re.search(r'"FAULT_SOAK_SECONDS", (\d+)\)', text(ROOT / "tests" / "faults" / "test_load_faults.py"))
-    minutes = int(re.search(r"^SOAK_SECONDS \?= (\d+)$", text(ROOT / "Makefile"), flags=re.M).group(1)) // 60
+    plateau = re.search(r'"PLATEAU_SOAK_SECONDS", (\d+)\)', text(ROOT / "tests" / "faults" / "test_memory_plateau.py"))
+    makefile = text(ROOT / "Makefile")
+    minutes = int(re.search(r"^SOAK_SECONDS \?= (\d+)$", makefile, flags=re.M).group(1)) // 60
+    plateau_s = int(re.search(r"^PLATEAU_SECONDS \?= (\d+)$", makefile, flags=re.M).group(1))
     reliability = flat(text(DOCS / "explanation" / "reliability.md"))
-    assert f"the soak alone takes {minutes} minutes" in reliability
-    assert f"the soak runs {short.group(1)} seconds here, as in make test" in reliability
+    assert f"the two soaks at length: {minutes} and {plateau_s // 60} minutes" in reliability
+    assert f"the two soaks run {short.group(1)} and {plateau.group(1)} seconds here, as in make test" in reliability
+    assert f"(make test: {short.group(1)} s and {plateau.group(1)} s)" in makefile
     tiers = flat(text(DOCS / "reference" / "tests-and-benchmarks.md"))
-    assert f"in `make test` its soak runs {short.group(1)} seconds; `make soak` runs the same test for {minutes} " \
-           f"minutes (`FAULT_SOAK_SECONDS={minutes * 60}`)" in tiers
+    assert f"in `make test` its soak runs {short.group(1)} seconds and the memory plateau soak {plateau.group(1)}; " \
+           f"`make soak` runs the first for {minutes} minutes (`FAULT_SOAK_SECONDS={minutes * 60}`), the length " \
+           f"whose memory growth per hour is asserted, then the plateau for {plateau_s // 60} " \
+           f"(`PLATEAU_SOAK_SECONDS={plateau_s}`)" in tiers
     assert "under 60 s (the goal in the marker's description)" in tiers
     assert '"unit: no network, no servers, at most a tiny model; the edit loop\'s tier (make test-fast, < 60 s)"' \
         in text(ROOT / "pyproject.toml")
