@@ -162,8 +162,10 @@ def test_the_guides_score_commands_run_as_written(released, tmp_path):
     (tmp_path / "data").symlink_to(ROOT / "data")
     commands = [c for doc, c in documented_commands() if doc == PAGE]
     assert len(commands) == 2, commands
+    # `python` is the checkout's venv's, as after `make install` and `source .venv/bin/activate`
+    env = {**released["env"], "PATH": f"{Path(sys.executable).parent}:{released['env'].get('PATH', '')}"}
     for command in commands:
-        done = subprocess.run(command, shell=True, cwd=tmp_path, env=released["env"], capture_output=True, text=True,
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
         assert "scored 6000 rows" in done.stdout and ", 0 rejected" in done.stdout, done.stdout
